@@ -1,0 +1,24 @@
+"""Numba-JIT kernels for the convolution/pooling/batch-norm hot path.
+
+Pure functions on arrays: each public function validates its arguments, normalises dtype
+and memory layout (C-contiguous float32 or float64) and calls a private parallel kernel.
+"""
+
+from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
+from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
+from .pooling import maxpool_backward, maxpool_forward
+
+__all__ = [
+    "conv_output_shape",
+    "im2col",
+    "col2im",
+    "im2col_per_sample",
+    "col2im_per_sample",
+    "maxpool_forward",
+    "maxpool_backward",
+    "batchnorm_forward",
+    "batchnorm_inference",
+    "batchnorm_backward",
+]
+
+__version__ = "0.1.0"

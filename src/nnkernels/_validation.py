@@ -1,0 +1,122 @@
+"""Argument checks shared by every public wrapper.
+
+Kernels assume valid input; everything a caller can get wrong is caught here, before any
+kernel runs, with a ``ValueError`` or ``TypeError`` naming the argument, what was expected
+and what was given.
+"""
+
+import numbers
+import operator
+
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "compute_dtype",
+    "check_int",
+    "check_ndim",
+    "check_shape",
+    "window_output_size",
+]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"array of dtype {value.dtype} and shape {value.shape}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def compute_dtype(*arrays):
+    """The float dtype a kernel computes in for these inputs.
+
+    NumPy's promotion of the inputs (Python scalars are weak), then: float32 and float64
+    stay; bool/integer promote to float64 (as NumPy does in arithmetic with floats);
+    float16 computes in float32. Complex, object, string and other dtypes raise TypeError.
+    """
+    dtypes = []
+    for a in arrays:
+        if a is None:
+            continue
+        dtypes.append(a if isinstance(a, (int, float, bool)) else np.asarray(a).dtype)
+    dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype in _FLOAT_DTYPES:
+        return dtype
+    raise TypeError(f"expected real numeric input (float32 or float64), got dtype {dtype}")
+
+
+def as_float_array(x, name, dtype=None, ndim=None):
+    """Return ``x`` as a C-contiguous float32/float64 ndarray without modifying ``x``.
+
+    ``dtype`` forces the result dtype (it must be float32 or float64); otherwise bool and
+    integer input becomes float64, float16 becomes float32. ``ndim`` (an int or a tuple of
+    allowed ints) is checked and named in the error.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a real numeric array, got {_describe(x)}") from exc
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} must be a real numeric array (float32 or float64), got dtype {arr.dtype}"
+        )
+    if ndim is not None:
+        check_ndim(arr, name, ndim)
+    target = np.dtype(dtype) if dtype is not None else compute_dtype(arr)
+    if target not in _FLOAT_DTYPES:
+        raise TypeError(f"internal: unsupported compute dtype {target}")
+    return np.ascontiguousarray(arr, dtype=target)
+
+
+def check_ndim(arr, name, ndim):
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if arr.ndim not in allowed:
+        want = " or ".join(f"{d}-D" for d in allowed)
+        raise ValueError(f"{name} must be {want}, got {arr.ndim}-D array of shape {arr.shape}")
+
+
+def check_shape(arr, name, shape):
+    """Check ``arr.shape == shape`` (``None`` entries match anything)."""
+    shape = tuple(shape)
+    ok = len(arr.shape) == len(shape) and all(
+        want is None or want == got for want, got in zip(shape, arr.shape)
+    )
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(arr.shape)}")
+
+
+def check_int(value, name, minimum=None):
+    """Return ``value`` as a Python int; integral floats are rejected as non-integers."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        try:
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError
+            value_int = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer, got {_describe(value)}") from None
+    else:
+        value_int = int(value)
+    if minimum is not None and value_int < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value_int}")
+    return value_int
+
+
+def window_output_size(size, window, stride, pad, size_name, window_name):
+    """``(size + 2*pad - window)//stride + 1``, raising if the window does not fit."""
+    padded = size + 2 * pad
+    if window > padded:
+        raise ValueError(
+            f"{window_name}={window} is larger than the padded {size_name} "
+            f"({size} + 2*pad={pad} = {padded})"
+        )
+    return (padded - window) // stride + 1

@@ -1,0 +1,259 @@
+"""Unfolding images into window columns (im2col) and folding them back (col2im).
+
+Two layouts are provided:
+
+* the book's layout, ``(N*out_h*out_w, C*filter_h*filter_w)`` with rows (n, oy, ox) and
+  columns (c, ky, kx): :func:`im2col` / :func:`col2im`, drop-in for the reference;
+* a per-sample layout, ``(N, C*filter_h*filter_w, out_h*out_w)``:
+  :func:`im2col_per_sample` / :func:`col2im_per_sample`. One matrix product per sample,
+  ``W.reshape(FN, -1) @ cols[n]``, then yields ``(FN, out_h*out_w)``, which is already
+  NCHW order, so a convolution needs no transpose.
+
+Every function keeps the input's float dtype (float32 or float64); other real dtypes are
+converted as NumPy would (integers and bools to float64).
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import parallel_kernel
+from ._validation import as_float_array, check_int, check_ndim, window_output_size
+
+__all__ = [
+    "conv_output_shape",
+    "im2col",
+    "col2im",
+    "im2col_per_sample",
+    "col2im_per_sample",
+]
+
+
+# ------------------------------------------------------------------ kernels
+@parallel_kernel
+def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
+    n_img, channels, height, width = x.shape
+    ksize = filter_h * filter_w
+    for row_block in prange(n_img * out_h):
+        rb = np.int64(row_block)
+        n = rb // out_h
+        oy = rb - n * out_h
+        for ox in range(out_w):
+            row = rb * out_w + ox
+            for c in range(channels):
+                base = c * ksize
+                for ky in range(filter_h):
+                    y = oy * stride + ky - pad
+                    for kx in range(filter_w):
+                        xx = ox * stride + kx - pad
+                        if 0 <= y < height and 0 <= xx < width:
+                            col[row, base + ky * filter_w + kx] = x[n, c, y, xx]
+                        else:
+                            col[row, base + ky * filter_w + kx] = 0.0
+
+
+@parallel_kernel
+def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img):
+    n_img, channels, height, width = img.shape
+    ksize = filter_h * filter_w
+    for plane in prange(n_img * channels):
+        p = np.int64(plane)
+        n = p // channels
+        c = p - n * channels
+        for y in range(height):
+            for xx in range(width):
+                img[n, c, y, xx] = 0.0
+        base = c * ksize
+        for oy in range(out_h):
+            row0 = (n * out_h + oy) * out_w
+            for ky in range(filter_h):
+                y = oy * stride + ky - pad
+                if y < 0 or y >= height:
+                    continue
+                for ox in range(out_w):
+                    row = row0 + ox
+                    for kx in range(filter_w):
+                        xx = ox * stride + kx - pad
+                        if 0 <= xx < width:
+                            img[n, c, y, xx] += col[row, base + ky * filter_w + kx]
+
+
+@parallel_kernel
+def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, cols):
+    n_img, channels, height, width = x.shape
+    ksize = filter_h * filter_w
+    for plane in prange(n_img * channels):
+        p = np.int64(plane)
+        n = p // channels
+        c = p - n * channels
+        for ky in range(filter_h):
+            for kx in range(filter_w):
+                r = c * ksize + ky * filter_w + kx
+                # output columns ox in [lo, hi) read inside the image along x
+                lo = 0
+                while lo < out_w and lo * stride + kx - pad < 0:
+                    lo += 1
+                hi = out_w
+                while hi > lo and (hi - 1) * stride + kx - pad >= width:
+                    hi -= 1
+                for oy in range(out_h):
+                    y = oy * stride + ky - pad
+                    dst = oy * out_w
+                    if y < 0 or y >= height:
+                        for ox in range(out_w):
+                            cols[n, r, dst + ox] = 0.0
+                        continue
+                    for ox in range(lo):
+                        cols[n, r, dst + ox] = 0.0
+                    for ox in range(lo, hi):
+                        cols[n, r, dst + ox] = x[n, c, y, ox * stride + kx - pad]
+                    for ox in range(hi, out_w):
+                        cols[n, r, dst + ox] = 0.0
+
+
+@parallel_kernel
+def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_w, img):
+    n_img, channels, height, width = img.shape
+    ksize = filter_h * filter_w
+    for plane in prange(n_img * channels):
+        p = np.int64(plane)
+        n = p // channels
+        c = p - n * channels
+        for y in range(height):
+            for xx in range(width):
+                img[n, c, y, xx] = 0.0
+        for ky in range(filter_h):
+            for kx in range(filter_w):
+                r = c * ksize + ky * filter_w + kx
+                lo = 0
+                while lo < out_w and lo * stride + kx - pad < 0:
+                    lo += 1
+                hi = out_w
+                while hi > lo and (hi - 1) * stride + kx - pad >= width:
+                    hi -= 1
+                for oy in range(out_h):
+                    y = oy * stride + ky - pad
+                    if y < 0 or y >= height:
+                        continue
+                    src = oy * out_w
+                    for ox in range(lo, hi):
+                        img[n, c, y, ox * stride + kx - pad] += cols[n, r, src + ox]
+
+
+# ------------------------------------------------------------------ wrappers
+def conv_output_shape(input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Validate window arguments for an ``(N, C, H, W)`` input; return ``(out_h, out_w)``.
+
+    Raises ``TypeError`` for non-integer sizes and ``ValueError`` for ``filter_h < 1``,
+    ``stride < 1``, ``pad < 0`` or a window larger than the padded input.
+    """
+    filter_h = check_int(filter_h, "filter_h", minimum=1)
+    filter_w = check_int(filter_w, "filter_w", minimum=1)
+    stride = check_int(stride, "stride", minimum=1)
+    pad = check_int(pad, "pad", minimum=0)
+    _, _, height, width = input_shape
+    out_h = window_output_size(height, filter_h, stride, pad, "input height", "filter_h")
+    out_w = window_output_size(width, filter_w, stride, pad, "input width", "filter_w")
+    return out_h, out_w
+
+
+def _checked_window_args(shape, filter_h, filter_w, stride, pad):
+    out_h, out_w = conv_output_shape(shape, filter_h, filter_w, stride, pad)
+    return int(filter_h), int(filter_w), int(stride), int(pad), out_h, out_w
+
+
+def _checked_input_shape(input_shape):
+    try:
+        shape = tuple(int(check_int(s, "input_shape entries", minimum=0)) for s in input_shape)
+    except TypeError as exc:
+        if "input_shape entries" in str(exc):
+            raise
+        raise TypeError(f"input_shape must be a sequence of 4 integers, got {input_shape!r}") from None
+    if len(shape) != 4:
+        raise ValueError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
+    return shape
+
+
+def im2col(x, filter_h, filter_w, stride=1, pad=0):
+    """Unfold ``x`` ``(N, C, H, W)`` into the book's column matrix.
+
+    Returns a C-contiguous ``(N*out_h*out_w, C*filter_h*filter_w)`` array of ``x``'s float
+    dtype, rows ordered (n, oy, ox), columns (c, ky, kx); padded cells are zero.
+    """
+    x = as_float_array(x, "x", ndim=4)
+    fh, fw, s, p, out_h, out_w = _checked_window_args(x.shape, filter_h, filter_w, stride, pad)
+    n_img, channels = x.shape[:2]
+    col = np.empty((n_img * out_h * out_w, channels * fh * fw), dtype=x.dtype)
+    if col.size:
+        _im2col_rows_kernel(x, fh, fw, s, p, out_h, out_w, col)
+    return col
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Fold the book's column matrix back into ``input_shape`` ``(N, C, H, W)``.
+
+    ``col`` must have shape ``(N*out_h*out_w, C*filter_h*filter_w)`` (or any shape with
+    that many elements in that order, as the reference accepts). Overlapping windows are
+    summed. Returns a new C-contiguous array of ``col``'s float dtype.
+    """
+    shape = _checked_input_shape(input_shape)
+    col = as_float_array(col, "col")
+    fh, fw, s, p, out_h, out_w = _checked_window_args(shape, filter_h, filter_w, stride, pad)
+    n_img, channels = shape[:2]
+    rows, width = n_img * out_h * out_w, channels * fh * fw
+    if col.size != rows * width:
+        raise ValueError(
+            f"col must have shape ({rows}, {width}) for input_shape={shape}, "
+            f"filter {fh}x{fw}, stride={s}, pad={p}; got {col.shape}"
+        )
+    col = col.reshape(rows, width)
+    img = np.empty(shape, dtype=col.dtype)
+    if img.size:
+        _col2im_rows_kernel(col, fh, fw, s, p, out_h, out_w, img)
+    return img
+
+
+def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
+    """Unfold ``x`` ``(N, C, H, W)`` into per-sample columns ``(N, C*filter_h*filter_w, out_h*out_w)``.
+
+    Row ``c*filter_h*filter_w + ky*filter_w + kx`` of sample ``n`` holds, for every output
+    position ``oy*out_w + ox``, the input value under that filter tap (zero in padding).
+    ``out``, if given, must be a C-contiguous array of that shape and ``x``'s dtype; it is
+    filled and returned (this lets callers reuse a workspace).
+    """
+    x = as_float_array(x, "x", ndim=4)
+    fh, fw, s, p, out_h, out_w = _checked_window_args(x.shape, filter_h, filter_w, stride, pad)
+    n_img, channels = x.shape[:2]
+    shape = (n_img, channels * fh * fw, out_h * out_w)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    elif not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == x.dtype
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(
+            f"out must be a writeable C-contiguous {x.dtype} array of shape {shape}, "
+            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        )
+    if out.size:
+        _im2col_per_sample_kernel(x, fh, fw, s, p, out_h, out_w, out)
+    return out
+
+
+def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Fold per-sample columns ``(N, C*filter_h*filter_w, out_h*out_w)`` back into ``input_shape``.
+
+    The adjoint of :func:`im2col_per_sample`: overlapping windows are summed, padding is
+    dropped. Returns a new C-contiguous ``(N, C, H, W)`` array of ``cols``' float dtype.
+    """
+    shape = _checked_input_shape(input_shape)
+    cols = as_float_array(cols, "cols", ndim=3)
+    fh, fw, s, p, out_h, out_w = _checked_window_args(shape, filter_h, filter_w, stride, pad)
+    n_img, channels = shape[:2]
+    want = (n_img, channels * fh * fw, out_h * out_w)
+    if cols.shape != want:
+        raise ValueError(
+            f"cols must have shape {want} for input_shape={shape}, filter {fh}x{fw}, "
+            f"stride={s}, pad={p}; got {cols.shape}"
+        )
+    img = np.empty(shape, dtype=cols.dtype)
+    if img.size:
+        _col2im_per_sample_kernel(cols, fh, fw, s, p, out_h, out_w, img)
+    return img
