@@ -7,6 +7,7 @@ and memory layout (C-contiguous float32 or float64) and calls a private parallel
 from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
 from .pooling import maxpool_backward, maxpool_forward
+from .threads import get_num_threads, set_num_threads, threading_layer
 
 __all__ = [
     "conv_output_shape",
@@ -19,6 +20,9 @@ __all__ = [
     "batchnorm_forward",
     "batchnorm_inference",
     "batchnorm_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "threading_layer",
 ]
 
 __version__ = "0.1.0"

@@ -150,7 +150,8 @@ def conv_output_shape(input_shape, filter_h, filter_w, stride=1, pad=0):
     filter_w = check_int(filter_w, "filter_w", minimum=1)
     stride = check_int(stride, "stride", minimum=1)
     pad = check_int(pad, "pad", minimum=0)
-    _, _, height, width = input_shape
+    height = check_int(input_shape[2], "input height", minimum=0)
+    width = check_int(input_shape[3], "input width", minimum=0)
     out_h = window_output_size(height, filter_h, stride, pad, "input height", "filter_h")
     out_w = window_output_size(width, filter_w, stride, pad, "input width", "filter_w")
     return out_h, out_w
@@ -171,6 +172,19 @@ def _checked_input_shape(input_shape):
     if len(shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
     return shape
+
+
+def _checked_out(out, shape, dtype):
+    """A fresh array, or ``out`` once it is known to be a usable destination."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not (isinstance(out, np.ndarray) and out.shape == tuple(shape) and out.dtype == dtype
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(
+            f"out must be a writeable C-contiguous {dtype} array of shape {tuple(shape)}, "
+            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        )
+    return out
 
 
 def im2col(x, filter_h, filter_w, stride=1, pad=0):
@@ -224,24 +238,18 @@ def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
     fh, fw, s, p, out_h, out_w = _checked_window_args(x.shape, filter_h, filter_w, stride, pad)
     n_img, channels = x.shape[:2]
     shape = (n_img, channels * fh * fw, out_h * out_w)
-    if out is None:
-        out = np.empty(shape, dtype=x.dtype)
-    elif not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == x.dtype
-              and out.flags.c_contiguous and out.flags.writeable):
-        raise ValueError(
-            f"out must be a writeable C-contiguous {x.dtype} array of shape {shape}, "
-            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
-        )
+    out = _checked_out(out, shape, x.dtype)
     if out.size:
         _im2col_per_sample_kernel(x, fh, fw, s, p, out_h, out_w, out)
     return out
 
 
-def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0):
+def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
     """Fold per-sample columns ``(N, C*filter_h*filter_w, out_h*out_w)`` back into ``input_shape``.
 
     The adjoint of :func:`im2col_per_sample`: overlapping windows are summed, padding is
-    dropped. Returns a new C-contiguous ``(N, C, H, W)`` array of ``cols``' float dtype.
+    dropped. Returns a new C-contiguous ``(N, C, H, W)`` array of ``cols``' float dtype, or
+    fills and returns ``out`` (a writeable C-contiguous array of that shape and dtype).
     """
     shape = _checked_input_shape(input_shape)
     cols = as_float_array(cols, "cols", ndim=3)
@@ -253,7 +261,7 @@ def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0):
             f"cols must have shape {want} for input_shape={shape}, filter {fh}x{fw}, "
             f"stride={s}, pad={p}; got {cols.shape}"
         )
-    img = np.empty(shape, dtype=cols.dtype)
+    img = _checked_out(out, shape, cols.dtype)
     if img.size:
         _col2im_per_sample_kernel(cols, fh, fw, s, p, out_h, out_w, img)
     return img

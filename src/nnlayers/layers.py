@@ -1,0 +1,411 @@
+"""Drop-in layers: the reference's classes, constructors, methods and attributes.
+
+Each layer reads its parameters (``W``, ``b``, ``gamma``, ``beta``) at every call and never
+keeps a copy or a cast of them, so in-place updates by optimizers and rebinding by
+``load_params`` are seen by the next ``forward``. Inputs are never modified. Results have
+NumPy's promoted dtype of the inputs and parameters: an all-float32 network stays float32.
+"""
+
+import numpy as np
+
+import nnkernels
+from nnkernels._validation import as_float_array, check_int, compute_dtype
+
+from .config import conv_chunk_size
+from .functions import cross_entropy_error, sigmoid, softmax
+
+__all__ = [
+    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
+    "Convolution", "Pooling",
+]
+
+
+def _as_input(x, name="x"):
+    """``x`` as an ndarray of a real numeric dtype (no copy when it already is one)."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a real numeric array, got {type(x).__name__}") from exc
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+    return x
+
+
+def _require_forward(layer, attr):
+    if getattr(layer, attr) is None:
+        raise ValueError(f"{type(layer).__name__}.backward() called before forward()")
+
+
+def _check_dout(dout, shape, layer):
+    dout = _as_input(dout, "dout")
+    if dout.shape != tuple(shape):
+        raise ValueError(
+            f"{type(layer).__name__}.backward: dout must have the shape of the last forward "
+            f"output {tuple(shape)}, got {dout.shape}"
+        )
+    return dout
+
+
+def _bias_column(b, n_out, dtype, name="b"):
+    """Bias as a ``(n_out, 1)`` column or a 0-d array, for adding to ``(.., n_out, P)``."""
+    b = _as_input(b, name)
+    if b.size == n_out:
+        return b.astype(dtype, copy=False).reshape(n_out, 1)
+    if b.size == 1:
+        return b.astype(dtype, copy=False).reshape(())
+    raise ValueError(f"{name} must have {n_out} elements (one per filter) or be a scalar, got shape {b.shape}")
+
+
+class Relu:
+    """``max(x, 0)``; ``mask`` is the boolean array ``x <= 0`` of the last forward."""
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        x = _as_input(x)
+        self.mask = x <= 0
+        return np.where(self.mask, x.dtype.type(0), x)
+
+    def backward(self, dout):
+        _require_forward(self, "mask")
+        dout = _check_dout(dout, self.mask.shape, self)
+        return np.where(self.mask, dout.dtype.type(0), dout)
+
+
+class Sigmoid:
+    """Logistic activation; ``out`` holds the last forward output."""
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        self.out = sigmoid(_as_input(x))
+        return self.out
+
+    def backward(self, dout):
+        _require_forward(self, "out")
+        dout = _check_dout(dout, self.out.shape, self)
+        return dout * (1.0 - self.out) * self.out
+
+
+class Affine:
+    """``x.reshape(N, -1) @ W + b``. ``W`` is ``(D, M)``, ``b`` is ``(M,)`` or a scalar."""
+
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        x = _as_input(x)
+        if x.ndim < 1:
+            raise ValueError(f"x must have a batch axis, got a 0-d array")
+        W = self.W
+        if np.ndim(W) != 2:
+            raise ValueError(f"W must be 2-D (input features, outputs), got shape {np.shape(W)}")
+        x2d = x.reshape(x.shape[0], -1)
+        if x2d.shape[1] != W.shape[0]:
+            raise ValueError(
+                f"x has {x2d.shape[1]} features per sample (shape {x.shape}) but W expects "
+                f"{W.shape[0]} (W shape {W.shape})"
+            )
+        self.original_x_shape = x.shape
+        self.x = x2d
+        return np.dot(x2d, W) + self.b
+
+    def backward(self, dout):
+        _require_forward(self, "x")
+        dout = _check_dout(dout, (self.x.shape[0], self.W.shape[1]), self)
+        dx = np.dot(dout, self.W.T)
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax then mean cross-entropy. ``t``: labels ``(N,)``/``(N, 1)`` or one-hot ``(N, K)``."""
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        x = _as_input(x)
+        t = np.asarray(t)
+        if x.ndim != 2:
+            raise ValueError(f"x must be 2-D scores (N, classes), got shape {x.shape}")
+        if t.size != x.size and t.size != x.shape[0]:
+            raise ValueError(
+                f"t must be labels of shape ({x.shape[0]},) or ({x.shape[0]}, 1), or one-hot "
+                f"{x.shape}; got shape {t.shape}"
+            )
+        self.t = t
+        self.y = softmax(x)
+        self.loss = cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout=1):
+        _require_forward(self, "y")
+        batch_size = self.y.shape[0]
+        if self.t.size == self.y.size:
+            return (self.y - self.t.reshape(self.y.shape)) / batch_size
+        dx = self.y.copy()
+        dx[np.arange(batch_size), self.t.reshape(batch_size)] -= 1
+        return dx / batch_size
+
+
+class Dropout:
+    """Non-inverted dropout: train ``x * (rand > ratio)``, test ``x * (1 - ratio)``.
+
+    ``rng`` (keyword-only) may be a seed or a ``numpy.random.Generator``; without it the
+    mask is drawn from NumPy's global state with ``np.random.rand``, exactly as the reference.
+    """
+
+    def __init__(self, dropout_ratio=0.5, *, rng=None):
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+        self.rng = None if rng is None else np.random.default_rng(rng)
+
+    def forward(self, x, train_flg=True):
+        x = _as_input(x)
+        if not 0.0 <= float(self.dropout_ratio) <= 1.0:
+            raise ValueError(f"dropout_ratio must be in [0, 1], got {self.dropout_ratio}")
+        if train_flg:
+            draw = self.rng.random(x.shape) if self.rng is not None else np.random.rand(*x.shape)
+            self.mask = draw > self.dropout_ratio
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout):
+        _require_forward(self, "mask")
+        dout = _check_dout(dout, self.mask.shape, self)
+        return dout * self.mask
+
+
+class BatchNormalization:
+    """Batch normalisation with the reference's state and update rules.
+
+    By default statistics are per activation: 4-D input is viewed as ``(N, C*H*W)``, as in
+    the reference. With ``per_channel=True`` (keyword-only) 4-D input is normalised per
+    channel over ``(N, H, W)`` like PyTorch's ``BatchNorm2d`` (biased variance), and
+    ``gamma``/``beta``/running statistics have shape ``(C,)``. eps is 1e-6 (the reference's
+    ``10e-7``); ``running = momentum*running + (1-momentum)*batch``.
+    """
+
+    eps = 10e-7
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, *,
+                 per_channel=False):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.per_channel = bool(per_channel)
+        self.input_shape = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+
+    @property
+    def xc(self):
+        """Centred input of the last training forward (``xn * std``), computed on demand."""
+        return None if self.xn is None else self.xn * self._stat_shape(self.std)
+
+    def _stat_shape(self, v):
+        return v.reshape(1, -1, 1, 1) if self.xn.ndim == 4 else v
+
+    def _view(self, x):
+        if self.per_channel and x.ndim == 4:
+            return x
+        return x.reshape(x.shape[0], -1)
+
+    def forward(self, x, train_flg=True):
+        x = _as_input(x)
+        if x.ndim not in (2, 4):
+            raise ValueError(f"x must be 2-D (N, D) or 4-D (N, C, H, W), got shape {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError("x must hold at least one sample, got batch size 0")
+        xv = self._view(x)
+        n_stats = xv.shape[1]
+        dtype = compute_dtype(x, self.gamma, self.beta)
+        if self.running_mean is None:
+            self.running_mean = np.zeros(n_stats, dtype=dtype)
+            self.running_var = np.zeros(n_stats, dtype=dtype)
+        if train_flg:
+            out, xn, mean, var, std = nnkernels.batchnorm_forward(xv, self.gamma, self.beta, self.eps)
+            self.batch_size = xv.shape[0]
+            self.xn = xn
+            self.std = std
+            m = self.momentum
+            self.running_mean = m * self.running_mean + (1 - m) * mean
+            self.running_var = m * self.running_var + (1 - m) * var
+        else:
+            out = nnkernels.batchnorm_inference(
+                xv, self.gamma, self.beta, self.running_mean, self.running_var, self.eps
+            )
+        self.input_shape = x.shape
+        return out.reshape(x.shape)
+
+    def backward(self, dout):
+        _require_forward(self, "xn")
+        dout = _check_dout(dout, self.input_shape, self)
+        dx, dgamma, dbeta = nnkernels.batchnorm_backward(
+            self._view(dout), self.xn, self.std, self.gamma
+        )
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+        return dx.reshape(self.input_shape)
+
+
+class Convolution:
+    """2-D convolution (cross-correlation) of ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
+
+    Output ``(N, FN, out_h, out_w)``, ``out = (H + 2*pad - FH)//stride + 1``. Computed as
+    per-sample columns (``nnkernels.im2col_per_sample``) and one batched matrix product,
+    so the result is NCHW without a transpose. When the column matrix of a batch would
+    exceed the workspace limit (``nnlayers.set_workspace_limit``), the batch is processed
+    in chunks and the columns are recomputed in ``backward`` instead of kept.
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.col = None
+        self.dW = None
+        self.db = None
+        self._out_hw = None
+        self._geometry = None
+        self._dtype = None
+
+    def _filter_shape(self):
+        W = self.W
+        if np.ndim(W) != 4:
+            raise ValueError(f"W must be 4-D (FN, C, FH, FW), got shape {np.shape(W)}")
+        return W.shape
+
+    def forward(self, x):
+        x = _as_input(x)
+        if x.ndim != 4:
+            raise ValueError(f"x must be 4-D (N, C, H, W), got shape {x.shape}")
+        FN, C, FH, FW = self._filter_shape()
+        if x.shape[1] != C:
+            raise ValueError(f"x has {x.shape[1]} channels (shape {x.shape}) but W expects {C} (W shape {self.W.shape})")
+        stride = check_int(self.stride, "stride", minimum=1)
+        pad = check_int(self.pad, "pad", minimum=0)
+        out_h, out_w = nnkernels.conv_output_shape(x.shape, FH, FW, stride, pad)
+        dtype = compute_dtype(x, self.W, self.b)
+        xc = as_float_array(x, "x", dtype=dtype)
+        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, -1)
+        bias = _bias_column(self.b, FN, dtype)
+        N = x.shape[0]
+        out = np.empty((N, FN, out_h * out_w), dtype=dtype)
+        chunk = conv_chunk_size(N, C * FH * FW * out_h * out_w * dtype.itemsize)
+        if chunk >= N:
+            col = nnkernels.im2col_per_sample(xc, FH, FW, stride, pad)
+            np.matmul(Wm, col, out=out)
+        else:
+            col = None
+            work = np.empty((chunk, C * FH * FW, out_h * out_w), dtype=dtype)
+            for n0 in range(0, N, chunk):
+                n1 = min(N, n0 + chunk)
+                cols = nnkernels.im2col_per_sample(xc[n0:n1], FH, FW, stride, pad, out=work[: n1 - n0])
+                np.matmul(Wm, cols, out=out[n0:n1])
+        out += bias
+        self.x = xc
+        self.col = col
+        self._out_hw = (out_h, out_w)
+        self._geometry = (stride, pad)
+        self._dtype = dtype
+        return out.reshape(N, FN, out_h, out_w)
+
+    def backward(self, dout):
+        _require_forward(self, "x")
+        FN, C, FH, FW = self._filter_shape()
+        N = self.x.shape[0]
+        out_h, out_w = self._out_hw
+        stride, pad = self._geometry
+        dout = _check_dout(dout, (N, FN, out_h, out_w), self)
+        dtype = np.result_type(self._dtype, compute_dtype(dout))
+        d = as_float_array(dout, "dout", dtype=dtype).reshape(N, FN, out_h * out_w)
+        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, -1)
+        xc = self.x if self.x.dtype == dtype else self.x.astype(dtype)
+        self.db = d.sum(axis=(0, 2))
+        K, P = C * FH * FW, out_h * out_w
+        chunk = conv_chunk_size(N, K * P * dtype.itemsize)
+        col = self.col if (self.col is not None and self.col.dtype == dtype) else None
+        work = None if col is not None else np.empty((chunk, K, P), dtype=dtype)
+        dcols = np.empty((chunk, K, P), dtype=dtype)
+        dx = np.empty(self.x.shape, dtype=dtype)
+        dW = np.zeros((FN, K), dtype=dtype)
+        for n0 in range(0, N, chunk):
+            n1 = min(N, n0 + chunk)
+            if col is not None:
+                cols = col[n0:n1]
+            else:
+                cols = nnkernels.im2col_per_sample(xc[n0:n1], FH, FW, stride, pad, out=work[: n1 - n0])
+            dW += np.matmul(d[n0:n1], cols.transpose(0, 2, 1)).sum(axis=0)
+            np.matmul(Wm.T, d[n0:n1], out=dcols[: n1 - n0])
+            nnkernels.col2im_per_sample(dcols[: n1 - n0], (n1 - n0, C, *self.x.shape[2:]),
+                                        FH, FW, stride, pad, out=dx[n0:n1])
+        self.dW = dW.reshape(FN, C, FH, FW)
+        return dx
+
+
+class Pooling:
+    """Max pooling of ``(N, C, H, W)`` over ``pool_h x pool_w`` windows.
+
+    Output ``(N, C, out_h, out_w)`` with ``out = (H + 2*pad - pool)//stride + 1`` (padding
+    works here; padded cells never win). ``arg_max`` is exposed in the reference's layout:
+    a flat array over (n, oy, ox, c) of the winning index ``ky*pool_w + kx`` in the window.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=1, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self._argmax = None
+
+    @property
+    def arg_max(self):
+        if self._argmax is None:
+            return None
+        return self._argmax.transpose(0, 2, 3, 1).ravel()
+
+    @arg_max.setter
+    def arg_max(self, value):
+        if value is None or self._argmax is None:
+            self._argmax = None if value is None else self._argmax
+            return
+        N, C, oh, ow = self._argmax.shape
+        self._argmax = np.ascontiguousarray(
+            np.asarray(value).reshape(N, oh, ow, C).transpose(0, 3, 1, 2), dtype=np.int64
+        )
+
+    def forward(self, x):
+        x = _as_input(x)
+        if x.ndim != 4:
+            raise ValueError(f"x must be 4-D (N, C, H, W), got shape {x.shape}")
+        out, self._argmax = nnkernels.maxpool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        self.x = x
+        return out
+
+    def backward(self, dout):
+        _require_forward(self, "_argmax")
+        dout = _check_dout(dout, self._argmax.shape, self)
+        return nnkernels.maxpool_backward(
+            dout, self._argmax, self.x.shape, self.pool_h, self.pool_w, self.stride, self.pad
+        )
