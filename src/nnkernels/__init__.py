@@ -7,6 +7,7 @@ and memory layout (C-contiguous float32 or float64) and calls a private parallel
 from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
 from .pooling import maxpool_backward, maxpool_forward
+from .precompile import precompile
 from .threads import get_num_threads, set_num_threads, threading_layer
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "threading_layer",
+    "precompile",
 ]
 
 __version__ = "0.1.0"
