@@ -1,0 +1,268 @@
+"""Command line: ``nntrain`` / ``python -m nntrain``.
+
+Quick start (scikit-learn's 8x8 digits, SimpleConvNet, about a minute on 2 cores)::
+
+    python -m nntrain
+
+Fashion-MNIST from Debian's ``dataset-fashion-mnist``, the book's DeepConvNet::
+
+    python -m nntrain --dataset fashion-mnist --model deep --epochs 5 --out runs/deep
+
+Time identical training steps with the pure-NumPy reference layers and with nnlayers::
+
+    python -m nntrain --compare-reference
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from . import data as datasets
+from ._layers import layers_name, resolve_layers
+from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet
+from .optimizers import OPTIMIZERS, make_optimizer
+from .trainer import Trainer
+
+#: epochs when --epochs is not given: the quick start on digits vs the book's 20
+DEFAULT_EPOCHS = {"digits": 30, "fashion-mnist": 20, "mnist-dir": 20}
+#: step size when --lr is not given (the optimizer's own default otherwise)
+DIGITS_ADAM_LR = 0.01
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nntrain",
+        description="Train the 'Deep Learning from Scratch' networks on nnlayers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", choices=("simple", "deep", "mlp"), default="simple",
+                        help="SimpleConvNet, DeepConvNet or a 2x100 MultiLayerNet")
+    parser.add_argument("--dataset", choices=("digits", "fashion-mnist", "mnist-dir"),
+                        default="digits",
+                        help="digits: scikit-learn's 8x8 digits (no download); fashion-mnist: "
+                             "Debian's dataset-fashion-mnist or --data-dir; mnist-dir: IDX "
+                             "files in --data-dir (or $NNTRAIN_MNIST_DIR)")
+    parser.add_argument("--data-dir", help="directory with the four MNIST-format IDX files")
+    parser.add_argument("--epochs", type=int,
+                        help=f"default: {DEFAULT_EPOCHS['digits']} on digits, 20 otherwise")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--optimizer", type=str.lower, choices=sorted(OPTIMIZERS), default="adam")
+    parser.add_argument("--lr", type=float,
+                        help=f"learning rate (default: {DIGITS_ADAM_LR} for adam on digits, "
+                             "else the optimizer's default)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds weight init, batch sampling and dropout")
+    parser.add_argument("--threads", type=int, help="threads for nnlayers' kernels")
+    parser.add_argument("--layers", choices=("nnlayers", "reference"), default="nnlayers",
+                        help="layer implementation to train with")
+    parser.add_argument("--eval-samples", type=int,
+                        help="evaluate accuracies on the first N samples each epoch")
+    parser.add_argument("--out", help="output directory: params.pkl, history.json, "
+                                      "learning_curves.png")
+    parser.add_argument("--compare-reference", action="store_true",
+                        help="instead of training, time identical steps with "
+                             "nnlayers.reference and nnlayers and print the speedup")
+    parser.add_argument("--compare-steps", type=int, default=20,
+                        help="timed steps per implementation for --compare-reference")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    return parser
+
+
+# ---------------------------------------------------------------- pieces
+def load_dataset(name, data_dir, flatten):
+    """``((x_train, t_train), (x_test, t_test))`` normalised, integer labels."""
+    options = dict(normalize=True, flatten=flatten, one_hot_label=False)
+    if name == "digits":
+        if data_dir:
+            raise SystemExit("nntrain: --data-dir does not apply to --dataset digits")
+        return datasets.load_digits(**options)
+    if name == "fashion-mnist":
+        return datasets.load_fashion_mnist(**options, data_dir=data_dir)
+    return datasets.load_mnist(**options, data_dir=data_dir)
+
+
+def build_network(model, input_shape, *, layers, dtype, rng):
+    """The network for ``model`` sized for images ``input_shape = (C, H, W)``."""
+    C, H, W = input_shape
+    if model == "simple":
+        if H * W <= 16 * 16:  # small images: a 3x3 "same" conv keeps the 2x2 pool meaningful
+            conv = {"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1}
+        else:
+            conv = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+        return SimpleConvNet(input_dim=input_shape, conv_param=conv, hidden_size=100,
+                             output_size=10, weight_init_std=0.01,
+                             layers=layers, dtype=dtype, rng=rng)
+    if model == "deep":
+        return DeepConvNet(input_dim=input_shape, layers=layers, dtype=dtype, rng=rng)
+    return MultiLayerNet(C * H * W, [100, 100], 10, layers=layers, dtype=dtype, rng=rng)
+
+
+def set_threads(n):
+    """Apply ``--threads`` through ``nnlayers.set_num_threads`` when it exists."""
+    import nnlayers
+    setter = getattr(nnlayers, "set_num_threads", None)
+    if setter is None:
+        print("nntrain: warning: nnlayers.set_num_threads is not available; --threads ignored",
+              file=sys.stderr)
+        return False
+    setter(n)
+    return True
+
+
+def _seeds(seed):
+    init_seq, batch_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_seq), np.random.default_rng(batch_seq)
+
+
+def _optimizer_params(args):
+    if args.lr is not None:
+        return {"lr": args.lr}
+    if args.dataset == "digits" and args.optimizer == "adam":
+        return {"lr": DIGITS_ADAM_LR}
+    return {}
+
+
+def plot_curves(trainer, path):
+    """Write the loss and accuracy curves of ``trainer`` to the PNG ``path``."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'nnkernels[train]'") from None
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = np.arange(1, len(trainer.train_loss_list) + 1) / trainer.iter_per_epoch
+    ax_loss.plot(steps, trainer.train_loss_list, lw=0.8)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (per step)")
+    ax_loss.set_yscale("log")
+    epochs = np.arange(1, len(trainer.train_acc_list) + 1)
+    ax_acc.plot(epochs, trainer.train_acc_list, marker="o", label="train")
+    ax_acc.plot(epochs, trainer.test_acc_list, marker="s", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(out_dir, trainer, network, config, final_test_acc):
+    os.makedirs(out_dir, exist_ok=True)
+    network.save_params(os.path.join(out_dir, "params.pkl"))
+    record = {"config": config, "final_test_acc": final_test_acc, **trainer.history()}
+    tmp = os.path.join(out_dir, ".history.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "history.json"))
+    plot_curves(trainer, os.path.join(out_dir, "learning_curves.png"))
+
+
+# ---------------------------------------------------------------- compare
+def compare_reference(args, x_train, t_train, input_shape, dtype, out=sys.stdout):
+    """Time ``args.compare_steps`` identical training steps per implementation, interleaved.
+
+    Both networks start from the same weights and see the same batches (and dropout masks);
+    returns a dict with the per-step times, their medians and the speedup.
+    """
+    import nnlayers.reference as reference
+    fast = resolve_layers("nnlayers")
+    nets, opts = {}, {}
+    for name, module in (("reference", reference), ("nnlayers", fast)):
+        init_rng, _ = _seeds(args.seed)
+        nets[name] = build_network(args.model, input_shape, layers=module, dtype=dtype,
+                                   rng=init_rng)
+        opts[name] = make_optimizer(args.optimizer, **_optimizer_params(args))
+    _, batch_rng = _seeds(args.seed)
+    warmup = 2
+    total = warmup + args.compare_steps
+    batches = [batch_rng.integers(0, len(x_train), size=args.batch_size) for _ in range(total)]
+    times = {name: [] for name in nets}
+    for step, mask in enumerate(batches):
+        x_batch, t_batch = x_train[mask], t_train[mask]
+        order = ("reference", "nnlayers") if step % 2 == 0 else ("nnlayers", "reference")
+        for name in order:
+            np.random.seed(args.seed + step)  # identical dropout masks
+            start = time.perf_counter()
+            grads = nets[name].gradient(x_batch, t_batch)
+            opts[name].update(nets[name].params, grads)
+            elapsed = time.perf_counter() - start
+            if step >= warmup:
+                times[name].append(elapsed)
+    medians = {name: statistics.median(v) for name, v in times.items()}
+    speedup = medians["reference"] / medians["nnlayers"]
+    max_diff = max(
+        float(np.max(np.abs(nets["reference"].params[k] - nets["nnlayers"].params[k])))
+        for k in nets["reference"].params)
+    print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {args.dtype}, "
+          f"{args.compare_steps} timed steps after {warmup} warm-up steps (interleaved)", file=out)
+    print(f"  nnlayers.reference  median step {1000 * medians['reference']:8.2f} ms", file=out)
+    print(f"  {layers_name(fast):<19} median step {1000 * medians['nnlayers']:8.2f} ms", file=out)
+    print(f"  speedup {speedup:.2f}x   max |param difference| after {total} steps {max_diff:.3g}",
+          file=out)
+    return {"times": times, "medians": medians, "speedup": speedup, "max_param_diff": max_diff}
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    for name in ("epochs", "batch_size", "compare_steps", "threads", "eval_samples"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "epochs" else 1):
+            raise SystemExit(f"nntrain: --{name.replace('_', '-')} must be positive, got {value}")
+    if args.dataset == "mnist-dir" and not (args.data_dir or os.environ.get("NNTRAIN_MNIST_DIR")):
+        raise SystemExit("nntrain: --dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
+    if args.threads is not None:
+        set_threads(args.threads)
+    dtype = np.dtype(args.dtype)
+    epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
+
+    try:
+        (x_train, t_train), (x_test, t_test) = load_dataset(
+            args.dataset, args.data_dir, flatten=False)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"nntrain: {exc}") from None
+    x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
+    input_shape = x_train.shape[1:]
+
+    if args.compare_reference:
+        compare_reference(args, x_train, t_train, input_shape, dtype)
+        return 0
+
+    layers = resolve_layers(args.layers)
+    init_rng, batch_rng = _seeds(args.seed)
+    np.random.seed(args.seed)  # the layers' Dropout draws from the global generator
+    network = build_network(args.model, input_shape, layers=layers, dtype=dtype, rng=init_rng)
+    optimizer_param = _optimizer_params(args)
+    if not args.quiet:
+        print(f"{type(network).__name__} ({layers_name(layers)}, {args.dtype}) on "
+              f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images "
+              f"{tuple(input_shape)}, {epochs} epochs, batch {args.batch_size}, "
+              f"{args.optimizer} {optimizer_param or '(defaults)'}", flush=True)
+    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=epochs,
+                      mini_batch_size=args.batch_size, optimizer=args.optimizer,
+                      optimizer_param=optimizer_param,
+                      evaluate_sample_num_per_epoch=args.eval_samples,
+                      quiet=args.quiet, rng=batch_rng)
+    start = time.perf_counter()
+    final_test_acc = trainer.train()
+    wall = time.perf_counter() - start
+    if not args.quiet:
+        print(f"trained in {wall:.1f}s ({sum(trainer.epoch_times):.1f}s in training steps)")
+    if args.out:
+        config = {k: v for k, v in vars(args).items()}
+        config.update(epochs=epochs, optimizer_param=optimizer_param,
+                      layers=layers_name(layers), wall_time=wall)
+        write_outputs(args.out, trainer, network, config, final_test_acc)
+        if not args.quiet:
+            print(f"wrote params.pkl, history.json, learning_curves.png to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

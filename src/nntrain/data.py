@@ -1,0 +1,216 @@
+"""Datasets in the book's ``load_mnist`` format, without downloading anything.
+
+Every loader returns ``((x_train, t_train), (x_test, t_test))`` and takes the book's
+options:
+
+* ``normalize``: images as float32 in [0, 1] (else the raw uint8 values);
+* ``flatten``: images as ``(N, H*W)`` (else ``(N, 1, H, W)``);
+* ``one_hot_label``: labels as float64 one-hot ``(N, 10)`` (else uint8 class ids ``(N,)``).
+
+Sources: a directory of MNIST-format IDX files (``load_idx_dir``; MNIST, Fashion-MNIST,
+KMNIST ...), Debian's ``dataset-fashion-mnist`` package (``load_fashion_mnist``), and
+scikit-learn's bundled 8x8 digits (``load_digits``, the small default needing no download).
+"""
+
+import gzip
+import os
+import zlib
+
+import numpy as np
+
+__all__ = ["read_idx", "load_idx_dir", "load_mnist", "load_fashion_mnist", "load_digits",
+           "find_fashion_mnist", "FASHION_MNIST_DIRS", "IDX_FILES"]
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# IDX type byte -> big-endian dtype
+_IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def read_idx(path, *, ndim=None):
+    """Read one IDX file (optionally gzipped) into an ndarray of its native shape.
+
+    Checks the magic number (two zero bytes, a known type code, the number of dimensions),
+    that every dimension is positive, and that the payload size matches the header exactly.
+    ``ndim`` (if given) is the number of dimensions required. Problems raise ``ValueError``
+    naming the file.
+    """
+    path = os.fspath(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise ValueError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+    zero1, zero2, type_code, dims = raw[0], raw[1], raw[2], raw[3]
+    if zero1 != 0 or zero2 != 0 or type_code not in _IDX_TYPES:
+        raise ValueError(
+            f"{path}: bad IDX magic number 0x{raw[:4].hex()} "
+            "(expected 0x0000 then a type code 08/09/0B/0C/0D/0E and the number of dimensions)")
+    if dims == 0:
+        raise ValueError(f"{path}: IDX header declares 0 dimensions")
+    if ndim is not None and dims != ndim:
+        raise ValueError(f"{path}: expected {ndim} dimension(s), the IDX header declares {dims}")
+    header_size = 4 + 4 * dims
+    if len(raw) < header_size:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} of {header_size} bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=dims, offset=4))
+    if any(d == 0 for d in shape):
+        raise ValueError(f"{path}: IDX header declares an empty dimension, shape {shape}")
+    dtype = _IDX_TYPES[type_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    payload = len(raw) - header_size
+    if payload < expected:
+        raise ValueError(
+            f"{path}: truncated IDX data: header shape {shape} needs {expected} bytes, "
+            f"file has {payload}")
+    if payload > expected:
+        raise ValueError(
+            f"{path}: {payload - expected} unexpected trailing bytes after IDX data of shape {shape}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
+    return data.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _find_file(data_dir, base):
+    """``base`` or a gzipped / dotted variant (``train-images.idx3-ubyte``) in ``data_dir``."""
+    dotted = base.replace("-idx", ".idx")
+    candidates = [base, base + ".gz", dotted, dotted + ".gz"]
+    for name in candidates:
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"data_dir: {data_dir!r} has none of {', '.join(candidates)}")
+
+
+def _check_pair(images, labels, image_path, label_path, num_classes=10):
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}")
+    if labels.size and int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"{label_path}: label {int(labels.max())} out of range 0..{num_classes - 1}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"{image_path}: expected unsigned-byte images, got {images.dtype}")
+    if labels.dtype != np.uint8:
+        raise ValueError(f"{label_path}: expected unsigned-byte labels, got {labels.dtype}")
+
+
+def load_idx_dir(data_dir, normalize=True, flatten=True, one_hot_label=False):
+    """Load the four MNIST-format IDX files in ``data_dir`` (plain or ``.gz``)."""
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data_dir: {data_dir!r} is not a directory")
+    out = []
+    for split in ("train", "test"):
+        image_path = _find_file(data_dir, IDX_FILES[f"{split}_images"])
+        label_path = _find_file(data_dir, IDX_FILES[f"{split}_labels"])
+        images = read_idx(image_path, ndim=3)
+        labels = read_idx(label_path, ndim=1)
+        _check_pair(images, labels, image_path, label_path)
+        out.append(_format_uint8(images, labels, normalize, flatten, one_hot_label))
+    return tuple(out)
+
+
+def _format_uint8(images, labels, normalize, flatten, one_hot_label, scale=255.0):
+    """Apply the book's options to uint8 images ``(N, H, W)`` and uint8 labels ``(N,)``."""
+    if normalize:
+        images = images.astype(np.float32)
+        images /= np.float32(scale)
+    images = (images.reshape(images.shape[0], -1) if flatten
+              else images.reshape(images.shape[0], 1, *images.shape[1:]))
+    if one_hot_label:
+        one_hot = np.zeros((labels.size, 10))
+        one_hot[np.arange(labels.size), labels] = 1
+        labels = one_hot
+    return images, labels
+
+
+def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None):
+    """The book's ``load_mnist`` reading IDX files instead of downloading them.
+
+    ``data_dir`` defaults to the ``NNTRAIN_MNIST_DIR`` environment variable.
+    """
+    if data_dir is None:
+        data_dir = os.environ.get("NNTRAIN_MNIST_DIR")
+    if data_dir is None:
+        raise FileNotFoundError(
+            "load_mnist: no data_dir given and NNTRAIN_MNIST_DIR is not set; point it at a "
+            "directory holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+            "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
+    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten,
+                        one_hot_label=one_hot_label)
+
+
+def find_fashion_mnist():
+    """The directory of an installed Fashion-MNIST (Debian ``dataset-fashion-mnist``), or None."""
+    for directory in FASHION_MNIST_DIRS:
+        try:
+            _find_file(directory, IDX_FILES["train_images"])
+        except FileNotFoundError:
+            continue
+        return directory
+    return None
+
+
+def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None):
+    """Fashion-MNIST (28x28 clothing images, 10 classes) from ``data_dir`` or the Debian package."""
+    if data_dir is None:
+        data_dir = find_fashion_mnist()
+        if data_dir is None:
+            raise FileNotFoundError(
+                "Fashion-MNIST not found in " + ", ".join(FASHION_MNIST_DIRS)
+                + "; install it (Debian/Ubuntu: apt-get install dataset-fashion-mnist) "
+                "or pass data_dir")
+    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten,
+                        one_hot_label=one_hot_label)
+
+
+def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_fraction=0.2,
+                seed=0):
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, values 0..16).
+
+    A fixed-seed random split puts ``test_fraction`` of the images in the test set
+    (360 of 1797 by default). ``normalize`` divides by 16; unflattened images are
+    ``(N, 1, 8, 8)``; unnormalised images are uint8.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    try:
+        from sklearn.datasets import load_digits as sklearn_load_digits
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the digits dataset needs scikit-learn: pip install 'nnkernels[train]'") from None
+    bunch = sklearn_load_digits()
+    images = bunch.images.astype(np.uint8)  # (1797, 8, 8), values 0..16
+    labels = bunch.target.astype(np.uint8)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = int(round(test_fraction * len(labels)))
+    test_idx, train_idx = order[:n_test], order[n_test:]
+    return (_format_uint8(images[train_idx], labels[train_idx], normalize, flatten,
+                          one_hot_label, scale=16.0),
+            _format_uint8(images[test_idx], labels[test_idx], normalize, flatten,
+                          one_hot_label, scale=16.0))
