@@ -11,12 +11,17 @@ import numpy as np
 import nnkernels
 from nnkernels._validation import as_float_array, check_int, compute_dtype
 
+from . import functions as _functions
 from .config import conv_chunk_size
+from .functions import *  # noqa: F403 - the reference's layers module re-exports them
 from .functions import cross_entropy_error, sigmoid, softmax
+from .util import col2im, im2col
 
+# What ``from common.layers import *`` gives a script: the layers, the functions, im2col,
+# col2im and ``np``, so switching that import line to ``nnlayers.layers`` is enough.
 __all__ = [
     "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-    "Convolution", "Pooling",
+    "Convolution", "Pooling", "im2col", "col2im", "np", *_functions.__all__,
 ]
 
 
