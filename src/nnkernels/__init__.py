@@ -4,6 +4,7 @@ Pure functions on arrays: each public function validates its arguments, normalis
 and memory layout (C-contiguous float32 or float64) and calls a private parallel kernel.
 """
 
+from .activations import relu_backward, relu_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
 from .pooling import maxpool_backward, maxpool_forward
@@ -16,6 +17,8 @@ __all__ = [
     "col2im",
     "im2col_per_sample",
     "col2im_per_sample",
+    "relu_forward",
+    "relu_backward",
     "maxpool_forward",
     "maxpool_backward",
     "batchnorm_forward",

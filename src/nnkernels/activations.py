@@ -1,0 +1,64 @@
+"""ReLU forward (output and mask in one pass) and backward, on arrays of any shape."""
+
+import numpy as np
+from numba import prange
+
+from ._jit import parallel_kernel
+from ._validation import as_float_array, check_shape
+
+__all__ = ["relu_forward", "relu_backward"]
+
+_BLOCK = 4096
+
+
+@parallel_kernel
+def _relu_forward_kernel(x, out, mask):
+    n = x.size
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for block in prange(n_blocks):
+        start = np.int64(block) * _BLOCK
+        stop = min(start + _BLOCK, n)
+        for i in range(start, stop):
+            v = x[i]
+            m = v <= 0
+            mask[i] = m
+            out[i] = 0.0 if m else v
+
+
+@parallel_kernel
+def _relu_backward_kernel(dout, mask, dx):
+    n = dout.size
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for block in prange(n_blocks):
+        start = np.int64(block) * _BLOCK
+        stop = min(start + _BLOCK, n)
+        for i in range(start, stop):
+            dx[i] = 0.0 if mask[i] else dout[i]
+
+
+def relu_forward(x):
+    """``(out, mask)`` for ``x`` of any shape: ``mask = x <= 0``, ``out = where(mask, 0, x)``.
+
+    ``out`` keeps ``x``'s float dtype (integers and bools become float64); NaN is not
+    masked (``NaN <= 0`` is false), so it propagates.
+    """
+    x = as_float_array(x, "x")
+    out = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.bool_)
+    if x.size:
+        _relu_forward_kernel(x.reshape(-1), out.reshape(-1), mask.reshape(-1))
+    return out, mask
+
+
+def relu_backward(dout, mask):
+    """``where(mask, 0, dout)``: the gradient through a ReLU whose forward gave ``mask``."""
+    dout = as_float_array(dout, "dout")
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
+    check_shape(dout, "dout", mask.shape)
+    mask = np.ascontiguousarray(mask)
+    dx = np.empty_like(dout)
+    if dx.size:
+        _relu_backward_kernel(dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+    return dx
