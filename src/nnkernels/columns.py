@@ -118,25 +118,30 @@ def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_
         p = np.int64(plane)
         n = p // channels
         c = p - n * channels
-        for y in range(height):
-            for xx in range(width):
-                img[n, c, y, xx] = 0.0
+        dst = img[n, c]
+        dst[:, :] = 0.0
         for ky in range(filter_h):
             for kx in range(filter_w):
-                r = c * ksize + ky * filter_w + kx
+                src = cols[n, c * ksize + ky * filter_w + kx]
                 lo = 0
                 while lo < out_w and lo * stride + kx - pad < 0:
                     lo += 1
                 hi = out_w
                 while hi > lo and (hi - 1) * stride + kx - pad >= width:
                     hi -= 1
+                shift = kx - pad
                 for oy in range(out_h):
                     y = oy * stride + ky - pad
                     if y < 0 or y >= height:
                         continue
-                    src = oy * out_w
-                    for ox in range(lo, hi):
-                        img[n, c, y, ox * stride + kx - pad] += cols[n, r, src + ox]
+                    row = dst[y]
+                    base = oy * out_w
+                    if stride == 1:  # unit stride: a contiguous run LLVM can vectorise
+                        for ox in range(lo, hi):
+                            row[ox + shift] += src[base + ox]
+                    else:
+                        for ox in range(lo, hi):
+                            row[ox * stride + shift] += src[base + ox]
 
 
 # ------------------------------------------------------------------ wrappers
