@@ -102,6 +102,19 @@ def build_network(model, input_shape, *, layers, dtype, rng):
     return MultiLayerNet(C * H * W, [100, 100], 10, layers=layers, dtype=dtype, rng=rng)
 
 
+def warm_up(model, input_shape, layers, dtype, x, t):
+    """Run one forward/backward on a throw-away network so that JIT compilation (or loading
+    the compiled kernels from cache) is not counted in the first epoch. Returns seconds."""
+    start = time.perf_counter()
+    scratch = build_network(model, input_shape, layers=layers, dtype=dtype,
+                            rng=np.random.default_rng(0))
+    state = np.random.get_state()
+    scratch.gradient(x[:2], t[:2])
+    scratch.predict(x[:2])
+    np.random.set_state(state)
+    return time.perf_counter() - start
+
+
 def set_threads(n):
     """Apply ``--threads`` through ``nnlayers.set_num_threads`` when it exists."""
     import nnlayers
@@ -164,7 +177,7 @@ def write_outputs(out_dir, trainer, network, config, final_test_acc):
 
 
 # ---------------------------------------------------------------- compare
-def compare_reference(args, x_train, t_train, input_shape, dtype, out=sys.stdout):
+def compare_reference(args, x_train, t_train, input_shape, dtype, out=None):
     """Time ``args.compare_steps`` identical training steps per implementation, interleaved.
 
     Both networks start from the same weights and see the same batches (and dropout masks);
@@ -172,6 +185,7 @@ def compare_reference(args, x_train, t_train, input_shape, dtype, out=sys.stdout
     """
     import nnlayers.reference as reference
     fast = resolve_layers("nnlayers")
+    out = sys.stdout if out is None else out
     nets, opts = {}, {}
     for name, module in (("reference", reference), ("nnlayers", fast)):
         init_rng, _ = _seeds(args.seed)
@@ -235,6 +249,7 @@ def main(argv=None):
         return 0
 
     layers = resolve_layers(args.layers)
+    warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train)
     init_rng, batch_rng = _seeds(args.seed)
     np.random.seed(args.seed)  # the layers' Dropout draws from the global generator
     network = build_network(args.model, input_shape, layers=layers, dtype=dtype, rng=init_rng)
@@ -243,7 +258,8 @@ def main(argv=None):
         print(f"{type(network).__name__} ({layers_name(layers)}, {args.dtype}) on "
               f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images "
               f"{tuple(input_shape)}, {epochs} epochs, batch {args.batch_size}, "
-              f"{args.optimizer} {optimizer_param or '(defaults)'}", flush=True)
+              f"{args.optimizer} {optimizer_param or '(defaults)'}; "
+              f"warm-up (JIT compile or cache load) {warmup:.1f}s", flush=True)
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=epochs,
                       mini_batch_size=args.batch_size, optimizer=args.optimizer,
                       optimizer_param=optimizer_param,
