@@ -89,3 +89,9 @@ def test_python_dash_m_help():
                             text=True, timeout=60)
     assert result.returncode == 0
     assert "--compare-reference" in result.stdout and "--model" in result.stdout
+
+
+def test_missing_matplotlib_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"pip install 'nnkernels\[train\]'"):
+        cli.plot_curves(object(), "unused.png")

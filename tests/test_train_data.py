@@ -3,6 +3,7 @@
 import gzip
 import os
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -164,3 +165,10 @@ def test_fashion_mnist_missing(monkeypatch, tmp_path):
     assert data.find_fashion_mnist() == str(tmp_path)
     (x, _), _ = data.load_fashion_mnist(flatten=False)
     assert x.shape == (5, 1, 4, 3)
+
+
+def test_missing_sklearn_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r"pip install 'nnkernels\[train\]'"):
+        load_digits()

@@ -1,5 +1,7 @@
 """nntrain.Trainer: histories, determinism, checkpoint resume, output."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -160,3 +162,12 @@ def test_bad_arguments():
         Trainer(net, x, t[:-1], xt, tt)
     with pytest.raises(ValueError, match="resume"):
         Trainer(net, x, t, xt, tt, resume=True)
+
+
+def test_missing_tqdm_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    trainer = make_trainer(epochs=1, rng=0, quiet=False)
+    with pytest.raises(ImportError, match=r"pip install 'nnkernels\[train\]'"):
+        trainer.train()
+    make_trainer(epochs=1, rng=0, quiet=True).train()  # quiet runs need no tqdm

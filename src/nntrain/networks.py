@@ -308,6 +308,10 @@ class DeepConvNet(_Network):
     ``layers`` (the attribute) is a list; the layers holding ``W1..W8`` sit at indices
     0, 2, 5, 7, 10, 12, 15, 18 as in the book. The first affine's input size is computed
     from ``input_dim`` (``64*4*4`` for 28x28 input, as the book hard-codes).
+
+    ``loss``, ``gradient`` and ``numerical_gradient`` run in training mode, so every call
+    draws fresh dropout masks (from ``np.random``, in the book's layers); compare
+    gradients only with equal seeds or with the Dropout layers' ``dropout_ratio`` at 0.
     """
 
     _WEIGHT_LAYER_INDICES = (0, 2, 5, 7, 10, 12, 15, 18)
