@@ -1,34 +1,362 @@
 """Batch normalisation reductions: per feature on ``(N, D)``, per channel on ``(N, C, H, W)``.
 
-STUB — to be implemented (see the docstrings for the contract).
+Statistics are two-pass (the mean, then the mean of squared deviations), accumulated in
+float64 whatever the compute dtype. Reductions are race-free and deterministic: the work is
+cut into a fixed grid of tasks that depends only on the input shape (never on the number
+of threads or on scheduling); each task writes its own partial sums, which are then merged
+serially in task order.
+
+* ``(N, D)``: tasks are (block of features) x (block of rows); a task sums its rows in
+  order with a contiguous inner loop over its features.
+* ``(N, C, H, W)``: tasks are (channel) x (block of images), so a few channels over a large
+  batch still split over threads; inside a task a fixed set of lanes accumulates the
+  contiguous ``H*W`` run of each image.
 """
 
+import numbers
+
 import numpy as np
+from numba import prange
+
+from ._jit import parallel_kernel
+from ._validation import as_float_array, compute_dtype
 
 __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward"]
 
+_FEATURE_BLOCK = 256  # features per task for (N, D) input
+_MIN_TASK = 16384  # elements a task should reduce at least, when the shape allows
+_TARGET_TASKS = 16  # split rows/images until about this many tasks exist
+_LANES = 8  # independent partial sums per 4-D task (so the adds pipeline / vectorise)
 
+
+# ------------------------------------------------------------------ task grid
+def _row_blocks(rows, other_tasks, row_elems):
+    """Number of row (or image) blocks: enough tasks for the threads, but not tiny ones."""
+    if rows <= 1 or other_tasks >= _TARGET_TASKS:
+        return 1
+    by_target = -(-_TARGET_TASKS // other_tasks)
+    by_size = max(1, (rows * row_elems) // _MIN_TASK)
+    return int(max(1, min(rows, by_target, by_size)))
+
+
+# ------------------------------------------------------------------ kernels (N, D)
+@parallel_kernel
+def _sums_2d(a, b, center, n_row_blocks, feature_block, partial):
+    """partial[r, 0, j] = sum over block r's rows of (a - center[j]) or of (a - center[j])**2
+    when b is 0-sized; with b given: partial[r, 0, j] = sum a, partial[r, 1, j] = sum a*b.
+
+    ``center`` may be empty (no centering). Rows are split into ``n_row_blocks`` equal runs.
+    """
+    n, d = a.shape
+    n_feat_blocks = (d + feature_block - 1) // feature_block
+    paired = b.shape[0] > 0
+    centered = center.shape[0] > 0
+    for task in prange(n_row_blocks * n_feat_blocks):
+        t = np.int64(task)
+        r = t // n_feat_blocks
+        fb = t - r * n_feat_blocks
+        j0 = fb * feature_block
+        j1 = min(d, j0 + feature_block)
+        i0 = (r * n) // n_row_blocks
+        i1 = ((r + 1) * n) // n_row_blocks
+        for j in range(j0, j1):
+            partial[r, 0, j] = 0.0
+            partial[r, 1, j] = 0.0
+        for i in range(i0, i1):
+            if paired:
+                for j in range(j0, j1):
+                    u = np.float64(a[i, j])
+                    partial[r, 0, j] += u
+                    partial[r, 1, j] += u * np.float64(b[i, j])
+            elif centered:
+                for j in range(j0, j1):
+                    u = np.float64(a[i, j]) - center[j]
+                    partial[r, 0, j] += u * u
+            else:
+                for j in range(j0, j1):
+                    partial[r, 0, j] += np.float64(a[i, j])
+
+
+@parallel_kernel
+def _normalize_2d(x, shift, scale, gamma, beta, xn, out, write_xn):
+    """xn = (x - shift) / scale; out = gamma * xn + beta, per feature (last axis)."""
+    n, d = x.shape
+    for i in prange(n):
+        for j in range(d):
+            v = (np.float64(x[i, j]) - shift[j]) / scale[j]
+            if write_xn:
+                xn[i, j] = v
+            out[i, j] = gamma[j] * v + beta[j]
+
+
+@parallel_kernel
+def _backward_2d(dout, xn, coef, mean_d, mean_dxn, dx):
+    """dx = coef * (dout - mean_d - xn * mean_dxn), per feature (last axis)."""
+    n, d = dout.shape
+    for i in prange(n):
+        for j in range(d):
+            dx[i, j] = coef[j] * (np.float64(dout[i, j]) - mean_d[j] - np.float64(xn[i, j]) * mean_dxn[j])
+
+
+# ------------------------------------------------------------------ kernels (N, C, L)
+@parallel_kernel
+def _sums_3d(a, b, center, n_img_blocks, partial):
+    """Per channel of ``a`` (N, C, L): like :func:`_sums_2d` with tasks (image block, channel).
+
+    partial[r, 0, c] / partial[r, 1, c] hold block r's sums for channel c.
+    """
+    n, channels, length = a.shape
+    paired = b.shape[0] > 0
+    centered = center.shape[0] > 0
+    for task in prange(n_img_blocks * channels):
+        t = np.int64(task)
+        r = t // channels
+        c = t - r * channels
+        i0 = (r * n) // n_img_blocks
+        i1 = ((r + 1) * n) // n_img_blocks
+        s0 = np.zeros(_LANES)
+        s1 = np.zeros(_LANES)
+        mu = center[c] if centered else 0.0
+        full = length - length % _LANES
+        for i in range(i0, i1):
+            if paired:
+                for k0 in range(0, full, _LANES):
+                    for k in range(_LANES):
+                        u = np.float64(a[i, c, k0 + k])
+                        s0[k] += u
+                        s1[k] += u * np.float64(b[i, c, k0 + k])
+                for k in range(full, length):
+                    u = np.float64(a[i, c, k])
+                    s0[k - full] += u
+                    s1[k - full] += u * np.float64(b[i, c, k])
+            elif centered:
+                for k0 in range(0, full, _LANES):
+                    for k in range(_LANES):
+                        u = np.float64(a[i, c, k0 + k]) - mu
+                        s0[k] += u * u
+                for k in range(full, length):
+                    u = np.float64(a[i, c, k]) - mu
+                    s0[k - full] += u * u
+            else:
+                for k0 in range(0, full, _LANES):
+                    for k in range(_LANES):
+                        s0[k] += np.float64(a[i, c, k0 + k])
+                for k in range(full, length):
+                    s0[k - full] += np.float64(a[i, c, k])
+        total0 = 0.0
+        total1 = 0.0
+        for k in range(_LANES):
+            total0 += s0[k]
+            total1 += s1[k]
+        partial[r, 0, c] = total0
+        partial[r, 1, c] = total1
+
+
+@parallel_kernel
+def _normalize_3d(x, shift, scale, gamma, beta, xn, out, write_xn):
+    """xn = (x - shift) / scale; out = gamma * xn + beta, per channel (axis 1)."""
+    n, channels, length = x.shape
+    for plane in prange(n * channels):
+        p = np.int64(plane)
+        i = p // channels
+        c = p - i * channels
+        mu = shift[c]
+        sd = scale[c]
+        g = gamma[c]
+        bt = beta[c]
+        for k in range(length):
+            v = (np.float64(x[i, c, k]) - mu) / sd
+            if write_xn:
+                xn[i, c, k] = v
+            out[i, c, k] = g * v + bt
+
+
+@parallel_kernel
+def _backward_3d(dout, xn, coef, mean_d, mean_dxn, dx):
+    """dx = coef * (dout - mean_d - xn * mean_dxn), per channel (axis 1)."""
+    n, channels, length = dout.shape
+    for plane in prange(n * channels):
+        p = np.int64(plane)
+        i = p // channels
+        c = p - i * channels
+        cf = coef[c]
+        md = mean_d[c]
+        mx = mean_dxn[c]
+        for k in range(length):
+            dx[i, c, k] = cf * (np.float64(dout[i, c, k]) - md - np.float64(xn[i, c, k]) * mx)
+
+
+# ------------------------------------------------------------------ reductions
+_EMPTY = np.empty(0)
+
+
+def _channel_sums(a, b=None, center=None):
+    """Sums over every axis but the feature/channel one, in float64.
+
+    ``a`` is a C-contiguous ``(N, D)`` or ``(N, C, L)`` array. Returns ``sum(a)``, or
+    ``sum((a - center)**2)`` when ``center`` is given, or ``(sum(a), sum(a*b))`` when ``b``
+    is given. Deterministic: fixed task grid, partials merged in task order.
+    """
+    b_arr = b if b is not None else a[:0]
+    center_arr = center if center is not None else _EMPTY
+    if a.ndim == 2:
+        n, d = a.shape
+        n_feat_blocks = -(-d // _FEATURE_BLOCK)
+        blocks = _row_blocks(n, n_feat_blocks, min(d, _FEATURE_BLOCK))
+        partial = np.empty((blocks, 2, d))
+        if a.size:
+            _sums_2d(a, b_arr, center_arr, blocks, _FEATURE_BLOCK, partial)
+        else:
+            partial[...] = 0.0
+    else:
+        n, channels, length = a.shape
+        blocks = _row_blocks(n, channels, length)
+        partial = np.empty((blocks, 2, channels))
+        if a.size:
+            _sums_3d(a, b_arr, center_arr, blocks, partial)
+        else:
+            partial[...] = 0.0
+    totals = partial[0].copy()
+    for r in range(1, blocks):
+        totals += partial[r]
+    if b is not None:
+        return totals[0], totals[1]
+    return totals[0]
+
+
+# ------------------------------------------------------------------ validation
+def _check_eps(eps):
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"eps must be a positive finite float, got {type(eps).__name__} {eps!r}")
+    value = float(eps)
+    if not (np.isfinite(value) and value > 0.0):
+        raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+    return value
+
+
+def _as_input(x, name, dtype):
+    arr = as_float_array(x, name, dtype=dtype, ndim=(2, 4))
+    return arr
+
+
+def _as_param(value, name, size, dtype):
+    """A ``(size,)`` array of ``dtype`` from a ``(size,)`` array or a scalar (broadcast)."""
+    scalar = np.ndim(value) == 0
+    arr = as_float_array(value, name, dtype=dtype)
+    if scalar:
+        return np.full(size, arr.reshape(-1)[0], dtype=dtype)
+    if arr.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},) (or be a scalar), got {arr.shape}")
+    return arr
+
+
+def _features(x):
+    """Channel/feature count and the 2-D or 3-D kernel view of a contiguous x."""
+    if x.ndim == 2:
+        return x.shape[1], x
+    n, c, h, w = x.shape
+    return c, x.reshape(n, c, h * w)
+
+
+def _reduced_count(x):
+    return x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[2] * x.shape[3]
+
+
+def _check_ndim_early(x, name):
+    ndim = np.ndim(x)
+    if ndim not in (2, 4):
+        raise ValueError(f"{name} must be 2-D (N, D) or 4-D (N, C, H, W), got {ndim}-D with shape {np.shape(x)}")
+
+
+# ------------------------------------------------------------------ public API
 def batchnorm_forward(x, gamma, beta, eps=1e-6):
     """Training-mode batch norm.
 
     ``x`` is ``(N, D)`` (statistics per feature, over axis 0) or ``(N, C, H, W)``
     (statistics per channel, over axes 0, 2, 3). ``gamma``/``beta`` have shape ``(D,)`` or
-    ``(C,)``. Returns ``(out, xn, mean, var, std)``: ``out`` and ``xn`` (the normalised
-    input) shaped like ``x``; ``mean``, ``var`` (biased) and ``std = sqrt(var + eps)``
-    shaped ``(D,)``/``(C,)``. Dtype: the promotion of x, gamma, beta (float32 or float64).
+    ``(C,)`` (a scalar is broadcast). Returns ``(out, xn, mean, var, std)``: ``out`` and
+    ``xn`` (the normalised input) shaped like ``x``; ``mean``, ``var`` (biased) and
+    ``std = sqrt(var + eps)`` shaped ``(D,)``/``(C,)``. Dtype: the promotion of x, gamma,
+    beta (float32 or float64); sums are accumulated in float64. ``N`` (and ``H*W``) must
+    be at least 1.
     """
-    raise NotImplementedError
+    _check_ndim_early(x, "x")
+    eps = _check_eps(eps)
+    dtype = compute_dtype(x, gamma, beta)
+    x = _as_input(x, "x", dtype)
+    count = _reduced_count(x)
+    if count == 0:
+        raise ValueError(f"x must have at least one element per feature/channel, got shape {x.shape}")
+    size, xv = _features(x)
+    gamma = _as_param(gamma, "gamma", size, dtype)
+    beta = _as_param(beta, "beta", size, dtype)
+
+    mean64 = _channel_sums(xv) / count
+    var64 = _channel_sums(xv, center=mean64) / count
+    std64 = np.sqrt(var64 + eps)
+
+    xn = np.empty_like(x)
+    out = np.empty_like(x)
+    normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
+    if x.size:
+        normalize(xv, mean64, std64, gamma, beta, xn.reshape(xv.shape), out.reshape(xv.shape), True)
+    return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
 
 
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
-    """Inference-mode batch norm with given statistics; returns ``out`` shaped like ``x``."""
-    raise NotImplementedError
+    """Inference-mode batch norm with given statistics; returns ``out`` shaped like ``x``.
+
+    ``out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta`` per feature
+    (``(N, D)``) or per channel (``(N, C, H, W)``). Dtype: the promotion of x, gamma, beta;
+    the running statistics (any real dtype, or scalars) do not widen it.
+    """
+    _check_ndim_early(x, "x")
+    eps = _check_eps(eps)
+    dtype = compute_dtype(x, gamma, beta)
+    x = _as_input(x, "x", dtype)
+    size, xv = _features(x)
+    gamma = _as_param(gamma, "gamma", size, dtype)
+    beta = _as_param(beta, "beta", size, dtype)
+    mean64 = _as_param(running_mean, "running_mean", size, np.float64)
+    var64 = _as_param(running_var, "running_var", size, np.float64)
+    scale64 = np.sqrt(var64 + eps)
+    out = np.empty_like(x)
+    normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
+    if x.size:
+        outv = out.reshape(xv.shape)
+        normalize(xv, mean64, scale64, gamma, beta, outv, outv, False)
+    return out
 
 
 def batchnorm_backward(dout, xn, std, gamma):
     """Gradients of training-mode batch norm.
 
-    ``dout`` and ``xn`` shaped like the forward ``x``; ``std`` and ``gamma`` ``(D,)``/``(C,)``.
-    Returns ``(dx, dgamma, dbeta)``.
+    ``dout`` and ``xn`` shaped like the forward ``x``; ``std`` and ``gamma`` ``(D,)``/``(C,)``
+    (``gamma`` may be a scalar). Returns ``(dx, dgamma, dbeta)``:
+    ``dbeta = sum(dout)``, ``dgamma = sum(xn * dout)`` over the reduced axes and
+    ``dx = gamma / std * (dout - mean(dout) - xn * mean(dout * xn))``. Dtype: the promotion
+    of all four arguments.
     """
-    raise NotImplementedError
+    _check_ndim_early(dout, "dout")
+    dtype = compute_dtype(dout, xn, std, gamma)
+    dout = _as_input(dout, "dout", dtype)
+    xn = as_float_array(xn, "xn", dtype=dtype)
+    if xn.shape != dout.shape:
+        raise ValueError(f"xn must have the shape of dout {dout.shape}, got {xn.shape}")
+    size, dv = _features(dout)
+    std = as_float_array(std, "std", dtype=dtype)
+    if std.shape != (size,):
+        raise ValueError(f"std must have shape ({size},), got {std.shape}")
+    gamma = _as_param(gamma, "gamma", size, dtype)
+    count = _reduced_count(dout)
+    if count == 0:
+        raise ValueError(f"dout must have at least one element per feature/channel, got shape {dout.shape}")
+    xnv = xn.reshape(dv.shape)
+
+    dbeta64, dgamma64 = _channel_sums(dv, b=xnv)
+    coef = gamma.astype(np.float64) / std.astype(np.float64)
+    dx = np.empty_like(dout)
+    backward = _backward_2d if dout.ndim == 2 else _backward_3d
+    if dout.size:
+        backward(dv, xnv, coef, dbeta64 / count, dgamma64 / count, dx.reshape(dv.shape))
+    return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)

@@ -1,0 +1,278 @@
+"""nnkernels batch norm against the reference BatchNormalization and NumPy formulas."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nnkernels import batchnorm_backward, batchnorm_forward, batchnorm_inference
+from nnlayers.reference import BatchNormalization
+
+SETTINGS = settings(deadline=None, max_examples=30)
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+EPS = 1e-6
+
+
+def numpy_batchnorm(x, gamma, beta, eps=EPS):
+    """Per-feature (2-D) or per-channel (4-D) batch norm in float64 with NumPy."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    std = np.sqrt(var + eps)
+    xn = (x - mean.reshape(shape)) / std.reshape(shape)
+    out = np.asarray(gamma, np.float64).reshape(shape) * xn + np.asarray(beta, np.float64).reshape(shape)
+    return out, xn, mean, var, std
+
+
+def numpy_backward(dout, xn, std, gamma):
+    dout = np.asarray(dout, np.float64)
+    xn = np.asarray(xn, np.float64)
+    axes = (0,) if dout.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) if dout.ndim == 2 else (1, -1, 1, 1)
+    dbeta = dout.sum(axis=axes)
+    dgamma = (xn * dout).sum(axis=axes)
+    m = dout.size // dbeta.size
+    dx = (np.asarray(gamma, np.float64) / np.asarray(std, np.float64)).reshape(shape) * (
+        dout - (dbeta / m).reshape(shape) - xn * (dgamma / m).reshape(shape))
+    return dx, dgamma, dbeta
+
+
+def close(actual, expected, dtype, scale=1.0):
+    rtol = RTOL[np.dtype(dtype)]
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+@st.composite
+def bn_cases(draw, ndim=None):
+    ndim = draw(st.sampled_from([2, 4])) if ndim is None else ndim
+    n = draw(st.integers(1, 40))
+    if ndim == 2:
+        shape = (n, draw(st.integers(1, 600)))  # > 256 features: several feature blocks
+    else:
+        shape = (n, draw(st.integers(1, 5)), draw(st.integers(1, 9)), draw(st.integers(1, 21)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    layout = draw(st.sampled_from(["C", "F", "stepped"]))
+    rng = np.random.default_rng(seed)
+    loc = draw(st.sampled_from([0.0, 3.0, -100.0]))
+    x = (rng.standard_normal(shape) * draw(st.sampled_from([0.01, 1.0, 10.0])) + loc).astype(dtype)
+    if layout == "F":
+        x = np.asfortranarray(x)
+    elif layout == "stepped":
+        big = np.zeros((2 * shape[0],) + shape[1:], dtype=dtype)
+        big[::2] = x
+        x = big[::2]
+    size = shape[1]
+    gamma = rng.standard_normal(size).astype(dtype)
+    beta = rng.standard_normal(size).astype(dtype)
+    return x, gamma, beta
+
+
+# ------------------------------------------------------------------ forward
+@SETTINGS
+@given(bn_cases(ndim=2))
+def test_forward_2d_matches_reference(case):
+    x, gamma, beta = case
+    copies = [a.copy() for a in case]
+    out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
+    # the oracle runs in float64 on the same values: the reference in float32 is itself
+    # off by ~eps32*|x|/std when the spread is small next to the mean
+    ref = BatchNormalization(gamma.astype(np.float64), beta.astype(np.float64))
+    want = ref.forward(x.astype(np.float64))
+    dtype = x.dtype
+    for a in (out, xn, mean, var, std):
+        assert a.dtype == dtype
+    assert out.shape == x.shape and xn.shape == x.shape and mean.shape == (x.shape[1],)
+    scale = max(1.0, float(np.abs(x).max()))
+    close(mean, x.astype(np.float64).mean(axis=0), dtype, scale)
+    close(std, ref.std, dtype)
+    close(xn, ref.xn, dtype, 10.0)
+    close(out, want, dtype, 10.0)
+    for a, before in zip(case, copies):
+        np.testing.assert_array_equal(a, before)
+
+
+@SETTINGS
+@given(bn_cases())
+def test_forward_matches_numpy(case):
+    x, gamma, beta = case
+    out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
+    w_out, w_xn, w_mean, w_var, w_std = numpy_batchnorm(x, gamma, beta)
+    dtype = x.dtype
+    scale = max(1.0, float(np.abs(x).max()))
+    close(mean, w_mean, dtype, scale)
+    close(var, w_var, dtype, float(w_var.max()) + EPS)
+    close(std, w_std, dtype)
+    close(xn, w_xn, dtype, 10.0)
+    close(out, w_out, dtype, 10.0)
+
+
+def test_forward_float64_agrees_with_reference_tightly():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((100, 300)) * 5 + 2
+    gamma, beta = rng.standard_normal(300), rng.standard_normal(300)
+    out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
+    ref = BatchNormalization(gamma, beta)
+    want = ref.forward(x)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(xn, ref.xn, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(std, ref.std, rtol=1e-12)
+
+
+def test_forward_4d_few_channels_large_batch():
+    # C=1..2 with a large N*H*W splits each channel over several tasks
+    rng = np.random.default_rng(8)
+    for channels in (1, 2):
+        x = rng.standard_normal((64, channels, 32, 32)) * 3 + 7
+        out, xn, mean, var, std = batchnorm_forward(x, 1.5, -0.5)
+        w = numpy_batchnorm(x, np.full(channels, 1.5), np.full(channels, -0.5))
+        for got, want in zip((out, xn, mean, var, std), w):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_forward_scalar_parameters_broadcast_and_keep_float32():
+    x = np.random.default_rng(9).standard_normal((5, 3, 4, 4)).astype(np.float32)
+    out, xn, mean, var, std = batchnorm_forward(x, 2.0, 0.5)
+    assert out.dtype == np.float32 and mean.shape == (3,)
+    np.testing.assert_allclose(out, 2.0 * xn + 0.5, rtol=1e-6, atol=1e-6)
+
+
+def test_forward_is_deterministic():
+    x = np.random.default_rng(10).standard_normal((257, 2, 16, 16))
+    first = batchnorm_forward(x, 1.0, 0.0)
+    for _ in range(3):
+        again = batchnorm_forward(x, 1.0, 0.0)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ inference
+@SETTINGS
+@given(bn_cases())
+def test_inference_matches_numpy(case):
+    x, gamma, beta = case
+    rng = np.random.default_rng(0)
+    size = x.shape[1]
+    running_mean = rng.standard_normal(size)
+    running_var = rng.random(size) + 0.1
+    out = batchnorm_inference(x, gamma, beta, running_mean, running_var)
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    want = gamma.astype(np.float64).reshape(shape) * (
+        (x.astype(np.float64) - running_mean.reshape(shape)) / np.sqrt(running_var + EPS).reshape(shape)
+    ) + beta.astype(np.float64).reshape(shape)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    close(out, want, x.dtype, max(1.0, float(np.abs(want).max())))
+
+
+def test_inference_2d_matches_reference_test_mode():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((20, 7))
+    gamma, beta = rng.standard_normal(7), rng.standard_normal(7)
+    ref = BatchNormalization(gamma, beta, running_mean=rng.standard_normal(7), running_var=rng.random(7))
+    want = ref.forward(x, train_flg=False)
+    out = batchnorm_inference(x, gamma, beta, ref.running_mean, ref.running_var)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-13)
+
+
+# ------------------------------------------------------------------ backward
+@SETTINGS
+@given(bn_cases(ndim=2))
+def test_backward_2d_matches_reference(case):
+    x, gamma, beta = case
+    x = x.astype(np.float64)
+    gamma, beta = gamma.astype(np.float64), beta.astype(np.float64)
+    ref = BatchNormalization(gamma, beta)
+    ref.forward(x)
+    dout = np.random.default_rng(1).standard_normal(x.shape)
+    want = ref.backward(dout.copy())
+    _, xn, _, _, std = batchnorm_forward(x, gamma, beta)
+    dout_before = dout.copy()
+    dx, dgamma, dbeta = batchnorm_backward(dout, xn, std, gamma)
+    scale = float(np.abs(want).max()) + 1e-300
+    np.testing.assert_allclose(dx, want, rtol=1e-10, atol=1e-10 * scale)
+    np.testing.assert_allclose(dgamma, ref.dgamma, rtol=1e-10, atol=1e-10 * len(x))
+    np.testing.assert_allclose(dbeta, ref.dbeta, rtol=1e-10, atol=1e-10 * len(x))
+    np.testing.assert_array_equal(dout, dout_before)
+
+
+@SETTINGS
+@given(bn_cases())
+def test_backward_matches_numpy_formula(case):
+    x, gamma, beta = case
+    _, xn, _, _, std = batchnorm_forward(x, gamma, beta)
+    dout = np.random.default_rng(2).standard_normal(x.shape).astype(x.dtype)
+    dx, dgamma, dbeta = batchnorm_backward(dout, xn, std, gamma)
+    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, xn, std, gamma)
+    for got in (dx, dgamma, dbeta):
+        assert got.dtype == x.dtype
+    m = dout.size // dbeta.size
+    close(dbeta, w_dbeta, x.dtype, np.sqrt(m))
+    close(dgamma, w_dgamma, x.dtype, np.sqrt(m))
+    close(dx, w_dx, x.dtype, float(np.abs(w_dx).max()) + 1.0)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3, 4)])
+def test_backward_numerical_gradient(shape):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(shape)
+    size = shape[1]
+    gamma, beta = rng.standard_normal(size), rng.standard_normal(size)
+    weights = rng.standard_normal(shape)
+
+    def loss(x_, gamma_, beta_):
+        return float(np.sum(batchnorm_forward(x_, gamma_, beta_)[0] * weights))
+
+    _, xn, _, _, std = batchnorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = batchnorm_backward(weights, xn, std, gamma)
+
+    def numeric(index_array, f):
+        grad = np.zeros_like(index_array)
+        h = 1e-5
+        for idx in np.ndindex(index_array.shape):
+            saved = index_array[idx]
+            index_array[idx] = saved + h
+            up = f()
+            index_array[idx] = saved - h
+            down = f()
+            index_array[idx] = saved
+            grad[idx] = (up - down) / (2 * h)
+        return grad
+
+    for analytic, param in ((dx, x), (dgamma, gamma), (dbeta, beta)):
+        num = numeric(param, lambda: loss(x, gamma, beta))
+        rel = np.abs(analytic - num).max() / max(np.abs(num).max(), np.abs(analytic).max())
+        assert rel < 1e-6, rel
+
+
+# ------------------------------------------------------------------ validation
+X2 = np.zeros((4, 3))
+G = np.ones(3)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: batchnorm_forward(np.zeros((4, 3, 2)), G, G), ValueError, "x"),
+    (lambda: batchnorm_forward(X2, np.ones(4), G), ValueError, "gamma"),
+    (lambda: batchnorm_forward(X2, G, np.ones((3, 1))), ValueError, "beta"),
+    (lambda: batchnorm_forward(np.zeros((2, 3, 4, 4)), np.ones(48), G), ValueError, "gamma"),
+    (lambda: batchnorm_forward(X2, G, G, eps=0.0), ValueError, "eps"),
+    (lambda: batchnorm_forward(X2, G, G, eps=-1e-5), ValueError, "eps"),
+    (lambda: batchnorm_forward(X2, G, G, eps=float("nan")), ValueError, "eps"),
+    (lambda: batchnorm_forward(X2, G, G, eps=float("inf")), ValueError, "eps"),
+    (lambda: batchnorm_forward(X2, G, G, eps="1e-6"), TypeError, "eps"),
+    (lambda: batchnorm_forward(X2, G, G, eps=True), TypeError, "eps"),
+    (lambda: batchnorm_forward(np.zeros((0, 3)), G, G), ValueError, "x"),
+    (lambda: batchnorm_forward(X2.astype(complex), G, G), TypeError, "dtype"),
+    (lambda: batchnorm_inference(X2, G, G, np.zeros(2), G), ValueError, "running_mean"),
+    (lambda: batchnorm_inference(X2, G, G, np.zeros(3), np.ones(4)), ValueError, "running_var"),
+    (lambda: batchnorm_inference(X2, G, G, np.zeros(3), G, eps=0), ValueError, "eps"),
+    (lambda: batchnorm_inference(np.zeros(3), G, G, np.zeros(3), G), ValueError, "x"),
+    (lambda: batchnorm_backward(np.zeros(3), X2, G, G), ValueError, "dout"),
+    (lambda: batchnorm_backward(X2, np.zeros((4, 2)), G, G), ValueError, "xn"),
+    (lambda: batchnorm_backward(X2, X2, np.ones(2), G), ValueError, "std"),
+    (lambda: batchnorm_backward(X2, X2, G, np.ones(2)), ValueError, "gamma"),
+])
+def test_validation_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
