@@ -102,15 +102,16 @@ def build_network(model, input_shape, *, layers, dtype, rng):
     return MultiLayerNet(C * H * W, [100, 100], 10, layers=layers, dtype=dtype, rng=rng)
 
 
-def warm_up(model, input_shape, layers, dtype, x, t):
-    """Run one forward/backward on a throw-away network so that JIT compilation (or loading
-    the compiled kernels from cache) is not counted in the first epoch. Returns seconds."""
+def warm_up(model, input_shape, layers, dtype, x, t, batch_size):
+    """Run a training step's forward/backward and an evaluation forward, at the real batch
+    size, on a throw-away network, so that JIT compilation (or loading the compiled kernels
+    from cache) is not counted in the first epoch. Returns seconds."""
     start = time.perf_counter()
     scratch = build_network(model, input_shape, layers=layers, dtype=dtype,
                             rng=np.random.default_rng(0))
     state = np.random.get_state()
-    scratch.gradient(x[:2], t[:2])
-    scratch.predict(x[:2])
+    scratch.gradient(x[:batch_size], t[:batch_size])
+    scratch.accuracy(x[:batch_size], t[:batch_size])
     np.random.set_state(state)
     return time.perf_counter() - start
 
@@ -249,7 +250,8 @@ def main(argv=None):
         return 0
 
     layers = resolve_layers(args.layers)
-    warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train)
+    warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train,
+                     args.batch_size)
     init_rng, batch_rng = _seeds(args.seed)
     np.random.seed(args.seed)  # the layers' Dropout draws from the global generator
     network = build_network(args.model, input_shape, layers=layers, dtype=dtype, rng=init_rng)
