@@ -48,6 +48,19 @@ def test_same_seed_same_history(tmp_path):
     assert runs[0]["train_loss"] == runs[1]["train_loss"]
 
 
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
+    common = ["--quiet", "--model", "mlp", "--layers", LAYERS[0], "--seed", "5"]
+    cli.main(common + ["--epochs", "2", "--out", str(tmp_path / "full")])
+    ckpt = str(tmp_path / "ckpt.pkl")
+    cli.main(common + ["--epochs", "1", "--checkpoint", ckpt])
+    cli.main(common + ["--epochs", "2", "--checkpoint", ckpt, "--resume",
+                       "--out", str(tmp_path / "resumed")])
+    full = json.loads((tmp_path / "full" / "history.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert resumed["train_loss"] == full["train_loss"]
+    assert resumed["test_acc"] == full["test_acc"]
+
+
 def test_mnist_dir_dataset(tmp_path, capsys):
     write_dataset(tmp_path / "idx", n_train=20, n_test=6, h=6, w=6, gz=True)
     code = cli.main(["--dataset", "mnist-dir", "--data-dir", str(tmp_path / "idx"),
@@ -77,6 +90,7 @@ def test_threads_option(monkeypatch):
     (["--batch-size", "0"], "--batch-size must be positive"),
     (["--dataset", "digits", "--data-dir", "/tmp"], "does not apply"),
     (["--dataset", "mnist-dir", "--data-dir", "/nonexistent/dir"], "not a directory"),
+    (["--resume"], "needs --checkpoint"),
 ])
 def test_argument_errors(argv, message, monkeypatch):
     monkeypatch.delenv("NNTRAIN_MNIST_DIR", raising=False)

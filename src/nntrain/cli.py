@@ -64,6 +64,10 @@ def build_parser():
                         help="evaluate accuracies on the first N samples each epoch")
     parser.add_argument("--out", help="output directory: params.pkl, history.json, "
                                       "learning_curves.png")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="save a training checkpoint here after every epoch")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --checkpoint if it exists (same data and options)")
     parser.add_argument("--compare-reference", action="store_true",
                         help="instead of training, time identical steps with "
                              "nnlayers.reference and nnlayers and print the speedup")
@@ -232,6 +236,8 @@ def main(argv=None):
             raise SystemExit(f"nntrain: --{name.replace('_', '-')} must be positive, got {value}")
     if args.dataset == "mnist-dir" and not (args.data_dir or os.environ.get("NNTRAIN_MNIST_DIR")):
         raise SystemExit("nntrain: --dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
+    if args.resume and not args.checkpoint:
+        raise SystemExit("nntrain: --resume needs --checkpoint")
     if args.threads is not None:
         set_threads(args.threads)
     dtype = np.dtype(args.dtype)
@@ -266,7 +272,10 @@ def main(argv=None):
                       mini_batch_size=args.batch_size, optimizer=args.optimizer,
                       optimizer_param=optimizer_param,
                       evaluate_sample_num_per_epoch=args.eval_samples,
-                      quiet=args.quiet, rng=batch_rng)
+                      quiet=args.quiet, rng=batch_rng, checkpoint_path=args.checkpoint,
+                      resume=args.resume)
+    if trainer.current_epoch and not args.quiet:
+        print(f"resumed from {args.checkpoint} after epoch {trainer.current_epoch}")
     start = time.perf_counter()
     final_test_acc = trainer.train()
     wall = time.perf_counter() - start
