@@ -42,60 +42,90 @@ def _row_blocks(rows, other_tasks, row_elems):
 # ------------------------------------------------------------------ kernels (N, D)
 @parallel_kernel
 def _sums_2d(a, b, center, n_row_blocks, feature_block, partial):
-    """partial[r, 0, j] = sum over block r's rows of (a - center[j]) or of (a - center[j])**2
-    when b is 0-sized; with b given: partial[r, 0, j] = sum a, partial[r, 1, j] = sum a*b.
+    """partial[r, 0, j] = sum over block r's rows of a[:, j], or of (a[:, j] - center[j])**2
+    when ``center`` is non-empty; with ``b`` non-empty also partial[r, 1, j] = sum of a*b.
 
-    ``center`` may be empty (no centering). Rows are split into ``n_row_blocks`` equal runs.
+    Rows are split into ``n_row_blocks`` equal runs. Indices are cast to uint64 (never
+    negative) so Numba drops its wraparound and LLVM vectorises over features.
     """
     n, d = a.shape
     n_feat_blocks = (d + feature_block - 1) // feature_block
     paired = b.shape[0] > 0
     centered = center.shape[0] > 0
+    af = a.reshape(-1)
+    bf = b.reshape(-1)
     for task in prange(n_row_blocks * n_feat_blocks):
         t = np.int64(task)
         r = t // n_feat_blocks
         fb = t - r * n_feat_blocks
         j0 = fb * feature_block
-        j1 = min(d, j0 + feature_block)
+        width = min(d, j0 + feature_block) - j0
         i0 = (r * n) // n_row_blocks
         i1 = ((r + 1) * n) // n_row_blocks
-        for j in range(j0, j1):
-            partial[r, 0, j] = 0.0
-            partial[r, 1, j] = 0.0
-        for i in range(i0, i1):
-            if paired:
-                for j in range(j0, j1):
-                    u = np.float64(a[i, j])
-                    partial[r, 0, j] += u
-                    partial[r, 1, j] += u * np.float64(b[i, j])
-            elif centered:
-                for j in range(j0, j1):
-                    u = np.float64(a[i, j]) - center[j]
-                    partial[r, 0, j] += u * u
-            else:
-                for j in range(j0, j1):
-                    partial[r, 0, j] += np.float64(a[i, j])
+        s0 = np.zeros(width)
+        s1 = np.zeros(width)
+        mu = np.zeros(width)
+        if centered:
+            for j in range(width):
+                mu[np.uint64(j)] = center[np.uint64(j0 + j)]
+        if paired:
+            for i in range(i0, i1):
+                row = i * d + j0
+                for j in range(width):
+                    u = np.float64(af[np.uint64(row + j)])
+                    s0[np.uint64(j)] += u
+                    s1[np.uint64(j)] += u * np.float64(bf[np.uint64(row + j)])
+        elif centered:
+            for i in range(i0, i1):
+                row = i * d + j0
+                for j in range(width):
+                    u = np.float64(af[np.uint64(row + j)]) - mu[np.uint64(j)]
+                    s0[np.uint64(j)] += u * u
+        else:
+            for i in range(i0, i1):
+                row = i * d + j0
+                for j in range(width):
+                    s0[np.uint64(j)] += np.float64(af[np.uint64(row + j)])
+        for j in range(width):
+            partial[r, 0, j0 + j] = s0[np.uint64(j)]
+            partial[r, 1, j0 + j] = s1[np.uint64(j)]
 
 
 @parallel_kernel
 def _normalize_2d(x, shift, scale, gamma, beta, xn, out, write_xn):
     """xn = (x - shift) / scale; out = gamma * xn + beta, per feature (last axis)."""
     n, d = x.shape
+    xf = x.reshape(-1)
+    xnf = xn.reshape(-1)
+    of = out.reshape(-1)
     for i in prange(n):
-        for j in range(d):
-            v = (np.float64(x[i, j]) - shift[j]) / scale[j]
-            if write_xn:
-                xn[i, j] = v
-            out[i, j] = gamma[j] * v + beta[j]
+        row = np.int64(i) * d
+        if write_xn:
+            for j in range(d):
+                k = np.uint64(row + j)
+                v = (np.float64(xf[k]) - shift[np.uint64(j)]) / scale[np.uint64(j)]
+                xnf[k] = v
+                of[k] = gamma[np.uint64(j)] * v + beta[np.uint64(j)]
+        else:
+            for j in range(d):
+                k = np.uint64(row + j)
+                v = (np.float64(xf[k]) - shift[np.uint64(j)]) / scale[np.uint64(j)]
+                of[k] = gamma[np.uint64(j)] * v + beta[np.uint64(j)]
 
 
 @parallel_kernel
 def _backward_2d(dout, xn, coef, mean_d, mean_dxn, dx):
     """dx = coef * (dout - mean_d - xn * mean_dxn), per feature (last axis)."""
     n, d = dout.shape
+    df = dout.reshape(-1)
+    xnf = xn.reshape(-1)
+    dxf = dx.reshape(-1)
     for i in prange(n):
+        row = np.int64(i) * d
         for j in range(d):
-            dx[i, j] = coef[j] * (np.float64(dout[i, j]) - mean_d[j] - np.float64(xn[i, j]) * mean_dxn[j])
+            k = np.uint64(row + j)
+            u = np.uint64(j)
+            dxf[k] = coef[u] * (np.float64(df[k]) - mean_d[u] - np.float64(xnf[k]) * mean_dxn[u])
 
 
 # ------------------------------------------------------------------ kernels (N, C, L)
