@@ -109,3 +109,13 @@ def test_missing_matplotlib_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install 'nnkernels\[train\]'"):
         cli.plot_curves(object(), "unused.png")
+
+
+def test_import_needs_only_numpy():
+    code = ("import sys, nntrain, nntrain.cli; "
+            "print(sorted(m for m in ('tqdm', 'matplotlib', 'sklearn', 'nnlayers', 'nnkernels', "
+            "'numba') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
