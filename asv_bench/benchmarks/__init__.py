@@ -1,0 +1,1 @@
+"""asv benchmarks for nnkernels/nnlayers (see asv.conf.json at the repository top level)."""

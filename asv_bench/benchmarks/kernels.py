@@ -1,0 +1,90 @@
+"""Per-kernel timings of nnkernels: im2col/col2im (both layouts), max pooling, batch norm.
+
+Each ``setup`` calls every kernel once with the exact shapes and dtype it will time, so
+the JIT compile (or the cache load) happens there and never in the timed function.
+"""
+
+import numpy as np
+
+from .common import BN, COLUMNS, DTYPES, POOL, bn_data, pool_data, skip
+
+
+def _kernel(name):
+    import nnkernels
+
+    fn = getattr(nnkernels, name, None)
+    if fn is None:
+        skip(f"nnkernels.{name} does not exist in this version")
+    return fn
+
+
+class Columns:
+    """im2col/col2im in the book's layout, on conv C's input (N=64, 64x32x32, 3x3 pad 1)."""
+
+    params = [list(COLUMNS), DTYPES]
+    param_names = ["shape", "dtype"]
+    unfold, fold = "im2col", "col2im"
+
+    def setup(self, case, dtype):
+        shape, _, k, stride, pad = COLUMNS[case]
+        self.args = (k, k, stride, pad)
+        self.x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+        self.im2col = _kernel(self.unfold)
+        self.col2im = _kernel(self.fold)
+        self.col = self.im2col(self.x, *self.args)
+        self.col2im(self.col, self.x.shape, *self.args)
+
+    def time_im2col(self, case, dtype):
+        self.im2col(self.x, *self.args)
+
+    def time_col2im(self, case, dtype):
+        self.col2im(self.col, self.x.shape, *self.args)
+
+
+class ColumnsPerSample(Columns):
+    """The per-sample layout ``(N, C*FH*FW, OH*OW)`` the Convolution layer uses."""
+
+    unfold, fold = "im2col_per_sample", "col2im_per_sample"
+
+
+class MaxPool:
+    """maxpool_forward / maxpool_backward kernels."""
+
+    params = [list(POOL), DTYPES]
+    param_names = ["shape", "dtype"]
+
+    def setup(self, case, dtype):
+        self.x, self.dout, self.k, self.stride = pool_data(case, dtype)
+        self.forward = _kernel("maxpool_forward")
+        self.backward = _kernel("maxpool_backward")
+        _, self.argmax = self.forward(self.x, self.k, self.k, self.stride, 0)
+        self.backward(self.dout, self.argmax, self.x.shape, self.k, self.k, self.stride, 0)
+
+    def time_forward(self, case, dtype):
+        self.forward(self.x, self.k, self.k, self.stride, 0)
+
+    def time_backward(self, case, dtype):
+        self.backward(self.dout, self.argmax, self.x.shape, self.k, self.k, self.stride, 0)
+
+
+class BatchNorm:
+    """batchnorm_forward / batchnorm_backward kernels: per feature (A, B), per channel (C)."""
+
+    params = [list(BN), DTYPES]
+    param_names = ["shape", "dtype"]
+
+    def setup(self, case, dtype):
+        self.x, self.gamma, self.beta, self.dout, _ = bn_data(case, dtype)
+        self.forward = _kernel("batchnorm_forward")
+        self.backward = _kernel("batchnorm_backward")
+        try:
+            _, self.xn, _, _, self.std = self.forward(self.x, self.gamma, self.beta, 1e-6)
+        except NotImplementedError:
+            skip("batch-norm kernels not implemented in this version")
+        self.backward(self.dout, self.xn, self.std, self.gamma)
+
+    def time_forward(self, case, dtype):
+        self.forward(self.x, self.gamma, self.beta, 1e-6)
+
+    def time_backward(self, case, dtype):
+        self.backward(self.dout, self.xn, self.std, self.gamma)

@@ -1,0 +1,79 @@
+"""Start-up latency in a fresh interpreter: import + first Convolution forward+backward.
+
+``timeraw_*`` runs the returned code in a new Python process per sample. Cold: the
+sample's setup points ``NUMBA_CACHE_DIR`` at a new empty directory (removed when the
+process exits), so the first call compiles. Warm: ``setup`` (in the asv process) fills a
+cache directory once from a helper interpreter, and each sample loads from it.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+from .common import DTYPES
+
+_FIRST_CONV = """
+import numpy as np
+import nnlayers
+rng = np.random.default_rng(0)
+x = rng.standard_normal((100, 1, 28, 28)).astype("{dtype}")
+W = (0.1 * rng.standard_normal((30, 1, 5, 5))).astype("{dtype}")
+layer = nnlayers.Convolution(W, np.zeros(30, "{dtype}"))
+layer.backward(np.ones_like(layer.forward(x)))
+"""
+
+_COLD_SETUP = """
+import atexit, os, shutil, tempfile
+_cache = tempfile.mkdtemp(prefix="nnkernels_asv_cold_")
+atexit.register(shutil.rmtree, _cache, True)
+os.environ["NUMBA_CACHE_DIR"] = _cache
+"""
+
+_WARM_SETUP = """
+import os
+os.environ["NUMBA_CACHE_DIR"] = {cache!r}
+"""
+
+
+class ColdStart:
+    """Empty Numba cache: import + first conv A forward+backward includes the compile."""
+
+    params = [DTYPES]
+    param_names = ["dtype"]
+    timeout = 600
+    repeat = (1, 3, 120.0)
+    number = 1
+
+    def timeraw_import_and_first_conv(self, dtype):
+        return textwrap.dedent(_FIRST_CONV.format(dtype=dtype)), textwrap.dedent(_COLD_SETUP)
+
+
+class WarmStart:
+    """Warm Numba cache: import + first conv A forward+backward loads compiled kernels."""
+
+    params = [DTYPES]
+    param_names = ["dtype"]
+    timeout = 600
+    repeat = (2, 5, 60.0)
+    number = 1
+
+    def setup(self, dtype):
+        self.cache = tempfile.mkdtemp(prefix="nnkernels_asv_warm_")
+        env = dict(os.environ, NUMBA_CACHE_DIR=self.cache)
+        subprocess.run([sys.executable, "-c", textwrap.dedent(_FIRST_CONV.format(dtype=dtype))],
+                       env=env, check=True)
+
+    def teardown(self, dtype):
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+    def timeraw_import_and_first_conv(self, dtype):
+        return (textwrap.dedent(_FIRST_CONV.format(dtype=dtype)),
+                textwrap.dedent(_WARM_SETUP.format(cache=self.cache)))
+
+
+def timeraw_import_nnlayers():
+    """``import nnlayers`` alone (kernels compile lazily, so the cache does not matter)."""
+    return "import nnlayers"

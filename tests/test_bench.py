@@ -1,0 +1,79 @@
+"""Smoke tests of ``python -m nnlayers.bench`` (tiny batches, 1 round: not a measurement)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nnlayers import bench
+from nnlayers._bench_cases import CASE_NAMES, build_contenders, get_cases, torch_available
+
+
+def test_quick_run_prints_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--repeat", "1", "--warmup", "0", "--no-torch", "--no-extras",
+                     "--dtype", "float32", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "speedup vs ref" in text and "conv A" in text and "batchnorm C" in text
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert {(r["case"], r["dtype"]) for r in rows} == {
+        (c, "float32") for c in CASE_NAMES}
+    for r in rows:
+        assert r["torch_s"] is None
+        if r["nnlayers_s"] is not None:
+            assert r["nnlayers_s"] > 0
+        if r["case"] == "bn_c":
+            assert r["reference_s"] is None and r["speedup_vs_reference"] is None
+        else:
+            assert r["reference_s"] > 0
+    assert data["meta"]["quick"] is True
+
+
+def test_markdown_and_case_subset(capsys):
+    bench.main(["--quick", "--repeat", "1", "--warmup", "0", "--no-torch", "--no-extras",
+                "--dtype", "float64", "--cases", "conv_a,pool_a,bn_b", "--markdown"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|")]
+    assert lines[0].startswith("| case | dtype |")
+    assert len(lines) == 2 + 3  # header, rule, three cases
+    assert all("float64" in ln for ln in lines[2:])
+
+
+def test_thread_scaling_quick():
+    report = bench.thread_scaling(["float32"], repeat=1, warmup=0, quick=True)
+    if "error" in report:
+        pytest.skip(report["error"])
+    (row,) = report["rows"]
+    assert row["one_thread_s"] > 0 and row["two_threads_s"] > 0
+
+
+def test_bad_arguments_exit_with_usage():
+    with pytest.raises(SystemExit):
+        bench.main(["--cases", "conv_z"])
+    with pytest.raises(SystemExit):
+        bench.main(["--dtype", "float16"])
+
+
+def test_contenders_compute_the_same_forward_backward():
+    """The timed callables do real work: nnlayers' gradients match the reference's."""
+    import numpy as np
+
+    for case in get_cases("conv_b,pool_b,bn_b"):
+        fns = build_contenders(case.scaled(True), "float64")
+        np.testing.assert_allclose(fns["nnlayers"](), fns["reference"](), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch_available(), reason="PyTorch is not installed")
+def test_torch_separate_process(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnlayers.bench", "--quick", "--repeat", "1", "--warmup", "0",
+         "--no-extras", "--dtype", "float32", "--cases", "conv_a", "--torch-separate",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert all(r["torch_s"] > 0 and r["ratio_vs_torch"] > 0 for r in rows)
