@@ -72,7 +72,7 @@ def test_mnist_dir_dataset(tmp_path, capsys):
 @pytest.mark.skipif(not FAST_READY, reason="nnlayers top-level exports not available yet")
 def test_compare_reference(capsys):
     cli.main(["--compare-reference", "--compare-steps", "2", "--model", "mlp",
-              "--dtype", "float64"])
+              "--dtype", "float64", "--epochs", "0"])
     out = capsys.readouterr().out
     assert "speedup" in out and "nnlayers.reference" in out
 

@@ -47,6 +47,9 @@ def build_parser():
                              "Debian's dataset-fashion-mnist or --data-dir; mnist-dir: IDX "
                              "files in --data-dir (or $NNTRAIN_MNIST_DIR)")
     parser.add_argument("--data-dir", help="directory with the four MNIST-format IDX files")
+    parser.add_argument("--digits-size", type=int, choices=(8, 28), default=28,
+                        help="digits as 28x28 MNIST-like frames (the book's networks "
+                             "unchanged) or the native 8x8")
     parser.add_argument("--epochs", type=int,
                         help=f"default: {DEFAULT_EPOCHS['digits']} on digits, 20 otherwise")
     parser.add_argument("--batch-size", type=int, default=100)
@@ -69,7 +72,7 @@ def build_parser():
     parser.add_argument("--resume", action="store_true",
                         help="continue from --checkpoint if it exists (same data and options)")
     parser.add_argument("--compare-reference", action="store_true",
-                        help="instead of training, time identical steps with "
+                        help="after training (if --epochs > 0), time identical steps with "
                              "nnlayers.reference and nnlayers and print the speedup")
     parser.add_argument("--compare-steps", type=int, default=20,
                         help="timed steps per implementation for --compare-reference")
@@ -78,13 +81,13 @@ def build_parser():
 
 
 # ---------------------------------------------------------------- pieces
-def load_dataset(name, data_dir, flatten):
+def load_dataset(name, data_dir, flatten, digits_size=8):
     """``((x_train, t_train), (x_test, t_test))`` normalised, integer labels."""
     options = dict(normalize=True, flatten=flatten, one_hot_label=False)
     if name == "digits":
         if data_dir:
             raise SystemExit("nntrain: --data-dir does not apply to --dataset digits")
-        return datasets.load_digits(**options)
+        return datasets.load_digits(**options, image_size=digits_size)
     if name == "fashion-mnist":
         return datasets.load_fashion_mnist(**options, data_dir=data_dir)
     return datasets.load_mnist(**options, data_dir=data_dir)
@@ -245,16 +248,23 @@ def main(argv=None):
 
     try:
         (x_train, t_train), (x_test, t_test) = load_dataset(
-            args.dataset, args.data_dir, flatten=False)
+            args.dataset, args.data_dir, flatten=False, digits_size=args.digits_size)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"nntrain: {exc}") from None
     x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
     input_shape = x_train.shape[1:]
 
+    if epochs > 0 or not args.compare_reference:
+        train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape)
     if args.compare_reference:
+        if not args.quiet:
+            print("\ntiming the same training steps with the reference layers ...", flush=True)
         compare_reference(args, x_train, t_train, input_shape, dtype)
-        return 0
+    return 0
 
+
+def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
+    """Train as the options say; print per-epoch lines and write ``--out`` files."""
     layers = resolve_layers(args.layers)
     warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train,
                      args.batch_size)
@@ -288,7 +298,6 @@ def main(argv=None):
         write_outputs(args.out, trainer, network, config, final_test_acc)
         if not args.quiet:
             print(f"wrote params.pkl, history.json, learning_curves.png to {args.out}")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

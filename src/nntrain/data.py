@@ -190,15 +190,20 @@ def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, *, dat
 
 
 def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_fraction=0.2,
-                seed=0):
+                seed=0, image_size=8):
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, values 0..16).
 
     A fixed-seed random split puts ``test_fraction`` of the images in the test set
     (360 of 1797 by default). ``normalize`` divides by 16; unflattened images are
-    ``(N, 1, 8, 8)``; unnormalised images are uint8.
+    ``(N, 1, image_size, image_size)``; unnormalised images are uint8.
+
+    ``image_size=28`` lays the digits out like MNIST: each pixel becomes a 3x3 block
+    (24x24) centred in a 28x28 frame, so the book's MNIST networks run on them unchanged.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    if image_size not in (8, 28):
+        raise ValueError(f"image_size: expected 8 or 28, got {image_size!r}")
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError:  # pragma: no cover - depends on the environment
@@ -206,6 +211,8 @@ def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_fract
             "the digits dataset needs scikit-learn: pip install 'nnkernels[train]'") from None
     bunch = sklearn_load_digits()
     images = bunch.images.astype(np.uint8)  # (1797, 8, 8), values 0..16
+    if image_size == 28:
+        images = np.pad(images.repeat(3, axis=1).repeat(3, axis=2), ((0, 0), (2, 2), (2, 2)))
     labels = bunch.target.astype(np.uint8)
     order = np.random.default_rng(seed).permutation(len(labels))
     n_test = int(round(test_fraction * len(labels)))
