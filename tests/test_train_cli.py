@@ -20,7 +20,8 @@ LAYERS = ["nnlayers" if FAST_READY else "reference"]
 @pytest.mark.parametrize("layers", LAYERS + ["reference"])
 def test_one_epoch_on_digits_writes_outputs(tmp_path, layers, capsys):
     out = tmp_path / "run"
-    assert cli.main(["--epochs", "1", "--out", str(out), "--layers", layers, "--seed", "3"]) == 0
+    assert cli.main(["--epochs", "1", "--out", str(out), "--layers", layers, "--seed", "3",
+                     "--digits-size", "8"]) == 0
     stdout = capsys.readouterr().out
     assert "epoch   1/1" in stdout and "final test acc" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["history.json", "learning_curves.png",

@@ -172,3 +172,17 @@ def test_missing_sklearn_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match=r"pip install 'nnkernels\[train\]'"):
         load_digits()
+
+
+def test_load_digits_mnist_sized_frames():
+    (x8, t8), (xt8, _) = load_digits(flatten=False)
+    (x28, t28), (xt28, _) = load_digits(flatten=False, image_size=28)
+    assert x28.shape == (x8.shape[0], 1, 28, 28) and xt28.shape[0] == xt8.shape[0]
+    np.testing.assert_array_equal(t28, t8)
+    inner = x28[:, :, 2:26, 2:26]
+    np.testing.assert_array_equal(inner[:, :, ::3, ::3], x8)
+    np.testing.assert_array_equal(inner[:, :, 2::3, 1::3], x8)
+    assert not x28[:, :, :2].any() and not x28[:, :, 26:].any()
+    assert not x28[:, :, :, :2].any() and not x28[:, :, :, 26:].any()
+    with pytest.raises(ValueError, match="image_size"):
+        load_digits(image_size=16)
