@@ -286,9 +286,6 @@ def test_a_failed_forward_leaves_the_previous_state_usable():
     assert dx.shape == x.shape
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Convolution with a complex W raises TypeError "
-                   "'expected real numeric input (float32 or float64), got dtype complex128' "
-                   "from compute_dtype, which does not name W")
 def test_conv_complex_weights_error_names_W(forbid_kernels):
     layer = conv(W=np.ones((4, 3, 3, 3), dtype=complex))
     forbid_kernels()
@@ -296,8 +293,6 @@ def test_conv_complex_weights_error_names_W(forbid_kernels):
         layer.forward(X4)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nnlayers.im2col's argument is input_data (the "
-                   "book's name) but its errors say 'x must be ...'")
 def test_nnlayers_im2col_error_names_input_data():
     with pytest.raises(TypeError, match=r"input_data"):
         nnlayers.im2col(COMPLEX, 2, 2)

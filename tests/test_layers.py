@@ -566,9 +566,6 @@ def test_relu_edge_shapes_match_reference(shape):
     assert layer.backward(np.ones(shape)).shape == shape
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Relu.forward on a 0-d array returns shape (1,) "
-                   "(as_float_array -> np.ascontiguousarray makes ndim >= 1), so the mask is "
-                   "(1,) and backward rejects a 0-d dout; the reference keeps shape ()")
 def test_relu_zero_dimensional_input_keeps_its_shape():
     layer = nnlayers.Relu()
     out = layer.forward(np.array(-2.0))
@@ -664,8 +661,6 @@ def test_softmax_with_loss_matches_reference(n, k, dtype, layout, seed, label_fo
     np.testing.assert_array_equal(xin, x)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SoftmaxWithLoss.forward accepts integral float "
-                   "labels (via cross_entropy_error) but backward indexes with them: IndexError")
 def test_softmax_with_loss_float_labels_accepted_by_forward_work_in_backward():
     x = make_values(112, (3, 4))
     labels = np.array([1, 3, 0])

@@ -28,18 +28,31 @@ def _describe(value):
     return f"{type(value).__name__} {value!r}"
 
 
-def compute_dtype(*arrays):
+def compute_dtype(*arrays, names=()):
     """The float dtype a kernel computes in for these inputs.
 
     NumPy's promotion of the inputs (Python scalars are weak), then: float32 and float64
     stay; bool/integer promote to float64 (as NumPy does in arithmetic with floats);
-    float16 computes in float32. Complex, object, string and other dtypes raise TypeError.
+    float16 computes in float32. Complex, object, string and other dtypes raise TypeError,
+    naming the offending input by ``names[i]`` when given.
     """
     dtypes = []
-    for a in arrays:
+    for i, a in enumerate(arrays):
         if a is None:
             continue
-        dtypes.append(a if isinstance(a, (int, float, bool)) else np.asarray(a).dtype)
+        if isinstance(a, (int, float, bool)):
+            dtypes.append(a)
+            continue
+        try:
+            dtype = a.dtype if isinstance(a, np.ndarray) else np.asarray(a).dtype
+        except (TypeError, ValueError):
+            dtype = np.dtype(object)
+        if dtype.kind not in "biuf":
+            name = names[i] if i < len(names) else f"input {i}"
+            raise TypeError(
+                f"{name} must be a real numeric array (float32 or float64), got dtype {dtype}"
+            )
+        dtypes.append(dtype)
     dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
     if dtype.kind in "biu":
         return np.dtype(np.float64)
@@ -74,7 +87,7 @@ def as_float_array(x, name, dtype=None, ndim=None):
     target = np.dtype(dtype) if dtype is not None else compute_dtype(arr)
     if target not in _FLOAT_DTYPES:
         raise TypeError(f"internal: unsupported compute dtype {target}")
-    return np.ascontiguousarray(arr, dtype=target)
+    return np.asarray(arr, dtype=target, order="C")
 
 
 def check_ndim(arr, name, ndim):

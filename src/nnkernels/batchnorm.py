@@ -312,7 +312,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6):
     """
     _check_ndim_early(x, "x")
     eps = _check_eps(eps)
-    dtype = compute_dtype(x, gamma, beta)
+    dtype = compute_dtype(x, gamma, beta, names=("x", "gamma", "beta"))
     x = _as_input(x, "x", dtype)
     count = _reduced_count(x)
     if count == 0:
@@ -342,7 +342,7 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
     """
     _check_ndim_early(x, "x")
     eps = _check_eps(eps)
-    dtype = compute_dtype(x, gamma, beta)
+    dtype = compute_dtype(x, gamma, beta, names=("x", "gamma", "beta"))
     x = _as_input(x, "x", dtype)
     size, xv = _features(x)
     gamma = _as_param(gamma, "gamma", size, dtype)
@@ -368,7 +368,7 @@ def batchnorm_backward(dout, xn, std, gamma):
     of all four arguments.
     """
     _check_ndim_early(dout, "dout")
-    dtype = compute_dtype(dout, xn, std, gamma)
+    dtype = compute_dtype(dout, xn, std, gamma, names=("dout", "xn", "std", "gamma"))
     dout = _as_input(dout, "dout", dtype)
     xn = as_float_array(xn, "xn", dtype=dtype)
     if xn.shape != dout.shape:

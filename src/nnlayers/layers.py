@@ -14,7 +14,7 @@ from nnkernels._validation import as_float_array, check_int, compute_dtype
 from . import functions as _functions
 from .config import conv_chunk_size
 from .functions import *  # noqa: F403 - the reference's layers module re-exports them
-from .functions import cross_entropy_error, sigmoid, softmax
+from .functions import _label_indices, cross_entropy_error, sigmoid, softmax
 from .util import col2im, im2col
 
 # What ``from common.layers import *`` gives a script: the layers, the functions, im2col,
@@ -112,6 +112,7 @@ class Affine:
         W = self.W
         if np.ndim(W) != 2:
             raise ValueError(f"W must be 2-D (input features, outputs), got shape {np.shape(W)}")
+        compute_dtype(x, W, self.b, names=("x", "W", "b"))  # rejects complex/object parameters
         x2d = x.reshape(x.shape[0], -1)
         if x2d.shape[1] != W.shape[0]:
             raise ValueError(
@@ -160,7 +161,7 @@ class SoftmaxWithLoss:
         if self.t.size == self.y.size:
             return (self.y - self.t.reshape(self.y.shape)) / batch_size
         dx = self.y.copy()
-        dx[np.arange(batch_size), self.t.reshape(batch_size)] -= 1
+        dx[np.arange(batch_size), _label_indices(self.t, batch_size)] -= 1
         return dx / batch_size
 
 
@@ -240,7 +241,7 @@ class BatchNormalization:
             raise ValueError("x must hold at least one sample, got batch size 0")
         xv = self._view(x)
         n_stats = xv.shape[1]
-        dtype = compute_dtype(x, self.gamma, self.beta)
+        dtype = compute_dtype(x, self.gamma, self.beta, names=("x", "gamma", "beta"))
         if self.running_mean is None:
             self.running_mean = np.zeros(n_stats, dtype=dtype)
             self.running_var = np.zeros(n_stats, dtype=dtype)
@@ -309,7 +310,7 @@ class Convolution:
         stride = check_int(self.stride, "stride", minimum=1)
         pad = check_int(self.pad, "pad", minimum=0)
         out_h, out_w = nnkernels.conv_output_shape(x.shape, FH, FW, stride, pad)
-        dtype = compute_dtype(x, self.W, self.b)
+        dtype = compute_dtype(x, self.W, self.b, names=("x", "W", "b"))
         xc = as_float_array(x, "x", dtype=dtype)
         Wm = np.asarray(self.W, dtype=dtype).reshape(FN, -1)
         bias = _bias_column(self.b, FN, dtype)

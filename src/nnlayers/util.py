@@ -1,6 +1,7 @@
 """The reference's ``common.util`` helpers, backed by the JIT kernels."""
 
 import nnkernels
+from nnkernels._validation import as_float_array
 
 __all__ = ["im2col", "col2im", "conv_output_size"]
 
@@ -10,6 +11,7 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
 
     Unlike the reference, the result keeps the input's float dtype (float32 stays float32).
     """
+    input_data = as_float_array(input_data, "input_data", ndim=4)
     return nnkernels.im2col(input_data, filter_h, filter_w, stride, pad)
 
 
