@@ -8,7 +8,7 @@ from .activations import relu_backward, relu_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
 from .pooling import maxpool_backward, maxpool_forward
-from .precompile import precompile
+from ._precompile import precompile
 from .threads import get_num_threads, set_num_threads, threading_layer
 
 __all__ = [

@@ -11,11 +11,13 @@ Threading layer (chosen once, at import, unless the user already chose one with
   with it every kernel launch holds one process-wide lock.
 """
 
+import contextlib
 import ctypes
 import glob
 import os
 import sys
 import threading
+import types
 
 import numba
 from numba import njit
@@ -61,19 +63,65 @@ def _needs_lock():
     return numba.config.THREADING_LAYER == "workqueue"
 
 
-class _Kernel:
-    """A compiled kernel; calls are serialised when the threading layer is not thread-safe."""
+_OPTIONS = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self.__name__ = dispatcher.py_func.__name__
-        self.__doc__ = dispatcher.py_func.__doc__
+#: below about this many elements of work a kernel runs single-threaded: launching the
+#: thread pool (tens of microseconds) would cost more than it saves
+PARALLEL_THRESHOLD = 1 << 15
+_FORCE_PARALLEL = False
+
+
+@contextlib.contextmanager
+def forced_parallel():
+    """Within this block every kernel runs its multi-threaded version (for precompiling)."""
+    global _FORCE_PARALLEL
+    previous, _FORCE_PARALLEL = _FORCE_PARALLEL, True
+    try:
+        yield
+    finally:
+        _FORCE_PARALLEL = previous
+
+
+def _renamed(fn, suffix):
+    """A copy of ``fn`` under another name, so Numba caches it in files of its own."""
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                              fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + suffix
+    twin.__module__ = fn.__module__
+    return twin
+
+
+class _Kernel:
+    """A compiled kernel; launches hold a lock when the threading layer is not thread-safe.
+
+    Calling it runs the multi-threaded (``prange``) version; ``kernel.serial`` is the same
+    code compiled without threads, and ``kernel.sized(work)`` picks one by the amount of work.
+    """
+
+    def __init__(self, fn, parallel):
+        self.dispatcher = njit(parallel=parallel, **_OPTIONS)(fn)
+        self._fn = fn
+        self._parallel = parallel
+        self._serial = None if parallel else self
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
 
     def __call__(self, *args):
-        if _needs_lock():
+        if self._parallel and _needs_lock():
             with _KERNEL_LOCK:
                 return self.dispatcher(*args)
         return self.dispatcher(*args)
+
+    @property
+    def serial(self):
+        """The single-threaded twin (compiled on first use, cached like any kernel)."""
+        if self._serial is None:
+            self._serial = _Kernel(_renamed(self._fn, "_serial"), parallel=False)
+        return self._serial
+
+    def sized(self, work):
+        """The parallel kernel for ``work >= PARALLEL_THRESHOLD`` elements, else the serial one."""
+        return self if (work >= PARALLEL_THRESHOLD or _FORCE_PARALLEL) else self.serial
 
 
 def parallel_kernel(fn):
@@ -83,9 +131,9 @@ def parallel_kernel(fn):
     validated input and NaN/inf must propagate as in NumPy); ``fastmath`` stays off so
     results are reproducible and match the reference where the math allows.
     """
-    return _Kernel(njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath=False)(fn))
+    return _Kernel(fn, parallel=True)
 
 
 def serial_kernel(fn):
     """Compile ``fn`` as a cached, GIL-free single-threaded kernel (for small helpers)."""
-    return _Kernel(njit(parallel=False, cache=True, nogil=True, error_model="numpy", fastmath=False)(fn))
+    return _Kernel(fn, parallel=False)

@@ -46,7 +46,7 @@ def relu_forward(x):
     out = np.empty_like(x)
     mask = np.empty(x.shape, dtype=np.bool_)
     if x.size:
-        _relu_forward_kernel(x.reshape(-1), out.reshape(-1), mask.reshape(-1))
+        _relu_forward_kernel.sized(x.size)(x.reshape(-1), out.reshape(-1), mask.reshape(-1))
     return out, mask
 
 
@@ -60,5 +60,5 @@ def relu_backward(dout, mask):
     mask = np.ascontiguousarray(mask)
     dx = np.empty_like(dout)
     if dx.size:
-        _relu_backward_kernel(dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+        _relu_backward_kernel.sized(dx.size)(dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
     return dx

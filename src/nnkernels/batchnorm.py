@@ -235,7 +235,7 @@ def _channel_sums(a, b=None, center=None):
         blocks = _row_blocks(n, n_feat_blocks, min(d, _FEATURE_BLOCK))
         partial = np.empty((blocks, 2, d))
         if a.size:
-            _sums_2d(a, b_arr, center_arr, blocks, _FEATURE_BLOCK, partial)
+            _sums_2d.sized(a.size)(a, b_arr, center_arr, blocks, _FEATURE_BLOCK, partial)
         else:
             partial[...] = 0.0
     else:
@@ -243,7 +243,7 @@ def _channel_sums(a, b=None, center=None):
         blocks = _row_blocks(n, channels, length)
         partial = np.empty((blocks, 2, channels))
         if a.size:
-            _sums_3d(a, b_arr, center_arr, blocks, partial)
+            _sums_3d.sized(a.size)(a, b_arr, center_arr, blocks, partial)
         else:
             partial[...] = 0.0
     totals = partial[0].copy()
@@ -329,7 +329,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6):
     out = np.empty_like(x)
     normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
     if x.size:
-        normalize(xv, mean64, std64, gamma, beta, xn.reshape(xv.shape), out.reshape(xv.shape), True)
+        normalize.sized(x.size)(xv, mean64, std64, gamma, beta, xn.reshape(xv.shape), out.reshape(xv.shape), True)
     return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
 
 
@@ -354,7 +354,7 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
     normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
     if x.size:
         outv = out.reshape(xv.shape)
-        normalize(xv, mean64, scale64, gamma, beta, outv, outv, False)
+        normalize.sized(x.size)(xv, mean64, scale64, gamma, beta, outv, outv, False)
     return out
 
 
@@ -388,5 +388,5 @@ def batchnorm_backward(dout, xn, std, gamma):
     dx = np.empty_like(dout)
     backward = _backward_2d if dout.ndim == 2 else _backward_3d
     if dout.size:
-        backward(dv, xnv, coef, dbeta64 / count, dgamma64 / count, dx.reshape(dv.shape))
+        backward.sized(dout.size)(dv, xnv, coef, dbeta64 / count, dgamma64 / count, dx.reshape(dv.shape))
     return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)

@@ -203,7 +203,7 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     n_img, channels = x.shape[:2]
     col = np.empty((n_img * out_h * out_w, channels * fh * fw), dtype=x.dtype)
     if col.size:
-        _im2col_rows_kernel(x, fh, fw, s, p, out_h, out_w, col)
+        _im2col_rows_kernel.sized(col.size)(x, fh, fw, s, p, out_h, out_w, col)
     return col
 
 
@@ -227,7 +227,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     col = col.reshape(rows, width)
     img = np.empty(shape, dtype=col.dtype)
     if img.size:
-        _col2im_rows_kernel(col, fh, fw, s, p, out_h, out_w, img)
+        _col2im_rows_kernel.sized(col.size)(col, fh, fw, s, p, out_h, out_w, img)
     return img
 
 
@@ -245,7 +245,7 @@ def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
     shape = (n_img, channels * fh * fw, out_h * out_w)
     out = _checked_out(out, shape, x.dtype)
     if out.size:
-        _im2col_per_sample_kernel(x, fh, fw, s, p, out_h, out_w, out)
+        _im2col_per_sample_kernel.sized(out.size)(x, fh, fw, s, p, out_h, out_w, out)
     return out
 
 
@@ -268,5 +268,5 @@ def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, ou
         )
     img = _checked_out(out, shape, cols.dtype)
     if img.size:
-        _col2im_per_sample_kernel(cols, fh, fw, s, p, out_h, out_w, img)
+        _col2im_per_sample_kernel.sized(cols.size)(cols, fh, fw, s, p, out_h, out_w, img)
     return img

@@ -164,7 +164,7 @@ def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
     out = np.empty((n_img, channels, out_h, out_w), dtype=x.dtype)
     argmax = np.empty((n_img, channels, out_h, out_w), dtype=np.int64)
     if out.size:
-        _forward_kernel(ph, pw, s)(x, p, out, argmax)
+        _forward_kernel(ph, pw, s).sized(x.size)(x, p, out, argmax)
     return out, argmax
 
 
@@ -205,5 +205,5 @@ def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0)
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     dx = np.empty(shape, dtype=dout.dtype)
     if dx.size:
-        _backward_kernel(pw, s)(dout, argmax, p, dx)
+        _backward_kernel(pw, s).sized(dx.size)(dout, argmax, p, dx)
     return dx
