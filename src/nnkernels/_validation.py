@@ -36,6 +36,12 @@ def compute_dtype(*arrays, names=()):
     float16 computes in float32. Complex, object, string and other dtypes raise TypeError,
     naming the offending input by ``names[i]`` when given.
     """
+    first = arrays[0] if arrays else None
+    if isinstance(first, np.ndarray) and first.dtype in _FLOAT_DTYPES:
+        # fast path (the common case, and the one small layers pay for per call)
+        dtype = first.dtype
+        if all(isinstance(a, np.ndarray) and a.dtype == dtype for a in arrays[1:]):
+            return dtype
     dtypes = []
     for i, a in enumerate(arrays):
         if a is None:
@@ -72,6 +78,9 @@ def as_float_array(x, name, dtype=None, ndim=None):
     """
     if isinstance(x, np.ndarray):
         arr = x
+        if (ndim is None and arr.flags.c_contiguous
+                and (arr.dtype == dtype if dtype is not None else arr.dtype in _FLOAT_DTYPES)):
+            return arr
     else:
         try:
             arr = np.asarray(x)

@@ -18,6 +18,7 @@ import numbers
 import numpy as np
 from numba import prange
 
+from . import _jit
 from ._jit import parallel_kernel
 from ._validation import as_float_array, compute_dtype
 
@@ -126,6 +127,83 @@ def _backward_2d(dout, xn, coef, mean_d, mean_dxn, dx):
             k = np.uint64(row + j)
             u = np.uint64(j)
             dxf[k] = coef[u] * (np.float64(df[k]) - mean_d[u] - np.float64(xnf[k]) * mean_dxn[u])
+
+
+@parallel_kernel
+def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, std):
+    """Training forward of (N, D) in one launch: each task owns a block of features and
+    makes three passes over its column block (sum, centred sum of squares, normalise),
+    which stays in cache. Sums in float64, rows in order: deterministic."""
+    n, d = x.shape
+    n_blocks = (d + feature_block - 1) // feature_block
+    xf = x.reshape(-1)
+    xnf = xn.reshape(-1)
+    of = out.reshape(-1)
+    for block in prange(n_blocks):
+        j0 = np.int64(block) * feature_block
+        width = min(d, j0 + feature_block) - j0
+        s = np.zeros(width)
+        for i in range(n):
+            row = i * d + j0
+            for j in range(width):
+                s[np.uint64(j)] += np.float64(xf[np.uint64(row + j)])
+        mu = s / n
+        q = np.zeros(width)
+        for i in range(n):
+            row = i * d + j0
+            for j in range(width):
+                u = np.float64(xf[np.uint64(row + j)]) - mu[np.uint64(j)]
+                q[np.uint64(j)] += u * u
+        v = q / n
+        sd = np.sqrt(v + eps)
+        for i in range(n):
+            row = i * d + j0
+            for j in range(width):
+                k = np.uint64(row + j)
+                u = np.uint64(j)
+                t = (np.float64(xf[k]) - mu[u]) / sd[u]
+                xnf[k] = t
+                of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
+        for j in range(width):
+            mean[j0 + j] = mu[j]
+            var[j0 + j] = v[j]
+            std[j0 + j] = sd[j]
+
+
+@parallel_kernel
+def _backward_2d_fused(dout, xn, gamma, std, feature_block, dx, dgamma, dbeta):
+    """Backward of (N, D) in one launch, one block of features per task (see the forward)."""
+    n, d = dout.shape
+    n_blocks = (d + feature_block - 1) // feature_block
+    df = dout.reshape(-1)
+    xnf = xn.reshape(-1)
+    dxf = dx.reshape(-1)
+    for block in prange(n_blocks):
+        j0 = np.int64(block) * feature_block
+        width = min(d, j0 + feature_block) - j0
+        s0 = np.zeros(width)
+        s1 = np.zeros(width)
+        for i in range(n):
+            row = i * d + j0
+            for j in range(width):
+                k = np.uint64(row + j)
+                g = np.float64(df[k])
+                s0[np.uint64(j)] += g
+                s1[np.uint64(j)] += g * np.float64(xnf[k])
+        md = s0 / n
+        mx = s1 / n
+        coef = np.empty(width)
+        for j in range(width):
+            coef[j] = np.float64(gamma[j0 + j]) / np.float64(std[j0 + j])
+        for i in range(n):
+            row = i * d + j0
+            for j in range(width):
+                k = np.uint64(row + j)
+                u = np.uint64(j)
+                dxf[k] = coef[u] * (np.float64(df[k]) - md[u] - np.float64(xnf[k]) * mx[u])
+        for j in range(width):
+            dbeta[j0 + j] = s0[j]
+            dgamma[j0 + j] = s1[j]
 
 
 # ------------------------------------------------------------------ kernels (N, C, L)
@@ -288,6 +366,14 @@ def _features(x):
     return c, x.reshape(n, c, h * w)
 
 
+def _fused_2d(x):
+    """Whether the one-launch (N, D) kernels fit: enough feature blocks to share out, or so
+    little work that it runs single-threaded anyway. (Few features over very many rows
+    instead split the rows, in :func:`_channel_sums`.)"""
+    return x.ndim == 2 and x.size > 0 and (
+        x.shape[1] >= 2 * _FEATURE_BLOCK or x.size < _jit.PARALLEL_THRESHOLD)
+
+
 def _reduced_count(x):
     return x.shape[0] if x.ndim == 2 else x.shape[0] * x.shape[2] * x.shape[3]
 
@@ -321,12 +407,18 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6):
     gamma = _as_param(gamma, "gamma", size, dtype)
     beta = _as_param(beta, "beta", size, dtype)
 
+    xn = np.empty_like(x)
+    out = np.empty_like(x)
+    if _fused_2d(x):
+        mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
+        _forward_2d_fused.sized(x.size)(x, gamma, beta, eps, _FEATURE_BLOCK, xn, out,
+                                         mean64, var64, std64)
+        return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
+
     mean64 = _channel_sums(xv) / count
     var64 = _channel_sums(xv, center=mean64) / count
     std64 = np.sqrt(var64 + eps)
 
-    xn = np.empty_like(x)
-    out = np.empty_like(x)
     normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
     if x.size:
         normalize.sized(x.size)(xv, mean64, std64, gamma, beta, xn.reshape(xv.shape), out.reshape(xv.shape), True)
@@ -382,6 +474,12 @@ def batchnorm_backward(dout, xn, std, gamma):
     if count == 0:
         raise ValueError(f"dout must have at least one element per feature/channel, got shape {dout.shape}")
     xnv = xn.reshape(dv.shape)
+    if _fused_2d(dout):
+        dx = np.empty_like(dout)
+        dgamma64, dbeta64 = np.empty(size), np.empty(size)
+        _backward_2d_fused.sized(dout.size)(dout, xn, gamma, std, _FEATURE_BLOCK, dx,
+                                            dgamma64, dbeta64)
+        return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
 
     dbeta64, dgamma64 = _channel_sums(dv, b=xnv)
     coef = gamma.astype(np.float64) / std.astype(np.float64)
