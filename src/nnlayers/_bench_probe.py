@@ -5,7 +5,8 @@ Usage: ``python _bench_probe.py cold|warm|precompile DTYPES OUT.json`` with
 of the process, then:
 
 * ``cold``: the first and second call of every public kernel and every layer, for each
-  dtype (with an empty cache the first call is compile + run);
+  dtype (with an empty cache the first call is compile + run); for kernels with a
+  single-threaded twin for small inputs, also the first call of the parallel kernel;
 * ``warm``: the first and second Convolution forward+backward on conv A (float32), to
   show what loading the kernels from a warm cache costs;
 * ``precompile``: ``nnkernels.precompile(dtypes)`` when it exists.
@@ -63,6 +64,14 @@ def _kernel_calls(dtype):
                                        np.zeros((2, 3, 3, 3), np.int64))
         nnkernels.maxpool_backward(np.ones_like(out), arg, x.shape, 2, 2, 2, 0)
 
+    def maxpool_forward_3x3():
+        pooled["r3"] = nnkernels.maxpool_forward(x, 3, 3, 2, 0)
+
+    def maxpool_backward_3x3():
+        out, arg = pooled.get("r3") or (np.zeros((2, 3, 2, 2), dtype),
+                                        np.zeros((2, 3, 2, 2), np.int64))
+        nnkernels.maxpool_backward(np.ones_like(out), arg, x.shape, 3, 3, 2, 0)
+
     x2 = x.reshape(2, -1)
     g2, b2 = np.ones(x2.shape[1], dtype), np.zeros(x2.shape[1], dtype)
     g4, b4 = np.ones(3, dtype), np.zeros(3, dtype)
@@ -97,7 +106,9 @@ def _kernel_calls(dtype):
         ("relu_forward", relu_forward), ("relu_backward", relu_backward),
         ("im2col", im2col), ("col2im", col2im),
         ("im2col_per_sample", im2col_per_sample), ("col2im_per_sample", col2im_per_sample),
-        ("maxpool_forward", maxpool_forward), ("maxpool_backward", maxpool_backward),
+        ("maxpool_forward 2x2 s2", maxpool_forward), ("maxpool_backward 2x2 s2", maxpool_backward),
+        ("maxpool_forward 3x3 s2", maxpool_forward_3x3),
+        ("maxpool_backward 3x3 s2", maxpool_backward_3x3),
         ("batchnorm_forward (N,D)", bn_forward(x2, g2, b2, "2d")),
         ("batchnorm_backward (N,D)", bn_backward(x2, g2, "2d")),
         ("batchnorm_inference (N,D)", bn_inference(x2, g2, b2)),
@@ -138,20 +149,41 @@ def _layer_calls(dtype):
             ("BatchNormalization", bn(False)), ("BatchNormalization per_channel", bn(True))]
 
 
-def _first_two(call):
-    """Times of the first and second call, or the error the first one raised."""
+def _forced_parallel():
+    """``nnkernels._jit.forced_parallel()`` when kernels have serial twins for small inputs.
+
+    Below a size threshold a kernel runs a single-threaded twin; the probe's inputs are
+    tiny, so it times the twin first, then the multi-threaded kernel under this context.
+    """
+    from nnkernels import _jit
+
+    return getattr(_jit, "forced_parallel", None)
+
+
+def _timed(call):
     t = time.perf_counter()
+    call()
+    return time.perf_counter() - t
+
+
+def _first_two(call, parallel_too=False):
+    """Times of the first and second call, or the error the first one raised.
+
+    With ``parallel_too``, also the first call under ``forced_parallel`` (when it exists).
+    """
     try:
-        call()
+        first = _timed(call)
     except NotImplementedError:
         return {"error": "NotImplementedError"}
     except Exception as exc:  # report, keep probing the others
         return {"error": f"{type(exc).__name__}: {exc}"}
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    call()
-    second = time.perf_counter() - t
-    return {"first_s": first, "second_s": second}
+    result = {"first_s": first, "parallel_first_s": None}
+    forced = _forced_parallel() if parallel_too else None
+    if forced is not None:
+        with forced():
+            result["parallel_first_s"] = _timed(call)
+    result["second_s"] = _timed(call)
+    return result
 
 
 def cold(dtypes):
@@ -159,7 +191,8 @@ def cold(dtypes):
     for dtype in dtypes:
         for group, calls in (("kernel", _kernel_calls(dtype)), ("layer", _layer_calls(dtype))):
             for name, call in calls:
-                rows.append(dict(group=group, name=name, dtype=dtype, **_first_two(call)))
+                rows.append(dict(group=group, name=name, dtype=dtype,
+                                 **_first_two(call, parallel_too=group == "kernel")))
     return {"import_s": _IMPORT_S, "calls": rows}
 
 

@@ -84,12 +84,13 @@ def run_cases(cases, dtypes, repeat, warmup, contenders, quick=False, log=None):
                 if fn is None:
                     continue
                 try:
-                    fn()  # the first call compiles (or loads from the cache): never timed
+                    # the first warm-up call compiles (or loads from the cache): never timed
+                    fn()
                 except NotImplementedError:
                     row["errors"][name] = "NotImplementedError"
                     continue
                 present[name] = fn
-            timed = time_interleaved(present, repeat, warmup)
+            timed = time_interleaved(present, repeat, max(warmup - 1, 0))
             for name in contenders:
                 med = timed.get(name)
                 row[f"{name}_s"] = None if med is None else med[0]
@@ -243,16 +244,21 @@ def format_startup(report):
         lines.append(f"cold compile: FAILED: {cold['error']}")
     elif cold:
         lines.append(f"cold cache (fresh NUMBA_CACHE_DIR): import nnlayers {cold['import_s']:.2f} s, "
-                     f"whole probe {cold['wall_s']:.1f} s; first call (compile+run) vs second call:")
+                     f"whole probe {cold['wall_s']:.1f} s. First call = compile + run "
+                     f"(small input: serial kernel; 'parallel': first call of the threaded "
+                     f"kernel), then a second call:")
         total = 0.0
         for r in cold["calls"]:
+            head = f"  {r['group']:6s} {r['name']:30s} {r['dtype']:8s}"
             if "error" in r:
-                lines.append(f"  {r['group']:6s} {r['name']:32s} {r['dtype']:8s} {r['error']}")
+                lines.append(f"{head} {r['error']}")
                 continue
-            total += r["first_s"]
-            lines.append(f"  {r['group']:6s} {r['name']:32s} {r['dtype']:8s} "
-                         f"first {r['first_s']:7.3f} s   second {r['second_s'] * 1e3:8.2f} ms")
-        lines.append(f"  total of first calls: {total:.1f} s")
+            par = r.get("parallel_first_s")
+            total += r["first_s"] + (par or 0.0)
+            lines.append(f"{head} first {r['first_s']:6.2f} s"
+                         + (f"   parallel {par:6.2f} s" if par is not None else " " * 20)
+                         + f"   second {r['second_s'] * 1e3:7.2f} ms")
+        lines.append(f"  total compile (sum of first calls): {total:.1f} s")
     warm = report.get("warm", {})
     if "error" in warm:
         lines.append(f"warm start: FAILED: {warm['error']}")
@@ -293,7 +299,8 @@ def _parse_args(argv):
     ap.add_argument("--repeat", type=int, default=None,
                     help="timed rounds per case; the median is reported (default 5, 2 with --quick)")
     ap.add_argument("--warmup", type=int, default=1,
-                    help="untimed calls per contender before timing (default 1; compile happens here)")
+                    help="untimed calls per contender before timing (default 1, at least 1: "
+                         "the first call compiles or loads the kernels)")
     ap.add_argument("--cases", default=None,
                     help=f"comma-separated subset of: {','.join(CASE_NAMES)} (default all)")
     ap.add_argument("--threads", type=int, default=None,
