@@ -147,14 +147,18 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, st
             row = i * d + j0
             for j in range(width):
                 s[np.uint64(j)] += np.float64(xf[np.uint64(row + j)])
-        mu = s / n
+        mu0 = s / n
         q = np.zeros(width)
+        c = np.zeros(width)
         for i in range(n):
             row = i * d + j0
             for j in range(width):
-                u = np.float64(xf[np.uint64(row + j)]) - mu[np.uint64(j)]
+                u = np.float64(xf[np.uint64(row + j)]) - mu0[np.uint64(j)]
+                c[np.uint64(j)] += u
                 q[np.uint64(j)] += u * u
-        v = q / n
+        # corrected two-pass: the residual sum c removes the first pass's rounding error
+        mu = mu0 + c / n
+        v = (q - c * c / n) / n
         sd = np.sqrt(v + eps)
         for i in range(n):
             row = i * d + j0
