@@ -33,10 +33,15 @@ LAYERS = [
 
 # Shared by the children: a Conv -> Pool -> BatchNorm stack per worker, 20 steps each.
 COMMON = r"""
-import os, sys, threading
+import contextlib, os, sys, threading
 import numpy as np
 import numba
 import nnkernels
+import nnkernels._jit
+
+# small inputs would run the kernels' single-threaded twins: force the threaded ones
+FORCE = getattr(nnkernels._jit, "forced_parallel", contextlib.nullcontext)()
+FORCE.__enter__()  # kept referenced for the whole run
 from nnlayers import BatchNormalization, Convolution, Pooling
 
 N_WORKERS, N_STEPS = 4, 20
@@ -153,9 +158,9 @@ for attempt in range(5):
         except BaseException:
             code = 4
         os._exit(code)
-    # a child that hangs (a lock held by a parent thread at fork time) is killed after 15 s
+    # a child that hangs (a lock held by a parent thread at fork time) is killed after 8 s
     import time
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 8
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:

@@ -1,0 +1,679 @@
+"""Hostile input across the public API: a correct result or a clear ValueError/TypeError.
+
+Each target below is a public function (``nnkernels``) or a layer's forward+backward
+(``nnlayers``) with a generator of valid arguments and an oracle (``nnlayers.reference``,
+or an obvious loop for padded pooling and per-channel batch norm). Hypothesis draws a valid
+call and then 0-2 mutations of its arguments: memory layouts and other dtypes (benign:
+the call must still succeed), NaN/inf values (must propagate as in the oracle), wrong
+ndim/shape, zero-size batch, complex/object/string arrays, 0-d arrays, Python lists, and
+negative/zero/non-integer/huge/bool/None sizes. The outcome must be one of
+
+* a result equal to the oracle on the mutated arguments (shape, dtype rule and values), or
+* ``ValueError``/``TypeError`` with a message naming an argument, raised before any JIT
+  kernel ran (nnkernels targets);
+
+never any other exception, and never a modified input.
+"""
+
+import collections
+import contextlib
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nnkernels
+import nnkernels._jit as jit
+import nnlayers
+from nnlayers import reference as ref
+
+FUZZ_EXAMPLES = 250
+STATS = collections.Counter()
+
+
+# ------------------------------------------------------------------ oracles
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def naive_maxpool(x, ph, pw, stride, pad):
+    """Max over each window's cells inside the image; argmax ``ky*pw + kx`` as np.argmax."""
+    x = _f64(x)
+    N, C, H, W = x.shape
+    oh, ow = (H + 2 * pad - ph) // stride + 1, (W + 2 * pad - pw) // stride + 1
+    out = np.empty((N, C, oh, ow))
+    arg = np.empty((N, C, oh, ow), dtype=np.int64)
+    for n in range(N):
+        for c in range(C):
+            for oy in range(oh):
+                for ox in range(ow):
+                    vals, keys = [], []
+                    for ky in range(ph):
+                        for kx in range(pw):
+                            y, xx = oy * stride + ky - pad, ox * stride + kx - pad
+                            if 0 <= y < H and 0 <= xx < W:
+                                vals.append(x[n, c, y, xx])
+                                keys.append(ky * pw + kx)
+                    best = int(np.argmax(vals))
+                    out[n, c, oy, ox] = vals[best]
+                    arg[n, c, oy, ox] = keys[best]
+    return out, arg
+
+
+def naive_maxpool_backward(dout, argmax, shape, ph, pw, stride, pad):
+    dout, argmax = _f64(dout), np.asarray(argmax)
+    dx = np.zeros(shape)
+    N, C, oh, ow = dout.shape
+    for n, c, oy, ox in np.ndindex(N, C, oh, ow):
+        k = int(argmax[n, c, oy, ox])
+        y, xx = oy * stride + k // pw - pad, ox * stride + k % pw - pad
+        if 0 <= y < shape[2] and 0 <= xx < shape[3]:
+            dx[n, c, y, xx] += dout[n, c, oy, ox]
+    return dx
+
+
+def _bn_view(x):
+    """(N, D) as is; (N, C, H, W) as (N*H*W, C) for per-channel statistics."""
+    x = _f64(x)
+    return x if x.ndim == 2 else x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _bn_unview(v, shape):
+    return v if len(shape) == 2 else v.reshape(shape[0], shape[2], shape[3], shape[1]).transpose(0, 3, 1, 2)
+
+
+def ref_bn_forward(x, gamma, beta, eps=1e-6):
+    v = _bn_view(x)
+    mean = v.mean(axis=0)
+    var = ((v - mean) ** 2).mean(axis=0)
+    std = np.sqrt(var + eps)
+    xn = (v - mean) / std
+    out = _f64(gamma) * xn + _f64(beta)
+    shape = np.shape(x)
+    return _bn_unview(out, shape), _bn_unview(xn, shape), mean, var, std
+
+
+def ref_bn_inference(x, gamma, beta, mean, var, eps=1e-6):
+    v = _bn_view(x)
+    out = _f64(gamma) * (v - _f64(mean)) / np.sqrt(_f64(var) + eps) + _f64(beta)
+    return (_bn_unview(out, np.shape(x)),)
+
+
+def ref_bn_backward(dout, xn, std, gamma):
+    d, n = _bn_view(dout), _bn_view(xn)
+    dbeta = d.sum(axis=0)
+    dgamma = (d * n).sum(axis=0)
+    dxn = _f64(gamma) * d
+    dx = (dxn - dxn.mean(axis=0) - n * (dxn * n).mean(axis=0)) / _f64(std)
+    return _bn_unview(dx, np.shape(dout)), dgamma, dbeta
+
+
+def ref_im2col_per_sample(x, fh, fw, s, p):
+    x = _f64(x)
+    col = ref.im2col(x, fh, fw, s, p)
+    return (col.reshape(x.shape[0], -1, col.shape[1]).transpose(0, 2, 1),)
+
+
+def ref_col2im_per_sample(cols, shape, fh, fw, s, p):
+    cols = _f64(cols)
+    return (ref.col2im(cols.transpose(0, 2, 1).reshape(-1, cols.shape[1]), shape, fh, fw, s, p),)
+
+
+def ref_conv_layer(x, W, b, stride, pad, dout):
+    layer = ref.Convolution(_f64(W), _f64(b), stride, pad)
+    out = layer.forward(_f64(x))
+    dx = layer.backward(_f64(dout))
+    return out, dx, layer.dW, layer.db
+
+
+def ref_pool_layer(x, ph, pw, stride, pad, dout):
+    out, arg = naive_maxpool(x, ph, pw, stride, pad)
+    return out, naive_maxpool_backward(dout, arg, np.shape(x), ph, pw, stride, pad)
+
+
+def ref_bn_layer(x, gamma, beta, dout):
+    layer = ref.BatchNormalization(_f64(gamma), _f64(beta))
+    out = layer.forward(_f64(x), train_flg=True)
+    dx = layer.backward(_f64(dout))
+    return out, dx, layer.dgamma, layer.dbeta, layer.running_mean, layer.running_var
+
+
+def ref_affine_layer(x, W, b, dout):
+    layer = ref.Affine(_f64(W), _f64(b))
+    out = layer.forward(_f64(x))
+    dx = layer.backward(_f64(dout))
+    return out, dx, layer.dW, layer.db
+
+
+# ------------------------------------------------------------------ calls
+def call_conv_layer(x, W, b, stride, pad, dout):
+    layer = nnlayers.Convolution(W, b, stride, pad)
+    out = layer.forward(x)
+    dx = layer.backward(dout)
+    return out, dx, layer.dW, layer.db
+
+
+def call_pool_layer(x, ph, pw, stride, pad, dout):
+    layer = nnlayers.Pooling(ph, pw, stride, pad)
+    out = layer.forward(x)
+    return out, layer.backward(dout)
+
+
+def call_bn_layer(x, gamma, beta, dout):
+    layer = nnlayers.BatchNormalization(gamma, beta)
+    out = layer.forward(x, train_flg=True)
+    dx = layer.backward(dout)
+    return out, dx, layer.dgamma, layer.dbeta, layer.running_mean, layer.running_var
+
+
+def call_affine_layer(x, W, b, dout):
+    layer = nnlayers.Affine(W, b)
+    out = layer.forward(x)
+    dx = layer.backward(dout)
+    return out, dx, layer.dW, layer.db
+
+
+# ------------------------------------------------------------------ valid calls
+def _geometry(draw, max_k=4):
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(1, 3))
+    h = draw(st.integers(1, 7))
+    w = draw(st.integers(1, 7))
+    pad = draw(st.integers(0, 2))
+    fh = draw(st.integers(1, min(max_k, h + 2 * pad)))
+    fw = draw(st.integers(1, min(max_k, w + 2 * pad)))
+    stride = draw(st.integers(1, 3))
+    oh, ow = (h + 2 * pad - fh) // stride + 1, (w + 2 * pad - fw) // stride + 1
+    return n, c, h, w, fh, fw, stride, pad, oh, ow
+
+
+def _arr(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def valid_call(target, draw, rng, dtype):
+    """Arguments (an ordered dict) of a valid call of ``target``."""
+    g = _geometry(draw)
+    n, c, h, w, fh, fw, s, p, oh, ow = g
+    A = collections.OrderedDict
+    if target in ("im2col", "nnlayers.im2col", "im2col_per_sample"):
+        return A(x=_arr(rng, (n, c, h, w), dtype), filter_h=fh, filter_w=fw, stride=s, pad=p)
+    if target in ("col2im", "nnlayers.col2im"):
+        return A(col=_arr(rng, (n * oh * ow, c * fh * fw), dtype), input_shape=(n, c, h, w),
+                 filter_h=fh, filter_w=fw, stride=s, pad=p)
+    if target == "col2im_per_sample":
+        return A(cols=_arr(rng, (n, c * fh * fw, oh * ow), dtype), input_shape=(n, c, h, w),
+                 filter_h=fh, filter_w=fw, stride=s, pad=p)
+    if target in ("maxpool_forward", "maxpool_backward", "Pooling"):
+        p = min(p, fh - 1, fw - 1)
+        if fh > h + 2 * p or fw > w + 2 * p:
+            fh, fw, p = min(fh, h), min(fw, w), 0
+        oh, ow = (h + 2 * p - fh) // s + 1, (w + 2 * p - fw) // s + 1
+        x = _arr(rng, (n, c, h, w), dtype)
+        if target == "maxpool_forward":
+            return A(x=x, pool_h=fh, pool_w=fw, stride=s, pad=p)
+        if target == "Pooling":
+            return A(x=x, pool_h=fh, pool_w=fw, stride=s, pad=p, dout=_arr(rng, (n, c, oh, ow), dtype))
+        _, argmax = nnkernels.maxpool_forward(x, fh, fw, s, p)
+        return A(dout=_arr(rng, (n, c, oh, ow), dtype), argmax=argmax, input_shape=(n, c, h, w),
+                 pool_h=fh, pool_w=fw, stride=s, pad=p)
+    if target in ("relu_forward",):
+        return A(x=_arr(rng, (n, c, h), dtype))
+    if target == "relu_backward":
+        return A(dout=_arr(rng, (n, c, h), dtype), mask=rng.random((n, c, h)) < 0.5)
+    if target.startswith("batchnorm") or target == "BatchNormalization":
+        shape = (n + 1, c * h) if draw(st.booleans()) else (n + 1, c, h, w)
+        feats = shape[1]
+        x = _arr(rng, shape, dtype)
+        gamma = rng.uniform(0.5, 1.5, feats).astype(dtype)
+        beta = _arr(rng, feats, dtype)
+        if target == "batchnorm_forward":
+            return A(x=x, gamma=gamma, beta=beta)
+        if target == "batchnorm_inference":
+            return A(x=x, gamma=gamma, beta=beta, running_mean=_arr(rng, feats, dtype),
+                     running_var=rng.uniform(0.1, 2.0, feats).astype(dtype))
+        if target == "BatchNormalization":
+            d = int(np.prod(shape[1:]))
+            return A(x=x, gamma=rng.uniform(0.5, 1.5, d).astype(dtype), beta=_arr(rng, d, dtype),
+                     dout=_arr(rng, shape, dtype))
+        _, xn, _, _, std = nnkernels.batchnorm_forward(x, gamma, beta)
+        return A(dout=_arr(rng, shape, dtype), xn=xn, std=std, gamma=gamma)
+    if target == "Convolution":
+        fn = draw(st.integers(1, 3))
+        return A(x=_arr(rng, (n, c, h, w), dtype), W=_arr(rng, (fn, c, fh, fw), dtype),
+                 b=_arr(rng, fn, dtype), stride=s, pad=p, dout=_arr(rng, (n, fn, oh, ow), dtype))
+    if target == "Affine":
+        return A(x=_arr(rng, (n, c, h), dtype), W=_arr(rng, (c * h, 3), dtype),
+                 b=_arr(rng, 3, dtype), dout=_arr(rng, (n, 3), dtype))
+    raise AssertionError(target)
+
+
+# target -> (call, oracle, kernels?)   kernels: whether a raise must precede every kernel launch
+TARGETS = {
+    "im2col": (nnkernels.im2col, lambda x, *a: (ref.im2col(_f64(x), *a),), True),
+    "nnlayers.im2col": (nnlayers.im2col, lambda x, *a: (ref.im2col(_f64(x), *a),), True),
+    "col2im": (nnkernels.col2im, lambda c, *a: (ref.col2im(_f64(c), *a),), True),
+    "nnlayers.col2im": (nnlayers.col2im, lambda c, *a: (ref.col2im(_f64(c), *a),), True),
+    "im2col_per_sample": (nnkernels.im2col_per_sample, ref_im2col_per_sample, True),
+    "col2im_per_sample": (nnkernels.col2im_per_sample, ref_col2im_per_sample, True),
+    "maxpool_forward": (nnkernels.maxpool_forward, naive_maxpool, True),
+    "maxpool_backward": (nnkernels.maxpool_backward, lambda *a: (naive_maxpool_backward(*a),), True),
+    "relu_forward": (nnkernels.relu_forward, lambda x: (np.maximum(_f64(x), 0), _f64(x) <= 0), True),
+    "relu_backward": (nnkernels.relu_backward,
+                      lambda d, m: (np.where(np.asarray(m), 0.0, _f64(d)),), True),
+    "batchnorm_forward": (nnkernels.batchnorm_forward, ref_bn_forward, True),
+    "batchnorm_inference": (nnkernels.batchnorm_inference, ref_bn_inference, True),
+    "batchnorm_backward": (nnkernels.batchnorm_backward, ref_bn_backward, True),
+    "Convolution": (call_conv_layer, ref_conv_layer, False),
+    "Pooling": (call_pool_layer, ref_pool_layer, False),
+    "BatchNormalization": (call_bn_layer, ref_bn_layer, False),
+    "Affine": (call_affine_layer, ref_affine_layer, False),
+}
+
+# argument kinds: which mutations keep a call valid
+INT_ARRAYS = {"argmax"}
+BOOL_ARRAYS = {"mask"}
+SHAPE_ARGS = {"input_shape"}
+
+LAYOUTS = ("F", "reversed", "broadcast", "readonly", "list", "stepped")
+VALUE_TYPES = ("int8", "bool", "float16", "uint8")
+NONFINITE = ("nan", "inf")
+STRUCTURAL = ("0d", "add_axis", "drop_axis", "grow_axis", "shrink_axis", "zero_batch",
+              "complex", "object", "str", "none", "scalar")
+SHAPE_MUTATIONS = {"0d", "add_axis", "drop_axis", "grow_axis", "shrink_axis", "zero_batch", "scalar"}
+INT_MUTATIONS = ("negative", "zero", "float_int", "float_frac", "string", "none", "huge",
+                 "np_int", "bool", "array")
+
+
+def mutate_array(a, how):
+    a = np.asarray(a)
+    if how == "F":
+        return np.asfortranarray(a)
+    if how == "reversed":
+        return np.ascontiguousarray(a[(slice(None, None, -1),) * a.ndim])[(slice(None, None, -1),) * a.ndim]
+    if how == "broadcast":
+        return np.broadcast_to(a[(slice(0, 1),) * a.ndim] if a.size else a, a.shape)
+    if how == "readonly":
+        b = a.copy()
+        b.flags.writeable = False
+        return b
+    if how == "list":
+        return a.tolist()
+    if how == "stepped":
+        big = np.repeat(a, 2, axis=-1) if a.ndim else a
+        return big[..., ::2] if a.ndim else big
+    if how in ("int8", "bool", "float16", "uint8"):
+        return (a * 2).astype(how) if how != "bool" else a > 0
+    if how in ("nan", "inf"):
+        b = a.astype(a.dtype if a.dtype.kind == "f" else np.float64, copy=True)
+        if b.size:
+            b.flat[b.size // 2] = np.nan if how == "nan" else -np.inf
+            b.flat[0] = np.inf if how == "inf" else b.flat[0]
+        return b
+    if how == "0d":
+        return np.asarray(a.flat[0] if a.size else 0.0)
+    if how == "add_axis":
+        return a[np.newaxis]
+    if how == "drop_axis":
+        return a.reshape(a.shape[:-2] + (-1,)) if a.ndim >= 2 else np.asarray(a.flat[0] if a.size else 0.0)
+    if how == "grow_axis":
+        return np.concatenate([a, a[..., :1]], axis=-1) if a.ndim else a
+    if how == "shrink_axis":
+        return a[..., :-1] if a.ndim and a.shape[-1] > 1 else a[..., :0]
+    if how == "zero_batch":
+        return a[:0] if a.ndim else a
+    if how == "complex":
+        return a.astype(np.complex128)
+    if how == "object":
+        return a.astype(object)
+    if how == "str":
+        return a.astype(str)
+    if how == "none":
+        return None
+    if how == "scalar":
+        return 1.5
+    raise AssertionError(how)
+
+
+def mutate_int(v, how):
+    return {"negative": -1 - v % 3, "zero": 0, "float_int": float(v), "float_frac": v + 0.5,
+            "string": str(v), "none": None, "huge": 10**6, "np_int": np.int64(v),
+            "bool": True, "array": np.array([v, v])}[how]
+
+
+def mutate_shape(shape, how):
+    shape = tuple(shape)
+    return {"negative": (shape[0], -1) + shape[2:], "zero_batch": (0,) + shape[1:],
+            "short": shape[:3], "long": shape + (1,), "float": tuple(float(s) for s in shape),
+            "list": list(shape), "array": np.array(shape), "none": None,
+            "grow": shape[:-1] + (shape[-1] + 1,), "string": "NCHW"}[how]
+
+
+BENIGN = set(LAYOUTS) | {"np_int", "list", "array_shape"}
+
+
+def _benign(arg, how, target, value_kind):
+    """A mutation after which the call is still valid (it must succeed)."""
+    if arg in SHAPE_ARGS:
+        return how in ("list", "array")
+    if value_kind == "int":
+        return how == "np_int"
+    if arg in INT_ARRAYS or arg in BOOL_ARRAYS:
+        return how in LAYOUTS and how != "broadcast" or (how == "broadcast" and arg in BOOL_ARRAYS)
+    if how in LAYOUTS:
+        return True
+    if how in VALUE_TYPES + NONFINITE:
+        # values change, the call stays valid (the oracle sees the same values)
+        return not (target == "batchnorm_backward" and arg in ("std", "xn")) or how in NONFINITE
+    return False
+
+
+# ------------------------------------------------------------------ known bugs
+def known_bug(target, args, mutations):
+    """Inputs that hit a reported bug (each has its own strict xfail test below)."""
+    hows = {how for _, how, _ in mutations}
+    if target == "Convolution" and isinstance(args.get("W"), list):
+        return True  # BUG_CONV_W_LIST
+    if target == "Affine" and isinstance(args.get("W"), list):
+        return True  # BUG_AFFINE_W_LIST
+    if target == "Affine" and any(arg in ("W", "b") and not _benign(arg, how, target, kind)
+                                  for arg, how, kind in mutations):
+        return True  # BUG_AFFINE_PARAMS
+    if target == "Affine" and any(arg in ("x", "dout", "batch") and how == "zero_batch"
+                                  for arg, how, _ in mutations):
+        return True  # BUG_AFFINE_ZERO_BATCH
+    if target == "Convolution" and ("W", "zero_batch", "array") in mutations:
+        return True  # BUG_CONV_ZERO_FILTERS
+    if "huge" in hows:
+        return True  # BUG_HUGE_SIZES
+    return False
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: nnlayers/layers.py Convolution.forward with W of shape (0, C, FH, FW) (no filters): "
+    "np.asarray(W).reshape(FN, -1) raises NumPy's 'cannot reshape array of size 0 into shape "
+    "(0,newaxis)', naming no argument; reshape to (FN, C*FH*FW) (then it works and returns an "
+    "empty (N, 0, OH, OW)) or reject FN=0 with a ValueError naming W"))
+def test_bug_convolution_zero_filters():
+    out = nnlayers.Convolution(np.ones((0, 1, 2, 2)), np.zeros(0)).forward(np.ones((1, 1, 3, 3)))
+    assert out.shape == (1, 0, 2, 2)
+
+
+# each known bug, pinned: these must start passing (and then lose their xfail) once fixed
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
+    "BUG: nnlayers/layers.py Convolution._filter_shape: W given as a nested Python list "
+    "(np.ndim works) then W.shape -> AttributeError; use np.shape(W) / np.asarray(W)"))
+def test_bug_convolution_with_list_weights():
+    W = np.ones((2, 1, 2, 2)).tolist()
+    nnlayers.Convolution(W, 0.0).forward(np.ones((1, 1, 3, 3)))
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
+    "BUG: nnlayers/layers.py Affine.forward: W given as a nested Python list -> "
+    "AttributeError ('list' object has no attribute 'shape'); use np.shape(W)"))
+def test_bug_affine_with_list_weights():
+    nnlayers.Affine(np.ones((3, 2)).tolist(), 0.0).forward(np.ones((1, 3)))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: nnlayers/layers.py Affine.forward does not check b: a b of the wrong length or "
+    "None gives NumPy's 'operands could not be broadcast ...' ValueError / an "
+    "'unsupported operand' TypeError that names no argument; check b.size in (1, M)"))
+def test_bug_affine_bias_is_not_validated():
+    for b in (np.zeros(3), None, "0"):
+        with pytest.raises((ValueError, TypeError), match=r"\bb\b"):
+            nnlayers.Affine(np.ones((4, 2)), b).forward(np.ones((1, 4)))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: nnlayers/layers.py Affine.forward with a zero-size batch (x of shape (0, ...)): "
+    "x.reshape(0, -1) raises NumPy's 'cannot reshape array of size 0 into shape (0,newaxis)'; "
+    "reshape with the feature count W.shape[0] (or prod(x.shape[1:])) instead"))
+def test_bug_affine_zero_batch():
+    out = nnlayers.Affine(np.ones((4, 2)), np.zeros(2)).forward(np.ones((0, 4)))
+    assert out.shape == (0, 2)
+
+
+@pytest.mark.xfail(strict=True, raises=MemoryError, reason=(
+    "BUG (minor): sizes that fit but give an absurd output (pad=10**6 on a 3x3 image) reach "
+    "np.empty and raise numpy's _ArrayMemoryError; the wrappers could reject an output "
+    "larger than, say, 2**40 bytes with a ValueError naming pad/stride"))
+def test_bug_huge_pad_raises_memory_error():
+    with pytest.raises(ValueError, match="pad"):
+        nnkernels.im2col(np.ones((2, 2, 3, 3), np.float32), 2, 2, 1, 10**6)
+
+
+# ------------------------------------------------------------------ checking
+@contextlib.contextmanager
+def counting_kernels():
+    launches = []
+    original = jit._Kernel.__call__
+
+    def counted(self, *args):
+        launches.append(self.__name__)
+        return original(self, *args)
+
+    jit._Kernel.__call__ = counted
+    try:
+        yield launches
+    finally:
+        jit._Kernel.__call__ = original
+
+
+def _snapshot(args):
+    return {k: np.array(v, copy=True) for k, v in args.items() if isinstance(v, np.ndarray)}
+
+
+def _assert_unchanged(args, snap):
+    for k, before in snap.items():
+        np.testing.assert_array_equal(np.asarray(args[k]), before, err_msg=f"input {k} was modified")
+
+
+def _as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+NO_PROMOTION = {"running_mean", "running_var"}  # batch norm computes in promote(x, gamma, beta)
+
+
+def _expected_dtype(args, include_lists):
+    """float32 when every float argument is float32/float16, else float64.
+
+    Integer and bool arrays never count. Kernel functions promote lists as NumPy does
+    (a list of floats is float64); for layers, whose outputs each follow their own inputs,
+    only ndarrays count and the check is just "no float64-only call returns float32"."""
+    kinds = [np.asarray(v).dtype for k, v in args.items()
+             if isinstance(v, (np.ndarray, list) if include_lists else np.ndarray)
+             and k not in INT_ARRAYS | BOOL_ARRAYS | NO_PROMOTION]
+    floats = [d for d in kinds if d.kind == "f"]
+    if floats and all(d.itemsize <= 4 for d in floats):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _compare(got, want, dtype, name, exact_dtype, low_precision=False):
+    """``got`` matches the oracle's ``want``; non-finite cells must coincide (NaN vs inf may
+    differ in degenerate inf arithmetic, e.g. inf*0 ordered differently)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != oracle {want.shape}"
+    if want.dtype == np.bool_ or got.dtype.kind in "iub":
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        return
+    if exact_dtype:
+        assert got.dtype == dtype, f"{name}: dtype {got.dtype}, expected {dtype}"
+    else:  # layers: the promoted dtype of what fed this output; never a loss of precision
+        allowed = (np.float16, np.float32, np.float64) if low_precision else (np.float32, np.float64)
+        assert got.dtype in allowed, f"{name}: dtype {got.dtype}"
+        assert dtype == np.float32 or got.dtype == np.float64, f"{name}: float64 inputs gave {got.dtype}"
+    want = want.astype(np.float64)
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(got), finite, err_msg=f"{name}: non-finite cells differ")
+    if finite.any():
+        scale = max(1.0, float(np.abs(want[finite]).max()))
+        low = dtype == np.float32 or got.dtype == np.float32 or low_precision
+        rtol, atol = (1e-4, 1e-5) if low else (1e-9, 1e-11)
+        if got.dtype == np.float16:
+            rtol, atol = 2e-3, 2e-3
+        np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=atol * scale, err_msg=name)
+
+
+ARG_NAMES = re.compile(r"\b(x|input_data|W|b|col|cols|dout|argmax|mask|input_shape|input|filter_h|filter_w|"
+                       r"pool_h|pool_w|stride|pad|gamma|beta|running_mean|running_var|xn|std|"
+                       r"eps|t|nbytes|channels|features|batch)\b", re.I)
+
+
+def run_case(target, args, mutations):
+    """Call ``target`` on ``args``; check the outcome; return "ok", "raised" or "empty"."""
+    call, oracle, is_kernel_fn = TARGETS[target]
+    if known_bug(target, args, mutations):
+        STATS["known-bug"] += 1
+        return "known-bug"
+    snap = _snapshot(args)
+    values = list(args.values())
+    benign = all(_benign(arg, how, target, kind) for arg, how, kind in mutations)
+    mutations = [(arg, how) for arg, how, _ in mutations]
+    with counting_kernels() as launches:
+        try:
+            got = _as_tuple(call(*values))
+        except (ValueError, TypeError) as exc:
+            message = str(exc)
+            assert not benign, f"{target} raised on a valid call {mutations}: {exc!r}"
+            assert ARG_NAMES.search(message), f"{target}: message names no argument: {message!r}"
+            if is_kernel_fn:
+                assert not launches, f"{target}: raised after kernel(s) {launches} ran: {exc!r}"
+            _assert_unchanged(args, snap)
+            return "raised"
+    _assert_unchanged(args, snap)
+    try:
+        want = _as_tuple(oracle(*values))
+    except Exception as exc:
+        if any(np.size(a) == 0 for a in got):
+            # the oracle cannot do empty batches; ours returned empty results: check shapes only
+            assert all(isinstance(a, np.ndarray) for a in got)
+            return "empty"
+        raise AssertionError(f"{target} accepted {mutations} but the oracle fails: {exc!r}") from exc
+    assert len(got) == len(want), target
+    dtype = _expected_dtype(args, include_lists=is_kernel_fn)
+    floats = [v.dtype for k, v in args.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+              and k not in NO_PROMOTION]
+    low_precision = any(d.itemsize <= 4 for d in floats)
+    if not is_kernel_fn:  # layers: only a call made entirely of float64 arrays must give float64
+        dtype = np.dtype(np.float32) if low_precision or not floats else np.dtype(np.float64)
+    for i, (g, w) in enumerate(zip(got, want)):
+        _compare(g, w, dtype, f"{target} output {i} with {mutations}", exact_dtype=is_kernel_fn,
+                 low_precision=low_precision)
+    return "ok"
+
+
+@st.composite
+def fuzz_cases(draw):
+    target = draw(st.sampled_from(sorted(TARGETS)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    args = valid_call(target, draw, rng, dtype)
+    mutations = []
+    for _ in range(draw(st.integers(0, 2))):
+        arg = draw(st.sampled_from(list(args)))
+        value = args[arg]
+        if arg in SHAPE_ARGS:
+            how = draw(st.sampled_from(("negative", "zero_batch", "short", "long", "float", "list",
+                                        "array", "none", "grow", "string")))
+            args[arg] = mutate_shape(value, how)
+            kind = "shape"
+        elif isinstance(value, (int, np.integer)):
+            how = draw(st.sampled_from(INT_MUTATIONS))
+            args[arg] = mutate_int(value, how)
+            kind = "int"
+        elif isinstance(value, np.ndarray):
+            how = draw(st.sampled_from(LAYOUTS + VALUE_TYPES + NONFINITE + STRUCTURAL))
+            args[arg] = mutate_array(value, how)
+            kind = "array"
+        else:
+            continue
+        mutations.append((arg, how, kind))
+    return target, args, mutations
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.filter_too_much])
+@given(fuzz_cases())
+def test_fuzz_public_api(case):
+    target, args, mutations = case
+    outcome = run_case(target, args, mutations)
+    STATS[outcome] += 1
+    STATS["examples"] += 1
+    for _, how, _ in mutations:
+        STATS["mutation:" + str(how)] += 1
+
+
+def test_fuzz_report(capsys):
+    """Prints how many inputs the fuzz test tried (runs after it in file order)."""
+    with capsys.disabled():
+        print(f"\n[fuzz] examples={STATS['examples']} ok={STATS['ok']} raised={STATS['raised']} "
+              f"empty={STATS['empty']} distinct mutations={sum(1 for k in STATS if k.startswith('mutation:'))}")
+
+
+# ------------------------------------------------------------------ deterministic sweeps
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_mutation_of_every_argument(target):
+    """Each single mutation of each argument, on a fixed valid call per dtype."""
+    count = 0
+    for dtype in (np.float32, np.float64):
+        base = valid_call(target, lambda s: _fixed(s, 1), np.random.default_rng(5), dtype)
+        assert run_case(target, collections.OrderedDict(base), []) == "ok"
+        for arg, value in base.items():
+            if arg in SHAPE_ARGS:
+                options = [("shape", h) for h in ("negative", "zero_batch", "short", "long", "float",
+                                                   "list", "array", "none", "grow", "string")]
+            elif isinstance(value, (int, np.integer)):
+                options = [("int", h) for h in INT_MUTATIONS]
+            else:
+                options = [("array", h) for h in LAYOUTS + VALUE_TYPES + NONFINITE + STRUCTURAL]
+            for kind, how in options:
+                args = collections.OrderedDict(base)
+                args[arg] = {"shape": mutate_shape, "int": mutate_int, "array": mutate_array}[kind](value, how)
+                run_case(target, args, [(arg, how, kind)])
+                count += 1
+    STATS["sweep"] += count
+    assert count > 10
+
+
+BATCH_ARGS = {"x", "dout", "col", "cols", "argmax", "xn", "mask"}
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_zero_size_batch_is_consistent(target):
+    """N=0 in every batch-shaped argument: always empty results, or always ValueError."""
+    outcomes = set()
+    for seed in range(4):
+        args = valid_call(target, lambda s: _fixed(s, seed), np.random.default_rng(seed), np.float64)
+        for k, v in args.items():
+            if k in BATCH_ARGS:
+                args[k] = v[:0]
+            elif k in SHAPE_ARGS:
+                args[k] = (0,) + tuple(v)[1:]
+        outcome = run_case(target, args, [("batch", "zero_batch", "array")])
+        outcomes.add("raised" if outcome == "raised" else "returned")
+    assert len(outcomes) == 1, f"{target}: N=0 sometimes raises and sometimes returns: {outcomes}"
+    ZERO_BATCH[target] = outcomes.pop()
+
+
+ZERO_BATCH = {}
+
+
+def test_zero_batch_report(capsys):
+    with capsys.disabled():
+        print(f"\n[fuzz] N=0 behaviour: {ZERO_BATCH}; single-mutation sweep calls: "
+              f"{STATS['sweep']}; known-bug inputs skipped: {STATS['known-bug']}")
+
+
+def _fixed(strategy, seed):
+    """A ``draw`` replacement: a fixed in-range integer per seed, alternating booleans."""
+    m = re.match(r"integers\(min_value=(-?\d+), max_value=(-?\d+)\)", repr(strategy))
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        return min(hi, max(lo, 1 + seed % 3))
+    return seed % 2 == 0
