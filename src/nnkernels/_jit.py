@@ -22,7 +22,7 @@ import types
 import numba
 from numba import njit
 
-__all__ = ["parallel_kernel", "serial_kernel", "chosen_threading_layer"]
+__all__ = ["parallel_kernel", "serial_kernel", "inner_function", "chosen_threading_layer"]
 
 _KERNEL_LOCK = threading.Lock()
 
@@ -132,6 +132,11 @@ def parallel_kernel(fn):
     results are reproducible and match the reference where the math allows.
     """
     return _Kernel(fn, parallel=True)
+
+
+def inner_function(fn):
+    """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher)."""
+    return njit(**_OPTIONS)(fn)
 
 
 def serial_kernel(fn):

@@ -19,7 +19,7 @@ import numpy as np
 from numba import prange
 
 from . import _jit
-from ._jit import parallel_kernel
+from ._jit import inner_function, parallel_kernel
 from ._validation import as_float_array, compute_dtype
 
 __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward"]
@@ -211,6 +211,104 @@ def _backward_2d_fused(dout, xn, gamma, std, feature_block, dx, dgamma, dbeta):
 
 
 # ------------------------------------------------------------------ kernels (N, C, L)
+@inner_function
+def _lane_sum(row, center, acc, sq):
+    """acc[k % _LANES] += row[k] - center, and sq[...] += (row[k] - center)**2, in float64.
+
+    Fixed lanes and order (deterministic); the unrolled lanes let LLVM vectorise.
+    """
+    length = row.shape[0]
+    full = length - length % _LANES
+    for k0 in range(0, full, _LANES):
+        for k in range(_LANES):
+            u = np.float64(row[k0 + k]) - center
+            acc[k] += u
+            sq[k] += u * u
+    for k in range(full, length):
+        u = np.float64(row[k]) - center
+        acc[k - full] += u
+        sq[k - full] += u * u
+
+
+@inner_function
+def _lane_dot(row, other, acc, dot):
+    """acc[k % _LANES] += row[k] and dot[...] += row[k] * other[k], in float64."""
+    length = row.shape[0]
+    full = length - length % _LANES
+    for k0 in range(0, full, _LANES):
+        for k in range(_LANES):
+            u = np.float64(row[k0 + k])
+            acc[k] += u
+            dot[k] += u * np.float64(other[k0 + k])
+    for k in range(full, length):
+        u = np.float64(row[k])
+        acc[k - full] += u
+        dot[k - full] += u * np.float64(other[k])
+
+
+@parallel_kernel
+def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std):
+    """Training forward of (N, C, L) per channel in one launch: a task owns one channel and
+    makes three passes over its N runs of L values (sum, centred squares, normalise),
+    in a fixed order with fixed lanes: deterministic, float64 sums."""
+    n, channels, length = x.shape
+    count = n * length
+    for channel in prange(channels):
+        c = np.int64(channel)
+        s = np.zeros(_LANES)
+        unused = np.zeros(_LANES)
+        for i in range(n):
+            _lane_sum(x[i, c], 0.0, s, unused)
+        mu0 = s.sum() / count
+        r = np.zeros(_LANES)
+        q = np.zeros(_LANES)
+        for i in range(n):
+            _lane_sum(x[i, c], mu0, r, q)
+        res = r.sum()
+        mu = mu0 + res / count  # corrected two-pass
+        v = (q.sum() - res * res / count) / count
+        sd = np.sqrt(v + eps)
+        g = np.float64(gamma[c])
+        b = np.float64(beta[c])
+        for i in range(n):
+            src = x[i, c]
+            dst_n = xn[i, c]
+            dst_o = out[i, c]
+            for k in range(length):
+                t = (np.float64(src[k]) - mu) / sd
+                dst_n[k] = t
+                dst_o[k] = g * t + b
+        mean[c] = mu
+        var[c] = v
+        std[c] = sd
+
+
+@parallel_kernel
+def _backward_3d_fused(dout, xn, gamma, std, dx, dgamma, dbeta):
+    """Backward of (N, C, L) per channel in one launch, one channel per task."""
+    n, channels, length = dout.shape
+    count = n * length
+    for channel in prange(channels):
+        c = np.int64(channel)
+        s0 = np.zeros(_LANES)
+        s1 = np.zeros(_LANES)
+        for i in range(n):
+            _lane_dot(dout[i, c], xn[i, c], s0, s1)
+        sum_d = s0.sum()
+        sum_dxn = s1.sum()
+        md = sum_d / count
+        mx = sum_dxn / count
+        coef = np.float64(gamma[c]) / np.float64(std[c])
+        for i in range(n):
+            g = dout[i, c]
+            t = xn[i, c]
+            dst = dx[i, c]
+            for k in range(length):
+                dst[k] = coef * (np.float64(g[k]) - md - np.float64(t[k]) * mx)
+        dbeta[c] = sum_d
+        dgamma[c] = sum_dxn
+
+
 @parallel_kernel
 def _sums_3d(a, b, center, n_img_blocks, partial):
     """Per channel of ``a`` (N, C, L): like :func:`_sums_2d` with tasks (image block, channel).
@@ -370,12 +468,20 @@ def _features(x):
     return c, x.reshape(n, c, h * w)
 
 
+_SMALL = 1 << 15  # below this many elements the one-launch kernels are always used
+
+
+def _fused_3d(x):
+    """Whether to use the one-launch per-channel kernels: enough channels to share out over
+    threads, or little work. Few channels over a large batch split the images instead.
+    The choice depends on the shape only, so results never depend on the thread count."""
+    return x.ndim == 4 and x.size > 0 and (x.shape[1] >= 8 or x.size < _SMALL)
+
+
 def _fused_2d(x):
-    """Whether the one-launch (N, D) kernels fit: enough feature blocks to share out, or so
-    little work that it runs single-threaded anyway. (Few features over very many rows
-    instead split the rows, in :func:`_channel_sums`.)"""
-    return x.ndim == 2 and x.size > 0 and (
-        x.shape[1] >= 2 * _FEATURE_BLOCK or x.size < _jit.PARALLEL_THRESHOLD)
+    """Whether to use the one-launch (N, D) kernels: enough feature blocks to share out, or
+    little work. Few features over very many rows split the rows instead (shape only)."""
+    return x.ndim == 2 and x.size > 0 and (x.shape[1] >= 2 * _FEATURE_BLOCK or x.size < _SMALL)
 
 
 def _reduced_count(x):
@@ -417,6 +523,11 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6):
         mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
         _forward_2d_fused.sized(x.size)(x, gamma, beta, eps, _FEATURE_BLOCK, xn, out,
                                          mean64, var64, std64)
+        return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
+    if _fused_3d(x):
+        mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
+        _forward_3d_fused.sized(x.size)(xv, gamma, beta, eps, xn.reshape(xv.shape),
+                                         out.reshape(xv.shape), mean64, var64, std64)
         return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
 
     mean64 = _channel_sums(xv) / count
@@ -482,6 +593,12 @@ def batchnorm_backward(dout, xn, std, gamma):
         dx = np.empty_like(dout)
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
         _backward_2d_fused.sized(dout.size)(dout, xn, gamma, std, _FEATURE_BLOCK, dx,
+                                            dgamma64, dbeta64)
+        return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
+    if _fused_3d(dout):
+        dx = np.empty_like(dout)
+        dgamma64, dbeta64 = np.empty(size), np.empty(size)
+        _backward_3d_fused.sized(dout.size)(dv, xnv, gamma, std, dx.reshape(dv.shape),
                                             dgamma64, dbeta64)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
 
