@@ -421,6 +421,9 @@ def main(argv=None):
     print(format_markdown(rows) if args.markdown else format_text(rows))
     print("speedup vs ref = reference / nnlayers; nnlayers/torch = nnlayers / PyTorch "
           "(below 1: nnlayers faster). Times are forward+backward (im2col/col2im: one call).")
+    if torch_mode == "interleaved":
+        print("PyTorch ran in this process: its thread pool and Numba's/BLAS's can slow each "
+              "other; confirm with --torch-separate.")
     if startup is not None:
         print()
         print(format_startup(startup))
