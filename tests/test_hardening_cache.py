@@ -110,12 +110,6 @@ def test_cache_dir_read_only_for_root(tmp_path, src):
 
 @pytest.mark.skipif(not can_drop_permission_override(),
                     reason="needs root with CAP_SETPCAP to make permission bits bind")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with no writable cache location (NUMBA_CACHE_DIR, the package's __pycache__ and "
-    "~/.cache all read-only, e.g. a system-wide install used by another user), "
-    "`import nnkernels` raises RuntimeError('cannot cache function ...: no locator "
-    "available') from njit(cache=True) in nnkernels/_jit.py; it should fall back to "
-    "cache=False"))
 def test_cache_dir_and_every_fallback_read_only(tmp_path, src):
     """No writable cache location at all: the cache dir, the package dir and HOME are 0o555."""
     cache = tmp_path / "ro_cache"
@@ -161,16 +155,7 @@ def warm_cache(tmp_path_factory):
     return src, cache
 
 
-CORRUPT_CACHE_BUG = (
-    "BUG: a corrupt Numba cache file (garbage, truncated or empty *.nbi/*.nbc, e.g. after a "
-    "full disk, a killed writer or a concurrent write) makes the first call of the kernel "
-    "raise pickle.UnpicklingError/EOFError from numba/core/caching.py, in this process and "
-    "in every later one (the bad file is never replaced); nnkernels/_jit.py should treat a "
-    "cache load/save failure as a miss (recompile and overwrite), e.g. a FunctionCache "
-    "subclass whose load_overload/save_overload catch the error")
 
-
-@pytest.mark.xfail(strict=True, reason=CORRUPT_CACHE_BUG)
 @pytest.mark.parametrize("which", [".nbi", ".nbc"])
 @pytest.mark.parametrize("mode", ["garbage", "truncated", "empty"])
 def test_corrupt_cache_files_recompile(tmp_path, warm_cache, mode, which):

@@ -18,17 +18,12 @@ TIMEOUT = 240
 
 TBB_SKIP = pytest.mark.skipif(
     not pip_tbb_available(), reason="Intel TBB is not installed (pip install 'nnkernels[tbb]')")
-TBB_ENV_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: with NUMBA_THREADING_LAYER=tbb in the environment, nnkernels/_jit.py skips "
-    "_load_pip_tbb(), so Numba cannot find pip's libtbb.so.12 and the first kernel raises "
-    "ValueError('No threading layer could be loaded'); _jit.py should load pip's TBB whenever "
-    "the requested layer may use it (tbb, threadsafe, forksafe, default)"))
 
 LAYERS = [
     pytest.param(None, id="default"),
     pytest.param("workqueue", id="workqueue"),
     pytest.param("omp", id="omp"),
-    pytest.param("tbb", id="tbb", marks=[TBB_SKIP, TBB_ENV_BUG]),
+    pytest.param("tbb", id="tbb", marks=[TBB_SKIP]),
 ]
 
 # Shared by the children: a Conv -> Pool -> BatchNorm stack per worker, 20 steps each.
@@ -219,7 +214,7 @@ def test_layers_from_several_threads_match_serial(layer):
 FORK_LAYERS = [
     pytest.param(None, id="default"),
     pytest.param("workqueue", id="workqueue"),
-    pytest.param("tbb", id="tbb", marks=[TBB_SKIP, TBB_ENV_BUG]),
+    pytest.param("tbb", id="tbb", marks=[TBB_SKIP]),
 ]
 
 
@@ -250,18 +245,10 @@ def test_fork_after_kernels_ran_under_gnu_openmp_is_recorded():
     print(f"omp fork outcome: os.fork -> {osfork}; multiprocessing fork -> {mpfork}")
 
 
-FORK_LOCK_BUG = (
-    "BUG: under workqueue every kernel launch holds nnkernels._jit._KERNEL_LOCK; a fork while "
-    "another Python thread is inside a kernel copies the lock in its held state, so the "
-    "child's first kernel call blocks forever; _jit.py should register "
-    "os.register_at_fork(before=_KERNEL_LOCK.acquire, after_in_parent=_KERNEL_LOCK.release, "
-    "after_in_child=<fresh or released lock>) so that no launch is in flight at fork time")
-
 BUSY_FORK_LAYERS = [
-    pytest.param(None, id="default", marks=pytest.mark.xfail(
-        not pip_tbb_available(), strict=True, reason=FORK_LOCK_BUG + " (default = workqueue here)")),
-    pytest.param("workqueue", id="workqueue", marks=pytest.mark.xfail(strict=True, reason=FORK_LOCK_BUG)),
-    pytest.param("tbb", id="tbb", marks=[TBB_SKIP, TBB_ENV_BUG]),
+    pytest.param(None, id="default"),
+    pytest.param("workqueue", id="workqueue"),
+    pytest.param("tbb", id="tbb", marks=[TBB_SKIP]),
 ]
 
 
@@ -272,7 +259,6 @@ def test_fork_while_other_threads_run_kernels(layer):
     assert_ok(result, "RESULT OK")
 
 
-@TBB_ENV_BUG
 def test_tbb_requested_by_environment_works_when_pip_tbb_is_installed():
     """``NUMBA_THREADING_LAYER=tbb`` with pip's TBB installed: the library must load libtbb itself."""
     if not pip_tbb_available():

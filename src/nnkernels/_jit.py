@@ -21,10 +21,30 @@ import types
 
 import numba
 from numba import njit
+from numba.core.caching import FunctionCache
 
 __all__ = ["parallel_kernel", "serial_kernel", "inner_function", "chosen_threading_layer"]
 
 _KERNEL_LOCK = threading.Lock()
+
+
+def _before_fork():
+    # no launch may be in flight when the process forks: the child would inherit a held
+    # lock (and a thread pool stopped half-way through a kernel)
+    _KERNEL_LOCK.acquire()
+
+
+def _after_fork_in_parent():
+    _KERNEL_LOCK.release()
+
+
+def _after_fork_in_child():
+    global _KERNEL_LOCK
+    _KERNEL_LOCK = threading.Lock()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def _load_pip_tbb():
@@ -44,8 +64,11 @@ def _load_pip_tbb():
 
 
 def _choose_threading_layer():
-    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
-        return numba.config.THREADING_LAYER
+    requested = numba.config.THREADING_LAYER
+    if os.environ.get("NUMBA_THREADING_LAYER") or requested != "default":
+        if requested in ("tbb", "threadsafe", "forksafe", "safe"):
+            _load_pip_tbb()  # so that a pip-installed TBB can satisfy the request
+        return requested
     layer = "tbb" if _load_pip_tbb() else "workqueue"
     numba.config.THREADING_LAYER = layer
     return layer
@@ -63,7 +86,7 @@ def _needs_lock():
     return numba.config.THREADING_LAYER == "workqueue"
 
 
-_OPTIONS = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
+_OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 
 #: below about this many elements of work a kernel runs single-threaded: launching the
 #: thread pool (tens of microseconds) would cost more than it saves
@@ -91,6 +114,37 @@ def _renamed(fn, suffix):
     return twin
 
 
+class _TolerantCache(FunctionCache):
+    """Numba's on-disk cache, where an unreadable or unwritable entry is only a miss.
+
+    A corrupt, truncated or foreign index or object file (a killed writer, a full disk, two
+    processes writing at once) would otherwise raise in this process and every later one.
+    """
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception:  # noqa: BLE001 - any failure to load means: compile again
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception:  # noqa: BLE001 - the kernel works; it just is not cached
+            pass
+
+
+def _compile(fn, parallel):
+    """A Numba dispatcher for ``fn`` with the tolerant disk cache (or none if nowhere is
+    writable: Numba then raises "no locator available" and we run uncached)."""
+    dispatcher = njit(parallel=parallel, cache=False, **_OPTIONS)(fn)
+    try:
+        dispatcher._cache = _TolerantCache(fn)
+    except RuntimeError:
+        pass
+    return dispatcher
+
+
 class _Kernel:
     """A compiled kernel; launches hold a lock when the threading layer is not thread-safe.
 
@@ -99,7 +153,7 @@ class _Kernel:
     """
 
     def __init__(self, fn, parallel):
-        self.dispatcher = njit(parallel=parallel, **_OPTIONS)(fn)
+        self.dispatcher = _compile(fn, parallel)
         self._fn = fn
         self._parallel = parallel
         self._serial = None if parallel else self
@@ -136,7 +190,7 @@ def parallel_kernel(fn):
 
 def inner_function(fn):
     """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher)."""
-    return njit(**_OPTIONS)(fn)
+    return _compile(fn, parallel=False)
 
 
 def serial_kernel(fn):

@@ -17,6 +17,7 @@ __all__ = [
     "check_ndim",
     "check_shape",
     "window_output_size",
+    "empty_result",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -131,6 +132,21 @@ def check_int(value, name, minimum=None):
     if minimum is not None and value_int < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value_int}")
     return value_int
+
+
+#: larger results are taken for a mistake in the sizes rather than attempted
+MAX_RESULT_BYTES = 1 << 40
+
+
+def empty_result(shape, dtype):
+    """``np.empty(shape, dtype)``, refusing absurd sizes with a ValueError, not a MemoryError."""
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > MAX_RESULT_BYTES:
+        raise ValueError(
+            f"the result would have shape {tuple(shape)} ({nbytes / 2**30:.0f} GiB); "
+            "check the pad, stride and window sizes"
+        )
+    return np.empty(shape, dtype=dtype)
 
 
 def window_output_size(size, window, stride, pad, size_name, window_name):

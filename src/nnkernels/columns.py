@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import parallel_kernel
-from ._validation import as_float_array, check_int, check_ndim, window_output_size
+from ._validation import as_float_array, empty_result, check_int, check_ndim, window_output_size
 
 __all__ = [
     "conv_output_shape",
@@ -182,7 +182,7 @@ def _checked_input_shape(input_shape):
 def _checked_out(out, shape, dtype):
     """A fresh array, or ``out`` once it is known to be a usable destination."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return empty_result(shape, dtype)
     if not (isinstance(out, np.ndarray) and out.shape == tuple(shape) and out.dtype == dtype
             and out.flags.c_contiguous and out.flags.writeable):
         raise ValueError(
@@ -201,7 +201,7 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     x = as_float_array(x, "x", ndim=4)
     fh, fw, s, p, out_h, out_w = _checked_window_args(x.shape, filter_h, filter_w, stride, pad)
     n_img, channels = x.shape[:2]
-    col = np.empty((n_img * out_h * out_w, channels * fh * fw), dtype=x.dtype)
+    col = empty_result((n_img * out_h * out_w, channels * fh * fw), x.dtype)
     if col.size:
         _im2col_rows_kernel.sized(col.size)(x, fh, fw, s, p, out_h, out_w, col)
     return col
@@ -225,7 +225,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
             f"filter {fh}x{fw}, stride={s}, pad={p}; got {col.shape}"
         )
     col = col.reshape(rows, width)
-    img = np.empty(shape, dtype=col.dtype)
+    img = empty_result(shape, col.dtype)
     if img.size:
         _col2im_rows_kernel.sized(col.size)(col, fh, fw, s, p, out_h, out_w, img)
     return img

@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import parallel_kernel
-from ._validation import as_float_array, check_int, check_shape, window_output_size
+from ._validation import as_float_array, empty_result, check_int, check_shape, window_output_size
 
 __all__ = ["maxpool_forward", "maxpool_backward"]
 
@@ -161,8 +161,8 @@ def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
     x = as_float_array(x, "x", ndim=4)
     ph, pw, s, p, out_h, out_w = _pool_geometry(x.shape, pool_h, pool_w, stride, pad)
     n_img, channels = x.shape[:2]
-    out = np.empty((n_img, channels, out_h, out_w), dtype=x.dtype)
-    argmax = np.empty((n_img, channels, out_h, out_w), dtype=np.int64)
+    out = empty_result((n_img, channels, out_h, out_w), x.dtype)
+    argmax = empty_result((n_img, channels, out_h, out_w), dtype=np.int64)
     if out.size:
         _forward_kernel(ph, pw, s).sized(x.size)(x, p, out, argmax)
     return out, argmax
@@ -203,7 +203,7 @@ def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0)
                 f"argmax values must lie in [0, pool_h*pool_w = {ph * pw}), got min {lo}, max {hi}"
             )
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
-    dx = np.empty(shape, dtype=dout.dtype)
+    dx = empty_result(shape, dout.dtype)
     if dx.size:
         _backward_kernel(pw, s).sized(dx.size)(dout, argmax, p, dx)
     return dx

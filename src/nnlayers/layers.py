@@ -9,7 +9,7 @@ NumPy's promoted dtype of the inputs and parameters: an all-float32 network stay
 import numpy as np
 
 import nnkernels
-from nnkernels._validation import as_float_array, check_int, compute_dtype
+from nnkernels._validation import as_float_array, check_int, compute_dtype, empty_result
 
 from . import functions as _functions
 from .config import conv_chunk_size
@@ -108,25 +108,30 @@ class Affine:
     def forward(self, x):
         x = _as_input(x)
         if x.ndim < 1:
-            raise ValueError(f"x must have a batch axis, got a 0-d array")
-        W = self.W
-        if np.ndim(W) != 2:
-            raise ValueError(f"W must be 2-D (input features, outputs), got shape {np.shape(W)}")
+            raise ValueError("x must have a batch axis, got a 0-d array")
+        W = _as_input(self.W, "W")
+        if W.ndim != 2:
+            raise ValueError(f"W must be 2-D (input features, outputs), got shape {W.shape}")
         compute_dtype(x, W, self.b, names=("x", "W", "b"))  # rejects complex/object parameters
-        x2d = x.reshape(x.shape[0], -1)
-        if x2d.shape[1] != W.shape[0]:
+        b = _as_input(self.b, "b")
+        if b.size not in (1, W.shape[1]) or b.ndim > 2:
+            raise ValueError(f"b must have {W.shape[1]} elements (one per output) or be a scalar, got shape {b.shape}")
+        n_features = int(np.prod(x.shape[1:], dtype=np.int64))
+        if n_features != W.shape[0]:
             raise ValueError(
-                f"x has {x2d.shape[1]} features per sample (shape {x.shape}) but W expects "
+                f"x has {n_features} features per sample (shape {x.shape}) but W expects "
                 f"{W.shape[0]} (W shape {W.shape})"
             )
+        x2d = x.reshape(x.shape[0], n_features)
         self.original_x_shape = x.shape
         self.x = x2d
         return np.dot(x2d, W) + self.b
 
     def backward(self, dout):
         _require_forward(self, "x")
-        dout = _check_dout(dout, (self.x.shape[0], self.W.shape[1]), self)
-        dx = np.dot(dout, self.W.T)
+        W = _as_input(self.W, "W")
+        dout = _check_dout(dout, (self.x.shape[0], W.shape[1]), self)
+        dx = np.dot(dout, W.T)
         self.dW = np.dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
         return dx.reshape(*self.original_x_shape)
@@ -295,10 +300,10 @@ class Convolution:
         self._dtype = None
 
     def _filter_shape(self):
-        W = self.W
-        if np.ndim(W) != 4:
-            raise ValueError(f"W must be 4-D (FN, C, FH, FW), got shape {np.shape(W)}")
-        return W.shape
+        shape = np.shape(self.W)
+        if len(shape) != 4:
+            raise ValueError(f"W must be 4-D (FN, C, FH, FW), got shape {shape}")
+        return shape
 
     def forward(self, x):
         x = _as_input(x)
@@ -306,16 +311,16 @@ class Convolution:
             raise ValueError(f"x must be 4-D (N, C, H, W), got shape {x.shape}")
         FN, C, FH, FW = self._filter_shape()
         if x.shape[1] != C:
-            raise ValueError(f"x has {x.shape[1]} channels (shape {x.shape}) but W expects {C} (W shape {self.W.shape})")
+            raise ValueError(f"x has {x.shape[1]} channels (shape {x.shape}) but W expects {C} (W shape {np.shape(self.W)})")
         stride = check_int(self.stride, "stride", minimum=1)
         pad = check_int(self.pad, "pad", minimum=0)
         out_h, out_w = nnkernels.conv_output_shape(x.shape, FH, FW, stride, pad)
         dtype = compute_dtype(x, self.W, self.b, names=("x", "W", "b"))
         xc = as_float_array(x, "x", dtype=dtype)
-        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, -1)
+        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, C * FH * FW)
         bias = _bias_column(self.b, FN, dtype)
         N = x.shape[0]
-        out = np.empty((N, FN, out_h * out_w), dtype=dtype)
+        out = empty_result((N, FN, out_h * out_w), dtype)
         chunk = conv_chunk_size(N, C * FH * FW * out_h * out_w * dtype.itemsize)
         if chunk >= N:
             col = nnkernels.im2col_per_sample(xc, FH, FW, stride, pad)
@@ -344,7 +349,7 @@ class Convolution:
         dout = _check_dout(dout, (N, FN, out_h, out_w), self)
         dtype = np.result_type(self._dtype, compute_dtype(dout))
         d = as_float_array(dout, "dout", dtype=dtype).reshape(N, FN, out_h * out_w)
-        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, -1)
+        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, C * FH * FW)
         xc = self.x if self.x.dtype == dtype else self.x.astype(dtype)
         self.db = d.sum(axis=(0, 2))
         K, P = C * FH * FW, out_h * out_w
