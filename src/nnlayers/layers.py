@@ -276,6 +276,10 @@ class BatchNormalization:
         return dx.reshape(self.input_shape)
 
 
+#: bytes of input-gradient columns a Convolution backward handles at once
+_BACKWARD_CHUNK_BYTES = 8 << 20
+
+
 class Convolution:
     """2-D convolution (cross-correlation) of ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
@@ -298,6 +302,7 @@ class Convolution:
         self._out_hw = None
         self._geometry = None
         self._dtype = None
+        self._buffers = {}
 
     def _filter_shape(self):
         shape = np.shape(self.W)
@@ -320,14 +325,16 @@ class Convolution:
         Wm = np.asarray(self.W, dtype=dtype).reshape(FN, C * FH * FW)
         bias = _bias_column(self.b, FN, dtype)
         N = x.shape[0]
-        out = empty_result((N, FN, out_h * out_w), dtype)
-        chunk = conv_chunk_size(N, C * FH * FW * out_h * out_w * dtype.itemsize)
+        K, P = C * FH * FW, out_h * out_w
+        out = empty_result((N, FN, P), dtype)
+        chunk = conv_chunk_size(N, K * P * dtype.itemsize)
         if chunk >= N:
-            col = nnkernels.im2col_per_sample(xc, FH, FW, stride, pad)
+            col = self._buffer("col", (N, K, P), dtype)
+            nnkernels.im2col_per_sample(xc, FH, FW, stride, pad, out=col)
             np.matmul(Wm, col, out=out)
         else:
             col = None
-            work = np.empty((chunk, C * FH * FW, out_h * out_w), dtype=dtype)
+            work = self._buffer("work", (chunk, K, P), dtype)
             for n0 in range(0, N, chunk):
                 n1 = min(N, n0 + chunk)
                 cols = nnkernels.im2col_per_sample(xc[n0:n1], FH, FW, stride, pad, out=work[: n1 - n0])
@@ -340,6 +347,16 @@ class Convolution:
         self._dtype = dtype
         return out.reshape(N, FN, out_h, out_w)
 
+    def _buffer(self, name, shape, dtype):
+        """A scratch array kept between calls: reusing it spares the page faults of a
+        fresh allocation (hundreds of MB per step at large shapes)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            self._buffers.pop(name, None)
+            buf = empty_result(shape, dtype)
+            self._buffers[name] = buf
+        return buf
+
     def backward(self, dout):
         _require_forward(self, "x")
         FN, C, FH, FW = self._filter_shape()
@@ -348,15 +365,17 @@ class Convolution:
         stride, pad = self._geometry
         dout = _check_dout(dout, (N, FN, out_h, out_w), self)
         dtype = np.result_type(self._dtype, compute_dtype(dout))
-        d = as_float_array(dout, "dout", dtype=dtype).reshape(N, FN, out_h * out_w)
-        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, C * FH * FW)
+        K, P = C * FH * FW, out_h * out_w
+        d = as_float_array(dout, "dout", dtype=dtype).reshape(N, FN, P)
+        Wm = np.asarray(self.W, dtype=dtype).reshape(FN, K)
         xc = self.x if self.x.dtype == dtype else self.x.astype(dtype)
         self.db = d.sum(axis=(0, 2))
-        K, P = C * FH * FW, out_h * out_w
-        chunk = conv_chunk_size(N, K * P * dtype.itemsize)
         col = self.col if (self.col is not None and self.col.dtype == dtype) else None
-        work = None if col is not None else np.empty((chunk, K, P), dtype=dtype)
-        dcols = np.empty((chunk, K, P), dtype=dtype)
+        # the input gradient's columns go through a small reused buffer, a few samples at a time
+        per_sample = K * P * dtype.itemsize
+        chunk = min(conv_chunk_size(N, per_sample), max(1, _BACKWARD_CHUNK_BYTES // per_sample))
+        work = None if col is not None else self._buffer("work", (chunk, K, P), dtype)
+        dcols = self._buffer("dcols", (chunk, K, P), dtype)
         dx = np.empty(self.x.shape, dtype=dtype)
         dW = np.zeros((FN, K), dtype=dtype)
         for n0 in range(0, N, chunk):
