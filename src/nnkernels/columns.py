@@ -31,24 +31,39 @@ __all__ = [
 # ------------------------------------------------------------------ kernels
 @parallel_kernel
 def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
+    """Fill the book's column matrix one output row (n, oy) per iteration: its ``out_w``
+    rows of ``col`` form a block that stays in cache while every tap column is written."""
     n_img, channels, height, width = x.shape
     ksize = filter_h * filter_w
     for row_block in prange(n_img * out_h):
         rb = np.int64(row_block)
         n = rb // out_h
         oy = rb - n * out_h
-        for ox in range(out_w):
-            row = rb * out_w + ox
+        block = col[rb * out_w:(rb + 1) * out_w]
+        for kx in range(filter_w):
+            # output columns ox in [lo, hi) read inside the image along x
+            lo = 0
+            while lo < out_w and lo * stride + kx - pad < 0:
+                lo += 1
+            hi = out_w
+            while hi > lo and (hi - 1) * stride + kx - pad >= width:
+                hi -= 1
+            shift = kx - pad
             for c in range(channels):
-                base = c * ksize
                 for ky in range(filter_h):
+                    j = c * ksize + ky * filter_w + kx
                     y = oy * stride + ky - pad
-                    for kx in range(filter_w):
-                        xx = ox * stride + kx - pad
-                        if 0 <= y < height and 0 <= xx < width:
-                            col[row, base + ky * filter_w + kx] = x[n, c, y, xx]
-                        else:
-                            col[row, base + ky * filter_w + kx] = 0.0
+                    if y < 0 or y >= height:
+                        for ox in range(out_w):
+                            block[ox, j] = 0.0
+                        continue
+                    line = x[n, c, y]
+                    for ox in range(lo):
+                        block[ox, j] = 0.0
+                    for ox in range(lo, hi):
+                        block[ox, j] = line[ox * stride + shift]
+                    for ox in range(hi, out_w):
+                        block[ox, j] = 0.0
 
 
 @parallel_kernel
