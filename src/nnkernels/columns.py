@@ -16,7 +16,7 @@ converted as NumPy would (integers and bools to float64).
 import numpy as np
 from numba import prange
 
-from ._jit import parallel_kernel
+from ._jit import inner_function, parallel_kernel
 from ._validation import as_float_array, empty_result, check_int, check_ndim, window_output_size
 
 __all__ = [
@@ -29,6 +29,19 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ kernels
+@inner_function
+def _inside_range(out_w, stride, offset, width):
+    """``(lo, hi)``: the outputs ``ox`` in ``[lo, hi)`` read ``ox*stride + offset`` inside
+    ``[0, width)``; the others read padding."""
+    lo = 0
+    while lo < out_w and lo * stride + offset < 0:
+        lo += 1
+    hi = out_w
+    while hi > lo and (hi - 1) * stride + offset >= width:
+        hi -= 1
+    return lo, hi
+
+
 @parallel_kernel
 def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
     """Fill the book's column matrix one output row (n, oy) per iteration: its ``out_w``
@@ -41,13 +54,7 @@ def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
         oy = rb - n * out_h
         block = col[rb * out_w:(rb + 1) * out_w]
         for kx in range(filter_w):
-            # output columns ox in [lo, hi) read inside the image along x
-            lo = 0
-            while lo < out_w and lo * stride + kx - pad < 0:
-                lo += 1
-            hi = out_w
-            while hi > lo and (hi - 1) * stride + kx - pad >= width:
-                hi -= 1
+            lo, hi = _inside_range(out_w, stride, kx - pad, width)
             shift = kx - pad
             for c in range(channels):
                 for ky in range(filter_h):
@@ -103,13 +110,7 @@ def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, 
         for ky in range(filter_h):
             for kx in range(filter_w):
                 r = c * ksize + ky * filter_w + kx
-                # output columns ox in [lo, hi) read inside the image along x
-                lo = 0
-                while lo < out_w and lo * stride + kx - pad < 0:
-                    lo += 1
-                hi = out_w
-                while hi > lo and (hi - 1) * stride + kx - pad >= width:
-                    hi -= 1
+                lo, hi = _inside_range(out_w, stride, kx - pad, width)
                 for oy in range(out_h):
                     y = oy * stride + ky - pad
                     dst = oy * out_w
@@ -138,12 +139,7 @@ def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_
         for ky in range(filter_h):
             for kx in range(filter_w):
                 src = cols[n, c * ksize + ky * filter_w + kx]
-                lo = 0
-                while lo < out_w and lo * stride + kx - pad < 0:
-                    lo += 1
-                hi = out_w
-                while hi > lo and (hi - 1) * stride + kx - pad >= width:
-                    hi -= 1
+                lo, hi = _inside_range(out_w, stride, kx - pad, width)
                 shift = kx - pad
                 for oy in range(out_h):
                     y = oy * stride + ky - pad

@@ -80,37 +80,28 @@ class Momentum(_Optimizer):
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
+    def _velocity(self, params, key, grad):
+        """``v = momentum*v - lr*grad`` in place for ``key``; returns ``v``."""
         if self.v is None:
             self.v = self._zeros_like(params)
+        v = self.v[key]
+        v *= self.momentum
+        v -= self.lr * grad
+        return v
+
+    def update(self, params, grads):
         for key in params.keys():
-            v = self.v[key]
-            v *= self.momentum
-            v -= self.lr * grads[key]
-            params[key] += v
+            params[key] += self._velocity(params, key, grads[key])
 
 
-class Nesterov(_Optimizer):
+class Nesterov(Momentum):
     """Nesterov accelerated gradient in the book's reformulation:
     ``v = momentum*v - lr*dW; W += momentum**2 * v - (1 + momentum)*lr*dW``.
     """
 
-    _state_names = ("v",)
-
-    def __init__(self, lr=0.01, momentum=0.9):
-        _check_positive("lr", lr)
-        _check_fraction("momentum", momentum)
-        self.lr = lr
-        self.momentum = momentum
-        self.v = None
-
     def update(self, params, grads):
-        if self.v is None:
-            self.v = self._zeros_like(params)
         for key in params.keys():
-            v = self.v[key]
-            v *= self.momentum
-            v -= self.lr * grads[key]
+            v = self._velocity(params, key, grads[key])
             params[key] += self.momentum * self.momentum * v
             params[key] -= (1 + self.momentum) * self.lr * grads[key]
 
