@@ -286,3 +286,32 @@ G = np.ones(3)
 def test_validation_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# ------------------------------------------------------------------ both algorithms
+# Inputs with many features (or little work) take the one-launch kernels; few features over
+# many rows (or few channels over a large batch) split the rows into tasks instead. Both
+# paths must agree with NumPy.
+@pytest.mark.parametrize("shape", [(400, 100), (3, 700), (2000, 3), (64, 2, 16, 16), (2, 12, 5, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_and_split_paths_match_numpy(shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    size = shape[1]
+    gamma = rng.standard_normal(size).astype(dtype)
+    beta = rng.standard_normal(size).astype(dtype)
+    out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
+    w_out, w_xn, w_mean, w_var, w_std = numpy_batchnorm(x, gamma, beta)
+    scale = 10.0 * max(1.0, float(np.abs(gamma).max()))
+    close(out, w_out, dtype, scale)
+    close(mean, w_mean, dtype, 10.0)
+    close(std, w_std, dtype, 10.0)
+    dout = rng.standard_normal(shape).astype(dtype)
+    dx, dgamma, dbeta = batchnorm_backward(dout, xn, std, gamma)
+    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, xn, std, gamma)
+    terms = float(np.abs(gamma / std).max()) * 10.0
+    close(dx, w_dx, dtype, terms)
+    close(dgamma, w_dgamma, dtype, float(np.sqrt(x.size)) * 10)
+    close(dbeta, w_dbeta, dtype, float(np.sqrt(x.size)) * 10)
+    running = batchnorm_inference(x, gamma, beta, mean, var)
+    close(running, w_out, dtype, scale)

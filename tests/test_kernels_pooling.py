@@ -252,3 +252,16 @@ def test_backward_rejects_bad_arguments():
         maxpool_backward(dout, arg, (2, 3, 8, 8), 2, 2, stride=2)
     with pytest.raises(ValueError, match="pad"):
         maxpool_backward(dout, arg, X.shape, 2, 2, stride=2, pad=2)
+
+
+def test_backward_ignores_an_argmax_pointing_into_padding():
+    # the forward never produces one, but a caller-made argmax may: it contributes nothing
+    x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    out, argmax = maxpool_forward(x, 2, 2, stride=2, pad=1)
+    forged = argmax.copy()
+    forged[0, 0, 0, 0] = 0  # window (0, 0) cell (0, 0) is the padded corner
+    dout = np.ones_like(out)
+    dx = maxpool_backward(dout, forged, x.shape, 2, 2, stride=2, pad=1)
+    expected = maxpool_backward(dout, argmax, x.shape, 2, 2, stride=2, pad=1)
+    expected[0, 0, 0, 0] -= 1.0  # the genuine winner of window (0, 0) lost its gradient
+    np.testing.assert_array_equal(dx, expected)

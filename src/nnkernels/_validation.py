@@ -18,6 +18,7 @@ __all__ = [
     "check_shape",
     "window_output_size",
     "empty_result",
+    "check_input_shape",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -132,6 +133,17 @@ def check_int(value, name, minimum=None):
     if minimum is not None and value_int < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value_int}")
     return value_int
+
+
+def check_input_shape(input_shape, name="input_shape"):
+    """``input_shape`` as a tuple of four non-negative Python ints ``(N, C, H, W)``."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence (N, C, H, W), got {input_shape!r}") from None
+    if len(shape) != 4:
+        raise ValueError(f"{name} must be (N, C, H, W), got {input_shape!r}")
+    return tuple(check_int(s, f"{name} entries", minimum=0) for s in shape)
 
 
 #: larger results are taken for a mistake in the sizes rather than attempted

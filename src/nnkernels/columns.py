@@ -17,7 +17,13 @@ import numpy as np
 from numba import prange
 
 from ._jit import inner_function, parallel_kernel
-from ._validation import as_float_array, empty_result, check_int, check_ndim, window_output_size
+from ._validation import (
+    as_float_array,
+    check_input_shape,
+    check_int,
+    empty_result,
+    window_output_size,
+)
 
 __all__ = [
     "conv_output_shape",
@@ -178,16 +184,6 @@ def _checked_window_args(shape, filter_h, filter_w, stride, pad):
     return int(filter_h), int(filter_w), int(stride), int(pad), out_h, out_w
 
 
-def _checked_input_shape(input_shape):
-    try:
-        shape = tuple(int(check_int(s, "input_shape entries", minimum=0)) for s in input_shape)
-    except TypeError as exc:
-        if "input_shape entries" in str(exc):
-            raise
-        raise TypeError(f"input_shape must be a sequence of 4 integers, got {input_shape!r}") from None
-    if len(shape) != 4:
-        raise ValueError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
-    return shape
 
 
 def _checked_out(out, shape, dtype):
@@ -225,7 +221,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     that many elements in that order, as the reference accepts). Overlapping windows are
     summed. Returns a new C-contiguous array of ``col``'s float dtype.
     """
-    shape = _checked_input_shape(input_shape)
+    shape = check_input_shape(input_shape)
     col = as_float_array(col, "col")
     fh, fw, s, p, out_h, out_w = _checked_window_args(shape, filter_h, filter_w, stride, pad)
     n_img, channels = shape[:2]
@@ -267,7 +263,7 @@ def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, ou
     dropped. Returns a new C-contiguous ``(N, C, H, W)`` array of ``cols``' float dtype, or
     fills and returns ``out`` (a writeable C-contiguous array of that shape and dtype).
     """
-    shape = _checked_input_shape(input_shape)
+    shape = check_input_shape(input_shape)
     cols = as_float_array(cols, "cols", ndim=3)
     fh, fw, s, p, out_h, out_w = _checked_window_args(shape, filter_h, filter_w, stride, pad)
     n_img, channels = shape[:2]

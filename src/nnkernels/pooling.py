@@ -12,7 +12,14 @@ import numpy as np
 from numba import prange
 
 from ._jit import parallel_kernel
-from ._validation import as_float_array, empty_result, check_int, check_shape, window_output_size
+from ._validation import (
+    as_float_array,
+    check_input_shape,
+    check_int,
+    check_shape,
+    empty_result,
+    window_output_size,
+)
 
 __all__ = ["maxpool_forward", "maxpool_backward"]
 
@@ -168,14 +175,6 @@ def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
     return out, argmax
 
 
-def _checked_input_shape(input_shape):
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        raise TypeError(f"input_shape must be a sequence (N, C, H, W), got {input_shape!r}") from None
-    if len(shape) != 4:
-        raise ValueError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
-    return tuple(check_int(s, "input_shape entries", minimum=0) for s in shape)
 
 
 def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0):
@@ -186,7 +185,7 @@ def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0)
     an index that points into padding (which the forward never produces) contributes
     nothing. The result is a new C-contiguous array.
     """
-    shape = _checked_input_shape(input_shape)
+    shape = check_input_shape(input_shape)
     ph, pw, s, p, out_h, out_w = _pool_geometry(shape, pool_h, pool_w, stride, pad)
     dout = as_float_array(dout, "dout", ndim=4)
     want = (shape[0], shape[1], out_h, out_w)
