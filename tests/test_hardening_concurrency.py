@@ -2,7 +2,7 @@
 
 Each case runs in a subprocess (the threading layer is chosen once per process) with
 ``NUMBA_THREADING_LAYER`` set to ``omp``, ``workqueue`` or ``tbb``, or unset (the library's
-own choice: tbb when pip's TBB is installed, else workqueue with a launch lock). A timeout
+own choice: workqueue with a launch lock, TBB installed or not). A timeout
 turns a deadlock into a failure; a non-zero exit status is an abort.
 """
 
@@ -199,9 +199,7 @@ def _line(result, key):
 
 
 def _expected_layer(layer):
-    if layer is not None:
-        return layer
-    return "tbb" if pip_tbb_available() else "workqueue"
+    return layer if layer is not None else "workqueue"  # the library's choice, TBB or not
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -248,8 +246,11 @@ def test_fork_after_kernels_ran_under_gnu_openmp_is_recorded():
 BUSY_FORK_LAYERS = [
     pytest.param(None, id="default"),
     pytest.param("workqueue", id="workqueue"),
-    pytest.param("tbb", id="tbb", marks=[TBB_SKIP]),
 ]
+# Not TBB: a child forked while other threads keep launching kernels sometimes hangs under
+# TBB (it cannot always join its workers before fork(), seen 1 fork in about 15 even with
+# no launch in flight). That is why the library defaults to workqueue; a user who asks for
+# TBB gets the plain fork-after-kernels guarantee tested above, not this one.
 
 
 @pytest.mark.parametrize("layer", BUSY_FORK_LAYERS)
@@ -264,7 +265,8 @@ def test_tbb_requested_by_environment_works_when_pip_tbb_is_installed():
     if not pip_tbb_available():
         pytest.skip("Intel TBB is not installed (pip install 'nnkernels[tbb]')")
     result = _run("""
-        import numpy as np, nnkernels
+        import numpy as np, nnkernels, nnkernels._jit
+        nnkernels._jit.PARALLEL_THRESHOLD = 0  # a tiny input would run the serial twin
         nnkernels.im2col(np.ones((1, 1, 3, 3)), 2, 2)
         print("LAYER", nnkernels.threading_layer())
         """, "tbb")
