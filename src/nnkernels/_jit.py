@@ -25,7 +25,7 @@ import numba
 from numba import njit
 from numba.core.caching import FunctionCache
 
-__all__ = ["parallel_kernel", "serial_kernel", "inner_function", "chosen_threading_layer"]
+__all__ = ["parallel_kernel", "inner_function", "forced_parallel", "PARALLEL_THRESHOLD"]
 
 _KERNEL_LOCK = threading.Lock()
 
@@ -110,12 +110,7 @@ def _choose_threading_layer():
     return "workqueue"
 
 
-_LAYER = _choose_threading_layer()
-
-
-def chosen_threading_layer():
-    """The layer requested at import (``numba.threading_layer()`` tells the one in use)."""
-    return _LAYER
+_choose_threading_layer()
 
 
 def _needs_lock():
@@ -231,7 +226,3 @@ def inner_function(fn):
     """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher)."""
     return _compile(fn, parallel=False)
 
-
-def serial_kernel(fn):
-    """Compile ``fn`` as a cached, GIL-free single-threaded kernel (for small helpers)."""
-    return _Kernel(fn, parallel=False)
