@@ -29,14 +29,14 @@ pytestmark = pytest.mark.slow
 
 # The child: a cheap kernel (ReLU) always, the per-sample im2col kernel on request.
 CHILD = r"""
-import contextlib, json, os, sys
+import json, os, sys
 import numpy as np
 import nnkernels
 import nnkernels._jit
 from nnlayers import reference
 
 # run (and so compile and cache) the multi-threaded kernels even on these small inputs
-FORCE = getattr(nnkernels._jit, "forced_parallel", contextlib.nullcontext)()
+FORCE = nnkernels._jit.forced_parallel()
 FORCE.__enter__()  # kept referenced for the whole run
 
 assert nnkernels.__file__.startswith(os.environ["EXPECT_SRC"]), nnkernels.__file__

@@ -28,14 +28,14 @@ LAYERS = [
 
 # Shared by the children: a Conv -> Pool -> BatchNorm stack per worker, 20 steps each.
 COMMON = r"""
-import contextlib, os, sys, threading
+import os, sys, threading
 import numpy as np
 import numba
 import nnkernels
 import nnkernels._jit
 
 # small inputs would run the kernels' single-threaded twins: force the threaded ones
-FORCE = getattr(nnkernels._jit, "forced_parallel", contextlib.nullcontext)()
+FORCE = nnkernels._jit.forced_parallel()
 FORCE.__enter__()  # kept referenced for the whole run
 from nnlayers import BatchNormalization, Convolution, Pooling
 

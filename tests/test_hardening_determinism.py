@@ -40,11 +40,9 @@ def _inputs(dtype):
 
 def compute_all(dtype=np.float32):
     """Every output and gradient of the layers under test, by name (threaded kernels forced)."""
-    import contextlib
-
     import nnkernels._jit
-    force = getattr(nnkernels._jit, "forced_parallel", contextlib.nullcontext)
-    with force():
+
+    with nnkernels._jit.forced_parallel():
         return _compute_all(dtype)
 
 

@@ -149,17 +149,6 @@ def _layer_calls(dtype):
             ("BatchNormalization", bn(False)), ("BatchNormalization per_channel", bn(True))]
 
 
-def _forced_parallel():
-    """``nnkernels._jit.forced_parallel()`` when kernels have serial twins for small inputs.
-
-    Below a size threshold a kernel runs a single-threaded twin; the probe's inputs are
-    tiny, so it times the twin first, then the multi-threaded kernel under this context.
-    """
-    from nnkernels import _jit
-
-    return getattr(_jit, "forced_parallel", None)
-
-
 def _timed(call):
     t = time.perf_counter()
     call()
@@ -169,7 +158,8 @@ def _timed(call):
 def _first_two(call, parallel_too=False):
     """Times of the first and second call, or the error the first one raised.
 
-    With ``parallel_too``, also the first call under ``forced_parallel`` (when it exists).
+    With ``parallel_too``, also the first call of the multi-threaded kernel: below a size
+    threshold kernels run a single-threaded twin, and the probe's inputs are tiny.
     """
     try:
         first = _timed(call)
@@ -178,9 +168,10 @@ def _first_two(call, parallel_too=False):
     except Exception as exc:  # report, keep probing the others
         return {"error": f"{type(exc).__name__}: {exc}"}
     result = {"first_s": first, "parallel_first_s": None}
-    forced = _forced_parallel() if parallel_too else None
-    if forced is not None:
-        with forced():
+    if parallel_too:
+        from nnkernels._jit import forced_parallel
+
+        with forced_parallel():
             result["parallel_first_s"] = _timed(call)
     result["second_s"] = _timed(call)
     return result
