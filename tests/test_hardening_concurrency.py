@@ -2,7 +2,7 @@
 
 Each case runs in a subprocess (the threading layer is chosen once per process) with
 ``NUMBA_THREADING_LAYER`` set to ``omp``, ``workqueue`` or ``tbb``, or unset (the library's
-own choice: workqueue with a launch lock, TBB installed or not). A timeout
+own choice: TBB when pip's TBB is installed, else workqueue with a launch lock). A timeout
 turns a deadlock into a failure; a non-zero exit status is an abort.
 """
 
@@ -89,7 +89,9 @@ expected = run_worker(0)      # kernels have run in the parent before any fork
 
 
 def child_work():
-    return 0 if same(run_worker(0), expected) else 3
+    if not same(run_worker(0), expected):
+        return 3
+    return 6 if nnkernels._jit._SERIAL_ONLY else 0  # only the main thread launched: stay parallel
 
 
 # 1) bare os.fork
@@ -145,11 +147,12 @@ busy = [threading.Thread(target=keep_busy, args=(w,), daemon=True) for w in (1, 
 for t in busy:
     t.start()
 statuses = []
-for attempt in range(5):
+ATTEMPTS = int(os.environ.get("BUSY_FORK_ATTEMPTS", "5"))
+for attempt in range(ATTEMPTS):
     pid = os.fork()
     if pid == 0:
         try:
-            code = 0 if same(run_worker(0), expected) else 3
+            code = 3 if not same(run_worker(0), expected) else (1 if nnkernels._jit._SERIAL_ONLY else 0)
         except BaseException:
             code = 4
         os._exit(code)
@@ -168,14 +171,14 @@ for attempt in range(5):
         time.sleep(0.05)
     statuses.append(status if status == "hang" else
                     (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)))
-    if statuses[-1] != 0:
+    if statuses[-1] not in (0, 1):
         break
 stop.set()
 for t in busy:
     t.join()
 print("STATUSES", statuses, flush=True)
 print("LAYER", numba.threading_layer())
-assert statuses == [0] * 5, statuses
+assert len(statuses) == ATTEMPTS and set(statuses) <= {0, 1}, statuses
 print("RESULT OK")
 """
 
@@ -199,7 +202,9 @@ def _line(result, key):
 
 
 def _expected_layer(layer):
-    return layer if layer is not None else "workqueue"  # the library's choice, TBB or not
+    if layer is not None:
+        return layer
+    return "tbb" if pip_tbb_available() else "workqueue"  # the library's own choice
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -246,11 +251,12 @@ def test_fork_after_kernels_ran_under_gnu_openmp_is_recorded():
 BUSY_FORK_LAYERS = [
     pytest.param(None, id="default"),
     pytest.param("workqueue", id="workqueue"),
+    pytest.param("tbb", id="tbb", marks=[TBB_SKIP]),
 ]
-# Not TBB: a child forked while other threads keep launching kernels sometimes hangs under
-# TBB (it cannot always join its workers before fork(), seen 1 fork in about 15 even with
-# no launch in flight). That is why the library defaults to workqueue; a user who asks for
-# TBB gets the plain fork-after-kernels guarantee tested above, not this one.
+# Under TBB a child forked while other threads have launched kernels could hang on its first
+# parallel launch (TBB cannot join its workers before fork(): seen about 1 fork in 15 before
+# the library handled it), so such a child runs the single-threaded twins: exit status 1
+# below. Under workqueue the child keeps its threads: status 0.
 
 
 @pytest.mark.parametrize("layer", BUSY_FORK_LAYERS)
@@ -258,6 +264,11 @@ def test_fork_while_other_threads_run_kernels(layer):
     """A fork while other Python threads are inside kernels: the child must not inherit a held lock."""
     result = _run(FORK_WHILE_BUSY_CHILD, layer)
     assert_ok(result, "RESULT OK")
+    statuses = _line(result, "STATUSES")
+    if _expected_layer(layer) == "tbb":  # the first fork may come before the threads launched
+        assert statuses in ("[0, 1, 1, 1, 1]", "[1, 1, 1, 1, 1]"), describe(result)
+    else:
+        assert statuses == "[0, 0, 0, 0, 0]", describe(result)
 
 
 def test_tbb_requested_by_environment_works_when_pip_tbb_is_installed():

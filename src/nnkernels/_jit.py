@@ -3,14 +3,23 @@
 Kernels are ``njit(parallel=True, nogil=True)`` functions with an on-disk cache that
 treats any unreadable or unwritable entry as a miss (see ``_TolerantCache``).
 
-Threading layer: Numba's ``workqueue`` unless the user chose one (``NUMBA_THREADING_LAYER``
-or ``numba.config.THREADING_LAYER``). Measured here it is as fast as the others for these
-kernels, and it is fork-safe: GNU OpenMP aborts a child forked after a parallel region,
-and TBB sometimes leaves a child forked while other threads launch kernels hung. Workqueue
-aborts the process when two Python threads launch kernels at once, so every parallel
-launch under it holds one process-wide lock. A user who asks for ``tbb`` gets it even from
-a pip-installed TBB (``pip install 'nnkernels[tbb]'``): pip puts ``libtbb.so.12`` in the
-environment's ``lib/``, which the loader does not search, so it is loaded here by path.
+Threading layer, unless the user chose one (``NUMBA_THREADING_LAYER``,
+``NUMBA_THREADING_LAYER_PRIORITY`` or ``numba.config``): Intel TBB when it can be loaded
+(``pip install 'nnkernels[tbb]'``), else Numba's ``workqueue``; never GNU OpenMP, whose
+forked children die. Measured here, a parallel launch costs about 2 us under TBB and
+about 125 us under workqueue (its handshakes go through condition variables twice per
+launch), which makes TBB up to 1.8x faster on the benchmark's pooling and batch-norm
+cases. pip puts ``libtbb.so.12`` in the environment's ``lib/``, which the loader does not
+search, so it is loaded here by path.
+
+Safety under each layer:
+
+* workqueue aborts the process when two Python threads launch kernels at once, so every
+  parallel launch under it holds one process-wide lock;
+* ``fork()`` waits until no parallel launch is in flight (``_LaunchGate``);
+* TBB can only shut its workers down before ``fork()`` when the forking thread is the only
+  one that ever launched a kernel; otherwise a child could hang on its first parallel
+  launch, so such a child runs every kernel's single-threaded twin (same results).
 """
 
 import contextlib
@@ -64,9 +73,18 @@ class _LaunchGate:
 _GATE = _LaunchGate()
 
 
+#: idents of the Python threads that launched a parallel kernel in this process
+_LAUNCHERS = set()
+_FORKING_THREAD = None
+#: set in a child forked when TBB could not be shut down cleanly: no parallel launches
+_SERIAL_ONLY = False
+
+
 def _before_fork():
+    global _FORKING_THREAD
     _GATE.before_fork()
     _KERNEL_LOCK.acquire()
+    _FORKING_THREAD = threading.get_ident()
 
 
 def _after_fork_in_parent():
@@ -75,9 +93,12 @@ def _after_fork_in_parent():
 
 
 def _after_fork_in_child():
-    global _KERNEL_LOCK, _GATE
+    global _KERNEL_LOCK, _GATE, _SERIAL_ONLY
     _KERNEL_LOCK = threading.Lock()
     _GATE = _LaunchGate()
+    if _layer_in_use() == "tbb" and _LAUNCHERS - {_FORKING_THREAD}:
+        _SERIAL_ONLY = True
+    _LAUNCHERS.clear()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
@@ -101,20 +122,39 @@ def _load_pip_tbb():
 
 
 def _choose_threading_layer():
-    requested = numba.config.THREADING_LAYER
-    if os.environ.get("NUMBA_THREADING_LAYER") or requested != "default":
-        if requested in ("tbb", "threadsafe", "forksafe", "safe"):
+    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
+        if numba.config.THREADING_LAYER in ("tbb", "threadsafe", "forksafe", "safe"):
             _load_pip_tbb()  # so that a pip-installed TBB can satisfy the request
-        return requested
-    numba.config.THREADING_LAYER = "workqueue"
-    return "workqueue"
+        return
+    if os.environ.get("NUMBA_THREADING_LAYER_PRIORITY"):
+        if "tbb" in numba.config.THREADING_LAYER_PRIORITY:
+            _load_pip_tbb()
+        return
+    if _load_pip_tbb():
+        # Numba falls back to workqueue if it cannot use this TBB (workqueue always loads,
+        # so omp, which must be listed, is never reached)
+        numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+    else:
+        numba.config.THREADING_LAYER = "workqueue"
 
 
 _choose_threading_layer()
+_LAYER = None
+
+
+def _layer_in_use():
+    """The layer Numba loaded, or None before the first parallel launch."""
+    global _LAYER
+    if _LAYER is None:
+        try:
+            _LAYER = numba.threading_layer()
+        except ValueError:
+            return None
+    return _LAYER
 
 
 def _needs_lock():
-    return numba.config.THREADING_LAYER == "workqueue"
+    return _layer_in_use() in (None, "workqueue")
 
 
 _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
@@ -194,6 +234,11 @@ class _Kernel:
     def __call__(self, *args):
         if not self._parallel:
             return self.dispatcher(*args)
+        if _SERIAL_ONLY:
+            return self.serial.dispatcher(*args)
+        thread = threading.get_ident()
+        if thread not in _LAUNCHERS:
+            _LAUNCHERS.add(thread)
         with _GATE:
             if _needs_lock():
                 with _KERNEL_LOCK:
