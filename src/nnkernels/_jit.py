@@ -34,7 +34,8 @@ import numba
 from numba import njit
 from numba.core.caching import FunctionCache
 
-__all__ = ["parallel_kernel", "inner_function", "forced_parallel", "PARALLEL_THRESHOLD"]
+__all__ = ["parallel_kernel", "inner_function", "forced_parallel", "forced_serial",
+           "PARALLEL_THRESHOLD"]
 
 _KERNEL_LOCK = threading.Lock()
 
@@ -163,6 +164,7 @@ _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 #: thread pool (tens of microseconds) would cost more than it saves
 PARALLEL_THRESHOLD = 1 << 15
 _FORCE_PARALLEL = False
+_FORCE_SERIAL = False
 
 
 @contextlib.contextmanager
@@ -174,6 +176,17 @@ def forced_parallel():
         yield
     finally:
         _FORCE_PARALLEL = previous
+
+
+@contextlib.contextmanager
+def forced_serial():
+    """Within this block every kernel picked by size runs its single-threaded twin."""
+    global _FORCE_SERIAL
+    previous, _FORCE_SERIAL = _FORCE_SERIAL, True
+    try:
+        yield
+    finally:
+        _FORCE_SERIAL = previous
 
 
 def _renamed(fn, suffix):
@@ -254,6 +267,8 @@ class _Kernel:
 
     def sized(self, work):
         """The parallel kernel for ``work >= PARALLEL_THRESHOLD`` elements, else the serial one."""
+        if _FORCE_SERIAL:
+            return self.serial
         return self if (work >= PARALLEL_THRESHOLD or _FORCE_PARALLEL) else self.serial
 
 

@@ -2,9 +2,17 @@
 
 Run ``python -m nnkernels.precompile`` once after installing, or before starting several
 processes at once: Numba's cache can be corrupted when several processes write it at the
-same time, so warm it from one process first.
+same time, so warm it from one job first.
+
+The work is split into groups of kernels (one public operation each). With more than one
+process, groups are handed to worker processes, so every cache index file (one per kernel
+function) is written by one process only; a parallel compile of a kernel takes 1-2 s, so
+this divides the wall time by about the number of cores.
 """
 
+import concurrent.futures
+import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -14,37 +22,104 @@ from . import _jit, activations, batchnorm, columns, pooling
 __all__ = ["precompile"]
 
 
-def _exercise(dtype):
+def _relu(dtype):
     x = np.ones((2, 2, 5, 5), dtype=dtype)
     out, mask = activations.relu_forward(x)
     activations.relu_backward(out, mask)
+
+
+def _book_columns(dtype):
+    x = np.ones((2, 2, 5, 5), dtype=dtype)
     col = columns.im2col(x, 3, 3, 1, 1)
     columns.col2im(col, x.shape, 3, 3, 1, 1)
+
+
+def _per_sample_columns(dtype):
+    x = np.ones((2, 2, 5, 5), dtype=dtype)
     cols = columns.im2col_per_sample(x, 3, 3, 1, 1)
     columns.col2im_per_sample(cols, x.shape, 3, 3, 1, 1)
+
+
+def _max_pool(dtype):
+    x = np.ones((2, 2, 6, 6), dtype=dtype)
     out, argmax = pooling.maxpool_forward(x, 2, 2, 2, 0)
     pooling.maxpool_backward(out, argmax, x.shape, 2, 2, 2, 0)
-    for xb in (x, x.reshape(2, -1)):
-        n_stats = xb.shape[1]
-        gamma = np.ones(n_stats, dtype=dtype)
-        beta = np.zeros(n_stats, dtype=dtype)
-        out, xn, mean, var, std = batchnorm.batchnorm_forward(xb, gamma, beta)
-        batchnorm.batchnorm_inference(xb, gamma, beta, mean, var)
-        batchnorm.batchnorm_backward(out, xn, std, gamma)
 
 
-def precompile(dtypes=("float32", "float64")):
+def _batchnorm(shape, dtype):
+    x = np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape).astype(dtype)
+    n_stats = shape[1]
+    gamma = np.ones(n_stats, dtype=dtype)
+    beta = np.zeros(n_stats, dtype=dtype)
+    out, xn, mean, var, std = batchnorm.batchnorm_forward(x, gamma, beta)
+    batchnorm.batchnorm_inference(x, gamma, beta, mean, var)
+    batchnorm.batchnorm_backward(out, xn, std, gamma)
+
+
+#: name -> function(dtype) calling the kernels of one operation. Batch norm picks its
+#: kernels by shape: few features (or channels) over much data take the split path.
+_GROUPS = {
+    "batchnorm (N, D)": lambda dtype: _batchnorm((2, 3), dtype),
+    "batchnorm (N, C, H, W)": lambda dtype: _batchnorm((2, 3, 2, 2), dtype),
+    "batchnorm (N, D), few features": lambda dtype: _batchnorm((400, 100), dtype),
+    "batchnorm (N, C, H, W), few channels": lambda dtype: _batchnorm((4, 2, 80, 80), dtype),
+    "im2col/col2im per sample": _per_sample_columns,
+    "im2col/col2im": _book_columns,
+    "max pooling 2x2 stride 2": _max_pool,
+    "relu": _relu,
+}
+
+
+def _compile_group(name, dtypes):
+    """Compile one group's kernels (multi-threaded and single-threaded) for ``dtypes``."""
+    timings = {}
+    for dtype in dtypes:
+        start = time.perf_counter()
+        with _jit.forced_serial():
+            _GROUPS[name](np.dtype(dtype))
+        with _jit.forced_parallel():
+            _GROUPS[name](np.dtype(dtype))
+        timings[np.dtype(dtype).name] = time.perf_counter() - start
+    return timings
+
+
+def _default_processes():
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, len(_GROUPS)))
+
+
+def precompile(dtypes=("float32", "float64"), processes=None, load=True):
     """Compile every kernel for each dtype; return ``{dtype name: seconds}``.
 
     Both the multi-threaded kernels and their single-threaded twins (used below
     ``PARALLEL_THRESHOLD`` elements of work) are compiled. Max pooling compiles one kernel
     per (window, stride); the 2x2 stride-2 one is compiled here, others on first use.
+
+    ``processes``: worker processes to compile in (default: one per available core; 1
+    compiles in this process). The returned seconds are then each dtype's share of the
+    wall time, in proportion to its compile time. With ``load`` (default), the kernels
+    the workers compiled are then loaded into this process too.
     """
-    timings = {}
-    for dtype in dtypes:
-        start = time.perf_counter()
-        _exercise(np.dtype(dtype))
-        with _jit.forced_parallel():
-            _exercise(np.dtype(dtype))
-        timings[np.dtype(dtype).name] = time.perf_counter() - start
-    return timings
+    dtypes = tuple(np.dtype(d).name for d in dtypes)
+    processes = _default_processes() if processes is None else processes
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a positive int, got {processes!r}")
+    start = time.perf_counter()
+    spent = {dtype: 0.0 for dtype in dtypes}
+    if processes > 1:
+        context = multiprocessing.get_context("spawn")  # never fork a process using threads
+        with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+            futures = [pool.submit(_compile_group, name, dtypes) for name in _GROUPS]
+            for future in futures:
+                for dtype, seconds in future.result().items():
+                    spent[dtype] += seconds
+    if processes == 1 or load:
+        for name in _GROUPS:  # from the now warm cache when workers compiled
+            for dtype, seconds in _compile_group(name, dtypes).items():
+                spent[dtype] += seconds
+    wall = time.perf_counter() - start
+    total = sum(spent.values()) or 1.0
+    return {dtype: wall * seconds / total for dtype, seconds in spent.items()}

@@ -1,17 +1,28 @@
-"""``python -m nnkernels.precompile [float32] [float64]``: compile every kernel ahead of a job.
+"""``python -m nnkernels.precompile [float32] [float64] [--processes N]``: compile every
+kernel ahead of a job.
 
-Prints the time taken per dtype (compile on a cold cache, load on a warm one).
+Prints the wall time (compile on a cold cache, load on a warm one), split per dtype.
 """
 
-import sys
+import argparse
+import time
 
-from ._precompile import precompile
+from ._precompile import _default_processes, precompile
 
 
 def main(argv=None):
-    dtypes = (argv if argv is not None else sys.argv[1:]) or ("float32", "float64")
-    for name, seconds in precompile(dtypes).items():
-        print(f"nnkernels: {name} kernels ready in {seconds:.2f} s")
+    parser = argparse.ArgumentParser(prog="python -m nnkernels.precompile",
+                                     description="Compile every nnkernels kernel into Numba's cache.")
+    parser.add_argument("dtypes", nargs="*", default=["float32", "float64"],
+                        help="dtypes to compile for (default: float32 float64)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help=f"worker processes (default: one per core, here {_default_processes()}; "
+                             "1 = compile in this process)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    for name, seconds in precompile(args.dtypes, processes=args.processes, load=False).items():
+        print(f"nnkernels: {name} kernels ready ({seconds:.2f} s of the wall time)")
+    print(f"nnkernels: every kernel ready in {time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""``nnkernels.precompile`` and ``python -m nnkernels.precompile`` warm the JIT cache."""
+
+import pytest
+
+from _subprocess_helpers import assert_ok, run_python
+
+pytestmark = pytest.mark.slow
+
+COUNT_MISSES = """
+    import nnkernels
+    from nnkernels import _jit, activations, batchnorm, columns, pooling
+
+    nnkernels.precompile(processes=1)   # loads every kernel; compiles whatever is missing
+    kernels = [v for m in (activations, batchnorm, columns) for v in vars(m).values()
+               if isinstance(v, _jit._Kernel)]
+    kernels += [pooling._forward_kernel(2, 2, 2), pooling._backward_kernel(2, 2)]
+    kernels += [k.serial for k in kernels]
+    print("KERNELS", len(kernels))
+    print("MISSES", sum(sum(k.dispatcher._cache_misses.values()) for k in kernels))
+    print("HITS", sum(sum(k.dispatcher._cache_hits.values()) for k in kernels))
+"""
+
+
+def _line(stdout, key):
+    return next(line.split()[1] for line in stdout.splitlines() if line.startswith(key + " "))
+
+
+@pytest.mark.parametrize("warm_up", [
+    "from nnkernels.precompile import main; main(['--processes', '2'])",
+    "import nnkernels; print(nnkernels.precompile(processes=1))",
+], ids=["cli-two-workers", "in-process"])
+def test_precompile_leaves_nothing_to_compile(tmp_path, warm_up):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_DISABLE_JIT": None}
+    assert_ok(run_python(warm_up, env=env, timeout=600))
+    result = run_python(COUNT_MISSES, env=env, timeout=600)
+    assert_ok(result)
+    assert int(_line(result.stdout, "KERNELS")) == 36  # 18 multi-threaded kernels and their twins
+    assert _line(result.stdout, "MISSES") == "0", result.stdout
+    assert int(_line(result.stdout, "HITS")) == 72  # 36 kernels x 2 dtypes, all from the cache
+
+
+def test_processes_must_be_positive():
+    import nnkernels
+
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="processes"):
+            nnkernels.precompile(processes=bad)
