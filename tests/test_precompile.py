@@ -14,8 +14,7 @@ COUNT_MISSES = """
     kernels = [v for m in (activations, batchnorm, columns) for v in vars(m).values()
                if isinstance(v, _jit._Kernel)]
     kernels += [pooling._forward_kernel(2, 2, 2), pooling._backward_kernel(2, 2)]
-    kernels += [k.serial for k in kernels]
-    print("KERNELS", len(kernels))
+    kernels += [k.serial for k in kernels]  # the twins of split-path reductions stay unused
     print("MISSES", sum(sum(k.dispatcher._cache_misses.values()) for k in kernels))
     print("HITS", sum(sum(k.dispatcher._cache_hits.values()) for k in kernels))
 """
@@ -34,9 +33,10 @@ def test_precompile_leaves_nothing_to_compile(tmp_path, warm_up):
     assert_ok(run_python(warm_up, env=env, timeout=600))
     result = run_python(COUNT_MISSES, env=env, timeout=600)
     assert_ok(result)
-    assert int(_line(result.stdout, "KERNELS")) == 36  # 18 multi-threaded kernels and their twins
     assert _line(result.stdout, "MISSES") == "0", result.stdout
-    assert int(_line(result.stdout, "HITS")) == 72  # 36 kernels x 2 dtypes, all from the cache
+    # 18 multi-threaded kernels and 14 twins (not those of the split-path reductions, which
+    # only run on large input), for 2 dtypes, all loaded from the cache
+    assert int(_line(result.stdout, "HITS")) == 64
 
 
 def test_processes_must_be_positive():
