@@ -238,3 +238,18 @@ def test_conv_output_size_is_the_integer_formula(size, window, stride, pad):
     assert got == int(ref.conv_output_size(size, window, stride, pad))
     assert nnkernels.conv_output_shape((1, 1, size, size + 1), window, 1, stride, pad) == (
         got, (size + 1 + 2 * pad - 1) // stride + 1)
+
+
+def test_out_sharing_memory_with_the_input_raises(forbid_kernels):
+    """An ``out`` overlapping the input would be read while written: refused, input intact."""
+    store = make_values(10, (2 * 2 * 4 * 4 + 2 * 2 * 2 * 3 * 3 * 2,))
+    x = store[: 2 * 2 * 4 * 4].reshape(2, 2, 4, 4)
+    before = x.copy()
+    cols_in_x = store[: 2 * 2 * 2 * 3 * 3 * 2].reshape(2, 2 * 2 * 3, 3 * 2)
+    forbid_kernels()
+    with pytest.raises(ValueError, match="out must not share memory"):
+        nnkernels.im2col_per_sample(x, 2, 3, 1, 0, out=cols_in_x)
+    cols = make_values(11, (2, 2 * 2 * 3, 3 * 2))
+    with pytest.raises(ValueError, match="out must not share memory"):
+        nnkernels.col2im_per_sample(cols, (2, 2, 4, 4), 2, 3, 1, 0, out=cols.reshape(-1)[:64].reshape(2, 2, 4, 4))
+    np.testing.assert_array_equal(x, before)

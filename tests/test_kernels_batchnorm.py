@@ -315,3 +315,56 @@ def test_fused_and_split_paths_match_numpy(shape, dtype):
     close(dbeta, w_dbeta, dtype, float(np.sqrt(x.size)) * 10)
     running = batchnorm_inference(x, gamma, beta, mean, var)
     close(running, w_out, dtype, scale)
+
+
+# ------------------------------------------------------------------ xn_out
+@pytest.mark.parametrize("shape", [(7, 5), (6, 700), (3, 4, 5, 6), (400, 100), (4, 2, 80, 80)],
+                         ids=["2d-small", "2d-fused", "4d", "2d-split", "4d-split"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_xn_out_is_filled_and_returned(shape, dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(dtype)
+    n_stats = shape[1]
+    gamma = rng.uniform(0.5, 1.5, n_stats).astype(dtype)
+    beta = rng.standard_normal(n_stats).astype(dtype)
+    fresh = batchnorm_forward(x, gamma, beta)
+    xn_out = np.full(shape, np.nan, dtype=dtype)
+    given = batchnorm_forward(x, gamma, beta, xn_out=xn_out)
+    assert given[1] is xn_out
+    for a, b in zip(fresh, given):
+        np.testing.assert_array_equal(a, b)
+
+
+def _bad_xn_outs():
+    readonly = np.empty((4, 6))
+    readonly.flags.writeable = False
+    return [
+        pytest.param(np.empty((4, 6), np.float32), id="wrong-dtype"),
+        pytest.param(np.empty((4, 7)), id="wrong-shape"),
+        pytest.param(np.empty((4, 6), order="F"), id="fortran"),
+        pytest.param(np.empty((4, 12))[:, ::2], id="non-contiguous"),
+        pytest.param(readonly, id="read-only"),
+        pytest.param(np.zeros((4, 6)).tolist(), id="list"),
+    ]
+
+
+@pytest.mark.parametrize("xn_out", _bad_xn_outs())
+def test_bad_xn_out_raises_before_any_kernel(xn_out, forbid_kernels):
+    forbid_kernels()
+    with pytest.raises(ValueError, match="xn_out must be a writeable C-contiguous float64"):
+        batchnorm_forward(np.ones((4, 6)), np.ones(6), np.zeros(6), xn_out=xn_out)
+
+
+@pytest.mark.parametrize("target", ["x", "gamma", "beta"])
+def test_xn_out_sharing_memory_with_an_input_raises(target, forbid_kernels):
+    """Writing xn over an input would mutate it (and read it while written): refused."""
+    store = np.linspace(-1.0, 1.0, 4 * 6 + 12)
+    args = {"x": np.linspace(-2.0, 2.0, 24).reshape(4, 6), "gamma": np.ones(6), "beta": np.zeros(6)}
+    args[target] = store[: args[target].size].reshape(args[target].shape)
+    before = {k: v.copy() for k, v in args.items()}
+    xn_out = store[:24].reshape(4, 6)
+    forbid_kernels()
+    with pytest.raises(ValueError, match="xn_out must not share memory"):
+        batchnorm_forward(args["x"], args["gamma"], args["beta"], xn_out=xn_out)
+    for k in args:
+        np.testing.assert_array_equal(args[k], before[k])

@@ -745,3 +745,31 @@ def test_dropout_does_not_mutate_input():
     layer.backward(dout)
     np.testing.assert_array_equal(x, saved)
     np.testing.assert_array_equal(dout, dsaved)
+
+
+# ------------------------------------------------------------------ batch norm's xn buffer
+def test_batchnorm_reuses_its_own_xn_memory_between_steps():
+    rng = np.random.default_rng(3)
+    layer = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
+    layer.forward(rng.standard_normal((5, 12)))
+    address = layer.xn.__array_interface__["data"][0]
+    x2 = rng.standard_normal((5, 12))
+    out = layer.forward(x2)
+    assert layer.xn.__array_interface__["data"][0] == address  # nobody else held it
+    expected = nnlayers.reference.BatchNormalization(np.ones(12), np.zeros(12)).forward(x2)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_never_overwrites_an_xn_someone_else_holds():
+    rng = np.random.default_rng(4)
+    layer = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
+    layer.forward(rng.standard_normal((5, 12)))
+    kept = layer.xn
+    snapshot = kept.copy()
+    layer.forward(rng.standard_normal((5, 12)))
+    assert layer.xn is not kept
+    np.testing.assert_array_equal(kept, snapshot)
+    view = layer.xn[1:]
+    snapshot = view.copy()
+    layer.forward(rng.standard_normal((5, 12)))
+    np.testing.assert_array_equal(view, snapshot)  # a view keeps its base alive too

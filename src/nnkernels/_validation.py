@@ -170,3 +170,21 @@ def window_output_size(size, window, stride, pad, size_name, window_name):
             f"({size} + 2*pad={pad} = {padded})"
         )
     return (padded - window) // stride + 1
+
+
+def checked_out(out, shape, dtype, name="out", inputs=()):
+    """A fresh array when ``out`` is None, else ``out`` once it is known to be a usable
+    destination: a writeable C-contiguous ``dtype`` array of ``shape`` that shares no
+    memory with any of ``inputs``."""
+    if out is None:
+        return empty_result(shape, dtype)
+    if not (isinstance(out, np.ndarray) and out.shape == tuple(shape) and out.dtype == dtype
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(
+            f"{name} must be a writeable C-contiguous {dtype} array of shape {tuple(shape)}, "
+            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        )
+    for arr in inputs:
+        if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
+            raise ValueError(f"{name} must not share memory with the inputs")
+    return out

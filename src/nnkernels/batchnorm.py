@@ -20,7 +20,7 @@ from numba import prange
 
 from . import _jit
 from ._jit import inner_function, parallel_kernel
-from ._validation import as_float_array, compute_dtype
+from ._validation import as_float_array, checked_out, compute_dtype
 
 __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward"]
 
@@ -495,7 +495,7 @@ def _check_ndim_early(x, name):
 
 
 # ------------------------------------------------------------------ public API
-def batchnorm_forward(x, gamma, beta, eps=1e-6):
+def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None):
     """Training-mode batch norm.
 
     ``x`` is ``(N, D)`` (statistics per feature, over axis 0) or ``(N, C, H, W)``
@@ -504,11 +504,14 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6):
     ``xn`` (the normalised input) shaped like ``x``; ``mean``, ``var`` (biased) and
     ``std = sqrt(var + eps)`` shaped ``(D,)``/``(C,)``. Dtype: the promotion of x, gamma,
     beta (float32 or float64); sums are accumulated in float64. ``N`` (and ``H*W``) must
-    be at least 1.
+    be at least 1. ``xn_out``, if given, receives ``xn`` (a writeable C-contiguous array of
+    ``x``'s shape and the result dtype, sharing no memory with the inputs): reusing it
+    spares the page faults of a fresh array.
     """
     _check_ndim_early(x, "x")
     eps = _check_eps(eps)
     dtype = compute_dtype(x, gamma, beta, names=("x", "gamma", "beta"))
+    given = (x, gamma, beta)
     x = _as_input(x, "x", dtype)
     count = _reduced_count(x)
     if count == 0:
@@ -517,7 +520,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6):
     gamma = _as_param(gamma, "gamma", size, dtype)
     beta = _as_param(beta, "beta", size, dtype)
 
-    xn = np.empty_like(x)
+    xn = checked_out(xn_out, x.shape, dtype, name="xn_out", inputs=given)
     out = np.empty_like(x)
     if _fused_2d(x):
         mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)

@@ -21,6 +21,7 @@ from ._validation import (
     as_float_array,
     check_input_shape,
     check_int,
+    checked_out,
     empty_result,
     window_output_size,
 )
@@ -186,19 +187,6 @@ def _checked_window_args(shape, filter_h, filter_w, stride, pad):
 
 
 
-def _checked_out(out, shape, dtype):
-    """A fresh array, or ``out`` once it is known to be a usable destination."""
-    if out is None:
-        return empty_result(shape, dtype)
-    if not (isinstance(out, np.ndarray) and out.shape == tuple(shape) and out.dtype == dtype
-            and out.flags.c_contiguous and out.flags.writeable):
-        raise ValueError(
-            f"out must be a writeable C-contiguous {dtype} array of shape {tuple(shape)}, "
-            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
-        )
-    return out
-
-
 def im2col(x, filter_h, filter_w, stride=1, pad=0):
     """Unfold ``x`` ``(N, C, H, W)`` into the book's column matrix.
 
@@ -243,14 +231,15 @@ def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
 
     Row ``c*filter_h*filter_w + ky*filter_w + kx`` of sample ``n`` holds, for every output
     position ``oy*out_w + ox``, the input value under that filter tap (zero in padding).
-    ``out``, if given, must be a C-contiguous array of that shape and ``x``'s dtype; it is
-    filled and returned (this lets callers reuse a workspace).
+    ``out``, if given, must be a writeable C-contiguous array of that shape and ``x``'s
+    dtype that shares no memory with ``x``; it is filled and returned (this lets callers
+    reuse a workspace).
     """
     x = as_float_array(x, "x", ndim=4)
     fh, fw, s, p, out_h, out_w = _checked_window_args(x.shape, filter_h, filter_w, stride, pad)
     n_img, channels = x.shape[:2]
     shape = (n_img, channels * fh * fw, out_h * out_w)
-    out = _checked_out(out, shape, x.dtype)
+    out = checked_out(out, shape, x.dtype, inputs=(x,))
     if out.size:
         _im2col_per_sample_kernel.sized(out.size)(x, fh, fw, s, p, out_h, out_w, out)
     return out
@@ -261,7 +250,8 @@ def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, ou
 
     The adjoint of :func:`im2col_per_sample`: overlapping windows are summed, padding is
     dropped. Returns a new C-contiguous ``(N, C, H, W)`` array of ``cols``' float dtype, or
-    fills and returns ``out`` (a writeable C-contiguous array of that shape and dtype).
+    fills and returns ``out`` (a writeable C-contiguous array of that shape and dtype that
+    shares no memory with ``cols``).
     """
     shape = check_input_shape(input_shape)
     cols = as_float_array(cols, "cols", ndim=3)
@@ -273,7 +263,7 @@ def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, ou
             f"cols must have shape {want} for input_shape={shape}, filter {fh}x{fw}, "
             f"stride={s}, pad={p}; got {cols.shape}"
         )
-    img = _checked_out(out, shape, cols.dtype)
+    img = checked_out(out, shape, cols.dtype, inputs=(cols,))
     if img.size:
         _col2im_per_sample_kernel.sized(cols.size)(cols, fh, fw, s, p, out_h, out_w, img)
     return img

@@ -6,6 +6,8 @@ keeps a copy or a cast of them, so in-place updates by optimizers and rebinding 
 NumPy's promoted dtype of the inputs and parameters: an all-float32 network stays float32.
 """
 
+import sys
+
 import numpy as np
 
 import nnkernels
@@ -35,6 +37,11 @@ def _as_input(x, name="x"):
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
     return x
+
+
+#: ``sys.getrefcount`` of an array held only by one attribute, seen from a method that
+#: has read it into a local: the attribute, the local and getrefcount's argument
+_SOLE_OWNER_REFCOUNT = 3
 
 
 def _require_forward(layer, attr):
@@ -238,6 +245,15 @@ class BatchNormalization:
             return x
         return x.reshape(x.shape[0], -1)
 
+    def _reusable_xn(self, shape, dtype):
+        """The previous step's ``xn`` array when nothing but this layer holds it (its
+        memory is reused: a fresh array of that size costs page faults), else None."""
+        xn = self.xn
+        if (xn is None or xn.shape != shape or xn.dtype != dtype
+                or sys.getrefcount(xn) > _SOLE_OWNER_REFCOUNT):
+            return None
+        return xn
+
     def forward(self, x, train_flg=True):
         x = _as_input(x)
         if x.ndim not in (2, 4):
@@ -251,7 +267,8 @@ class BatchNormalization:
             self.running_mean = np.zeros(n_stats, dtype=dtype)
             self.running_var = np.zeros(n_stats, dtype=dtype)
         if train_flg:
-            out, xn, mean, var, std = nnkernels.batchnorm_forward(xv, self.gamma, self.beta, self.eps)
+            out, xn, mean, var, std = nnkernels.batchnorm_forward(
+                xv, self.gamma, self.beta, self.eps, xn_out=self._reusable_xn(xv.shape, dtype))
             self.batch_size = xv.shape[0]
             self.xn = xn
             self.std = std
