@@ -11,13 +11,16 @@ __all__ = ["relu_forward", "relu_backward"]
 _BLOCK = 4096
 
 
+# Indices are unsigned in the inner loops: Numba checks every signed index for a negative
+# value to wrap around, and that branch keeps LLVM from vectorising the loop (2-3x slower).
 @parallel_kernel
 def _relu_forward_kernel(x, out, mask):
-    n = x.size
-    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    n = np.uint64(x.size)
+    block_size = np.uint64(_BLOCK)
+    n_blocks = (n + block_size - np.uint64(1)) // block_size
     for block in prange(n_blocks):
-        start = np.int64(block) * _BLOCK
-        stop = min(start + _BLOCK, n)
+        start = np.uint64(block) * block_size
+        stop = min(start + block_size, n)
         for i in range(start, stop):
             v = x[i]
             m = v <= 0
@@ -27,11 +30,12 @@ def _relu_forward_kernel(x, out, mask):
 
 @parallel_kernel
 def _relu_backward_kernel(dout, mask, dx):
-    n = dout.size
-    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    n = np.uint64(dout.size)
+    block_size = np.uint64(_BLOCK)
+    n_blocks = (n + block_size - np.uint64(1)) // block_size
     for block in prange(n_blocks):
-        start = np.int64(block) * _BLOCK
-        stop = min(start + _BLOCK, n)
+        start = np.uint64(block) * block_size
+        stop = min(start + block_size, n)
         for i in range(start, stop):
             dx[i] = 0.0 if mask[i] else dout[i]
 

@@ -36,6 +36,8 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ kernels
+# Inner loops index with unsigned integers: Numba checks every signed index for a negative
+# value to wrap around, and that branch keeps LLVM from vectorising (col2im up to 4x slower).
 @inner_function
 def _inside_range(out_w, stride, offset, width):
     """``(lo, hi)``: the outputs ``ox`` in ``[lo, hi)`` read ``ox*stride + offset`` inside
@@ -75,7 +77,7 @@ def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
                     for ox in range(lo):
                         block[ox, j] = 0.0
                     for ox in range(lo, hi):
-                        block[ox, j] = line[ox * stride + shift]
+                        block[np.uint64(ox), np.uint64(j)] = line[np.uint64(ox * stride + shift)]
                     for ox in range(hi, out_w):
                         block[ox, j] = 0.0
 
@@ -103,7 +105,7 @@ def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img)
                     for kx in range(filter_w):
                         xx = ox * stride + kx - pad
                         if 0 <= xx < width:
-                            img[n, c, y, xx] += col[row, base + ky * filter_w + kx]
+                            img[n, c, y, np.uint64(xx)] += col[row, np.uint64(base + ky * filter_w + kx)]
 
 
 @parallel_kernel
@@ -116,21 +118,27 @@ def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, 
         c = p - n * channels
         for ky in range(filter_h):
             for kx in range(filter_w):
-                r = c * ksize + ky * filter_w + kx
+                dst = cols[n, c * ksize + ky * filter_w + kx]
                 lo, hi = _inside_range(out_w, stride, kx - pad, width)
+                shift = kx - pad
                 for oy in range(out_h):
                     y = oy * stride + ky - pad
-                    dst = oy * out_w
+                    base = oy * out_w
                     if y < 0 or y >= height:
                         for ox in range(out_w):
-                            cols[n, r, dst + ox] = 0.0
+                            dst[np.uint64(base + ox)] = 0.0
                         continue
+                    line = x[n, c, y]
                     for ox in range(lo):
-                        cols[n, r, dst + ox] = 0.0
-                    for ox in range(lo, hi):
-                        cols[n, r, dst + ox] = x[n, c, y, ox * stride + kx - pad]
+                        dst[np.uint64(base + ox)] = 0.0
+                    if stride == 1:
+                        for ox in range(lo, hi):
+                            dst[np.uint64(base + ox)] = line[np.uint64(ox + shift)]
+                    else:
+                        for ox in range(lo, hi):
+                            dst[np.uint64(base + ox)] = line[np.uint64(ox * stride + shift)]
                     for ox in range(hi, out_w):
-                        cols[n, r, dst + ox] = 0.0
+                        dst[np.uint64(base + ox)] = 0.0
 
 
 @parallel_kernel
@@ -156,10 +164,10 @@ def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_
                     base = oy * out_w
                     if stride == 1:  # unit stride: a contiguous run LLVM can vectorise
                         for ox in range(lo, hi):
-                            row[ox + shift] += src[base + ox]
+                            row[np.uint64(ox + shift)] += src[np.uint64(base + ox)]
                     else:
                         for ox in range(lo, hi):
-                            row[ox * stride + shift] += src[base + ox]
+                            row[np.uint64(ox * stride + shift)] += src[np.uint64(base + ox)]
 
 
 # ------------------------------------------------------------------ wrappers
