@@ -2,8 +2,9 @@
 
 ``python tools/profile_conv.py float32 [book|deep]``: ``book`` is conv A/B/C of the
 benchmark set, ``deep`` the DeepConvNet layers 2, 4 and 6 (L2, L7, L12 in its layer list).
-Each piece runs on reused buffers; medians of 9 repeats in ms. ``dW_einsum`` is an
-alternative formulation shown for comparison (not in the total).
+Each piece runs on reused buffers; medians of 9 repeats in ms. ``dW_einsum`` and
+``dW_other_order`` (``dout @ cols.T`` per sample, what the layer did before) are
+alternative formulations shown for comparison (not in the total).
 """
 
 import sys
@@ -46,13 +47,14 @@ def main():
         r = {
             "im2col": median_ms(lambda: nnkernels.im2col_per_sample(x, FH, FW, s, p, out=cols)),
             "fwd_gemm": median_ms(lambda: np.matmul(weights, cols, out=out)),
-            "dW": median_ms(lambda: np.matmul(d, cols.transpose(0, 2, 1)).sum(0)),
+            "dW": median_ms(lambda: np.matmul(cols, d.transpose(0, 2, 1)).sum(0)),
             "dcol_gemm": median_ms(lambda: np.matmul(weights.T, d, out=dcols)),
             "col2im": median_ms(lambda: nnkernels.col2im_per_sample(dcols, x.shape, FH, FW, s, p, out=dx)),
             "db": median_ms(lambda: d.sum(axis=(0, 2))),
         }
         total = sum(r.values())
         r["dW_einsum"] = median_ms(lambda: np.einsum("nfp,nkp->fk", d, cols, optimize=True))
+        r["dW_other_order"] = median_ms(lambda: np.matmul(d, cols.transpose(0, 2, 1)).sum(0))
         print(name, dtype, "  ".join(f"{k}={v:.2f}" for k, v in r.items()), f"total={total:.1f}ms")
 
 

