@@ -773,3 +773,31 @@ def test_batchnorm_never_overwrites_an_xn_someone_else_holds():
     snapshot = view.copy()
     layer.forward(rng.standard_normal((5, 12)))
     np.testing.assert_array_equal(view, snapshot)  # a view keeps its base alive too
+
+
+# ------------------------------------------------------------------ convolution's result arrays
+def test_convolution_recycles_results_only_once_released():
+    rng = np.random.default_rng(6)
+    layer = nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1)
+    x1, x2 = rng.standard_normal((2, 2, 3, 6, 5))
+    dout = rng.standard_normal((2, 4, 6, 5))
+    out1 = layer.forward(x1)
+    dx1 = layer.backward(dout)
+    kept_out, kept_dx = out1.copy(), dx1.copy()
+    out2 = layer.forward(x2)          # out1 and dx1 are still held: fresh arrays
+    dx2 = layer.backward(dout)
+    assert not np.shares_memory(out1, out2) and not np.shares_memory(dx1, dx2)
+    np.testing.assert_array_equal(out1, kept_out)
+    np.testing.assert_array_equal(dx1, kept_dx)
+    view = out2[0]                    # a view keeps its base alive, too
+    snapshot = view.copy()
+    address = dx2.__array_interface__["data"][0]
+    del out1, dx1, out2, dx2
+    layer.forward(x1)
+    np.testing.assert_array_equal(view, snapshot)
+    dx3 = layer.backward(dout)
+    assert dx3.__array_interface__["data"][0] == address  # released, so reused
+    np.testing.assert_array_equal(dx3, kept_dx)
+    expected = ref.Convolution(layer.W, layer.b, 1, 1)
+    expected.forward(x1)
+    np.testing.assert_allclose(dx3, expected.backward(dout), rtol=1e-12, atol=1e-12)

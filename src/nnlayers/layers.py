@@ -304,7 +304,9 @@ class Convolution:
     per-sample columns (``nnkernels.im2col_per_sample``) and one batched matrix product,
     so the result is NCHW without a transpose. When the column matrix of a batch would
     exceed the workspace limit (``nnlayers.set_workspace_limit``), the batch is processed
-    in chunks and the columns are recomputed in ``backward`` instead of kept.
+    in chunks and the columns are recomputed in ``backward`` instead of kept. The layer
+    keeps its last output and input gradient and writes the next ones into them once
+    nothing else refers to them (no variable, no view), sparing fresh arrays' page faults.
     """
 
     def __init__(self, W, b, stride=1, pad=0):
@@ -320,6 +322,7 @@ class Convolution:
         self._geometry = None
         self._dtype = None
         self._buffers = {}
+        self._results = {}  # the last output and input gradient, recycled once released
 
     def _filter_shape(self):
         shape = np.shape(self.W)
@@ -343,7 +346,7 @@ class Convolution:
         bias = _bias_column(self.b, FN, dtype)
         N = x.shape[0]
         K, P = C * FH * FW, out_h * out_w
-        out = empty_result((N, FN, P), dtype)
+        out = self._result("out", (N, FN, P), dtype)
         chunk = conv_chunk_size(N, K * P * dtype.itemsize)
         if chunk >= N:
             col = self._buffer("col", (N, K, P), dtype)
@@ -374,6 +377,19 @@ class Convolution:
             self._buffers[name] = buf
         return buf
 
+    def _result(self, name, shape, dtype):
+        """A fresh array for a result, or the previous call's when nobody holds it any more
+        (no variable, no view): that spares the page faults a fresh array of many MB costs."""
+        previous = self._results.get(name)
+        if (previous is not None and previous.shape == shape and previous.dtype == dtype
+                and sys.getrefcount(previous) <= _SOLE_OWNER_REFCOUNT):
+            return previous
+        self._results.pop(name, None)
+        previous = None
+        array = empty_result(shape, dtype)
+        self._results[name] = array
+        return array
+
     def backward(self, dout):
         _require_forward(self, "x")
         FN, C, FH, FW = self._filter_shape()
@@ -393,7 +409,7 @@ class Convolution:
         chunk = min(conv_chunk_size(N, per_sample), max(1, _BACKWARD_CHUNK_BYTES // per_sample))
         work = None if col is not None else self._buffer("work", (chunk, K, P), dtype)
         dcols = self._buffer("dcols", (chunk, K, P), dtype)
-        dx = np.empty(self.x.shape, dtype=dtype)
+        dx = self._result("dx", self.x.shape, dtype)
         dW = np.zeros((FN, K), dtype=dtype)
         for n0 in range(0, N, chunk):
             n1 = min(N, n0 + chunk)
