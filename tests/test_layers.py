@@ -748,7 +748,13 @@ def test_dropout_does_not_mutate_input():
 
 
 # ------------------------------------------------------------------ batch norm's xn buffer
-def test_batchnorm_reuses_its_own_xn_memory_between_steps():
+@pytest.fixture
+def recycle_small_results(monkeypatch):
+    """Layers recycle only results of 1 MiB and more; these tests use small arrays."""
+    monkeypatch.setattr(nnlayers.layers, "_RECYCLE_MIN_BYTES", 0)
+
+
+def test_batchnorm_reuses_its_own_xn_memory_between_steps(recycle_small_results):
     rng = np.random.default_rng(3)
     layer = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
     layer.forward(rng.standard_normal((5, 12)))
@@ -760,7 +766,7 @@ def test_batchnorm_reuses_its_own_xn_memory_between_steps():
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_batchnorm_never_overwrites_an_xn_someone_else_holds():
+def test_batchnorm_never_overwrites_an_xn_someone_else_holds(recycle_small_results):
     rng = np.random.default_rng(4)
     layer = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
     layer.forward(rng.standard_normal((5, 12)))
@@ -776,7 +782,7 @@ def test_batchnorm_never_overwrites_an_xn_someone_else_holds():
 
 
 # ------------------------------------------------------------------ convolution's result arrays
-def test_convolution_recycles_results_only_once_released():
+def test_convolution_recycles_results_only_once_released(recycle_small_results):
     rng = np.random.default_rng(6)
     layer = nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1)
     x1, x2 = rng.standard_normal((2, 2, 3, 6, 5))
@@ -801,3 +807,15 @@ def test_convolution_recycles_results_only_once_released():
     expected = ref.Convolution(layer.W, layer.b, 1, 1)
     expected.forward(x1)
     np.testing.assert_allclose(dx3, expected.backward(dout), rtol=1e-12, atol=1e-12)
+
+
+def test_small_results_are_not_recycled():
+    rng = np.random.default_rng(7)
+    layer = nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1)
+    x = rng.standard_normal((2, 3, 6, 5))
+    layer.forward(x)
+    layer.backward(np.ones((2, 4, 6, 5)))
+    assert not layer._results  # nothing kept for a 960-byte output
+    bn = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
+    bn.forward(rng.standard_normal((5, 12)))
+    assert bn._reusable_xn((5, 12), np.dtype(np.float64)) is None

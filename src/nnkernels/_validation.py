@@ -152,7 +152,9 @@ MAX_RESULT_BYTES = 1 << 40
 
 def empty_result(shape, dtype):
     """``np.empty(shape, dtype)``, refusing absurd sizes with a ValueError, not a MemoryError."""
-    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    nbytes = np.dtype(dtype).itemsize
+    for size in shape:  # exact Python ints (np.prod would overflow or, with object, be slow)
+        nbytes *= int(size)
     if nbytes > MAX_RESULT_BYTES:
         raise ValueError(
             f"the result would have shape {tuple(shape)} ({nbytes / 2**30:.0f} GiB); "

@@ -42,6 +42,9 @@ def _as_input(x, name="x"):
 #: ``sys.getrefcount`` of an array held only by one attribute, seen from a method that
 #: has read it into a local: the attribute, the local and getrefcount's argument
 _SOLE_OWNER_REFCOUNT = 3
+#: results smaller than this are not recycled: the allocator reuses small blocks without
+#: page faults, and checking (shape, references, overlap) costs microseconds per call
+_RECYCLE_MIN_BYTES = 1 << 20
 
 
 def _require_forward(layer, attr):
@@ -249,7 +252,7 @@ class BatchNormalization:
         """The previous step's ``xn`` array when nothing but this layer holds it (its
         memory is reused: a fresh array of that size costs page faults), else None."""
         xn = self.xn
-        if (xn is None or xn.shape != shape or xn.dtype != dtype
+        if (xn is None or xn.shape != shape or xn.dtype != dtype or xn.nbytes < _RECYCLE_MIN_BYTES
                 or sys.getrefcount(xn) > _SOLE_OWNER_REFCOUNT):
             return None
         return xn
@@ -384,6 +387,9 @@ class Convolution:
         if (previous is not None and previous.shape == shape and previous.dtype == dtype
                 and sys.getrefcount(previous) <= _SOLE_OWNER_REFCOUNT):
             return previous
+        if np.prod(shape) * dtype.itemsize < _RECYCLE_MIN_BYTES:
+            self._results.pop(name, None)
+            return empty_result(shape, dtype)
         self._results.pop(name, None)
         previous = None
         array = empty_result(shape, dtype)
