@@ -66,6 +66,14 @@ def assert_ok(result, expect=None):
         assert expect in result.stdout, describe(result)
 
 
+def output_line(result, key):
+    """The rest of the child's stdout line that starts with ``key`` and a space."""
+    for line in result.stdout.splitlines():
+        if line.startswith(key + " "):
+            return line[len(key) + 1:]
+    raise AssertionError(f"no {key} line\n" + describe(result))
+
+
 def pip_tbb_available():
     """True when Intel TBB is installed from pip in this environment (``nnkernels[tbb]``)."""
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):

@@ -8,6 +8,7 @@ pooling windows hold repeated maxima.
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from hypothesis import assume
 from hypothesis import strategies as st
 
@@ -150,3 +151,19 @@ def make_values(seed, shape, dtype=np.float64, style="normal"):
 
 
 value_styles = st.sampled_from(("normal", "ties", "negative"))
+
+
+def bad_out_arrays(shape, dtype):
+    """Destinations an ``out=`` argument of ``shape`` and ``dtype`` must refuse (pytest params)."""
+    other = np.float32 if dtype == np.float64 else np.float64
+    readonly = np.empty(shape, dtype=dtype)
+    readonly.flags.writeable = False
+    bigger = tuple(s + 1 if i == len(shape) - 1 else s for i, s in enumerate(shape))
+    return [
+        pytest.param(np.empty(shape, dtype=other), id="wrong-dtype"),
+        pytest.param(np.empty(bigger, dtype=dtype), id="wrong-shape"),
+        pytest.param(np.empty(shape, dtype=dtype, order="F"), id="fortran"),
+        pytest.param(np.empty(bigger, dtype=dtype)[..., :-1], id="non-contiguous"),
+        pytest.param(readonly, id="read-only"),
+        pytest.param(np.zeros(shape).tolist(), id="list"),
+    ]

@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 import nnkernels
 import nnlayers
 import nnlayers.reference as ref
-from strategies import assert_close, dtypes, in_layout, layouts, make_values, seeds, windows
+from strategies import (
+    assert_close,
+    bad_out_arrays,
+    dtypes,
+    in_layout,
+    layouts,
+    make_values,
+    seeds,
+    windows,
+)
 
 
 def _per_sample_from_book(col, g):
@@ -193,22 +202,7 @@ def test_col2im_per_sample_out_is_overwritten_not_accumulated(dtype):
     np.testing.assert_array_equal(out, nnkernels.col2im_per_sample(cols, shape, 2, 2, 1, 0))
 
 
-def _bad_outs(shape, dtype):
-    other = np.float32 if dtype == np.float64 else np.float64
-    readonly = np.empty(shape, dtype=dtype)
-    readonly.flags.writeable = False
-    bigger = tuple(s + 1 if i == len(shape) - 1 else s for i, s in enumerate(shape))
-    return [
-        pytest.param(np.empty(shape, dtype=other), id="wrong-dtype"),
-        pytest.param(np.empty(bigger, dtype=dtype), id="wrong-shape"),
-        pytest.param(np.empty(shape, dtype=dtype, order="F"), id="fortran"),
-        pytest.param(np.empty(bigger, dtype=dtype)[..., :-1], id="non-contiguous"),
-        pytest.param(readonly, id="read-only"),
-        pytest.param(np.zeros(shape).tolist(), id="list"),
-    ]
-
-
-@pytest.mark.parametrize("out", _bad_outs((2, 2 * 2 * 3, 3 * 2), np.float64))
+@pytest.mark.parametrize("out", bad_out_arrays((2, 2 * 2 * 3, 3 * 2), np.float64))
 def test_im2col_per_sample_bad_out_raises(out, forbid_kernels):
     x = make_values(8, (2, 2, 4, 4))
     forbid_kernels()
@@ -216,7 +210,7 @@ def test_im2col_per_sample_bad_out_raises(out, forbid_kernels):
         nnkernels.im2col_per_sample(x, 2, 3, 1, 0, out=out)
 
 
-@pytest.mark.parametrize("out", _bad_outs((2, 2, 4, 4), np.float64))
+@pytest.mark.parametrize("out", bad_out_arrays((2, 2, 4, 4), np.float64))
 def test_col2im_per_sample_bad_out_raises(out, forbid_kernels):
     cols = make_values(9, (2, 2 * 2 * 3, 3 * 2))
     forbid_kernels()

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from _subprocess_helpers import assert_ok, describe, pip_tbb_available, run_python
+from _subprocess_helpers import assert_ok, describe, output_line, pip_tbb_available, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -194,13 +194,6 @@ def _run(code, layer):
         pytest.fail(f"deadlock: no exit within {TIMEOUT} s under threading layer {layer or 'default'}")
 
 
-def _line(result, key):
-    for line in result.stdout.splitlines():
-        if line.startswith(key + " "):
-            return line[len(key) + 1:]
-    raise AssertionError(f"no {key} line\n" + describe(result))
-
-
 def _expected_layer(layer):
     if layer is not None:
         return layer
@@ -211,7 +204,7 @@ def _expected_layer(layer):
 def test_layers_from_several_threads_match_serial(layer):
     result = _run(THREADS_CHILD, layer)
     assert_ok(result, "RESULT OK")
-    assert _line(result, "LAYER") == _expected_layer(layer)
+    assert output_line(result, "LAYER") == _expected_layer(layer)
 
 
 FORK_LAYERS = [
@@ -225,9 +218,9 @@ FORK_LAYERS = [
 def test_fork_after_kernels_ran(layer):
     result = _run(FORK_CHILD, layer)
     assert_ok(result, "RESULT OK")
-    assert _line(result, "LAYER") == _expected_layer(layer)
-    assert _line(result, "OSFORK") == "exit 0", describe(result)
-    assert _line(result, "MPFORK") == "[0, 0] [0, 0]", describe(result)
+    assert output_line(result, "LAYER") == _expected_layer(layer)
+    assert output_line(result, "OSFORK") == "exit 0", describe(result)
+    assert output_line(result, "MPFORK") == "[0, 0] [0, 0]", describe(result)
 
 
 def test_fork_after_kernels_ran_under_gnu_openmp_is_recorded():
@@ -237,9 +230,9 @@ def test_fork_after_kernels_ran_under_gnu_openmp_is_recorded():
     """
     result = _run(FORK_CHILD, "omp")
     assert_ok(result, "RESULT OK")
-    assert _line(result, "LAYER") == "omp"
-    osfork = _line(result, "OSFORK")
-    mpfork = _line(result, "MPFORK")
+    assert output_line(result, "LAYER") == "omp"
+    osfork = output_line(result, "OSFORK")
+    mpfork = output_line(result, "MPFORK")
     # either the child works, or Numba's OpenMP layer kills it at once ("Terminating: fork()
     # called from a process already using GNU OpenMP", SIGTERM here; SIGABRT with some
     # libgomp builds) - never a hang, never a wrong result
@@ -248,23 +241,18 @@ def test_fork_after_kernels_ran_under_gnu_openmp_is_recorded():
     print(f"omp fork outcome: os.fork -> {osfork}; multiprocessing fork -> {mpfork}")
 
 
-BUSY_FORK_LAYERS = [
-    pytest.param(None, id="default"),
-    pytest.param("workqueue", id="workqueue"),
-    pytest.param("tbb", id="tbb", marks=[TBB_SKIP]),
-]
 # Under TBB a child forked while other threads have launched kernels could hang on its first
 # parallel launch (TBB cannot join its workers before fork(): seen about 1 fork in 15 before
 # the library handled it), so such a child runs the single-threaded twins: exit status 1
 # below. Under workqueue the child keeps its threads: status 0.
 
 
-@pytest.mark.parametrize("layer", BUSY_FORK_LAYERS)
+@pytest.mark.parametrize("layer", FORK_LAYERS)
 def test_fork_while_other_threads_run_kernels(layer):
     """A fork while other Python threads are inside kernels: the child must not inherit a held lock."""
     result = _run(FORK_WHILE_BUSY_CHILD, layer)
     assert_ok(result, "RESULT OK")
-    statuses = _line(result, "STATUSES")
+    statuses = output_line(result, "STATUSES")
     if _expected_layer(layer) == "tbb":  # the first fork may come before the threads launched
         assert statuses in ("[0, 1, 1, 1, 1]", "[1, 1, 1, 1, 1]"), describe(result)
     else:
@@ -282,4 +270,4 @@ def test_tbb_requested_by_environment_works_when_pip_tbb_is_installed():
         print("LAYER", nnkernels.threading_layer())
         """, "tbb")
     assert_ok(result)
-    assert _line(result, "LAYER") == "tbb"
+    assert output_line(result, "LAYER") == "tbb"

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from nnkernels import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from nnlayers.reference import BatchNormalization
+from strategies import bad_out_arrays
 
 SETTINGS = settings(deadline=None, max_examples=30)
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -335,20 +336,7 @@ def test_xn_out_is_filled_and_returned(shape, dtype):
         np.testing.assert_array_equal(a, b)
 
 
-def _bad_xn_outs():
-    readonly = np.empty((4, 6))
-    readonly.flags.writeable = False
-    return [
-        pytest.param(np.empty((4, 6), np.float32), id="wrong-dtype"),
-        pytest.param(np.empty((4, 7)), id="wrong-shape"),
-        pytest.param(np.empty((4, 6), order="F"), id="fortran"),
-        pytest.param(np.empty((4, 12))[:, ::2], id="non-contiguous"),
-        pytest.param(readonly, id="read-only"),
-        pytest.param(np.zeros((4, 6)).tolist(), id="list"),
-    ]
-
-
-@pytest.mark.parametrize("xn_out", _bad_xn_outs())
+@pytest.mark.parametrize("xn_out", bad_out_arrays((4, 6), np.float64))
 def test_bad_xn_out_raises_before_any_kernel(xn_out, forbid_kernels):
     forbid_kernels()
     with pytest.raises(ValueError, match="xn_out must be a writeable C-contiguous float64"):

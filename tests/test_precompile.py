@@ -2,7 +2,7 @@
 
 import pytest
 
-from _subprocess_helpers import assert_ok, run_python
+from _subprocess_helpers import assert_ok, output_line, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +20,6 @@ COUNT_MISSES = """
 """
 
 
-def _line(stdout, key):
-    return next(line.split()[1] for line in stdout.splitlines() if line.startswith(key + " "))
-
-
 @pytest.mark.parametrize("warm_up", [
     "from nnkernels.precompile import main; main(['--processes', '2'])",
     "import nnkernels; print(nnkernels.precompile(processes=1))",
@@ -33,10 +29,10 @@ def test_precompile_leaves_nothing_to_compile(tmp_path, warm_up):
     assert_ok(run_python(warm_up, env=env, timeout=600))
     result = run_python(COUNT_MISSES, env=env, timeout=600)
     assert_ok(result)
-    assert _line(result.stdout, "MISSES") == "0", result.stdout
+    assert output_line(result, "MISSES") == "0", result.stdout
     # 18 multi-threaded kernels and 14 twins (not those of the split-path reductions, which
     # only run on large input), for 2 dtypes, all loaded from the cache
-    assert int(_line(result.stdout, "HITS")) == 64
+    assert int(output_line(result, "HITS")) == 64
 
 
 def test_processes_must_be_positive():

@@ -6,27 +6,17 @@
 allocated once. Milliseconds, medians of 15.
 """
 
-import time
-
 import numpy as np
 
-
-def _median_ms(fn, repeat=15):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+from _timing import median_ms
 
 
 def main():
     for megabytes in (4, 8, 16, 24, 32, 48, 64):
         n = megabytes * 2**20 // 8
         kept = np.empty(n)
-        fresh = _median_ms(lambda: np.empty(n).fill(0.0))
-        reused = _median_ms(lambda: kept.fill(0.0))
+        fresh = median_ms(lambda: np.empty(n).fill(0.0), repeat=15)
+        reused = median_ms(lambda: kept.fill(0.0), repeat=15)
         print(f"{megabytes:3d} MB  fresh {fresh:6.2f} ms   reused {reused:6.2f} ms")
 
 

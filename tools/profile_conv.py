@@ -8,11 +8,11 @@ alternative formulations shown for comparison (not in the total).
 """
 
 import sys
-import time
 
 import numpy as np
 
 import nnkernels
+from _timing import median_ms
 
 SHAPE_SETS = {
     "book": {"A": (100, 1, 28, 28, 30, 5, 5, 1, 0), "B": (100, 16, 14, 14, 32, 3, 3, 1, 1),
@@ -20,16 +20,6 @@ SHAPE_SETS = {
     "deep": {"L2": (100, 16, 28, 28, 16, 3, 3, 1, 1), "L7": (100, 32, 14, 14, 32, 3, 3, 1, 2),
              "L12": (100, 64, 8, 8, 64, 3, 3, 1, 1)},
 }
-
-
-def median_ms(fn, repeat=9):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
 
 
 def main():

@@ -164,30 +164,27 @@ _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 #: (about 5-10 us in a layer under TBB, over 100 us under workqueue) would cost more than
 #: it saves
 PARALLEL_THRESHOLD = 1 << 15
-_FORCE_PARALLEL = False
-_FORCE_SERIAL = False
+_FORCED = None  # None, or "parallel" / "serial" inside forced_parallel() / forced_serial()
 
 
 @contextlib.contextmanager
+def _forced(version):
+    global _FORCED
+    previous, _FORCED = _FORCED, version
+    try:
+        yield
+    finally:
+        _FORCED = previous
+
+
 def forced_parallel():
     """Within this block every kernel runs its multi-threaded version (for precompiling)."""
-    global _FORCE_PARALLEL
-    previous, _FORCE_PARALLEL = _FORCE_PARALLEL, True
-    try:
-        yield
-    finally:
-        _FORCE_PARALLEL = previous
+    return _forced("parallel")
 
 
-@contextlib.contextmanager
 def forced_serial():
     """Within this block every kernel picked by size runs its single-threaded twin."""
-    global _FORCE_SERIAL
-    previous, _FORCE_SERIAL = _FORCE_SERIAL, True
-    try:
-        yield
-    finally:
-        _FORCE_SERIAL = previous
+    return _forced("serial")
 
 
 def _renamed(fn, suffix):
@@ -268,9 +265,9 @@ class _Kernel:
 
     def sized(self, work):
         """The parallel kernel for ``work >= PARALLEL_THRESHOLD`` elements, else the serial one."""
-        if _FORCE_SERIAL:
-            return self.serial
-        return self if (work >= PARALLEL_THRESHOLD or _FORCE_PARALLEL) else self.serial
+        if _FORCED is not None:
+            return self if _FORCED == "parallel" else self.serial
+        return self if work >= PARALLEL_THRESHOLD else self.serial
 
 
 def parallel_kernel(fn):

@@ -39,12 +39,35 @@ def _as_input(x, name="x"):
     return x
 
 
-#: ``sys.getrefcount`` of an array held only by one attribute, seen from a method that
-#: has read it into a local: the attribute, the local and getrefcount's argument
-_SOLE_OWNER_REFCOUNT = 3
 #: results smaller than this are not recycled: the allocator reuses small blocks without
 #: page faults, and checking (shape, references, overlap) costs microseconds per call
 _RECYCLE_MIN_BYTES = 1 << 20
+
+
+def _references(array):
+    return sys.getrefcount(array)
+
+
+def _recyclable(array, shape, dtype):
+    """Whether a layer may write a new result into ``array``, the previous one it kept:
+    it has this shape and dtype, is worth recycling, and nothing else refers to it (no
+    variable, no view). Pass the layer's attribute or dict entry straight in."""
+    return (array is not None and array.shape == tuple(shape) and array.dtype == dtype
+            and array.nbytes >= _RECYCLE_MIN_BYTES and _references(array) <= _SOLE_OWNER)
+
+
+def _references_of_sole_owned(array):
+    return _references(array)  # the same call depth as in _recyclable
+
+
+def _measure_sole_owner():
+    holder = {"probe": np.empty(0)}
+    return _references_of_sole_owned(holder.get("probe"))
+
+
+#: what ``_references`` reports inside ``_recyclable`` for an array held by one container
+#: only (measured, as the count of temporary references varies between Python versions)
+_SOLE_OWNER = _measure_sole_owner()
 
 
 def _require_forward(layer, attr):
@@ -251,11 +274,7 @@ class BatchNormalization:
     def _reusable_xn(self, shape, dtype):
         """The previous step's ``xn`` array when nothing but this layer holds it (its
         memory is reused: a fresh array of that size costs page faults), else None."""
-        xn = self.xn
-        if (xn is None or xn.shape != shape or xn.dtype != dtype or xn.nbytes < _RECYCLE_MIN_BYTES
-                or sys.getrefcount(xn) > _SOLE_OWNER_REFCOUNT):
-            return None
-        return xn
+        return self.xn if _recyclable(self.xn, shape, dtype) else None
 
     def forward(self, x, train_flg=True):
         x = _as_input(x)
@@ -383,17 +402,13 @@ class Convolution:
     def _result(self, name, shape, dtype):
         """A fresh array for a result, or the previous call's when nobody holds it any more
         (no variable, no view): that spares the page faults a fresh array of many MB costs."""
-        previous = self._results.get(name)
-        if (previous is not None and previous.shape == shape and previous.dtype == dtype
-                and sys.getrefcount(previous) <= _SOLE_OWNER_REFCOUNT):
-            return previous
-        if np.prod(shape) * dtype.itemsize < _RECYCLE_MIN_BYTES:
-            self._results.pop(name, None)
-            return empty_result(shape, dtype)
-        self._results.pop(name, None)
-        previous = None
+        if _recyclable(self._results.get(name), shape, dtype):
+            return self._results[name]
         array = empty_result(shape, dtype)
-        self._results[name] = array
+        if array.nbytes >= _RECYCLE_MIN_BYTES:
+            self._results[name] = array
+        else:
+            self._results.pop(name, None)
         return array
 
     def backward(self, dout):
