@@ -9,7 +9,7 @@ from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inferenc
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
 from .pooling import maxpool_backward, maxpool_forward
 from ._precompile import precompile
-from .threads import get_num_threads, set_num_threads, threading_layer
+from .threads import get_num_threads, limit_blas_spin, set_num_threads, threading_layer
 
 __all__ = [
     "conv_output_shape",
@@ -31,3 +31,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+limit_blas_spin()
