@@ -318,41 +318,78 @@ def test_fused_and_split_paths_match_numpy(shape, dtype):
     close(running, w_out, dtype, scale)
 
 
-# ------------------------------------------------------------------ xn_out
+# ------------------------------------------------------------------ xn_out / out
 @pytest.mark.parametrize("shape", [(7, 5), (6, 700), (3, 4, 5, 6), (400, 100), (4, 2, 80, 80)],
                          ids=["2d-small", "2d-fused", "4d", "2d-split", "4d-split"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_xn_out_is_filled_and_returned(shape, dtype):
+def test_given_output_arrays_are_filled_and_returned(shape, dtype):
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
     n_stats = shape[1]
     gamma = rng.uniform(0.5, 1.5, n_stats).astype(dtype)
     beta = rng.standard_normal(n_stats).astype(dtype)
     fresh = batchnorm_forward(x, gamma, beta)
-    xn_out = np.full(shape, np.nan, dtype=dtype)
-    given = batchnorm_forward(x, gamma, beta, xn_out=xn_out)
-    assert given[1] is xn_out
+    xn_out, out = np.full(shape, np.nan, dtype=dtype), np.full(shape, np.nan, dtype=dtype)
+    given = batchnorm_forward(x, gamma, beta, xn_out=xn_out, out=out)
+    assert given[1] is xn_out and given[0] is out
     for a, b in zip(fresh, given):
+        np.testing.assert_array_equal(a, b)
+    fresh_grads = batchnorm_backward(dout, fresh[1], fresh[4], gamma)
+    dx_out = np.full(shape, np.nan, dtype=dtype)
+    grads = batchnorm_backward(dout, fresh[1], fresh[4], gamma, out=dx_out)
+    assert grads[0] is dx_out
+    for a, b in zip(fresh_grads, grads):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("xn_out", bad_out_arrays((4, 6), np.float64))
-def test_bad_xn_out_raises_before_any_kernel(xn_out, forbid_kernels):
+def _forward_with(name, array):
+    return batchnorm_forward(np.ones((4, 6)), np.ones(6), np.zeros(6), **{name: array})
+
+
+def _backward_with(array):
+    return batchnorm_backward(np.ones((4, 6)), np.zeros((4, 6)), np.ones(6), np.ones(6), out=array)
+
+
+@pytest.mark.parametrize("array", bad_out_arrays((4, 6), np.float64))
+@pytest.mark.parametrize("call", [lambda a: _forward_with("xn_out", a), lambda a: _forward_with("out", a),
+                                  _backward_with], ids=["forward-xn_out", "forward-out", "backward-out"])
+def test_bad_output_array_raises_before_any_kernel(call, array, forbid_kernels):
     forbid_kernels()
-    with pytest.raises(ValueError, match="xn_out must be a writeable C-contiguous float64"):
-        batchnorm_forward(np.ones((4, 6)), np.ones(6), np.zeros(6), xn_out=xn_out)
+    with pytest.raises(ValueError, match=r"(xn_out|out) must be a writeable C-contiguous float64"):
+        call(array)
 
 
+@pytest.mark.parametrize("name", ["xn_out", "out"])
 @pytest.mark.parametrize("target", ["x", "gamma", "beta"])
-def test_xn_out_sharing_memory_with_an_input_raises(target, forbid_kernels):
-    """Writing xn over an input would mutate it (and read it while written): refused."""
+def test_forward_output_sharing_memory_with_an_input_raises(name, target, forbid_kernels):
+    """Writing a result over an input would mutate it (and read it while written): refused."""
     store = np.linspace(-1.0, 1.0, 4 * 6 + 12)
     args = {"x": np.linspace(-2.0, 2.0, 24).reshape(4, 6), "gamma": np.ones(6), "beta": np.zeros(6)}
     args[target] = store[: args[target].size].reshape(args[target].shape)
     before = {k: v.copy() for k, v in args.items()}
-    xn_out = store[:24].reshape(4, 6)
     forbid_kernels()
-    with pytest.raises(ValueError, match="xn_out must not share memory"):
-        batchnorm_forward(args["x"], args["gamma"], args["beta"], xn_out=xn_out)
+    with pytest.raises(ValueError, match=f"{name} must not share memory"):
+        batchnorm_forward(args["x"], args["gamma"], args["beta"], **{name: store[:24].reshape(4, 6)})
+    for k in args:
+        np.testing.assert_array_equal(args[k], before[k])
+
+
+def test_forward_outputs_sharing_memory_raise(forbid_kernels):
+    both = np.empty((4, 6))
+    forbid_kernels()
+    with pytest.raises(ValueError, match="out must not share memory with the inputs or other outputs"):
+        batchnorm_forward(np.ones((4, 6)), np.ones(6), np.zeros(6), xn_out=both, out=both)
+
+
+@pytest.mark.parametrize("target", ["dout", "xn", "std", "gamma"])
+def test_backward_out_sharing_memory_with_an_input_raises(target, forbid_kernels):
+    store = np.linspace(-1.0, 1.0, 24)
+    args = {"dout": np.ones((4, 6)), "xn": np.zeros((4, 6)), "std": np.ones(6), "gamma": np.ones(6)}
+    args[target] = store[: args[target].size].reshape(args[target].shape)
+    before = {k: v.copy() for k, v in args.items()}
+    forbid_kernels()
+    with pytest.raises(ValueError, match="out must not share memory"):
+        batchnorm_backward(**args, out=store.reshape(4, 6))
     for k in args:
         np.testing.assert_array_equal(args[k], before[k])

@@ -781,6 +781,40 @@ def test_batchnorm_never_overwrites_an_xn_someone_else_holds(recycle_small_resul
     np.testing.assert_array_equal(view, snapshot)  # a view keeps its base alive too
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_batchnorm_recycles_out_and_dx_only_once_released(recycle_small_results, per_channel):
+    rng = np.random.default_rng(8)
+    n_stats = 3 if per_channel else 3 * 4 * 5
+    layer = nnlayers.BatchNormalization(rng.uniform(0.5, 1.5, n_stats), rng.standard_normal(n_stats),
+                                        per_channel=per_channel)
+    x1, x2 = rng.standard_normal((2, 6, 3, 4, 5))
+    dout = rng.standard_normal((6, 3, 4, 5))
+    out1 = layer.forward(x1)
+    dx1 = layer.backward(dout)
+    kept_out, kept_dx = out1.copy(), dx1.copy()
+    out2 = layer.forward(x2)          # out1 and dx1 are still held: fresh arrays
+    dx2 = layer.backward(dout)
+    assert not np.shares_memory(out1, out2) and not np.shares_memory(dx1, dx2)
+    np.testing.assert_array_equal(out1, kept_out)
+    np.testing.assert_array_equal(dx1, kept_dx)
+    view = dx2[1:]                    # a view keeps its base alive, too
+    snapshot = view.copy()
+    address = out2.__array_interface__["data"][0]
+    del out1, dx1, out2, dx2
+    out3 = layer.forward(x1)
+    assert out3.__array_interface__["data"][0] == address  # released, so reused
+    np.testing.assert_array_equal(out3, kept_out)
+    dx3 = layer.backward(dout)
+    np.testing.assert_array_equal(view, snapshot)
+    np.testing.assert_array_equal(dx3, kept_dx)
+    address = dx3.__array_interface__["data"][0]
+    del dx3, view
+    layer.forward(x1)
+    dx4 = layer.backward(dout)
+    assert dx4.__array_interface__["data"][0] == address
+    np.testing.assert_array_equal(dx4, kept_dx)
+
+
 # ------------------------------------------------------------------ convolution's result arrays
 def test_convolution_recycles_results_only_once_released(recycle_small_results):
     rng = np.random.default_rng(6)

@@ -188,5 +188,5 @@ def checked_out(out, shape, dtype, name="out", inputs=()):
         )
     for arr in inputs:
         if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
-            raise ValueError(f"{name} must not share memory with the inputs")
+            raise ValueError(f"{name} must not share memory with the inputs or other outputs")
     return out

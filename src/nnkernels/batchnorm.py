@@ -495,7 +495,7 @@ def _check_ndim_early(x, name):
 
 
 # ------------------------------------------------------------------ public API
-def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None):
+def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None):
     """Training-mode batch norm.
 
     ``x`` is ``(N, D)`` (statistics per feature, over axis 0) or ``(N, C, H, W)``
@@ -504,9 +504,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None):
     ``xn`` (the normalised input) shaped like ``x``; ``mean``, ``var`` (biased) and
     ``std = sqrt(var + eps)`` shaped ``(D,)``/``(C,)``. Dtype: the promotion of x, gamma,
     beta (float32 or float64); sums are accumulated in float64. ``N`` (and ``H*W``) must
-    be at least 1. ``xn_out``, if given, receives ``xn`` (a writeable C-contiguous array of
-    ``x``'s shape and the result dtype, sharing no memory with the inputs): reusing it
-    spares the page faults of a fresh array.
+    be at least 1. ``xn_out`` and ``out``, if given, receive ``xn`` and ``out`` (writeable
+    C-contiguous arrays of ``x``'s shape and the result dtype, sharing no memory with the
+    inputs or each other): reusing arrays spares the page faults of fresh ones.
     """
     _check_ndim_early(x, "x")
     eps = _check_eps(eps)
@@ -521,7 +521,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None):
     beta = _as_param(beta, "beta", size, dtype)
 
     xn = checked_out(xn_out, x.shape, dtype, name="xn_out", inputs=given)
-    out = np.empty_like(x)
+    out = checked_out(out, x.shape, dtype, name="out", inputs=given + (xn,))
     if _fused_2d(x):
         mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
         _forward_2d_fused.sized(x.size)(x, gamma, beta, eps, _FEATURE_BLOCK, xn, out,
@@ -568,14 +568,15 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
     return out
 
 
-def batchnorm_backward(dout, xn, std, gamma):
+def batchnorm_backward(dout, xn, std, gamma, *, out=None):
     """Gradients of training-mode batch norm.
 
     ``dout`` and ``xn`` shaped like the forward ``x``; ``std`` and ``gamma`` ``(D,)``/``(C,)``
     (``gamma`` may be a scalar). Returns ``(dx, dgamma, dbeta)``:
     ``dbeta = sum(dout)``, ``dgamma = sum(xn * dout)`` over the reduced axes and
     ``dx = gamma / std * (dout - mean(dout) - xn * mean(dout * xn))``. Dtype: the promotion
-    of all four arguments.
+    of all four arguments. ``out``, if given, receives ``dx`` (a writeable C-contiguous array
+    of ``dout``'s shape and the result dtype, sharing no memory with the inputs).
     """
     _check_ndim_early(dout, "dout")
     dtype = compute_dtype(dout, xn, std, gamma, names=("dout", "xn", "std", "gamma"))
@@ -592,14 +593,13 @@ def batchnorm_backward(dout, xn, std, gamma):
     if count == 0:
         raise ValueError(f"dout must have at least one element per feature/channel, got shape {dout.shape}")
     xnv = xn.reshape(dv.shape)
+    dx = checked_out(out, dout.shape, dtype, name="out", inputs=(dout, xn, std, gamma))
     if _fused_2d(dout):
-        dx = np.empty_like(dout)
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
         _backward_2d_fused.sized(dout.size)(dout, xn, gamma, std, _FEATURE_BLOCK, dx,
                                             dgamma64, dbeta64)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
     if _fused_3d(dout):
-        dx = np.empty_like(dout)
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
         _backward_3d_fused.sized(dout.size)(dv, xnv, gamma, std, dx.reshape(dv.shape),
                                             dgamma64, dbeta64)
@@ -607,7 +607,6 @@ def batchnorm_backward(dout, xn, std, gamma):
 
     dbeta64, dgamma64 = _channel_sums(dv, b=xnv)
     coef = gamma.astype(np.float64) / std.astype(np.float64)
-    dx = np.empty_like(dout)
     backward = _backward_2d if dout.ndim == 2 else _backward_3d
     if dout.size:
         backward.sized(dout.size)(dv, xnv, coef, dbeta64 / count, dgamma64 / count, dx.reshape(dv.shape))

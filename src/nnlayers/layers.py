@@ -56,6 +56,21 @@ def _recyclable(array, shape, dtype):
             and array.nbytes >= _RECYCLE_MIN_BYTES and _references(array) <= _SOLE_OWNER)
 
 
+def _previous_result(results, name, shape, dtype):
+    """``results[name]``, a layer's previous result, when it may be overwritten (see
+    ``_recyclable``); else None, and the entry is dropped."""
+    if _recyclable(results.get(name), shape, dtype):
+        return results[name]
+    results.pop(name, None)
+    return None
+
+
+def _keep_result(results, name, array):
+    """Remember a new result for recycling if it is large enough to be worth it."""
+    if array.nbytes >= _RECYCLE_MIN_BYTES:
+        results[name] = array
+
+
 def _references_of_sole_owned(array):
     return _references(array)  # the same call depth as in _recyclable
 
@@ -257,6 +272,7 @@ class BatchNormalization:
         self.std = None
         self.dgamma = None
         self.dbeta = None
+        self._results = {}  # the last output and input gradient, recycled once released
 
     @property
     def xc(self):
@@ -290,7 +306,9 @@ class BatchNormalization:
             self.running_var = np.zeros(n_stats, dtype=dtype)
         if train_flg:
             out, xn, mean, var, std = nnkernels.batchnorm_forward(
-                xv, self.gamma, self.beta, self.eps, xn_out=self._reusable_xn(xv.shape, dtype))
+                xv, self.gamma, self.beta, self.eps, xn_out=self._reusable_xn(xv.shape, dtype),
+                out=_previous_result(self._results, "out", xv.shape, dtype))
+            _keep_result(self._results, "out", out)
             self.batch_size = xv.shape[0]
             self.xn = xn
             self.std = std
@@ -307,9 +325,15 @@ class BatchNormalization:
     def backward(self, dout):
         _require_forward(self, "xn")
         dout = _check_dout(dout, self.input_shape, self)
-        dx, dgamma, dbeta = nnkernels.batchnorm_backward(
-            self._view(dout), self.xn, self.std, self.gamma
-        )
+        dv = self._view(dout)
+        dx_out = None
+        if "dx" in self._results:  # a large previous dx: recycle it if released
+            dtype = compute_dtype(dv, self.xn, self.std, self.gamma,
+                                  names=("dout", "xn", "std", "gamma"))
+            dx_out = _previous_result(self._results, "dx", dv.shape, dtype)
+        dx, dgamma, dbeta = nnkernels.batchnorm_backward(dv, self.xn, self.std, self.gamma,
+                                                         out=dx_out)
+        _keep_result(self._results, "dx", dx)
         self.dgamma = dgamma
         self.dbeta = dbeta
         return dx.reshape(self.input_shape)
@@ -402,13 +426,10 @@ class Convolution:
     def _result(self, name, shape, dtype):
         """A fresh array for a result, or the previous call's when nobody holds it any more
         (no variable, no view): that spares the page faults a fresh array of many MB costs."""
-        if _recyclable(self._results.get(name), shape, dtype):
-            return self._results[name]
-        array = empty_result(shape, dtype)
-        if array.nbytes >= _RECYCLE_MIN_BYTES:
-            self._results[name] = array
-        else:
-            self._results.pop(name, None)
+        array = _previous_result(self._results, name, shape, dtype)
+        if array is None:
+            array = empty_result(shape, dtype)
+            _keep_result(self._results, name, array)
         return array
 
     def backward(self, dout):
