@@ -80,8 +80,10 @@ def as_float_array(x, name, dtype=None, ndim=None):
     """
     if isinstance(x, np.ndarray):
         arr = x
-        if (ndim is None and arr.flags.c_contiguous
-                and (arr.dtype == dtype if dtype is not None else arr.dtype in _FLOAT_DTYPES)):
+        if (arr.flags.c_contiguous
+                and (arr.dtype == dtype if dtype is not None else arr.dtype in _FLOAT_DTYPES)
+                and (ndim is None or arr.ndim == ndim
+                     or (not isinstance(ndim, int) and arr.ndim in ndim))):
             return arr
     else:
         try:

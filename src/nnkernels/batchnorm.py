@@ -13,6 +13,7 @@ serially in task order.
   contiguous ``H*W`` run of each image.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -93,8 +94,8 @@ def _sums_2d(a, b, center, n_row_blocks, feature_block, partial):
 
 
 @parallel_kernel
-def _normalize_2d(x, shift, scale, gamma, beta, xn, out, write_xn):
-    """xn = (x - shift) / scale; out = gamma * xn + beta, per feature (last axis)."""
+def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
+    """xn = (x - shift) * inv_scale; out = gamma * xn + beta, per feature (last axis)."""
     n, d = x.shape
     xf = x.reshape(-1)
     xnf = xn.reshape(-1)
@@ -104,13 +105,13 @@ def _normalize_2d(x, shift, scale, gamma, beta, xn, out, write_xn):
         if write_xn:
             for j in range(d):
                 k = np.uint64(row + j)
-                v = (np.float64(xf[k]) - shift[np.uint64(j)]) / scale[np.uint64(j)]
+                v = (np.float64(xf[k]) - shift[np.uint64(j)]) * inv_scale[np.uint64(j)]
                 xnf[k] = v
                 of[k] = gamma[np.uint64(j)] * v + beta[np.uint64(j)]
         else:
             for j in range(d):
                 k = np.uint64(row + j)
-                v = (np.float64(xf[k]) - shift[np.uint64(j)]) / scale[np.uint64(j)]
+                v = (np.float64(xf[k]) - shift[np.uint64(j)]) * inv_scale[np.uint64(j)]
                 of[k] = gamma[np.uint64(j)] * v + beta[np.uint64(j)]
 
 
@@ -160,12 +161,13 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, st
         mu = mu0 + c / n
         v = (q - c * c / n) / n
         sd = np.sqrt(v + eps)
+        inv = 1.0 / sd  # one division per feature, a multiply per element
         for i in range(n):
             row = i * d + j0
             for j in range(width):
                 k = np.uint64(row + j)
                 u = np.uint64(j)
-                t = (np.float64(xf[k]) - mu[u]) / sd[u]
+                t = (np.float64(xf[k]) - mu[u]) * inv[u]
                 xnf[k] = t
                 of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
         for j in range(width):
@@ -268,6 +270,7 @@ def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std):
         mu = mu0 + res / count  # corrected two-pass
         v = (q.sum() - res * res / count) / count
         sd = np.sqrt(v + eps)
+        inv = 1.0 / sd
         g = np.float64(gamma[c])
         b = np.float64(beta[c])
         for i in range(n):
@@ -275,7 +278,7 @@ def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std):
             dst_n = xn[i, c]
             dst_o = out[i, c]
             for k in range(length):
-                t = (np.float64(src[k]) - mu) / sd
+                t = (np.float64(src[k]) - mu) * inv
                 dst_n[k] = t
                 dst_o[k] = g * t + b
         mean[c] = mu
@@ -363,19 +366,19 @@ def _sums_3d(a, b, center, n_img_blocks, partial):
 
 
 @parallel_kernel
-def _normalize_3d(x, shift, scale, gamma, beta, xn, out, write_xn):
-    """xn = (x - shift) / scale; out = gamma * xn + beta, per channel (axis 1)."""
+def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
+    """xn = (x - shift) * inv_scale; out = gamma * xn + beta, per channel (axis 1)."""
     n, channels, length = x.shape
     for plane in prange(n * channels):
         p = np.int64(plane)
         i = p // channels
         c = p - i * channels
         mu = shift[c]
-        sd = scale[c]
+        inv = inv_scale[c]
         g = gamma[c]
         bt = beta[c]
         for k in range(length):
-            v = (np.float64(x[i, c, k]) - mu) / sd
+            v = (np.float64(x[i, c, k]) - mu) * inv
             if write_xn:
                 xn[i, c, k] = v
             out[i, c, k] = g * v + bt
@@ -436,6 +439,8 @@ def _channel_sums(a, b=None, center=None):
 
 # ------------------------------------------------------------------ validation
 def _check_eps(eps):
+    if type(eps) is float and 0.0 < eps < math.inf:  # the common case, checked cheaply
+        return eps
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"eps must be a positive finite float, got {type(eps).__name__} {eps!r}")
     value = float(eps)
@@ -451,6 +456,9 @@ def _as_input(x, name, dtype):
 
 def _as_param(value, name, size, dtype):
     """A ``(size,)`` array of ``dtype`` from a ``(size,)`` array or a scalar (broadcast)."""
+    if (isinstance(value, np.ndarray) and value.shape == (size,) and value.dtype == dtype
+            and value.flags.c_contiguous):
+        return value
     scalar = np.ndim(value) == 0
     arr = as_float_array(value, name, dtype=dtype)
     if scalar:
@@ -539,7 +547,8 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None):
 
     normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
     if x.size:
-        normalize.sized(x.size)(xv, mean64, std64, gamma, beta, xn.reshape(xv.shape), out.reshape(xv.shape), True)
+        normalize.sized(x.size)(xv, mean64, 1.0 / std64, gamma, beta, xn.reshape(xv.shape),
+                                out.reshape(xv.shape), True)
     return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
 
 
@@ -559,12 +568,12 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
     beta = _as_param(beta, "beta", size, dtype)
     mean64 = _as_param(running_mean, "running_mean", size, np.float64)
     var64 = _as_param(running_var, "running_var", size, np.float64)
-    scale64 = np.sqrt(var64 + eps)
+    inv_scale64 = 1.0 / np.sqrt(var64 + eps)
     out = np.empty_like(x)
     normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
     if x.size:
         outv = out.reshape(xv.shape)
-        normalize.sized(x.size)(xv, mean64, scale64, gamma, beta, outv, outv, False)
+        normalize.sized(x.size)(xv, mean64, inv_scale64, gamma, beta, outv, outv, False)
     return out
 
 
