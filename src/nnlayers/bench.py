@@ -11,6 +11,10 @@ calls (which include any JIT compile) are not timed. Then, unless ``--no-extras`
   first Convolution forward+backward;
 * threads: conv C with 1 and with 2 threads (Numba and BLAS, via ``set_num_threads``).
 
+With ``--torch-separate`` PyTorch runs in a second interpreter, interleaved with the
+reference there just as nnlayers is in the first (the reference's calls leave the caches
+and the heap in the same state for both).
+
 Ratios: ``speedup`` = reference time / nnlayers time (higher is better); ``vs torch`` =
 nnlayers time / PyTorch time (below 1 means nnlayers is faster). Timings on a shared
 machine are noisy: compare ratios from one run, not absolute times across runs.
@@ -307,7 +311,8 @@ def _parse_args(argv):
                     help="threads for Numba and BLAS (nnlayers.set_num_threads) and PyTorch")
     ap.add_argument("--torch-separate", action="store_true",
                     help="time PyTorch in a separate process (its thread pool then cannot "
-                         "disturb Numba's and BLAS's, nor the other way round)")
+                         "disturb Numba's and BLAS's, nor the other way round), interleaved "
+                         "with the reference there as nnlayers is here")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     ap.add_argument("--no-extras", action="store_true",
                     help="skip the cold/warm start-up probes and the thread-scaling run")
@@ -365,8 +370,10 @@ def main(argv=None):
 
     if args.torch_worker:
         torch_version = _setup_torch_threads(threads)
-        rows = run_cases(args.case_list, args.dtypes, args.repeat, args.warmup, ("torch",),
-                         quick=args.quick)
+        # interleaved with the reference, as nnlayers is in the main process: each
+        # contender then starts with the caches and heap the reference's call left behind
+        rows = run_cases(args.case_list, args.dtypes, args.repeat, args.warmup,
+                         ("reference", "torch"), quick=args.quick)
         with open(args.json, "w") as fh:
             json.dump({"meta": _meta(threads, torch_version), "results": rows}, fh)
         return 0
