@@ -293,7 +293,7 @@ def test_validation_errors(call, exc, match):
 # Inputs with many features (or little work) take the one-launch kernels; few features over
 # many rows (or few channels over a large batch) split the rows into tasks instead. Both
 # paths must agree with NumPy.
-@pytest.mark.parametrize("shape", [(400, 100), (3, 700), (2000, 3), (64, 2, 16, 16), (2, 12, 5, 5)])
+@pytest.mark.parametrize("shape", [(400, 100), (3, 700), (40, 1300), (2000, 3), (64, 2, 16, 16), (2, 12, 5, 5)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_and_split_paths_match_numpy(shape, dtype):
     rng = np.random.default_rng(sum(shape))
