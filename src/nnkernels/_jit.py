@@ -35,7 +35,7 @@ from numba import njit
 from numba.core.caching import FunctionCache
 
 __all__ = ["parallel_kernel", "inner_function", "forced_parallel", "forced_serial",
-           "PARALLEL_THRESHOLD"]
+           "serial_in_this_thread", "PARALLEL_THRESHOLD"]
 
 _KERNEL_LOCK = threading.Lock()
 
@@ -165,6 +165,7 @@ _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 #: it saves
 PARALLEL_THRESHOLD = 1 << 15
 _FORCED = None  # None, or "parallel" / "serial" inside forced_parallel() / forced_serial()
+_THIS_THREAD = threading.local()  # .serial: True inside serial_in_this_thread()
 
 
 @contextlib.contextmanager
@@ -185,6 +186,18 @@ def forced_parallel():
 def forced_serial():
     """Within this block every kernel picked by size runs its single-threaded twin."""
     return _forced("serial")
+
+
+@contextlib.contextmanager
+def serial_in_this_thread():
+    """Within this block, kernels picked by size and called from this thread run their
+    single-threaded twins (other threads are not affected)."""
+    previous = getattr(_THIS_THREAD, "serial", False)
+    _THIS_THREAD.serial = True
+    try:
+        yield
+    finally:
+        _THIS_THREAD.serial = previous
 
 
 def _renamed(fn, suffix):
@@ -267,7 +280,9 @@ class _Kernel:
         """The parallel kernel for ``work >= PARALLEL_THRESHOLD`` elements, else the serial one."""
         if _FORCED is not None:
             return self if _FORCED == "parallel" else self.serial
-        return self if work >= PARALLEL_THRESHOLD else self.serial
+        if work < PARALLEL_THRESHOLD or getattr(_THIS_THREAD, "serial", False):
+            return self.serial
+        return self
 
 
 def parallel_kernel(fn):

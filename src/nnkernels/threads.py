@@ -6,12 +6,17 @@ spinning after a matrix product takes a core from the next Numba kernel, and the
 (``limit_blas_spin``).
 """
 
+import contextlib
 import ctypes
 import os
+import threading
 
 import numba
 
-__all__ = ["set_num_threads", "get_num_threads", "threading_layer", "limit_blas_spin"]
+from ._jit import serial_in_this_thread
+
+__all__ = ["set_num_threads", "get_num_threads", "threading_layer", "limit_blas_spin",
+           "single_threaded_blas", "single_threaded_kernels"]
 
 # OpenBLAS workers spin 2**exponent TSC cycles before sleeping (valid 4..30; its default is
 # 28). 2**16 cycles is ~30 us at 2.3 GHz: long enough to stay awake between the per-sample
@@ -106,3 +111,84 @@ def limit_blas_spin(exponent=BLAS_SPIN_EXPONENT):
         start()
         applied = True
     return applied
+
+
+def _openblas_thread_setters():
+    """``[(set_num_threads, get_num_threads)]`` ctypes functions of each loaded OpenBLAS,
+    whatever prefix/suffix its build gave the symbols (NumPy's wheels: ``scipy_..64_``)."""
+    setters = []
+    for path in _openblas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                try:
+                    set_fn = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+                    get_fn = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                set_fn.argtypes, set_fn.restype = [ctypes.c_int], None
+                get_fn.argtypes, get_fn.restype = [], ctypes.c_int
+                setters.append((set_fn, get_fn))
+                break
+            else:
+                continue
+            break
+    return setters
+
+
+_SINGLE_BLAS = {"lock": threading.Lock(), "active": 0, "saved": [], "setters": None}
+
+
+def _single_blas_after_fork_in_child():
+    """A child forked inside a ``single_threaded_blas`` block (in another thread) gets the
+    parent's lock state and a block no thread will leave: start afresh and restore."""
+    state = _SINGLE_BLAS
+    state["lock"] = threading.Lock()
+    if state["active"] and state["setters"]:
+        for (set_fn, _), count in zip(state["setters"], state["saved"]):
+            set_fn(count)
+    state["active"] = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_single_blas_after_fork_in_child)
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Within this block OpenBLAS runs each product on the thread that calls it; yields
+    whether that could be arranged (False when NumPy's BLAS is not OpenBLAS).
+
+    For sharing a batch of small products over Python threads: with one BLAS thread,
+    concurrent calls run side by side instead of queueing for OpenBLAS's pool. The setting
+    is process-wide; nested and concurrent blocks are counted and the last one to leave
+    restores the previous thread counts.
+    """
+    state = _SINGLE_BLAS
+    with state["lock"]:
+        if state["setters"] is None:
+            state["setters"] = _openblas_thread_setters()
+        setters = state["setters"]
+        if setters and state["active"] == 0:
+            state["saved"] = [get_fn() for _, get_fn in setters]
+            for set_fn, _ in setters:
+                set_fn(1)
+        state["active"] += 1
+    try:
+        yield bool(setters)
+    finally:
+        with state["lock"]:
+            state["active"] -= 1
+            if setters and state["active"] == 0:
+                for (set_fn, _), count in zip(setters, state["saved"]):
+                    set_fn(count)
+
+
+def single_threaded_kernels():
+    """Context manager: kernels called from this thread inside it run single-threaded
+    (their serial twins, same results), so that work already shared over Python threads
+    does not also start the kernels' thread pool. Other threads are not affected."""
+    return serial_in_this_thread()

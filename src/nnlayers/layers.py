@@ -14,6 +14,7 @@ import nnkernels
 from nnkernels._validation import as_float_array, check_int, compute_dtype, empty_result
 
 from . import functions as _functions
+from ._products import run_parts, sample_parts
 from .config import conv_chunk_size
 from .functions import *  # noqa: F403 - the reference's layers module re-exports them
 from .functions import _label_indices, cross_entropy_error, sigmoid, softmax
@@ -396,16 +397,21 @@ class Convolution:
         chunk = conv_chunk_size(N, K * P * dtype.itemsize)
         if chunk >= N:
             col = self._buffer("col", (N, K, P), dtype)
-            nnkernels.im2col_per_sample(xc, FH, FW, stride, pad, out=col)
-            np.matmul(Wm, col, out=out)
-        else:
+            batches = [(0, N, col)]
+        else:  # workspace bound: chunks of samples through one buffer, columns not kept
             col = None
             work = self._buffer("work", (chunk, K, P), dtype)
-            for n0 in range(0, N, chunk):
-                n1 = min(N, n0 + chunk)
-                cols = nnkernels.im2col_per_sample(xc[n0:n1], FH, FW, stride, pad, out=work[: n1 - n0])
-                np.matmul(Wm, cols, out=out[n0:n1])
-        out += bias
+            batches = [(n0, min(N, n0 + chunk), work) for n0 in range(0, N, chunk)]
+
+        for n0, n1, buffer in batches:
+            def forward_part(index, lo, hi, n0=n0, buffer=buffer):
+                cols = nnkernels.im2col_per_sample(xc[lo:hi], FH, FW, stride, pad,
+                                                   out=buffer[lo - n0:hi - n0])
+                np.matmul(Wm, cols, out=out[lo:hi])
+                out[lo:hi] += bias
+
+            run_parts([(n0 + lo, n0 + hi) for lo, hi in sample_parts(n1 - n0, (n1 - n0) * FN * K * P)],
+                      forward_part)
         self.x = xc
         self.col = col
         self._out_hw = (out_h, out_w)
@@ -446,25 +452,37 @@ class Convolution:
         xc = self.x if self.x.dtype == dtype else self.x.astype(dtype)
         self.db = d.sum(axis=(0, 2))
         col = self.col if (self.col is not None and self.col.dtype == dtype) else None
-        # the input gradient's columns go through a small reused buffer, a few samples at a time
+        # Each thread takes a share of the samples; within it, the input gradient's columns
+        # go through a small reused buffer a few samples at a time. dW's per-sample products
+        # are summed once all are done, so the sum does not depend on the shares.
+        parts = sample_parts(N, 2 * N * FN * K * P)
         per_sample = K * P * dtype.itemsize
-        chunk = min(conv_chunk_size(N, per_sample), max(1, _BACKWARD_CHUNK_BYTES // per_sample))
-        work = None if col is not None else self._buffer("work", (chunk, K, P), dtype)
-        dcols = self._buffer("dcols", (chunk, K, P), dtype)
+        chunk = max(1, min(conv_chunk_size(N, per_sample) // len(parts),
+                           _BACKWARD_CHUNK_BYTES // per_sample))
         dx = self._result("dx", self.x.shape, dtype)
-        dW = np.zeros((FN, K), dtype=dtype)
-        for n0 in range(0, N, chunk):
-            n1 = min(N, n0 + chunk)
-            if col is not None:
-                cols = col[n0:n1]
-            else:
-                cols = nnkernels.im2col_per_sample(xc[n0:n1], FH, FW, stride, pad, out=work[: n1 - n0])
-            # (K, P) @ (P, FN) per sample: OpenBLAS runs this orientation up to 2x faster
-            # than (FN, P) @ (P, K) at these sizes (float32, tools/profile_conv.py)
-            dW += np.matmul(cols, d[n0:n1].transpose(0, 2, 1)).sum(axis=0).T
-            np.matmul(Wm.T, d[n0:n1], out=dcols[: n1 - n0])
-            nnkernels.col2im_per_sample(dcols[: n1 - n0], (n1 - n0, C, *self.x.shape[2:]),
-                                        FH, FW, stride, pad, out=dx[n0:n1])
+        dW_per_sample = self._buffer("dW_per_sample", (N, K, FN), dtype)
+        scratch = [(self._buffer(f"dcols{i}", (chunk, K, P), dtype),
+                    None if col is not None else self._buffer(f"work{i}", (chunk, K, P), dtype))
+                   for i in range(len(parts))]
+
+        def backward_part(index, lo, hi):
+            dcols, work = scratch[index]
+            for n0 in range(lo, hi, chunk):
+                n1 = min(hi, n0 + chunk)
+                if col is not None:
+                    cols = col[n0:n1]
+                else:
+                    cols = nnkernels.im2col_per_sample(xc[n0:n1], FH, FW, stride, pad,
+                                                       out=work[: n1 - n0])
+                # (K, P) @ (P, FN) per sample: OpenBLAS runs this orientation up to 2x faster
+                # than (FN, P) @ (P, K) at these sizes (float32, tools/profile_conv.py)
+                np.matmul(cols, d[n0:n1].transpose(0, 2, 1), out=dW_per_sample[n0:n1])
+                np.matmul(Wm.T, d[n0:n1], out=dcols[: n1 - n0])
+                nnkernels.col2im_per_sample(dcols[: n1 - n0], (n1 - n0, C, *self.x.shape[2:]),
+                                            FH, FW, stride, pad, out=dx[n0:n1])
+
+        run_parts(parts, backward_part)
+        dW = dW_per_sample.sum(axis=0).T
         self.dW = dW.reshape(FN, C, FH, FW)
         return dx
 

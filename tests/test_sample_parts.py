@@ -1,0 +1,200 @@
+"""Convolution's samples shared over threads (``nnlayers._products``), the single-threaded
+BLAS and kernel switches it relies on, and that sharing changes no result."""
+
+import os
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+import nnkernels
+import nnlayers
+from nnkernels import _jit, activations
+from nnkernels.threads import single_threaded_blas, single_threaded_kernels
+from nnlayers import _products, reference
+from _subprocess_helpers import assert_ok, output_line, run_python
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+NUMPY_ON_OPENBLAS = any(info["internal_api"] == "openblas"
+                        for info in threadpoolctl.threadpool_info())
+TWO_THREADS = numba.config.NUMBA_NUM_THREADS >= 2
+
+
+def blas_threads():
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.fixture
+def threads():
+    previous = nnkernels.get_num_threads()
+    yield nnkernels.set_num_threads
+    nnkernels.set_num_threads(previous)
+
+
+@pytest.fixture
+def always_split(monkeypatch):
+    monkeypatch.setattr(_products, "SPLIT_MIN_MACS", 0)
+
+
+# ------------------------------------------------------------------ the switches
+@pytest.mark.skipif(not NUMPY_ON_OPENBLAS, reason="NumPy's BLAS is not OpenBLAS")
+def test_single_threaded_blas_restores_the_count_after_nested_and_concurrent_blocks(threads):
+    threads(2 if TWO_THREADS else 1)
+    before = blas_threads()
+    inside, entered, release = [], threading.Barrier(2), threading.Event()
+
+    def other():
+        with single_threaded_blas():
+            entered.wait()
+            release.wait()
+
+    helper = threading.Thread(target=other)
+    helper.start()
+    with single_threaded_blas() as single:
+        entered.wait()
+        with single_threaded_blas():
+            inside.append(blas_threads())
+        inside.append(blas_threads())
+    inside.append(blas_threads())  # the other block is still open
+    release.set()
+    helper.join()
+    assert single is True
+    assert inside == [[1] * len(before)] * 3
+    assert blas_threads() == before
+
+
+FORK_INSIDE_A_BLOCK = """
+    import os, threading
+    from threadpoolctl import threadpool_info
+    import nnkernels
+    from nnkernels.threads import single_threaded_blas
+    nnkernels.set_num_threads(2)
+    blas = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    before = blas()
+    entered, release = threading.Event(), threading.Event()
+    def hold():
+        with single_threaded_blas():
+            entered.set()
+            release.wait()
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait()
+    pid = os.fork()
+    if pid == 0:  # the child: no thread will leave the parent's block here
+        ok = blas() == before
+        with single_threaded_blas():  # the lock must be free, the block must work
+            ok = ok and blas() == [1] * len(before)
+        ok = ok and blas() == before
+        os._exit(0 if ok else 3)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    print("child", os.waitstatus_to_exitcode(status))
+    print("parent", blas() == before)
+"""
+
+
+@pytest.mark.skipif(not (NUMPY_ON_OPENBLAS and TWO_THREADS and hasattr(os, "fork")),
+                    reason="needs OpenBLAS, 2 threads and fork")
+def test_a_child_forked_inside_a_block_gets_its_blas_threads_back():
+    result = run_python(FORK_INSIDE_A_BLOCK, timeout=120)
+    assert_ok(result)
+    assert output_line(result, "child") == "0"
+    assert output_line(result, "parent") == "True"
+
+
+def test_single_threaded_kernels_affects_only_the_calling_thread():
+    kernel = activations._relu_forward_kernel
+    big = 1 << 20
+    seen = {}
+
+    def other():
+        seen["other"] = kernel.sized(big)
+
+    with single_threaded_kernels():
+        seen["inside"] = kernel.sized(big)
+        helper = threading.Thread(target=other)
+        helper.start()
+        helper.join()
+    seen["after"] = kernel.sized(big)
+    assert seen["inside"] is kernel.serial
+    assert seen["other"] is kernel and seen["after"] is kernel
+    with _jit.forced_parallel(), single_threaded_kernels():
+        assert kernel.sized(big) is kernel  # the process-wide switch (precompile, tests) wins
+
+
+# ------------------------------------------------------------------ sample_parts / run_parts
+def test_parts_cover_the_samples_in_order(threads):
+    threads(2 if TWO_THREADS else 1)
+    parts = _products.sample_parts(7, _products.SPLIT_MIN_MACS)
+    assert parts[0][0] == 0 and parts[-1][1] == 7
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    assert len(parts) == (2 if TWO_THREADS else 1)
+    assert _products.sample_parts(7, _products.SPLIT_MIN_MACS - 1) == [(0, 7)]
+    assert _products.sample_parts(1, 1 << 40) == [(0, 1)]
+    threads(1)
+    assert _products.sample_parts(7, 1 << 40) == [(0, 7)]
+
+
+@pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
+def test_an_exception_in_a_helper_part_reaches_the_caller(threads):
+    threads(2)
+    done = []
+
+    def work(index, lo, hi):
+        if index == 1:
+            raise ValueError(f"part {index} failed")
+        done.append((lo, hi))
+
+    with pytest.raises(ValueError, match="part 1 failed"):
+        _products.run_parts([(0, 3), (3, 6)], work)
+    assert done == [(0, 3)]
+    if NUMPY_ON_OPENBLAS:
+        assert blas_threads() == [2] * len(blas_threads())  # restored despite the error
+
+
+# ------------------------------------------------------------------ Convolution
+CASES = [  # N, C, H, W, FN, FH, FW, stride, pad
+    (5, 3, 9, 7, 4, 3, 2, 1, 1),
+    (6, 2, 8, 8, 3, 3, 3, 2, 0),
+    (3, 4, 6, 5, 5, 1, 1, 1, 0),
+]
+
+
+def _conv_step(case, dtype, limit=None):
+    N, C, H, W, FN, FH, FW, stride, pad = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    weights = (0.3 * rng.standard_normal((FN, C, FH, FW))).astype(dtype)
+    bias = rng.standard_normal(FN).astype(dtype)
+    previous = nnlayers.get_workspace_limit()
+    nnlayers.set_workspace_limit(limit)
+    try:
+        layer = nnlayers.Convolution(weights, bias, stride, pad)
+        out = layer.forward(x).copy()
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = layer.backward(dout).copy()
+    finally:
+        nnlayers.set_workspace_limit(previous)
+    return (x, weights, bias, dout), {"out": out, "dx": dx, "dW": layer.dW, "db": layer.db}
+
+
+@pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
+@pytest.mark.parametrize("limit", [None, 600], ids=["whole-batch", "workspace-bound"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dtype, limit):
+    threads(1)
+    _, alone = _conv_step(case, dtype, limit)
+    threads(2)
+    inputs, shared = _conv_step(case, dtype, limit)
+    for name in alone:
+        np.testing.assert_array_equal(shared[name], alone[name], err_msg=name)
+    x, weights, bias, dout = inputs
+    ref = reference.Convolution(weights, bias, case[7], case[8])
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    np.testing.assert_allclose(shared["out"], ref.forward(x), **tol)
+    np.testing.assert_allclose(shared["dx"], ref.backward(dout), **tol)
+    np.testing.assert_allclose(shared["dW"], ref.dW, **tol)
+    np.testing.assert_allclose(shared["db"], ref.db, **tol)
