@@ -450,7 +450,6 @@ class Convolution:
         d = as_float_array(dout, "dout", dtype=dtype).reshape(N, FN, P)
         Wm = np.asarray(self.W, dtype=dtype).reshape(FN, K)
         xc = self.x if self.x.dtype == dtype else self.x.astype(dtype)
-        self.db = d.sum(axis=(0, 2))
         col = self.col if (self.col is not None and self.col.dtype == dtype) else None
         # Each thread takes a share of the samples; within it, the input gradient's columns
         # go through a small reused buffer a few samples at a time. dW's per-sample products
@@ -461,6 +460,7 @@ class Convolution:
                            _BACKWARD_CHUNK_BYTES // per_sample))
         dx = self._result("dx", self.x.shape, dtype)
         dW_per_sample = self._buffer("dW_per_sample", (N, K, FN), dtype)
+        db_per_sample = self._buffer("db_per_sample", (N, FN), dtype)
         scratch = [(self._buffer(f"dcols{i}", (chunk, K, P), dtype),
                     None if col is not None else self._buffer(f"work{i}", (chunk, K, P), dtype))
                    for i in range(len(parts))]
@@ -477,12 +477,14 @@ class Convolution:
                 # (K, P) @ (P, FN) per sample: OpenBLAS runs this orientation up to 2x faster
                 # than (FN, P) @ (P, K) at these sizes (float32, tools/profile_conv.py)
                 np.matmul(cols, d[n0:n1].transpose(0, 2, 1), out=dW_per_sample[n0:n1])
+                np.sum(d[n0:n1], axis=2, out=db_per_sample[n0:n1])
                 np.matmul(Wm.T, d[n0:n1], out=dcols[: n1 - n0])
                 nnkernels.col2im_per_sample(dcols[: n1 - n0], (n1 - n0, C, *self.x.shape[2:]),
                                             FH, FW, stride, pad, out=dx[n0:n1])
 
         run_parts(parts, backward_part)
         dW = dW_per_sample.sum(axis=0).T
+        self.db = db_per_sample.sum(axis=0)
         self.dW = dW.reshape(FN, C, FH, FW)
         return dx
 
