@@ -348,8 +348,10 @@ class Convolution:
     """2-D convolution (cross-correlation) of ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
     Output ``(N, FN, out_h, out_w)``, ``out = (H + 2*pad - FH)//stride + 1``. Computed as
-    per-sample columns (``nnkernels.im2col_per_sample``) and one batched matrix product,
-    so the result is NCHW without a transpose. When the column matrix of a batch would
+    per-sample columns (``nnkernels.im2col_per_sample``) and per-sample matrix products,
+    so the result is NCHW without a transpose. With several threads each takes a share of
+    the samples and runs the whole pipeline on it (``nnlayers._products``); results are
+    the same bits as with one thread. When the column matrix of a batch would
     exceed the workspace limit (``nnlayers.set_workspace_limit``), the batch is processed
     in chunks and the columns are recomputed in ``backward`` instead of kept. The layer
     keeps its last output and input gradient and writes the next ones into them once
