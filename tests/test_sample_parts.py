@@ -22,7 +22,13 @@ TWO_THREADS = numba.config.NUMBA_NUM_THREADS >= 2
 
 
 def blas_threads():
-    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    """Thread counts of the OpenBLAS builds ``single_threaded_blas`` controls (NumPy's; a
+    SciPy imported later brings its own, which NumPy's products do not use)."""
+    from nnkernels import threads as thread_module
+
+    with single_threaded_blas():  # makes sure the controlled libraries are known
+        pass
+    return [get_fn() for _, get_fn in thread_module._SINGLE_BLAS["setters"]]
 
 
 @pytest.fixture

@@ -402,7 +402,7 @@ class Convolution:
             batches = [(0, N, col)]
         else:  # workspace bound: chunks of samples through one buffer, columns not kept
             col = None
-            work = self._buffer("work", (chunk, K, P), dtype)
+            work = self._buffer("work0", (chunk, K, P), dtype)  # backward reshapes it
             batches = [(n0, min(N, n0 + chunk), work) for n0 in range(0, N, chunk)]
 
         for n0, n1, buffer in batches:
@@ -458,7 +458,10 @@ class Convolution:
         # are summed once all are done, so the sum does not depend on the shares.
         parts = sample_parts(N, 2 * N * FN * K * P)
         per_sample = K * P * dtype.itemsize
-        chunk = max(1, min(conv_chunk_size(N, per_sample) // len(parts),
+        # the workspace bound covers every thread's buffers: dcols, plus the recomputed
+        # columns when the forward did not keep them
+        buffers = len(parts) * (1 if col is not None else 2)
+        chunk = max(1, min(conv_chunk_size(N, per_sample) // buffers,
                            _BACKWARD_CHUNK_BYTES // per_sample))
         dx = self._result("dx", self.x.shape, dtype)
         dW_per_sample = self._buffer("dW_per_sample", (N, K, FN), dtype)
