@@ -781,14 +781,28 @@ def test_batchnorm_never_overwrites_an_xn_someone_else_holds(recycle_small_resul
     np.testing.assert_array_equal(view, snapshot)  # a view keeps its base alive too
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_batchnorm_recycles_out_and_dx_only_once_released(recycle_small_results, per_channel):
-    rng = np.random.default_rng(8)
+# ------------------------------------------------------------------ recycled outputs and gradients
+def _batchnorm(rng, per_channel):
     n_stats = 3 if per_channel else 3 * 4 * 5
-    layer = nnlayers.BatchNormalization(rng.uniform(0.5, 1.5, n_stats), rng.standard_normal(n_stats),
-                                        per_channel=per_channel)
-    x1, x2 = rng.standard_normal((2, 6, 3, 4, 5))
-    dout = rng.standard_normal((6, 3, 4, 5))
+    return nnlayers.BatchNormalization(rng.uniform(0.5, 1.5, n_stats), rng.standard_normal(n_stats),
+                                       per_channel=per_channel)
+
+
+RECYCLING_LAYERS = {  # name: (layer factory, x shape, dout shape)
+    "batchnorm": (lambda rng: _batchnorm(rng, False), (6, 3, 4, 5), (6, 3, 4, 5)),
+    "batchnorm-per-channel": (lambda rng: _batchnorm(rng, True), (6, 3, 4, 5), (6, 3, 4, 5)),
+    "convolution": (lambda rng: nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1),
+                    (2, 3, 6, 5), (2, 4, 6, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(RECYCLING_LAYERS))
+def test_results_are_recycled_only_once_released(recycle_small_results, name):
+    make, x_shape, dout_shape = RECYCLING_LAYERS[name]
+    rng = np.random.default_rng(6)
+    layer = make(rng)
+    x1, x2 = rng.standard_normal((2, *x_shape))
+    dout = rng.standard_normal(dout_shape)
     out1 = layer.forward(x1)
     dx1 = layer.backward(dout)
     kept_out, kept_dx = out1.copy(), dx1.copy()
@@ -797,50 +811,22 @@ def test_batchnorm_recycles_out_and_dx_only_once_released(recycle_small_results,
     assert not np.shares_memory(out1, out2) and not np.shares_memory(dx1, dx2)
     np.testing.assert_array_equal(out1, kept_out)
     np.testing.assert_array_equal(dx1, kept_dx)
-    view = dx2[1:]                    # a view keeps its base alive, too
-    snapshot = view.copy()
-    address = out2.__array_interface__["data"][0]
+    out_view, dx_view = out2[1:], dx2[1:]  # a view keeps its base alive, too
+    out_snapshot, dx_snapshot = out_view.copy(), dx_view.copy()
     del out1, dx1, out2, dx2
     out3 = layer.forward(x1)
-    assert out3.__array_interface__["data"][0] == address  # released, so reused
+    dx3 = layer.backward(dout)
+    np.testing.assert_array_equal(out_view, out_snapshot)
+    np.testing.assert_array_equal(dx_view, dx_snapshot)
     np.testing.assert_array_equal(out3, kept_out)
-    dx3 = layer.backward(dout)
-    np.testing.assert_array_equal(view, snapshot)
     np.testing.assert_array_equal(dx3, kept_dx)
-    address = dx3.__array_interface__["data"][0]
-    del dx3, view
-    layer.forward(x1)
+    addresses = (out3.__array_interface__["data"][0], dx3.__array_interface__["data"][0])
+    del out3, dx3, out_view, dx_view
+    out4 = layer.forward(x1)
     dx4 = layer.backward(dout)
-    assert dx4.__array_interface__["data"][0] == address
+    assert (out4.__array_interface__["data"][0], dx4.__array_interface__["data"][0]) == addresses
+    np.testing.assert_array_equal(out4, kept_out)
     np.testing.assert_array_equal(dx4, kept_dx)
-
-
-# ------------------------------------------------------------------ convolution's result arrays
-def test_convolution_recycles_results_only_once_released(recycle_small_results):
-    rng = np.random.default_rng(6)
-    layer = nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1)
-    x1, x2 = rng.standard_normal((2, 2, 3, 6, 5))
-    dout = rng.standard_normal((2, 4, 6, 5))
-    out1 = layer.forward(x1)
-    dx1 = layer.backward(dout)
-    kept_out, kept_dx = out1.copy(), dx1.copy()
-    out2 = layer.forward(x2)          # out1 and dx1 are still held: fresh arrays
-    dx2 = layer.backward(dout)
-    assert not np.shares_memory(out1, out2) and not np.shares_memory(dx1, dx2)
-    np.testing.assert_array_equal(out1, kept_out)
-    np.testing.assert_array_equal(dx1, kept_dx)
-    view = out2[0]                    # a view keeps its base alive, too
-    snapshot = view.copy()
-    address = dx2.__array_interface__["data"][0]
-    del out1, dx1, out2, dx2
-    layer.forward(x1)
-    np.testing.assert_array_equal(view, snapshot)
-    dx3 = layer.backward(dout)
-    assert dx3.__array_interface__["data"][0] == address  # released, so reused
-    np.testing.assert_array_equal(dx3, kept_dx)
-    expected = ref.Convolution(layer.W, layer.b, 1, 1)
-    expected.forward(x1)
-    np.testing.assert_allclose(dx3, expected.backward(dout), rtol=1e-12, atol=1e-12)
 
 
 def test_small_results_are_not_recycled():
