@@ -9,6 +9,7 @@ import nnkernels
 import nnlayers
 import nnlayers.reference as ref
 from strategies import (
+    Window,
     assert_close,
     bad_out_arrays,
     dtypes,
@@ -148,6 +149,29 @@ def test_im2col_per_sample_is_the_reference_layout_transposed(g, dtype, layout, 
     expected = _per_sample_from_book(ref.im2col(x, g.fh, g.fw, g.stride, g.pad), g)
     np.testing.assert_array_equal(cols, expected)
     np.testing.assert_array_equal(xin, saved)
+
+
+@st.composite
+def same_width_windows(draw):
+    """Stride 1 and ``filter_w == 2*pad + 1`` (output as wide as the input): the geometry
+    the column kernel copies a whole tap at a time; any height, tall or short filters."""
+    pad = draw(st.integers(0, 3))
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    fh = draw(st.integers(1, h + 2 * pad))
+    return Window(n, c, h, w, fh, 2 * pad + 1, 1, pad)
+
+
+@settings(max_examples=60)
+@given(g=same_width_windows(), dtype=dtypes, seed=seeds)
+def test_im2col_per_sample_same_width_fills_every_cell(g, dtype, seed):
+    x = make_values(seed, g.x_shape, dtype)
+    oh, ow = g.out_hw
+    assert ow == g.w
+    out = np.full((g.n, g.c * g.fh * g.fw, oh * ow), np.nan, dtype=dtype)  # no cell left unset
+    cols = nnkernels.im2col_per_sample(x, g.fh, g.fw, g.stride, g.pad, out=out)
+    expected = _per_sample_from_book(ref.im2col(x, g.fh, g.fw, g.stride, g.pad), g)
+    np.testing.assert_array_equal(cols, expected)
 
 
 @settings(max_examples=50)

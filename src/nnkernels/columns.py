@@ -108,6 +108,32 @@ def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img)
                             img[n, c, y, np.uint64(xx)] += col[row, np.uint64(base + ky * filter_w + kx)]
 
 
+@inner_function
+def _copy_shifted_plane(xf, cf, src0, dst0, row_shift, shift, lo, hi, height, out_h, out_w):
+    """One tap's row of the columns when stride is 1 and out_w equals the width: output
+    (oy, ox) reads input (oy + row_shift, ox + shift), so the valid rows are one contiguous
+    copy at a fixed offset; the few cells it fills from a neighbouring row (the padded
+    edges, columns outside [lo, hi)) are zeroed afterwards."""
+    oy_lo = min(out_h, max(0, -row_shift))
+    oy_hi = max(oy_lo, min(out_h, height - row_shift))
+    for j in range(dst0, dst0 + oy_lo * out_w):
+        cf[np.uint64(j)] = 0.0
+    for j in range(dst0 + oy_hi * out_w, dst0 + out_h * out_w):
+        cf[np.uint64(j)] = 0.0
+    if oy_hi > oy_lo and hi > lo:
+        offset = src0 + row_shift * out_w + shift - dst0
+        start = dst0 + oy_lo * out_w + lo
+        stop = dst0 + (oy_hi - 1) * out_w + hi
+        for j in range(start, stop):
+            cf[np.uint64(j)] = xf[np.uint64(j + offset)]
+    for oy in range(oy_lo, oy_hi):
+        d = dst0 + oy * out_w
+        for ox in range(lo):
+            cf[np.uint64(d + ox)] = 0.0
+        for ox in range(hi, out_w):
+            cf[np.uint64(d + ox)] = 0.0
+
+
 @parallel_kernel
 def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, cols):
     """One (n, c) input plane per iteration; flat indices, so that a short output row costs
@@ -117,6 +143,7 @@ def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, 
     n_out = out_h * out_w
     xf = x.reshape(-1)
     cf = cols.reshape(-1)
+    same_width = stride == 1 and out_w == width
     for plane in prange(n_img * channels):
         p = np.int64(plane)
         src0 = p * height * width
@@ -125,6 +152,10 @@ def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, 
                 dst0 = (p * ksize + ky * filter_w + kx) * n_out  # row (c, ky, kx) of sample n
                 lo, hi = _inside_range(out_w, stride, kx - pad, width)
                 shift = kx - pad
+                if same_width:
+                    _copy_shifted_plane(xf, cf, src0, dst0, ky - pad, shift, lo, hi,
+                                        height, out_h, out_w)
+                    continue
                 for oy in range(out_h):
                     y = oy * stride + ky - pad
                     d = dst0 + oy * out_w
