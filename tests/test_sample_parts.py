@@ -133,14 +133,16 @@ def test_single_threaded_kernels_affects_only_the_calling_thread():
 # ------------------------------------------------------------------ sample_parts / run_parts
 def test_parts_cover_the_samples_in_order(threads):
     threads(2 if TWO_THREADS else 1)
-    parts = _products.sample_parts(7, _products.SPLIT_MIN_MACS)
+    parts = _products.sample_parts(0, 7, _products.SPLIT_MIN_MACS)
     assert parts[0][0] == 0 and parts[-1][1] == 7
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
     assert len(parts) == (2 if TWO_THREADS else 1)
-    assert _products.sample_parts(7, _products.SPLIT_MIN_MACS - 1) == [(0, 7)]
-    assert _products.sample_parts(1, 1 << 40) == [(0, 1)]
+    offset = _products.sample_parts(10, 17, _products.SPLIT_MIN_MACS)
+    assert offset == [(lo + 10, hi + 10) for lo, hi in parts]
+    assert _products.sample_parts(0, 7, _products.SPLIT_MIN_MACS - 1) == [(0, 7)]
+    assert _products.sample_parts(3, 4, 1 << 40) == [(3, 4)]
     threads(1)
-    assert _products.sample_parts(7, 1 << 40) == [(0, 7)]
+    assert _products.sample_parts(0, 7, 1 << 40) == [(0, 7)]
 
 
 @pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")

@@ -34,8 +34,8 @@ import numba
 from numba import njit
 from numba.core.caching import FunctionCache
 
-__all__ = ["parallel_kernel", "inner_function", "forced_parallel", "forced_serial",
-           "serial_in_this_thread", "PARALLEL_THRESHOLD"]
+__all__ = ["parallel_kernel", "inner_function", "forced_parallel", "serial_in_this_thread",
+           "PARALLEL_THRESHOLD"]
 
 _KERNEL_LOCK = threading.Lock()
 
@@ -164,34 +164,28 @@ _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 #: (about 5-10 us in a layer under TBB, over 100 us under workqueue) would cost more than
 #: it saves
 PARALLEL_THRESHOLD = 1 << 15
-_FORCED = None  # None, or "parallel" / "serial" inside forced_parallel() / forced_serial()
+_FORCE_PARALLEL = False  # True inside forced_parallel()
 _THIS_THREAD = threading.local()  # .serial: True inside serial_in_this_thread()
 
 
 @contextlib.contextmanager
-def _forced(version):
-    global _FORCED
-    previous, _FORCED = _FORCED, version
+def forced_parallel():
+    """Within this block every kernel runs its multi-threaded version, in every thread
+    (for precompiling, and for tests that must exercise the threaded kernels)."""
+    global _FORCE_PARALLEL
+    previous, _FORCE_PARALLEL = _FORCE_PARALLEL, True
     try:
         yield
     finally:
-        _FORCED = previous
-
-
-def forced_parallel():
-    """Within this block every kernel runs its multi-threaded version (for precompiling)."""
-    return _forced("parallel")
-
-
-def forced_serial():
-    """Within this block every kernel picked by size runs its single-threaded twin."""
-    return _forced("serial")
+        _FORCE_PARALLEL = previous
 
 
 @contextlib.contextmanager
 def serial_in_this_thread():
     """Within this block, kernels picked by size and called from this thread run their
-    single-threaded twins (other threads are not affected)."""
+    single-threaded twins (same results), so that work already shared over Python threads
+    does not also start the kernels' thread pool. Other threads are not affected;
+    ``forced_parallel`` wins over it."""
     previous = getattr(_THIS_THREAD, "serial", False)
     _THIS_THREAD.serial = True
     try:
@@ -278,8 +272,8 @@ class _Kernel:
 
     def sized(self, work):
         """The parallel kernel for ``work >= PARALLEL_THRESHOLD`` elements, else the serial one."""
-        if _FORCED is not None:
-            return self if _FORCED == "parallel" else self.serial
+        if _FORCE_PARALLEL:
+            return self
         if work < PARALLEL_THRESHOLD or getattr(_THIS_THREAD, "serial", False):
             return self.serial
         return self

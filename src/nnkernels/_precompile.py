@@ -81,7 +81,7 @@ def _compile_group(name, dtypes):
     for dtype in dtypes:
         start = time.perf_counter()
         if with_twins:
-            with _jit.forced_serial():
+            with _jit.serial_in_this_thread():
                 call(np.dtype(dtype))
         with _jit.forced_parallel():
             call(np.dtype(dtype))

@@ -121,7 +121,7 @@ def _copy_shifted_plane(xf, cf, src0, dst0, row_shift, shift, lo, hi, height, ou
     for j in range(dst0 + oy_hi * out_w, dst0 + out_h * out_w):
         cf[np.uint64(j)] = 0.0
     if oy_hi > oy_lo and hi > lo:
-        offset = src0 + row_shift * out_w + shift - dst0
+        offset = src0 + row_shift * out_w + shift - dst0  # out_w is the input width here
         start = dst0 + oy_lo * out_w + lo
         stop = dst0 + (oy_hi - 1) * out_w + hi
         for j in range(start, stop):

@@ -13,7 +13,7 @@ import threading
 
 import numba
 
-from ._jit import serial_in_this_thread
+from ._jit import serial_in_this_thread as single_threaded_kernels
 
 __all__ = ["set_num_threads", "get_num_threads", "threading_layer", "limit_blas_spin",
            "single_threaded_blas", "single_threaded_kernels"]
@@ -86,9 +86,9 @@ def limit_blas_spin(exponent=BLAS_SPIN_EXPONENT):
     default). Called once by ``import nnkernels``; call it only while no other thread is
     inside a BLAS call (the pool restarts).
 
-    Measured on the 2-core project machine, conv C float32 forward: 51.5 -> 40.9 ms; the
-    column kernel plus the product that follows it cost 48 ms together against 39.6 ms
-    apart with OpenBLAS's default, 39.6 ms with this (``docs/performance.md``).
+    Measured on the 2-core project machine (``python tools/blas_spin.py float32``): conv C's
+    column kernel plus the product that follows it cost 53.0 ms together against 10.5 +
+    32.1 ms apart with OpenBLAS's default, 40.2 ms with this (``docs/performance.md``).
     """
     if isinstance(exponent, bool) or not isinstance(exponent, int) or not 4 <= exponent <= 30:
         raise ValueError(f"exponent must be an int from 4 to 30, got {exponent!r}")
@@ -186,9 +186,3 @@ def single_threaded_blas():
                 for (set_fn, _), count in zip(setters, state["saved"]):
                     set_fn(count)
 
-
-def single_threaded_kernels():
-    """Context manager: kernels called from this thread inside it run single-threaded
-    (their serial twins, same results), so that work already shared over Python threads
-    does not also start the kernels' thread pool. Other threads are not affected."""
-    return serial_in_this_thread()

@@ -22,13 +22,15 @@ from nnkernels.threads import single_threaded_blas, single_threaded_kernels
 SPLIT_MIN_MACS = 1 << 22
 
 
-def sample_parts(n_samples, macs):
-    """Contiguous ``(lo, hi)`` shares of ``range(n_samples)``, one per thread, or a single
+def sample_parts(start, stop, macs):
+    """Contiguous ``(lo, hi)`` shares of ``range(start, stop)``, one per thread, or a single
     part when there is one thread, one sample or less than ``SPLIT_MIN_MACS`` of work."""
+    n_samples = stop - start
     parts = min(nnkernels.get_num_threads(), n_samples)
     if parts < 2 or macs < SPLIT_MIN_MACS:
-        return [(0, n_samples)]
-    return [(n_samples * i // parts, n_samples * (i + 1) // parts) for i in range(parts)]
+        return [(start, stop)]
+    return [(start + n_samples * i // parts, start + n_samples * (i + 1) // parts)
+            for i in range(parts)]
 
 
 def run_parts(parts, work):

@@ -412,8 +412,7 @@ class Convolution:
                 np.matmul(Wm, cols, out=out[lo:hi])
                 out[lo:hi] += bias
 
-            run_parts([(n0 + lo, n0 + hi) for lo, hi in sample_parts(n1 - n0, (n1 - n0) * FN * K * P)],
-                      forward_part)
+            run_parts(sample_parts(n0, n1, (n1 - n0) * FN * K * P), forward_part)
         self.x = xc
         self.col = col
         self._out_hw = (out_h, out_w)
@@ -456,7 +455,7 @@ class Convolution:
         # Each thread takes a share of the samples; within it, the input gradient's columns
         # go through a small reused buffer a few samples at a time. dW's per-sample products
         # are summed once all are done, so the sum does not depend on the shares.
-        parts = sample_parts(N, 2 * N * FN * K * P)
+        parts = sample_parts(0, N, 2 * N * FN * K * P)
         per_sample = K * P * dtype.itemsize
         # the workspace bound covers every thread's buffers: dcols, plus the recomputed
         # columns when the forward did not keep them

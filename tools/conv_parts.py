@@ -1,0 +1,45 @@
+"""Convolution forward and backward with the samples shared over threads vs in one part.
+
+``python tools/conv_parts.py float32``: conv A/B/C of the benchmark and DeepConvNet's
+layers 2, 7 and 12, ms (median of 9), ``forward + backward``, with
+``nnlayers._products.SPLIT_MIN_MACS`` at its default ("shared") and raised so that every
+batch stays in one part ("one part", which then uses the kernels' and OpenBLAS's own
+threads). Both settings alternate twice.
+"""
+
+import sys
+
+import numpy as np
+
+import nnlayers
+import nnlayers._products as products
+from _timing import median_ms
+
+SHAPES = {"A": (100, 1, 28, 28, 30, 5, 5, 1, 0), "B": (100, 16, 14, 14, 32, 3, 3, 1, 1),
+          "C": (64, 64, 32, 32, 64, 3, 3, 1, 1), "L2": (100, 16, 28, 28, 16, 3, 3, 1, 1),
+          "L7": (100, 32, 14, 14, 32, 3, 3, 1, 2), "L12": (100, 64, 8, 8, 64, 3, 3, 1, 1)}
+
+
+def main():
+    dtype = np.dtype(sys.argv[1] if len(sys.argv) > 1 else "float32")
+    default = products.SPLIT_MIN_MACS
+    rng = np.random.default_rng(0)
+    for name, (N, C, H, W, FN, FH, FW, stride, pad) in SHAPES.items():
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+        weights = (0.1 * rng.standard_normal((FN, C, FH, FW))).astype(dtype)
+        layer = nnlayers.Convolution(weights, np.zeros(FN, dtype), stride, pad)
+        dout = np.ones_like(layer.forward(x))
+        times = {}
+        try:
+            for mode in ("shared", "one part", "shared", "one part"):
+                products.SPLIT_MIN_MACS = default if mode == "shared" else 1 << 62
+                fwd = median_ms(lambda: layer.forward(x))
+                bwd = median_ms(lambda: layer.backward(dout))
+                times.setdefault(mode, []).append(f"{fwd:.2f} + {bwd:.2f}")
+        finally:
+            products.SPLIT_MIN_MACS = default
+        print(f"{name:4s} {dtype.name}  " + "   ".join(f"{k}: {', '.join(v)}" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
