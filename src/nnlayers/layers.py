@@ -396,23 +396,27 @@ class Convolution:
         N = x.shape[0]
         K, P = C * FH * FW, out_h * out_w
         out = self._result("out", (N, FN, P), dtype)
+        parts = sample_parts(0, N, N * FN * K * P)
         chunk = conv_chunk_size(N, K * P * dtype.itemsize)
         if chunk >= N:
             col = self._buffer("col", (N, K, P), dtype)
-            batches = [(0, N, col)]
-        else:  # workspace bound: chunks of samples through one buffer, columns not kept
+            steps = [None] * len(parts)
+        else:  # workspace bound: each thread takes its share chunk by chunk, columns not kept
             col = None
-            work = self._buffer("work0", (chunk, K, P), dtype)  # backward reshapes it
-            batches = [(n0, min(N, n0 + chunk), work) for n0 in range(0, N, chunk)]
+            chunk = max(1, chunk // len(parts))  # the bound covers every thread's buffer
+            steps = [(chunk, self._buffer(f"work{i}", (chunk, K, P), dtype))
+                     for i in range(len(parts))]
 
-        for n0, n1, buffer in batches:
-            def forward_part(index, lo, hi, n0=n0, buffer=buffer):
-                cols = nnkernels.im2col_per_sample(xc[lo:hi], FH, FW, stride, pad,
-                                                   out=buffer[lo - n0:hi - n0])
-                np.matmul(Wm, cols, out=out[lo:hi])
-                out[lo:hi] += bias
+        def forward_part(index, lo, hi):
+            step, work = steps[index] or (max(1, hi - lo), None)
+            for n0 in range(lo, hi, step):
+                n1 = min(hi, n0 + step)
+                buffer = col[n0:n1] if work is None else work[: n1 - n0]
+                cols = nnkernels.im2col_per_sample(xc[n0:n1], FH, FW, stride, pad, out=buffer)
+                np.matmul(Wm, cols, out=out[n0:n1])
+                out[n0:n1] += bias
 
-            run_parts(sample_parts(n0, n1, (n1 - n0) * FN * K * P), forward_part)
+        run_parts(parts, forward_part)
         self.x = xc
         self.col = col
         self._out_hw = (out_h, out_w)
@@ -424,10 +428,12 @@ class Convolution:
         """A scratch array kept between calls: reusing it spares the page faults of a
         fresh allocation (hundreds of MB per step at large shapes)."""
         buf = self._buffers.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            self._buffers.pop(name, None)
-            buf = empty_result(shape, dtype)
-            self._buffers[name] = buf
+        if buf is not None and buf.dtype == dtype and buf.shape[1:] == shape[1:] \
+                and buf.shape[0] >= shape[0]:
+            return buf[: shape[0]]  # forward and backward take chunks of different sizes
+        self._buffers.pop(name, None)
+        buf = empty_result(shape, dtype)
+        self._buffers[name] = buf
         return buf
 
     def _result(self, name, shape, dtype):
