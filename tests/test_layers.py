@@ -102,6 +102,43 @@ def test_convolution_chunked_by_workspace_limit_gives_same_results(case, dtype, 
     assert_close(chunked.dW, unbounded.dW, dtype)
 
 
+def test_automatic_chunk_size_keeps_small_column_matrices_whole(workspace_limit):
+    from nnlayers.config import AUTO_CHUNK_ABOVE, AUTO_WORKSPACE, conv_chunk_size
+
+    workspace_limit(None)
+    per_sample = 1 << 20
+    whole = AUTO_CHUNK_ABOVE // per_sample
+    assert conv_chunk_size(whole, per_sample) == whole
+    assert conv_chunk_size(whole + 1, per_sample) == AUTO_WORKSPACE // per_sample
+    assert conv_chunk_size(3, AUTO_CHUNK_ABOVE) == 1  # one sample above the threshold
+    workspace_limit(1 << 62)  # a bound of the user's replaces the automatic one
+    assert conv_chunk_size(whole + 1, per_sample) == whole + 1
+    workspace_limit(2 * per_sample)
+    assert conv_chunk_size(whole, per_sample) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_limit, dtype):
+    # Large column matrices are chunked without a bound; thresholds lowered to keep it small.
+    # Every product is per sample and dW is summed over samples after, so the bits agree.
+    import nnlayers.config as config
+
+    x, W, b, dout = _conv_arrays(5, Window(6, 3, 9, 8, 3, 3, 1, 1), 4, dtype)
+    per_sample = 3 * 3 * 3 * 9 * 8 * np.dtype(dtype).itemsize
+    workspace_limit(1 << 62)
+    whole = nnlayers.Convolution(W, b, 1, 1)
+    expected = [whole.forward(x).copy(), whole.backward(dout).copy(), whole.dW, whole.db]
+    assert whole.col is not None
+    workspace_limit(None)
+    monkeypatch.setattr(config, "AUTO_CHUNK_ABOVE", 6 * per_sample - 1)
+    monkeypatch.setattr(config, "AUTO_WORKSPACE", 2 * per_sample)
+    chunked = nnlayers.Convolution(W, b, 1, 1)
+    got = [chunked.forward(x).copy(), chunked.backward(dout).copy(), chunked.dW, chunked.db]
+    assert chunked.col is None  # columns were recomputed in backward, not kept
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+
+
 def test_workspace_limit_one_byte_still_processes_a_sample(workspace_limit):
     x, W, b, dout = _conv_arrays(11, Window(5, 2, 7, 6, 3, 2, 2, 1), 3, np.float64)
     workspace_limit(1)

@@ -1,0 +1,76 @@
+"""Convolution forward+backward with its columns kept whole vs processed in chunks.
+
+``python tools/conv_chunking.py float32 [A,B,C,L2,L7,L12] [8192,16384]``: for each shape
+(conv A/B/C of the benchmark and DeepConvNet's layers 2, 7 and 12, as in
+``tools/conv_parts.py``), one layer per setting: "whole" (a bound too large to bind: the
+batch's column matrix is written in forward and read back in backward), "default" (no bound
+of ours: matrices above 16 MiB are chunked as under a 4 MiB bound) and each workspace bound
+given in KiB (``nnlayers.set_workspace_limit``: chunks through small per-thread buffers,
+columns recomputed in backward; ``-`` for none). The settings alternate call by call, 11 rounds; printed:
+the median ms of each and, in brackets, the median over rounds of its time divided by
+"whole"'s in the same round, which the machine's drift affects far less than the medians.
+"""
+
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import nnlayers
+from conv_parts import SHAPES
+
+WHOLE = 1 << 62
+
+
+def column_mib(N, C, H, W, FN, FH, FW, stride, pad, itemsize):
+    out_h = (H + 2 * pad - FH) // stride + 1
+    out_w = (W + 2 * pad - FW) // stride + 1
+    return N * C * FH * FW * out_h * out_w * itemsize / 2**20
+
+
+def main():
+    dtype = np.dtype(sys.argv[1] if len(sys.argv) > 1 else "float32")
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(SHAPES)
+    given = sys.argv[3] if len(sys.argv) > 3 else "8192,16384"
+    bounds = [] if given == "-" else [int(kib) << 10 for kib in given.split(",")]
+    rng = np.random.default_rng(0)
+    for name in names:
+        N, C, H, W, FN, FH, FW, stride, pad = SHAPES[name]
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+        weights = (0.1 * rng.standard_normal((FN, C, FH, FW))).astype(dtype)
+
+        def setting(bound):
+            layer = nnlayers.Convolution(weights, np.zeros(FN, dtype), stride, pad)
+            dout = np.ones_like(layer.forward(x))
+
+            def run():
+                previous = nnlayers.set_workspace_limit(bound)
+                try:
+                    layer.forward(x)
+                    layer.backward(dout)
+                finally:
+                    nnlayers.set_workspace_limit(previous)
+            return run
+
+        runs = {"whole": setting(WHOLE), "default": setting(None)}
+        runs.update({f"{bound >> 10} KiB": setting(bound) for bound in bounds})
+        times = {label: [] for label in runs}
+        for run in runs.values():
+            run()
+        for _ in range(11):
+            for label, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[label].append(time.perf_counter() - start)
+        whole = times["whole"]
+        cells = [f"{label} {statistics.median(t) * 1e3:.2f}"
+                 + ("" if label == "whole" else
+                    f" ({statistics.median(b / a for a, b in zip(whole, t)):.2f})")
+                 for label, t in times.items()]
+        mib = column_mib(N, C, H, W, FN, FH, FW, stride, pad, dtype.itemsize)
+        print(f"{name:4s} {dtype.name} columns {mib:5.1f} MiB  " + "   ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
