@@ -6,7 +6,10 @@
 batch's column matrix is written in forward and read back in backward), "default" (no bound
 of ours: matrices above 16 MiB are chunked as under a 4 MiB bound) and each workspace bound
 given in KiB (``nnlayers.set_workspace_limit``: chunks through small per-thread buffers,
-columns recomputed in backward; ``-`` for none). The settings alternate call by call, 11 rounds; printed:
+columns recomputed in backward; ``-`` for none). With ``after-reference`` as a fourth
+argument, the reference layer's forward+backward on the same shape runs before every timed
+call, as in ``python -m nnlayers.bench`` (caches then hold the reference's arrays, not
+ours). The settings alternate call by call, 11 rounds; printed:
 the median ms of each and, in brackets, the median over rounds of its time divided by
 "whole"'s in the same round, which the machine's drift affects far less than the medians.
 """
@@ -18,6 +21,7 @@ import time
 import numpy as np
 
 import nnlayers
+from nnlayers import reference
 from conv_parts import SHAPES
 
 WHOLE = 1 << 62
@@ -34,6 +38,7 @@ def main():
     names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(SHAPES)
     given = sys.argv[3] if len(sys.argv) > 3 else "8192,16384"
     bounds = [] if given == "-" else [int(kib) << 10 for kib in given.split(",")]
+    after_reference = len(sys.argv) > 4 and sys.argv[4] == "after-reference"
     rng = np.random.default_rng(0)
     for name in names:
         N, C, H, W, FN, FH, FW, stride, pad = SHAPES[name]
@@ -56,10 +61,15 @@ def main():
         runs = {"whole": setting(WHOLE), "default": setting(None)}
         runs.update({f"{bound >> 10} KiB": setting(bound) for bound in bounds})
         times = {label: [] for label in runs}
+        slow = reference.Convolution(weights, np.zeros(FN, dtype), stride, pad)
+        slow_dout = np.ones_like(slow.forward(x))
         for run in runs.values():
             run()
         for _ in range(11):
             for label, run in runs.items():
+                if after_reference:
+                    slow.forward(x)
+                    slow.backward(slow_dout)
                 start = time.perf_counter()
                 run()
                 times[label].append(time.perf_counter() - start)
@@ -69,7 +79,8 @@ def main():
                     f" ({statistics.median(b / a for a, b in zip(whole, t)):.2f})")
                  for label, t in times.items()]
         mib = column_mib(N, C, H, W, FN, FH, FW, stride, pad, dtype.itemsize)
-        print(f"{name:4s} {dtype.name} columns {mib:5.1f} MiB  " + "   ".join(cells), flush=True)
+        note = " after the reference" if after_reference else ""
+        print(f"{name:4s} {dtype.name}{note} columns {mib:5.1f} MiB  " + "   ".join(cells), flush=True)
 
 
 if __name__ == "__main__":
