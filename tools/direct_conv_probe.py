@@ -9,15 +9,14 @@ copy of each sample (FMA contraction allowed, the loop vectorised by LLVM). Medi
 three rounds, and the largest difference between the two outputs.
 """
 
-import statistics
 import sys
-import time
 
 import numpy as np
 from numba import njit
 from threadpoolctl import threadpool_limits
 
 import nnkernels
+from _timing import median_ms
 
 
 @njit(nogil=True, error_model="numpy", fastmath={"contract"})
@@ -67,16 +66,6 @@ def columns_forward(x, W, b, cols, out):
     flat += b[:, None]
 
 
-def median_ms(fn, repeat=15):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def main():
     dtype = np.dtype(sys.argv[1] if len(sys.argv) > 1 else "float32")
     shapes = {"B": (50, 16, 14, 14, 32), "C": (32, 64, 32, 32, 64),
@@ -91,8 +80,9 @@ def main():
         with threadpool_limits(1, user_api="blas"):
             columns_forward(x, W, b, cols, ours)
             direct_forward(x, W, b, 1, direct)
-            rounds = [(median_ms(lambda: columns_forward(x, W, b, cols, ours)),
-                       median_ms(lambda: direct_forward(x, W, b, 1, direct))) for _ in range(3)]
+            rounds = [(median_ms(lambda: columns_forward(x, W, b, cols, ours), 15),
+                       median_ms(lambda: direct_forward(x, W, b, 1, direct), 15))
+                      for _ in range(3)]
         print(f"{name:4s} {dtype.name} max |difference| {np.abs(ours - direct).max():.1e}  "
               + "   ".join(f"columns {a:.2f} direct {d:.2f}" for a, d in rounds), flush=True)
 
