@@ -351,12 +351,13 @@ class Convolution:
     per-sample columns (``nnkernels.im2col_per_sample``) and per-sample matrix products,
     so the result is NCHW without a transpose. With several threads each takes a share of
     the samples and runs the whole pipeline on it (``nnlayers._products``); results are
-    the same bits as with one thread. When the column matrix of a batch would
-    exceed the workspace limit (``nnlayers.set_workspace_limit``; by default matrices above
-    16 MiB are processed as under a 4 MiB bound), each thread takes its samples in chunks
-    and the columns are recomputed in ``backward`` instead of kept (``col`` is then None). The layer
-    keeps its last output and input gradient and writes the next ones into them once
-    nothing else refers to them (no variable, no view), sparing fresh arrays' page faults.
+    the same bits as with one thread. When the column matrix of a batch would exceed the
+    workspace limit (``nnlayers.set_workspace_limit``; by default matrices above 16 MiB
+    are processed as under a 4 MiB bound), each thread takes its samples in chunks and
+    the columns are recomputed in ``backward`` instead of kept (``col`` is then None).
+    The layer keeps its last output and input gradient and writes the next ones into them
+    once nothing else refers to them (no variable, no view), sparing fresh arrays' page
+    faults.
     """
 
     def __init__(self, W, b, stride=1, pad=0):
