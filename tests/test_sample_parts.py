@@ -206,3 +206,41 @@ def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dt
     np.testing.assert_allclose(shared["dx"], ref.backward(dout), **tol)
     np.testing.assert_allclose(shared["dW"], ref.dW, **tol)
     np.testing.assert_allclose(shared["db"], ref.db, **tol)
+
+
+@pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_take_their_share_in_chunks_of_several_samples(threads, always_split, dtype):
+    case = (13, 2, 6, 5, 3, 3, 3, 1, 1)  # stride 1, same padding: P = H * W
+    N, C, H, W, FN, FH, FW, stride, pad = case
+    per_sample = C * FH * FW * H * W * np.dtype(dtype).itemsize
+    # under the batch's 13 samples, so chunked; per thread 12 // (2 buffers x 2 threads) = 3
+    # samples a chunk: shares of 6 and 7 run as 3 + 3 and 3 + 3 + 1
+    limit = 12 * per_sample
+    threads(1)
+    _, alone = _conv_step(case, dtype, limit)
+    threads(2)
+    inputs, shared = _conv_step(case, dtype, limit)
+    for name in alone:
+        np.testing.assert_array_equal(shared[name], alone[name], err_msg=name)
+    x, weights, bias, dout = inputs
+    ref = reference.Convolution(weights, bias, stride, pad)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    np.testing.assert_allclose(shared["out"], ref.forward(x), **tol)
+    np.testing.assert_allclose(shared["dx"], ref.backward(dout), **tol)
+    np.testing.assert_allclose(shared["dW"], ref.dW, **tol)
+
+    previous = nnlayers.set_workspace_limit(limit)
+    try:
+        layer = nnlayers.Convolution(weights, bias, stride, pad)
+        out = layer.forward(x)
+        forward_chunks = layer._buffers["work0"]
+        layer.backward(np.ones_like(out))
+        assert layer._buffers["work0"] is forward_chunks  # backward reuses forward's buffer
+        assert forward_chunks.shape[0] == layer._buffers["dcols1"].shape[0] == 3
+        threads(1)  # fewer threads: the second thread's buffers are let go
+        layer.backward(np.ones_like(layer.forward(x)))
+        assert "work1" not in layer._buffers and "dcols1" not in layer._buffers
+        assert layer._buffers["work0"].shape[0] == 6
+    finally:
+        nnlayers.set_workspace_limit(previous)

@@ -7,7 +7,7 @@ _workspace_limit = None
 
 #: without a bound of the user's, a batch whose column matrix exceeds this many bytes is
 #: processed in chunks as if the bound were ``AUTO_WORKSPACE``: the chunks stay in cache
-#: instead of going out to memory and back (conv C and DeepConvNet's second layer 8-16%
+#: instead of going out to memory and back (conv C and DeepConvNet's second layer 8-15%
 #: faster, ``python tools/conv_chunking.py``), and the layer holds far less memory
 AUTO_CHUNK_ABOVE = 16 << 20
 AUTO_WORKSPACE = 4 << 20

@@ -344,6 +344,15 @@ class BatchNormalization:
 _BACKWARD_CHUNK_BYTES = 8 << 20
 
 
+def _unkept_chunk(n_samples, per_sample, threads):
+    """Samples per chunk when a batch's columns are not kept: each thread then holds a
+    column chunk and an input-gradient chunk of this many samples (forward uses the first,
+    backward both, so the same buffers serve), together within the workspace bound, at
+    least one sample each."""
+    return max(1, min(conv_chunk_size(n_samples, per_sample) // (2 * threads),
+                      _BACKWARD_CHUNK_BYTES // per_sample))
+
+
 class Convolution:
     """2-D convolution (cross-correlation) of ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
@@ -399,13 +408,13 @@ class Convolution:
         K, P = C * FH * FW, out_h * out_w
         out = self._result("out", (N, FN, P), dtype)
         parts = sample_parts(0, N, N * FN * K * P)
-        chunk = conv_chunk_size(N, K * P * dtype.itemsize)
-        if chunk >= N:
+        per_sample = K * P * dtype.itemsize
+        if conv_chunk_size(N, per_sample) >= N:
             col = self._buffer("col", (N, K, P), dtype)
             steps = [None] * len(parts)
         else:  # workspace bound: each thread takes its share chunk by chunk, columns not kept
             col = None
-            chunk = max(1, chunk // len(parts))  # the bound covers every thread's buffer
+            chunk = _unkept_chunk(N, per_sample, len(parts))
             steps = [(chunk, self._buffer(f"work{i}", (chunk, K, P), dtype))
                      for i in range(len(parts))]
 
@@ -430,13 +439,20 @@ class Convolution:
         """A scratch array kept between calls: reusing it spares the page faults of a
         fresh allocation (hundreds of MB per step at large shapes)."""
         buf = self._buffers.get(name)
-        if buf is not None and buf.dtype == dtype and buf.shape[1:] == shape[1:] \
-                and buf.shape[0] >= shape[0]:
-            return buf[: shape[0]]  # forward and backward take chunks of different sizes
-        self._buffers.pop(name, None)
-        buf = empty_result(shape, dtype)
-        self._buffers[name] = buf
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            self._buffers.pop(name, None)
+            buf = empty_result(shape, dtype)
+            self._buffers[name] = buf
         return buf
+
+    def _drop_thread_buffers(self, threads):
+        """Forget the per-thread scratch of threads beyond ``threads`` (after the thread
+        count was lowered), so that it does not stay allocated. Called from backward, which
+        splits at least as readily as forward (twice the work)."""
+        for prefix in ("work", "dcols"):
+            index = threads
+            while self._buffers.pop(f"{prefix}{index}", None) is not None:
+                index += 1
 
     def _result(self, name, shape, dtype):
         """A fresh array for a result, or the previous call's when nobody holds it any more
@@ -464,12 +480,15 @@ class Convolution:
         # go through a small reused buffer a few samples at a time. dW's per-sample products
         # are summed once all are done, so the sum does not depend on the shares.
         parts = sample_parts(0, N, 2 * N * FN * K * P)
+        self._drop_thread_buffers(len(parts))
         per_sample = K * P * dtype.itemsize
         # the workspace bound covers every thread's buffers: dcols, plus the recomputed
         # columns when the forward did not keep them
-        buffers = len(parts) * (1 if col is not None else 2)
-        chunk = max(1, min(conv_chunk_size(N, per_sample) // buffers,
-                           _BACKWARD_CHUNK_BYTES // per_sample))
+        if col is None:
+            chunk = _unkept_chunk(N, per_sample, len(parts))
+        else:
+            chunk = max(1, min(conv_chunk_size(N, per_sample) // len(parts),
+                               _BACKWARD_CHUNK_BYTES // per_sample))
         dx = self._result("dx", self.x.shape, dtype)
         dW_per_sample = self._buffer("dW_per_sample", (N, K, FN), dtype)
         db_per_sample = self._buffer("db_per_sample", (N, FN), dtype)
