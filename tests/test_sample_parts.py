@@ -188,11 +188,8 @@ def _conv_step(case, dtype, limit=None):
     return (x, weights, bias, dout), {"out": out, "dx": dx, "dW": layer.dW, "db": layer.db}
 
 
-@pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
-@pytest.mark.parametrize("limit", [None, 600], ids=["whole-batch", "workspace-bound"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CASES)
-def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dtype, limit):
+def _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit):
+    """Convolution with 1 and 2 threads: the same bits, and close to the reference."""
     threads(1)
     _, alone = _conv_step(case, dtype, limit)
     threads(2)
@@ -206,6 +203,15 @@ def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dt
     np.testing.assert_allclose(shared["dx"], ref.backward(dout), **tol)
     np.testing.assert_allclose(shared["dW"], ref.dW, **tol)
     np.testing.assert_allclose(shared["db"], ref.db, **tol)
+    return inputs
+
+
+@pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
+@pytest.mark.parametrize("limit", [None, 600], ids=["whole-batch", "workspace-bound"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dtype, limit):
+    _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit)
 
 
 @pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
@@ -217,18 +223,7 @@ def test_threads_take_their_share_in_chunks_of_several_samples(threads, always_s
     # under the batch's 13 samples, so chunked; per thread 12 // (2 buffers x 2 threads) = 3
     # samples a chunk: shares of 6 and 7 run as 3 + 3 and 3 + 3 + 1
     limit = 12 * per_sample
-    threads(1)
-    _, alone = _conv_step(case, dtype, limit)
-    threads(2)
-    inputs, shared = _conv_step(case, dtype, limit)
-    for name in alone:
-        np.testing.assert_array_equal(shared[name], alone[name], err_msg=name)
-    x, weights, bias, dout = inputs
-    ref = reference.Convolution(weights, bias, stride, pad)
-    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-10}
-    np.testing.assert_allclose(shared["out"], ref.forward(x), **tol)
-    np.testing.assert_allclose(shared["dx"], ref.backward(dout), **tol)
-    np.testing.assert_allclose(shared["dW"], ref.dW, **tol)
+    x, weights, bias, _ = _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit)
 
     previous = nnlayers.set_workspace_limit(limit)
     try:
