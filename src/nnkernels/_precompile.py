@@ -60,17 +60,17 @@ def _batchnorm(shape, dtype):
 #: twins are used). Batch norm picks its kernels by shape: few features (or channels) over
 #: at least ``PARALLEL_THRESHOLD`` elements take the split path, whose reductions therefore
 #: never run single-threaded (its normalising kernel does, for inference on small input).
-#: Listed slowest first (seconds for both dtypes, measured in one process with a cold
-#: cache): the worker pool takes them in this order, so the long ones do not come last.
+#: Listed slowest first (compile time of each group for both dtypes, cold cache, one
+#: process): the worker pool takes them in this order, so the long ones do not come last.
 _GROUPS = {
-    "batchnorm (N, D)": (lambda dtype: _batchnorm((2, 3), dtype), True),  # 11.0 s
-    "im2col/col2im per sample": (_per_sample_columns, True),  # 8.4 s
-    "batchnorm (N, C, H, W)": (lambda dtype: _batchnorm((2, 3, 2, 2), dtype), True),  # 7.7 s
-    "max pooling 2x2 stride 2": (_max_pool, True),  # 6.3 s
-    "im2col/col2im": (_book_columns, True),  # 5.5 s
-    "batchnorm (N, D), few features": (lambda dtype: _batchnorm((400, 100), dtype), False),  # 3.7 s
-    "batchnorm (N, C, H, W), few channels": (lambda dtype: _batchnorm((4, 2, 80, 80), dtype), False),  # 3.7 s
-    "relu": (_relu, True),  # 2.1 s
+    "batchnorm (N, D)": (lambda dtype: _batchnorm((2, 3), dtype), True),
+    "im2col/col2im per sample": (_per_sample_columns, True),
+    "batchnorm (N, C, H, W)": (lambda dtype: _batchnorm((2, 3, 2, 2), dtype), True),
+    "max pooling 2x2 stride 2": (_max_pool, True),
+    "im2col/col2im": (_book_columns, True),
+    "batchnorm (N, D), few features": (lambda dtype: _batchnorm((400, 100), dtype), False),
+    "batchnorm (N, C, H, W), few channels": (lambda dtype: _batchnorm((4, 2, 80, 80), dtype), False),
+    "relu": (_relu, True),
 }
 
 

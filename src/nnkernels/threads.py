@@ -8,6 +8,7 @@ spinning after a matrix product takes a core from the next Numba kernel, and the
 
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 
@@ -76,6 +77,19 @@ def _openblas_paths():
     return [controller.filepath for controller in controllers]
 
 
+@functools.lru_cache(maxsize=None)
+def _openblas_libraries():
+    """The OpenBLAS builds loaded when first asked (by ``import nnkernels``: NumPy's), as
+    ctypes libraries."""
+    libraries = []
+    for path in _openblas_paths():
+        try:
+            libraries.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return tuple(libraries)
+
+
 def limit_blas_spin(exponent=BLAS_SPIN_EXPONENT):
     """Make OpenBLAS's idle workers sleep after ``2**exponent`` cycles; True if applied.
 
@@ -95,12 +109,11 @@ def limit_blas_spin(exponent=BLAS_SPIN_EXPONENT):
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
         return False
     applied = False
-    for path in _openblas_paths():
+    for lib in _openblas_libraries():
         try:
-            lib = ctypes.CDLL(path)
             read_env, shutdown, start = (lib.openblas_read_env, lib.blas_thread_shutdown_,
                                          lib.blas_thread_init)
-        except (OSError, AttributeError):
+        except AttributeError:
             continue
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(exponent)
         try:
@@ -117,11 +130,7 @@ def _openblas_thread_setters():
     """``[(set_num_threads, get_num_threads)]`` ctypes functions of each loaded OpenBLAS,
     whatever prefix/suffix its build gave the symbols (NumPy's wheels: ``scipy_..64_``)."""
     setters = []
-    for path in _openblas_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _openblas_libraries():
         for prefix in ("", "scipy_"):
             for suffix in ("", "64_", "_64"):
                 try:
