@@ -27,8 +27,7 @@ __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward"]
 
 #: bytes of each row a task of the (N, D) kernels covers: the task reads N runs of this
 #: length, and runs of 2 KiB let the hardware prefetcher keep up when the array comes from
-#: DRAM (batch norm A after the reference's call: 256 float32 features per run 3.4-4.1 ms,
-#: 512 features 2.7-3.3 ms; float64 best at 256)
+#: DRAM (docs/performance.md, "Row runs of 2 KiB")
 _FEATURE_BLOCK_BYTES = 2048
 _MIN_TASK = 16384  # elements a task should reduce at least, when the shape allows
 _TARGET_TASKS = 16  # split rows/images until about this many tasks exist
