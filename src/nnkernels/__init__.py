@@ -7,6 +7,7 @@ and memory layout (C-contiguous float32 or float64) and calls a private parallel
 from .activations import relu_backward, relu_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
+from .convolution import conv_backward, conv_forward, conv_kernels_available
 from .pooling import maxpool_backward, maxpool_forward
 from ._precompile import precompile
 from .threads import get_num_threads, limit_blas_spin, set_num_threads, threading_layer
@@ -17,6 +18,9 @@ __all__ = [
     "col2im",
     "im2col_per_sample",
     "col2im_per_sample",
+    "conv_forward",
+    "conv_backward",
+    "conv_kernels_available",
     "relu_forward",
     "relu_backward",
     "maxpool_forward",

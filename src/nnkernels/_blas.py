@@ -1,0 +1,85 @@
+"""Matrix products callable from inside kernels: NumPy's own OpenBLAS, by its symbols.
+
+NumPy's PyPI wheels link an OpenBLAS built with 64-bit integers whose CBLAS functions are
+exported as ``scipy_cblas_sgemm64_`` / ``scipy_cblas_dgemm64_``. Once that library is loaded
+into LLVM's symbol table, a Numba kernel can call them like any C function, so a kernel can
+build a sample's columns, multiply them and fold the result back without returning to
+Python between the steps. :data:`AVAILABLE` says whether this worked in this process; where
+it did not (another BLAS, another build), nothing here may be compiled and callers keep to
+NumPy's ``matmul``.
+
+OpenBLAS must be held at one thread while kernels call it from their own threads
+(``nnkernels.threads.single_threaded_blas``).
+"""
+
+from numba import types
+from numba.core.extending import intrinsic, overload
+
+from .threads import _openblas_libraries, _openblas_paths
+
+__all__ = ["AVAILABLE", "gemm", "ROW_MAJOR", "NO_TRANS", "TRANS"]
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enum values
+_SYMBOLS = {"float32": "scipy_cblas_sgemm64_", "float64": "scipy_cblas_dgemm64_"}
+
+
+def _load():
+    """Load the OpenBLAS that exports both symbols into LLVM's symbol table; True if done."""
+    try:
+        import llvmlite.binding as llvm
+    except ImportError:
+        return False
+    for path, library in zip(_openblas_paths(), _openblas_libraries()):
+        if all(hasattr(library, symbol) for symbol in _SYMBOLS.values()):
+            try:
+                llvm.load_library_permanently(path)
+            except RuntimeError:
+                continue
+            return True
+    return False
+
+
+#: whether kernels may call :func:`gemm` in this process
+AVAILABLE = _load()
+
+
+def _external_gemm(scalar):
+    pointer = types.CPointer(scalar)
+    return types.ExternalFunction(_SYMBOLS[scalar.name], types.void(
+        types.int32, types.int32, types.int32, types.int64, types.int64, types.int64,
+        scalar, pointer, types.int64, pointer, types.int64, scalar, pointer, types.int64))
+
+
+_SGEMM = _external_gemm(types.float32)
+_DGEMM = _external_gemm(types.float64)
+
+
+@intrinsic
+def _first_element(typingctx, array):
+    """Pointer to an array's first element (the caller guarantees the layout)."""
+    def codegen(context, builder, signature, args):
+        return context.make_array(array)(context, builder, args[0]).data
+    return types.CPointer(array.dtype)(array), codegen
+
+
+def gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """``c = op(a) @ op(b)`` for row-major ``c`` ``(m, n)``: CBLAS ``?gemm`` with alpha 1 and
+    beta 0, on 2-D arrays of one float dtype whose rows are ``lda``/``ldb``/``ldc`` elements
+    apart. Callable only from kernels, and only when :data:`AVAILABLE`."""
+    raise NotImplementedError("gemm is only callable from inside a Numba kernel")
+
+
+@overload(gemm, jit_options={"nogil": True})
+def _gemm_overload(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    if a.dtype == types.float32:
+        external, one, zero = _SGEMM, 1.0, 0.0
+    elif a.dtype == types.float64:
+        external, one, zero = _DGEMM, 1.0, 0.0
+    else:
+        return None
+    scalar = a.dtype
+
+    def call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+        external(ROW_MAJOR, trans_a, trans_b, m, n, k, scalar(one), _first_element(a), lda,
+                 _first_element(b), ldb, scalar(zero), _first_element(c), ldc)
+    return call

@@ -1,0 +1,223 @@
+"""Convolution forward and backward, each one kernel: columns, BLAS products and folding
+per sample, with no return to Python in between.
+
+Each thread takes a contiguous share of the samples and, for each, writes the sample's
+columns (``(C*FH*FW, out_h*out_w)``, the per-sample layout of
+:func:`nnkernels.im2col_per_sample`) into a buffer that stays in cache, multiplies by
+calling NumPy's OpenBLAS (``nnkernels._blas``; held at one thread meanwhile) and adds the
+bias, or in backward forms the sample's weight gradient and folds its input gradient back.
+Every product is the one ``numpy.matmul`` makes for that sample, so results are the same
+bits as columns plus ``numpy.matmul``, whatever the thread count.
+
+Available only where NumPy's BLAS is its OpenBLAS wheel build (:func:`conv_kernels_available`);
+elsewhere the functions raise ``RuntimeError`` and callers use the column functions and
+``numpy.matmul``.
+"""
+
+import numpy as np
+from numba import prange
+
+from . import _blas
+from ._blas import NO_TRANS, TRANS, gemm
+from ._jit import parallel_kernel
+from ._validation import as_float_array, check_int, checked_out, compute_dtype, empty_result
+from .columns import _fold_plane, _unfold_plane, conv_output_shape
+from .threads import get_num_threads, single_threaded_blas
+
+__all__ = ["conv_kernels_available", "conv_forward", "conv_backward"]
+
+
+def conv_kernels_available():
+    """Whether :func:`conv_forward` and :func:`conv_backward` can run in this process
+    (NumPy's BLAS is the OpenBLAS of its PyPI wheels)."""
+    return _blas.AVAILABLE
+
+
+# ------------------------------------------------------------------ kernels
+@parallel_kernel
+def _conv_forward_kernel(x, weights, bias, filter_h, filter_w, stride, pad, out_h, out_w,
+                         n_parts, keep, cols, out):
+    """``out[n] = weights @ columns(x[n]) + bias`` per sample.
+
+    x ``(N, C, H, W)``; weights ``(FN, K)`` with ``K = C*filter_h*filter_w``; bias ``(FN,)``;
+    out ``(N, FN, P)`` with ``P = out_h*out_w``. Part ``i`` of ``n_parts`` takes samples
+    ``[N*i//n_parts, N*(i+1)//n_parts)``. cols is ``(N, K, P)`` and keeps every sample's
+    columns when ``keep``, else ``(n_parts, K, P)``, one scratch matrix per part.
+    """
+    n_img, channels, height, width = x.shape
+    n_filters, k = weights.shape
+    n_out = out_h * out_w
+    rows_per_plane = filter_h * filter_w * n_out
+    xf = x.reshape(-1)
+    for part_index in prange(n_parts):
+        part = np.int64(part_index)
+        lo = n_img * part // n_parts
+        hi = n_img * (part + 1) // n_parts
+        for n in range(lo, hi):
+            sample_cols = cols[n if keep else part]
+            cf = sample_cols.reshape(-1)
+            for c in range(channels):
+                _unfold_plane(xf, (n * channels + c) * height * width, cf, c * rows_per_plane,
+                              filter_h, filter_w, stride, pad, height, width, out_h, out_w)
+            result = out[n]
+            gemm(NO_TRANS, NO_TRANS, n_filters, n_out, k, weights, k, sample_cols, n_out,
+                 result, n_out)
+            for f in range(n_filters):
+                b = bias[f]
+                for p in range(n_out):
+                    result[f, p] += b
+
+
+@parallel_kernel
+def _conv_backward_kernel(x, weights, dout, filter_h, filter_w, stride, pad, out_h, out_w,
+                          n_parts, kept, cols, dcols, dW_per_sample, dx):
+    """Per sample: ``dW_per_sample[n] = columns(x[n]) @ dout[n].T`` and ``dx[n]`` the fold
+    of ``weights.T @ dout[n]``.
+
+    dout ``(N, FN, P)``; dW_per_sample ``(N, K, FN)``; dx ``(N, C, H, W)``; dcols
+    ``(n_parts, K, P)`` scratch. cols holds every sample's columns ``(N, K, P)`` when
+    ``kept`` (from forward), else it is ``(n_parts, K, P)`` scratch they are rebuilt in.
+    """
+    n_img, channels, height, width = x.shape
+    n_filters, k = weights.shape
+    n_out = out_h * out_w
+    rows_per_plane = filter_h * filter_w * n_out
+    xf = x.reshape(-1)
+    gf = dx.reshape(-1)
+    for part_index in prange(n_parts):
+        part = np.int64(part_index)
+        lo = n_img * part // n_parts
+        hi = n_img * (part + 1) // n_parts
+        grad_cols = dcols[part]
+        gcf = grad_cols.reshape(-1)
+        for n in range(lo, hi):
+            sample_cols = cols[n if kept else part]
+            if not kept:
+                cf = sample_cols.reshape(-1)
+                for c in range(channels):
+                    _unfold_plane(xf, (n * channels + c) * height * width, cf,
+                                  c * rows_per_plane, filter_h, filter_w, stride, pad,
+                                  height, width, out_h, out_w)
+            d = dout[n]
+            gemm(NO_TRANS, TRANS, k, n_filters, n_out, sample_cols, n_out, d, n_out,
+                 dW_per_sample[n], n_filters)
+            gemm(TRANS, NO_TRANS, k, n_out, n_filters, weights, k, d, n_out, grad_cols, n_out)
+            for c in range(channels):
+                _fold_plane(gcf, c * rows_per_plane, gf, (n * channels + c) * height * width,
+                            filter_h, filter_w, stride, pad, height, width, out_h, out_w)
+
+
+# ------------------------------------------------------------------ wrappers
+def _require_kernels():
+    if not _blas.AVAILABLE:
+        raise RuntimeError(
+            "nnkernels.conv_forward/conv_backward need NumPy's OpenBLAS (the PyPI wheels' "
+            "scipy_cblas_?gemm64_ symbols), which this process does not have; use "
+            "im2col_per_sample/col2im_per_sample with numpy.matmul instead"
+        )
+
+
+def _parts(n_parts, n_img):
+    if n_parts is None:
+        n_parts = get_num_threads()
+    n_parts = check_int(n_parts, "n_parts", minimum=1)
+    return max(1, min(n_parts, n_img))
+
+
+def _filters(W, channels, dtype):
+    W = np.asarray(W)
+    if W.ndim != 4:
+        raise ValueError(f"W must be 4-D (FN, C, FH, FW), got shape {W.shape}")
+    if W.shape[1] != channels:
+        raise ValueError(f"x has {channels} channels but W expects {W.shape[1]} (W shape {W.shape})")
+    return W
+
+
+def _column_array(array, name, shape, dtype, n_parts, n_img, inputs):
+    """``(array, kept)``: the caller's ``(N, K, P)`` column matrix, or per-part scratch."""
+    if array is None:
+        return empty_result((n_parts, *shape[1:]), dtype), False
+    return checked_out(array, shape, dtype, name=name, inputs=inputs), shape[0] > 0
+
+
+def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
+    """Convolution (cross-correlation) of ``x`` ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
+
+    ``b`` has ``FN`` elements or is a scalar. Returns ``(N, FN, out_h, out_w)`` of the
+    promoted float dtype, ``out_h = (H + 2*pad - FH)//stride + 1``. ``out``, if given, a
+    writeable C-contiguous ``(N, FN, out_h*out_w)`` array of that dtype, is filled (and
+    returned reshaped). ``col``, if given, a writeable C-contiguous ``(N, C*FH*FW,
+    out_h*out_w)`` array of that dtype, receives every sample's columns (as
+    :func:`im2col_per_sample` writes them) for a later :func:`conv_backward`; without it
+    only ``n_parts`` samples' columns exist at a time. The samples are shared over
+    ``n_parts`` threads (default: ``get_num_threads()``).
+    """
+    _require_kernels()
+    x = as_float_array(x, "x", ndim=4)
+    dtype = compute_dtype(x, W, b, names=("x", "W", "b"))
+    x = as_float_array(x, "x", dtype=dtype)
+    W = _filters(W, x.shape[1], dtype)
+    n_filters, channels, fh, fw = W.shape
+    out_h, out_w = conv_output_shape(x.shape, fh, fw, stride, pad)
+    weights = np.ascontiguousarray(W, dtype=dtype).reshape(n_filters, channels * fh * fw)
+    bias = np.asarray(b, dtype=dtype)
+    if bias.size not in (1, n_filters):
+        raise ValueError(f"b must have {n_filters} elements (one per filter) or be a scalar, "
+                         f"got shape {bias.shape}")
+    bias = np.ascontiguousarray(np.broadcast_to(bias.reshape(-1), (n_filters,)))
+    n_img = x.shape[0]
+    k, n_out = weights.shape[1], out_h * out_w
+    n_parts = _parts(n_parts, n_img)
+    result = checked_out(out, (n_img, n_filters, n_out), dtype, inputs=(x, W))
+    cols, keep = _column_array(col, "col", (n_img, k, n_out), dtype, n_parts, n_img,
+                               inputs=(x, W, result))
+    if result.size and k == 0:  # no input channels: the sums are empty
+        result[...] = bias[:, None]
+    elif result.size:
+        with single_threaded_blas():
+            _conv_forward_kernel(x, weights, bias, fh, fw, int(stride), int(pad), out_h,
+                                 out_w, n_parts, keep, cols, result)
+    return result.reshape(n_img, n_filters, out_h, out_w)
+
+
+def conv_backward(dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_sample=None,
+                  n_parts=None):
+    """Gradients of :func:`conv_forward`: ``(dx, dW, db)``.
+
+    ``dout`` ``(N, FN, out_h, out_w)`` (or ``(N, FN, out_h*out_w)``); ``x`` and ``W`` as in
+    forward. ``col``: the columns forward kept (else they are rebuilt, ``n_parts`` samples at
+    a time). ``dx`` ``(N, C, H, W)`` and ``dW_per_sample`` ``(N, C*FH*FW, FN)``, if given,
+    are filled instead of fresh arrays. ``dW`` is the sum over samples of the per-sample
+    products, ``db`` of ``dout`` summed per sample, as NumPy sums them.
+    """
+    _require_kernels()
+    x = as_float_array(x, "x", ndim=4)
+    dtype = compute_dtype(x, W, dout, names=("x", "W", "dout"))
+    x = as_float_array(x, "x", dtype=dtype)
+    W = _filters(W, x.shape[1], dtype)
+    n_filters, channels, fh, fw = W.shape
+    out_h, out_w = conv_output_shape(x.shape, fh, fw, stride, pad)
+    n_img = x.shape[0]
+    k, n_out = channels * fh * fw, out_h * out_w
+    dout = as_float_array(dout, "dout", dtype=dtype)
+    if dout.size != n_img * n_filters * n_out or dout.shape[:2] != (n_img, n_filters):
+        raise ValueError(f"dout must have shape {(n_img, n_filters, out_h, out_w)}, got {dout.shape}")
+    d = dout.reshape(n_img, n_filters, n_out)
+    weights = np.ascontiguousarray(W, dtype=dtype).reshape(n_filters, k)
+    n_parts = _parts(n_parts, n_img)
+    grad_x = checked_out(dx, x.shape, dtype, name="dx", inputs=(x, W, d))
+    grad_w = checked_out(dW_per_sample, (n_img, k, n_filters), dtype, name="dW_per_sample",
+                         inputs=(x, W, d, grad_x))
+    cols, kept = _column_array(col, "col", (n_img, k, n_out), dtype, n_parts, n_img,
+                               inputs=(grad_x, grad_w))
+    if grad_x.size and d.size:
+        dcols = empty_result((n_parts, k, n_out), dtype)
+        with single_threaded_blas():
+            _conv_backward_kernel(x, weights, d, fh, fw, int(stride), int(pad), out_h, out_w,
+                                  n_parts, kept, cols, dcols, grad_w, grad_x)
+    else:
+        grad_x[...] = 0
+        grad_w[...] = 0
+    dW = grad_w.sum(axis=0).T.reshape(n_filters, channels, fh, fw)
+    db = d.sum(axis=2).sum(axis=0)
+    return grad_x, dW, db
