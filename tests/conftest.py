@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, settings
 
 import nnkernels._jit
 import nnlayers
+from conv_routes import ROUTES, convolution_route
 
 # Small test inputs would otherwise run the kernels' single-threaded twins; run the
 # multi-threaded kernels (where races could hide) instead. tests/test_serial_twins.py
@@ -49,3 +50,10 @@ def forbid_kernels(monkeypatch):
         monkeypatch.setattr(jit._Kernel, "__call__", sentinel)
 
     return activate
+
+
+@pytest.fixture(params=ROUTES)
+def conv_route(request):
+    """Run the test once per route a Convolution layer can take (``conv_routes.py``)."""
+    with convolution_route(request.param):
+        yield request.param

@@ -59,7 +59,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
 @pytest.mark.parametrize("limit", [None, 1], ids=["whole", "chunked"])
-def test_convolution_gradients(case, limit, workspace_limit):
+def test_convolution_gradients(case, limit, workspace_limit, conv_route):
     n, c, h, w, fn, fh, fw, stride, pad = case
     workspace_limit(limit)
     x = make_values(1, (n, c, h, w))

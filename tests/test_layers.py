@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import nnkernels
 import nnlayers
 import nnlayers.reference as ref
+from conv_routes import ROUTES, convolution_route
 from strategies import (
     Window, assert_close, dtypes, in_layout, layouts, make_values, seeds, value_styles, windows,
 )
@@ -58,24 +60,26 @@ def _check_conv_against_reference(x, W, b, dout, stride, pad, expect_dtype, xin=
 
 
 @settings(max_examples=50)
-@given(case=conv_cases(), dtype=dtypes, layout=layouts, seed=seeds)
-def test_convolution_matches_reference(case, dtype, layout, seed):
+@given(case=conv_cases(), dtype=dtypes, layout=layouts, seed=seeds, route=st.sampled_from(ROUTES))
+def test_convolution_matches_reference(case, dtype, layout, seed, route):
     g, fn = case
     x, W, b, dout = _conv_arrays(seed, g, fn, dtype)
-    _check_conv_against_reference(x, W, b, dout, g.stride, g.pad, np.dtype(dtype),
-                                  xin=in_layout(x, layout), dout_in=in_layout(dout, layout))
+    with convolution_route(route):
+        _check_conv_against_reference(x, W, b, dout, g.stride, g.pad, np.dtype(dtype),
+                                      xin=in_layout(x, layout), dout_in=in_layout(dout, layout))
 
 
 @settings(max_examples=25)
-@given(case=conv_cases(), layout=layouts, seed=seeds)
-def test_convolution_noncontiguous_parameters(case, layout, seed):
+@given(case=conv_cases(), layout=layouts, seed=seeds, route=st.sampled_from(ROUTES))
+def test_convolution_noncontiguous_parameters(case, layout, seed, route):
     g, fn = case
     x, W, b, dout = _conv_arrays(seed, g, fn, np.float64)
     Wl, bl = in_layout(W, layout), in_layout(b, layout)
     fast = nnlayers.Convolution(Wl, bl, g.stride, g.pad)
     slow = ref.Convolution(W, b, g.stride, g.pad)
-    assert_close(fast.forward(x), slow.forward(x))
-    assert_close(fast.backward(dout), slow.backward(dout))
+    with convolution_route(route):
+        assert_close(fast.forward(x), slow.forward(x))
+        assert_close(fast.backward(dout), slow.backward(dout))
     assert_close(fast.dW, slow.dW)
     assert_close(fast.db, slow.db)
 
@@ -83,6 +87,12 @@ def test_convolution_noncontiguous_parameters(case, layout, seed):
 @settings(max_examples=25)
 @given(case=conv_cases(max_n=5), dtype=dtypes, seed=seeds, per_chunk=st.integers(1, 3))
 def test_convolution_chunked_by_workspace_limit_gives_same_results(case, dtype, seed, per_chunk):
+    # the bound shapes the matmul route's chunks; the kernels hold one sample per thread
+    with convolution_route("matmul"):
+        _check_chunked_by_workspace_limit(case, dtype, seed, per_chunk)
+
+
+def _check_chunked_by_workspace_limit(case, dtype, seed, per_chunk):
     g, fn = case
     x, W, b, dout = _conv_arrays(seed, g, fn, dtype)
     unbounded = nnlayers.Convolution(W, b, g.stride, g.pad)
@@ -123,6 +133,8 @@ def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_li
     # Every product is per sample and dW is summed over samples after, so the bits agree.
     import nnlayers.config as config
 
+    monkeypatch.setattr(nnkernels._blas, "AVAILABLE", False)  # chunking is the matmul route's
+
     x, W, b, dout = _conv_arrays(5, Window(6, 3, 9, 8, 3, 3, 1, 1), 4, dtype)
     per_sample = 3 * 3 * 3 * 9 * 8 * np.dtype(dtype).itemsize
     workspace_limit(1 << 62)
@@ -139,7 +151,7 @@ def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_li
         np.testing.assert_array_equal(g, e)
 
 
-def test_workspace_limit_one_byte_still_processes_a_sample(workspace_limit):
+def test_workspace_limit_one_byte_still_processes_a_sample(workspace_limit, conv_route):
     x, W, b, dout = _conv_arrays(11, Window(5, 2, 7, 6, 3, 2, 2, 1), 3, np.float64)
     workspace_limit(1)
     assert nnlayers.get_workspace_limit() == 1
@@ -166,7 +178,8 @@ def test_workspace_limit_was_restored():
     (np.bool_, np.float64, np.float64, np.float64),
     (np.int32, np.int32, np.int32, np.float64),
 ])
-def test_convolution_mixed_dtypes_follow_numpy_promotion(x_dtype, W_dtype, b_dtype, expected):
+def test_convolution_mixed_dtypes_follow_numpy_promotion(x_dtype, W_dtype, b_dtype, expected,
+                                                         conv_route):
     g = Window(2, 3, 6, 5, 3, 2, 1, 1)
     x = make_values(21, g.x_shape, style="ties").astype(x_dtype)
     W = make_values(22, (4, 3, 3, 2), style="ties" if W_dtype == np.int32 else "normal")
@@ -176,7 +189,7 @@ def test_convolution_mixed_dtypes_follow_numpy_promotion(x_dtype, W_dtype, b_dty
     _check_conv_against_reference(x, W, b, dout.astype(expected), 1, 1, np.dtype(expected))
 
 
-def test_convolution_dout_dtype_promotes_the_gradient(workspace_limit):
+def test_convolution_dout_dtype_promotes_the_gradient(workspace_limit, conv_route):
     g = Window(3, 2, 5, 5, 3, 3, 1, 0)
     x, W, b, dout = _conv_arrays(31, g, 2, np.float32)
     for limit in (None, 1):
@@ -187,7 +200,7 @@ def test_convolution_dout_dtype_promotes_the_gradient(workspace_limit):
 
 
 @pytest.mark.parametrize("b", [0, 0.5, np.float64(-1.0), "vector"])
-def test_convolution_scalar_bias(b):
+def test_convolution_scalar_bias(b, conv_route):
     g = Window(2, 2, 5, 4, 2, 3, 1, 1)
     x, W, bvec, dout = _conv_arrays(41, g, 3, np.float64)
     b = bvec if isinstance(b, str) else b
@@ -199,7 +212,7 @@ def test_convolution_scalar_bias(b):
     assert_close(fast.dW, slow.dW)
 
 
-def test_convolution_nan_and_inf_propagate_like_the_reference():
+def test_convolution_nan_and_inf_propagate_like_the_reference(conv_route):
     g = Window(2, 2, 6, 6, 3, 3, 1, 1)
     x, W, b, dout = _conv_arrays(51, g, 3, np.float64)
     x[0, 1, 2, 2] = np.nan
@@ -217,7 +230,7 @@ def test_convolution_stride_and_pad_as_numpy_integers():
     assert_close(fast.forward(x), ref.Convolution(W, b, 2, 1).forward(x))
 
 
-def test_convolution_empty_batch():
+def test_convolution_empty_batch(conv_route):
     W = make_values(71, (3, 2, 3, 3))
     layer = nnlayers.Convolution(W, np.zeros(3), 1, 1)
     out = layer.forward(np.zeros((0, 2, 5, 5)))

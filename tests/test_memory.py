@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import nnkernels
 import nnlayers
 from nnlayers import reference
 
@@ -39,7 +40,7 @@ def conv_step(module, x, W, b, dout, pad):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_convolution_peak_is_not_above_the_reference(dtype, workspace_limit):
+def test_convolution_peak_is_not_above_the_reference(dtype, workspace_limit, conv_route):
     workspace_limit(None)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 8, 20, 20)).astype(dtype)
@@ -51,7 +52,9 @@ def test_convolution_peak_is_not_above_the_reference(dtype, workspace_limit):
     assert ours <= ref, (ours, ref)
 
 
-def test_workspace_limit_bounds_the_column_memory(workspace_limit):
+def test_workspace_limit_bounds_the_column_memory(workspace_limit, monkeypatch):
+    # the matmul route keeps a batch's columns unless bounded; the kernels never hold them
+    monkeypatch.setattr(nnkernels._blas, "AVAILABLE", False)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((32, 8, 16, 16))
     W = rng.standard_normal((4, 8, 3, 3))
@@ -65,3 +68,16 @@ def test_workspace_limit_bounds_the_column_memory(workspace_limit):
     assert unbounded >= columns
     # a fraction of the columns, plus the output, the input gradient and dout-sized terms
     assert bounded < unbounded - columns // 2, (bounded, unbounded)
+
+
+@pytest.mark.skipif(not nnkernels.conv_kernels_available(), reason="no fused kernels here")
+def test_the_fused_kernels_never_hold_a_batch_of_columns(workspace_limit):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((32, 8, 16, 16))
+    W = rng.standard_normal((4, 8, 3, 3))
+    dout = rng.standard_normal((32, 4, 16, 16))
+    columns = 32 * 8 * 9 * 16 * 16 * 8
+    workspace_limit(None)
+    peak = peak_bytes(conv_step(nnlayers, x, W, 0.0, dout, 1))
+    # output, input gradient, per-sample dW and two sample-sized matrices per thread
+    assert peak < columns // 2, (peak, columns)

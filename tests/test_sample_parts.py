@@ -210,13 +210,16 @@ def _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit):
 @pytest.mark.parametrize("limit", [None, 600], ids=["whole-batch", "workspace-bound"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
-def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dtype, limit):
+def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dtype, limit,
+                                                 conv_route):
     _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit)
 
 
 @pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_threads_take_their_share_in_chunks_of_several_samples(threads, always_split, dtype):
+def test_threads_take_their_share_in_chunks_of_several_samples(threads, always_split, dtype,
+                                                              monkeypatch):
+    monkeypatch.setattr(nnkernels._blas, "AVAILABLE", False)  # the matmul route's chunks
     case = (13, 2, 6, 5, 3, 3, 3, 1, 1)  # stride 1, same padding: P = H * W
     N, C, H, W, FN, FH, FW, stride, pad = case
     per_sample = C * FH * FW * H * W * np.dtype(dtype).itemsize

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import _jit, activations, batchnorm, columns, pooling
+from . import _blas, _jit, activations, batchnorm, columns, convolution, pooling
 
 __all__ = ["precompile"]
 
@@ -38,6 +38,13 @@ def _per_sample_columns(dtype):
     x = np.ones((2, 2, 5, 5), dtype=dtype)
     cols = columns.im2col_per_sample(x, 3, 3, 1, 1)
     columns.col2im_per_sample(cols, x.shape, 3, 3, 1, 1)
+
+
+def _convolution(dtype):
+    x = np.ones((2, 2, 5, 5), dtype=dtype)
+    W = np.ones((3, 2, 3, 3), dtype=dtype)
+    out = convolution.conv_forward(x, W, 0.0, 1, 1)
+    convolution.conv_backward(out, x, W, 1, 1)
 
 
 def _max_pool(dtype):
@@ -64,7 +71,8 @@ def _batchnorm(shape, dtype):
 #: process): the worker pool takes them in this order, so the long ones do not come last.
 _GROUPS = {
     "batchnorm (N, D)": (lambda dtype: _batchnorm((2, 3), dtype), True),
-    "im2col/col2im per sample": (_per_sample_columns, True),
+    # the layers use these only where the fused convolution kernels are unavailable
+    "im2col/col2im per sample": (_per_sample_columns, not _blas.AVAILABLE),
     "batchnorm (N, C, H, W)": (lambda dtype: _batchnorm((2, 3, 2, 2), dtype), True),
     "max pooling 2x2 stride 2": (_max_pool, True),
     "im2col/col2im": (_book_columns, True),
@@ -72,6 +80,8 @@ _GROUPS = {
     "batchnorm (N, C, H, W), few channels": (lambda dtype: _batchnorm((4, 2, 80, 80), dtype), False),
     "relu": (_relu, True),
 }
+if _blas.AVAILABLE:  # one multi-threaded kernel each way, no twins (a launch costs ~2 us)
+    _GROUPS = {"convolution": (_convolution, False), **_GROUPS}
 
 
 def _compile_group(name, dtypes):

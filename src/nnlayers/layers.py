@@ -408,6 +408,26 @@ class Convolution:
         K, P = C * FH * FW, out_h * out_w
         out = self._result("out", (N, FN, P), dtype)
         parts = sample_parts(0, N, N * FN * K * P)
+        if nnkernels.conv_kernels_available():
+            nnkernels.conv_forward(xc, Wm.reshape(FN, C, FH, FW), bias, stride, pad, out=out,
+                                   n_parts=len(parts))
+            col = None
+        else:
+            col = self._forward_by_matmul(xc, Wm, bias, (FH, FW, stride, pad), out, parts)
+        self.x = xc
+        self.col = col
+        self._out_hw = (out_h, out_w)
+        self._geometry = (stride, pad)
+        self._dtype = dtype
+        return out.reshape(N, FN, out_h, out_w)
+
+    def _forward_by_matmul(self, xc, Wm, bias, window, out, parts):
+        """Forward through ``im2col_per_sample`` and ``numpy.matmul`` (where the fused
+        kernels are unavailable); returns the kept column matrix, or None when the
+        workspace bound made the threads take their samples in chunks."""
+        FH, FW, stride, pad = window
+        N, K, P = xc.shape[0], Wm.shape[1], out.shape[2]
+        dtype = out.dtype
         per_sample = K * P * dtype.itemsize
         if conv_chunk_size(N, per_sample) >= N:
             col = self._buffer("col", (N, K, P), dtype)
@@ -428,12 +448,7 @@ class Convolution:
                 out[n0:n1] += bias
 
         run_parts(parts, forward_part)
-        self.x = xc
-        self.col = col
-        self._out_hw = (out_h, out_w)
-        self._geometry = (stride, pad)
-        self._dtype = dtype
-        return out.reshape(N, FN, out_h, out_w)
+        return col
 
     def _buffer(self, name, shape, dtype):
         """A scratch array kept between calls: reusing it spares the page faults of a
@@ -475,11 +490,29 @@ class Convolution:
         d = as_float_array(dout, "dout", dtype=dtype).reshape(N, FN, P)
         Wm = np.asarray(self.W, dtype=dtype).reshape(FN, K)
         xc = self.x if self.x.dtype == dtype else self.x.astype(dtype)
+        parts = sample_parts(0, N, 2 * N * FN * K * P)
+        dx = self._result("dx", self.x.shape, dtype)
+        dW_per_sample = self._buffer("dW_per_sample", (N, K, FN), dtype)
+        if nnkernels.conv_kernels_available():
+            dx, self.dW, self.db = nnkernels.conv_backward(
+                d, xc, Wm.reshape(FN, C, FH, FW), stride, pad, dx=dx,
+                dW_per_sample=dW_per_sample, n_parts=len(parts))
+            return dx
+        self._backward_by_matmul(xc, Wm, d, (FH, FW, stride, pad), parts, dx, dW_per_sample)
+        return dx
+
+    def _backward_by_matmul(self, xc, Wm, d, window, parts, dx, dW_per_sample):
+        """Backward through columns, ``numpy.matmul`` and ``col2im_per_sample`` (where the
+        fused kernels are unavailable): fills ``dx`` and sets ``dW`` and ``db``."""
+        FH, FW, stride, pad = window
+        N, FN, P = d.shape
+        K = Wm.shape[1]
+        C = xc.shape[1]
+        dtype = dx.dtype
         col = self.col if (self.col is not None and self.col.dtype == dtype) else None
         # Each thread takes a share of the samples; within it, the input gradient's columns
         # go through a small reused buffer a few samples at a time. dW's per-sample products
         # are summed once all are done, so the sum does not depend on the shares.
-        parts = sample_parts(0, N, 2 * N * FN * K * P)
         self._drop_thread_buffers(len(parts))
         per_sample = K * P * dtype.itemsize
         # the workspace bound covers every thread's buffers: dcols, plus the recomputed
@@ -489,8 +522,6 @@ class Convolution:
         else:
             chunk = max(1, min(conv_chunk_size(N, per_sample) // len(parts),
                                _BACKWARD_CHUNK_BYTES // per_sample))
-        dx = self._result("dx", self.x.shape, dtype)
-        dW_per_sample = self._buffer("dW_per_sample", (N, K, FN), dtype)
         db_per_sample = self._buffer("db_per_sample", (N, FN), dtype)
         scratch = [(self._buffer(f"dcols{i}", (chunk, K, P), dtype),
                     None if col is not None else self._buffer(f"work{i}", (chunk, K, P), dtype))
@@ -517,7 +548,6 @@ class Convolution:
         dW = dW_per_sample.sum(axis=0).T
         self.db = db_per_sample.sum(axis=0)
         self.dW = dW.reshape(FN, C, FH, FW)
-        return dx
 
 
 class Pooling:
