@@ -21,6 +21,7 @@ from _subprocess_helpers import (
     copy_packages,
     describe,
     drop_permission_override,
+    output_line,
     run_python,
     start_python,
 )
@@ -273,3 +274,23 @@ def test_kernel_tests_pass_with_jit_disabled():
         env={"NUMBA_DISABLE_JIT": "1"}, timeout=600, cwd=str(tests_dir.parent))
     assert_ok(result)
     assert " passed" in result.stdout, describe(result)
+
+
+def test_convolution_works_with_jit_disabled():
+    """Under ``NUMBA_DISABLE_JIT=1`` the fused convolution kernels (which call BLAS from
+    compiled code) are unavailable and the layer takes the columns + matmul route."""
+    result = run_python(
+        """
+        import numpy as np, nnkernels, nnlayers
+        from nnlayers import reference
+        rng = np.random.default_rng(0)
+        x, W = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((3, 2, 3, 3))
+        fast, slow = nnlayers.Convolution(W, 0.5, 1, 1), reference.Convolution(W, 0.5, 1, 1)
+        dout = rng.standard_normal((2, 3, 5, 4))
+        np.testing.assert_allclose(fast.forward(x), slow.forward(x), rtol=1e-12)
+        np.testing.assert_allclose(fast.backward(dout), slow.backward(dout), rtol=1e-12)
+        print("AVAILABLE", nnkernels.conv_kernels_available())
+        """,
+        env={"NUMBA_DISABLE_JIT": "1"}, timeout=600)
+    assert_ok(result)
+    assert output_line(result, "AVAILABLE") == "False"

@@ -12,6 +12,7 @@ OpenBLAS must be held at one thread while kernels call it from their own threads
 (``nnkernels.threads.single_threaded_blas``).
 """
 
+import numba
 from numba import types
 from numba.core.extending import intrinsic, overload
 
@@ -24,7 +25,10 @@ _SYMBOLS = {"float32": "scipy_cblas_sgemm64_", "float64": "scipy_cblas_dgemm64_"
 
 
 def _load():
-    """Load the OpenBLAS that exports both symbols into LLVM's symbol table; True if done."""
+    """Load the OpenBLAS that exports both symbols into LLVM's symbol table; True if done
+    (never under ``NUMBA_DISABLE_JIT``, where kernels run as Python and cannot call it)."""
+    if numba.config.DISABLE_JIT:
+        return False
     try:
         import llvmlite.binding as llvm
     except ImportError:
