@@ -356,17 +356,21 @@ def _unkept_chunk(n_samples, per_sample, threads):
 class Convolution:
     """2-D convolution (cross-correlation) of ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
-    Output ``(N, FN, out_h, out_w)``, ``out = (H + 2*pad - FH)//stride + 1``. Computed as
-    per-sample columns (``nnkernels.im2col_per_sample``) and per-sample matrix products,
-    so the result is NCHW without a transpose. With several threads each takes a share of
-    the samples and runs the whole pipeline on it (``nnlayers._products``); results are
-    the same bits as with one thread. When the column matrix of a batch would exceed the
-    workspace limit (``nnlayers.set_workspace_limit``; by default matrices above 16 MiB
-    are processed as under a 4 MiB bound), each thread takes its samples in chunks and
-    the columns are recomputed in ``backward`` instead of kept (``col`` is then None).
-    The layer keeps its last output and input gradient and writes the next ones into them
-    once nothing else refers to them (no variable, no view), sparing fresh arrays' page
-    faults.
+    Output ``(N, FN, out_h, out_w)``, ``out = (H + 2*pad - FH)//stride + 1``. Computed per
+    sample through its columns (``C*FH*FW, out_h*out_w``) and matrix products, so the result
+    is NCHW without a transpose, each thread taking a share of the samples. Where NumPy's
+    BLAS is its OpenBLAS wheel build, forward and backward are each one kernel
+    (``nnkernels.conv_forward`` / ``conv_backward``): only a sample's columns per thread
+    exist at a time, rebuilt in ``backward`` (``col`` stays None). Elsewhere the columns go
+    through ``nnkernels.im2col_per_sample`` and ``numpy.matmul`` on Python threads
+    (``nnlayers._products``); a batch's column matrix is then kept from forward to
+    backward unless it exceeds the workspace limit (``nnlayers.set_workspace_limit``; by
+    default matrices above 16 MiB are processed as under a 4 MiB bound), when each thread
+    takes its samples in chunks and ``col`` is None. Both routes make the same BLAS calls
+    per sample and sum over samples afterwards: the results do not depend on the thread
+    count. The layer keeps its last output and input gradient and writes the next ones
+    into them once nothing else refers to them (no variable, no view), sparing fresh
+    arrays' page faults.
     """
 
     def __init__(self, W, b, stride=1, pad=0):
