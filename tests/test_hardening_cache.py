@@ -294,3 +294,25 @@ def test_convolution_works_with_jit_disabled():
         env={"NUMBA_DISABLE_JIT": "1"}, timeout=600)
     assert_ok(result)
     assert output_line(result, "AVAILABLE") == "False"
+
+
+def test_a_change_to_a_file_a_kernel_compiles_in_invalidates_its_cache(tmp_path, monkeypatch):
+    """Numba checks a kernel's own source file only; the fused convolution kernels also
+    compile in columns.py's and _blas.py's code, so their stamps cover those files too."""
+    from nnkernels import _jit, _blas, columns, convolution
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    helper = tmp_path / "helper.py"
+    helper.write_text("x = 1\n")
+
+    def stamp():
+        cache = _jit._TolerantCache(convolution._conv_forward_kernel._fn, (str(helper),))
+        return cache._cache_file._source_stamp
+
+    before = stamp()
+    assert stamp() == before
+    helper.write_text("x = 12\n")
+    assert stamp() != before
+    kernel = convolution._conv_forward_kernel
+    assert set(kernel._also_reads) == {columns.__file__, _blas.__file__}
+    assert kernel.serial._also_reads == kernel._also_reads

@@ -203,12 +203,28 @@ def _renamed(fn, suffix):
     return twin
 
 
+def _file_stamp(path):
+    stat = os.stat(path)
+    return stat.st_mtime, stat.st_size
+
+
 class _TolerantCache(FunctionCache):
     """Numba's on-disk cache, where an unreadable or unwritable entry is only a miss.
 
     A corrupt, truncated or foreign index or object file (a killed writer, a full disk, two
     processes writing at once) would otherwise raise in this process and every later one.
+
+    Numba invalidates a kernel's entries when the kernel's own source file changes; a
+    kernel that compiles in code from other files names them in ``also_reads`` so that a
+    change to any of them invalidates its entries too.
     """
+
+    def __init__(self, py_func, also_reads=()):
+        super().__init__(py_func)
+        if also_reads:
+            stamp = (self._cache_file._source_stamp,
+                     tuple(_file_stamp(path) for path in also_reads))
+            self._cache_file._source_stamp = stamp
 
     def load_overload(self, sig, target_context):
         try:
@@ -223,12 +239,12 @@ class _TolerantCache(FunctionCache):
             pass
 
 
-def _compile(fn, parallel):
+def _compile(fn, parallel, also_reads=()):
     """A Numba dispatcher for ``fn`` with the tolerant disk cache (or none if nowhere is
     writable: Numba then raises "no locator available" and we run uncached)."""
     dispatcher = njit(parallel=parallel, cache=False, **_OPTIONS)(fn)
     try:
-        dispatcher._cache = _TolerantCache(fn)
+        dispatcher._cache = _TolerantCache(fn, also_reads)
     except RuntimeError:
         pass
     return dispatcher
@@ -241,9 +257,10 @@ class _Kernel:
     code compiled without threads, and ``kernel.sized(work)`` picks one by the amount of work.
     """
 
-    def __init__(self, fn, parallel):
-        self.dispatcher = _compile(fn, parallel)
+    def __init__(self, fn, parallel, also_reads=()):
+        self.dispatcher = _compile(fn, parallel, also_reads)
         self._fn = fn
+        self._also_reads = also_reads
         self._parallel = parallel
         self._serial = None if parallel else self
         self.__name__ = fn.__name__
@@ -267,7 +284,8 @@ class _Kernel:
     def serial(self):
         """The single-threaded twin (compiled on first use, cached like any kernel)."""
         if self._serial is None:
-            self._serial = _Kernel(_renamed(self._fn, "_serial"), parallel=False)
+            self._serial = _Kernel(_renamed(self._fn, "_serial"), parallel=False,
+                                   also_reads=self._also_reads)
         return self._serial
 
     def sized(self, work):
@@ -279,14 +297,19 @@ class _Kernel:
         return self
 
 
-def parallel_kernel(fn):
+def parallel_kernel(fn=None, *, also_reads=()):
     """Compile ``fn`` as a cached, GIL-free, multi-threaded (``prange``) kernel.
 
     ``error_model="numpy"`` drops Python's division-by-zero checks (kernels receive
     validated input and NaN/inf must propagate as in NumPy); ``fastmath`` stays off so
-    results are reproducible and match the reference where the math allows.
+    results are reproducible and match the reference where the math allows. Used as
+    ``@parallel_kernel(also_reads=(module, ...))``, the modules whose functions the kernel
+    calls (their code is compiled into it) take part in its cache's validity check.
     """
-    return _Kernel(fn, parallel=True)
+    paths = tuple(module.__file__ for module in also_reads)
+    if fn is None:
+        return lambda function: _Kernel(function, parallel=True, also_reads=paths)
+    return _Kernel(fn, parallel=True, also_reads=paths)
 
 
 def inner_function(fn):
