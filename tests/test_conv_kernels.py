@@ -102,6 +102,14 @@ def test_scalar_bias(b):
     assert_close(nnkernels.conv_forward(x, W, b, 1, 1), expected)
 
 
+@pytest.mark.parametrize("b", [0, 0.5, True])
+def test_a_python_scalar_bias_keeps_float32(b):
+    x, W = np.ones((1, 2, 4, 4), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    out = nnkernels.conv_forward(x, W, b, 1, 1)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[0, :, 0, 0], np.float32(8 + float(b)))
+
+
 def test_mixed_dtypes_promote_like_numpy():
     g = Window(2, 2, 5, 5, 3, 3, 1, 0)
     x, W, b, dout = _arrays(13, g, 2, np.float32)
@@ -147,7 +155,9 @@ X, W3, B3 = np.ones((2, 2, 5, 5)), np.ones((3, 2, 3, 3)), np.zeros(3)
 @pytest.mark.parametrize("args, kwargs, error, message", [
     ((np.ones((2, 5, 5)), W3, B3), {}, ValueError, "x must be 4-D"),
     ((X, np.ones((3, 2, 3)), B3), {}, ValueError, "W must be 4-D"),
-    ((X, np.ones((3, 4, 3, 3)), B3), {}, ValueError, "x has 2 channels but W expects 4"),
+    ((X, np.ones((3, 4, 3, 3)), B3), {}, ValueError, "x has 2 channels .* but W expects 4"),
+    ((X, W3, None), {}, TypeError, "b must be a real numeric array, got None"),
+    ((X, W3, "abc"), {}, TypeError, "b must be a real numeric array"),
     ((X, W3, np.zeros(2)), {}, ValueError, "b must have 3 elements"),
     ((X, np.ones((3, 2, 9, 3)), B3), {}, ValueError, "filter_h=9 is larger"),
     ((X, W3, B3, 0), {}, ValueError, "stride must be >= 1"),
@@ -182,9 +192,13 @@ def test_forward_col_sharing_memory_with_x_raises(forbid_kernels):
 @pytest.mark.parametrize("dout, kwargs, message", [
     (np.ones((2, 3, 4, 4)), {}, "dout must have shape \\(2, 3, 5, 5\\)"),
     (np.ones((2, 4, 5, 5)), {}, "dout must have shape"),
+    (np.ones((2, 3, 25, 1)), {}, "dout must have shape"),  # the right size, not shape
     (np.ones((2, 3, 5, 5)), {"dx": np.empty((2, 2, 5, 4))}, "dx must be"),
     (np.ones((2, 3, 5, 5)), {"dW_per_sample": np.empty((2, 3, 18))}, "dW_per_sample must be"),
     (np.ones((2, 3, 5, 5)), {"col": np.empty((2, 18, 25), np.float32)}, "col must be"),
+    (np.ones((2, 3, 5, 5)), {"col": np.lib.stride_tricks.as_strided(np.empty((2, 18, 25)),
+                                                                    writeable=False)},
+     "col must be a writeable"),
 ])
 def test_backward_bad_arguments_raise_before_any_kernel(dout, kwargs, message, forbid_kernels):
     forbid_kernels()
@@ -199,3 +213,45 @@ def test_without_the_blas_symbols_a_clear_error(monkeypatch):
                  lambda: nnkernels.conv_backward(np.ones((2, 3, 3, 3)), X, W3)):
         with pytest.raises(RuntimeError, match="need NumPy's OpenBLAS"):
             call()
+
+
+def test_dout_with_height_and_width_swapped_is_refused():
+    x, W = np.ones((2, 2, 4, 6)), np.ones((3, 2, 3, 3))
+    nnkernels.conv_backward(np.ones((2, 3, 4, 6)), x, W, 1, 1)
+    with pytest.raises(ValueError, match="dout must have shape"):
+        nnkernels.conv_backward(np.ones((2, 3, 6, 4)), x, W, 1, 1)
+
+
+@pytest.mark.parametrize("where", ["out", "col"])
+def test_destinations_sharing_memory_with_the_bias_are_refused(where):
+    g = Window(4, 2, 5, 5, 3, 3, 1, 1)
+    x, W, b, _ = _arrays(23, g, 3, np.float64)
+    destination = np.zeros((4, 3, 25) if where == "out" else (4, 18, 25))
+    shared_b = destination.reshape(-1)[:3]
+    shared_b[:] = b
+    kwargs = {where: destination}
+    with pytest.raises(ValueError, match=f"{where} must not share memory"):
+        nnkernels.conv_forward(x, W, shared_b, 1, 1, n_parts=1, **kwargs)
+
+
+@pytest.mark.parametrize("x_dtype", [np.int8, np.uint8, np.int16, np.bool_])
+def test_small_integer_input_with_float32_parameters_stays_float32(x_dtype):
+    # NumPy's promotion, as the layer follows it: int8 with float32 is float32
+    g = Window(2, 2, 5, 5, 3, 3, 1, 1)
+    x, W, b, dout = _arrays(29, g, 3, np.float32)
+    xi = (np.abs(x) * 2).astype(x_dtype)
+    out = nnkernels.conv_forward(xi, W, b, 1, 1)
+    assert out.dtype == np.float32
+    dx, dW, db = nnkernels.conv_backward(dout, xi, W, 1, 1)
+    assert dx.dtype == dW.dtype == db.dtype == np.float32
+    slow = ref.Convolution(W.astype(np.float64), b.astype(np.float64), 1, 1)
+    assert_close(out, slow.forward(xi.astype(np.float64)), np.float32)
+    assert_close(dW, (slow.backward(dout.astype(np.float64)), slow.dW)[1], np.float32)
+
+
+def test_columns_are_written_even_without_filters():
+    x = make_values(37, (2, 2, 4, 4))
+    col = np.full((2, 18, 16), np.nan)
+    out = nnkernels.conv_forward(x, np.ones((0, 2, 3, 3)), np.zeros(0), 1, 1, col=col)
+    assert out.shape == (2, 0, 4, 4)
+    np.testing.assert_array_equal(col, nnkernels.im2col_per_sample(x, 3, 3, 1, 1))

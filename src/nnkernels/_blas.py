@@ -4,7 +4,9 @@ NumPy's PyPI wheels link an OpenBLAS built with 64-bit integers whose CBLAS func
 exported as ``scipy_cblas_sgemm64_`` / ``scipy_cblas_dgemm64_``. Once that library is loaded
 into LLVM's symbol table, a Numba kernel can call them like any C function, so a kernel can
 build a sample's columns, multiply them and fold the result back without returning to
-Python between the steps. :data:`AVAILABLE` says whether this worked in this process; where
+Python between the steps (strictly, the first OpenBLAS loaded in the process that exports
+both names is used: with NumPy's wheels, NumPy's own). :data:`AVAILABLE` says whether this
+worked in this process; where
 it did not (another BLAS, another build), nothing here may be compiled and callers keep to
 NumPy's ``matmul``.
 
@@ -12,11 +14,13 @@ OpenBLAS must be held at one thread while kernels call it from their own threads
 (``nnkernels.threads.single_threaded_blas``).
 """
 
+import ctypes
+
 import numba
 from numba import types
 from numba.core.extending import intrinsic, overload
 
-from .threads import _openblas_libraries, _openblas_paths
+from .threads import _openblas_paths
 
 __all__ = ["AVAILABLE", "gemm", "ROW_MAJOR", "NO_TRANS", "TRANS"]
 
@@ -33,7 +37,11 @@ def _load():
         import llvmlite.binding as llvm
     except ImportError:
         return False
-    for path, library in zip(_openblas_paths(), _openblas_libraries()):
+    for path in _openblas_paths():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
         if all(hasattr(library, symbol) for symbol in _SYMBOLS.values()):
             try:
                 llvm.load_library_permanently(path)
@@ -60,7 +68,10 @@ _DGEMM = _external_gemm(types.float64)
 
 @intrinsic
 def _first_element(typingctx, array):
-    """Pointer to an array's first element (the caller guarantees the layout)."""
+    """Pointer to a C-contiguous array's first element."""
+    if not isinstance(array, types.Array) or array.layout != "C":
+        return None
+
     def codegen(context, builder, signature, args):
         return context.make_array(array)(context, builder, args[0]).data
     return types.CPointer(array.dtype)(array), codegen
@@ -68,22 +79,20 @@ def _first_element(typingctx, array):
 
 def gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     """``c = op(a) @ op(b)`` for row-major ``c`` ``(m, n)``: CBLAS ``?gemm`` with alpha 1 and
-    beta 0, on 2-D arrays of one float dtype whose rows are ``lda``/``ldb``/``ldc`` elements
-    apart. Callable only from kernels, and only when :data:`AVAILABLE`."""
+    beta 0, on C-contiguous arrays of one float dtype whose rows are ``lda``/``ldb``/``ldc``
+    elements apart. Callable only from kernels, and only when :data:`AVAILABLE`."""
     raise NotImplementedError("gemm is only callable from inside a Numba kernel")
 
 
 @overload(gemm, jit_options={"nogil": True})
 def _gemm_overload(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-    if a.dtype == types.float32:
-        external, one, zero = _SGEMM, 1.0, 0.0
-    elif a.dtype == types.float64:
-        external, one, zero = _DGEMM, 1.0, 0.0
-    else:
+    external = {types.float32: _SGEMM, types.float64: _DGEMM}.get(a.dtype)
+    if external is None or not all(isinstance(arr, types.Array) and arr.dtype == a.dtype
+                                   for arr in (a, b, c)):
         return None
     scalar = a.dtype
 
     def call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-        external(ROW_MAJOR, trans_a, trans_b, m, n, k, scalar(one), _first_element(a), lda,
-                 _first_element(b), ldb, scalar(zero), _first_element(c), ldc)
+        external(ROW_MAJOR, trans_a, trans_b, m, n, k, scalar(1.0), _first_element(a), lda,
+                 _first_element(b), ldb, scalar(0.0), _first_element(c), ldc)
     return call

@@ -7,7 +7,8 @@ columns (``(C*FH*FW, out_h*out_w)``, the per-sample layout of
 calling NumPy's OpenBLAS (``nnkernels._blas``; held at one thread meanwhile) and adds the
 bias, or in backward forms the sample's weight gradient and folds its input gradient back.
 Every product is the one ``numpy.matmul`` makes for that sample, so results are the same
-bits as columns plus ``numpy.matmul``, whatever the thread count.
+bits as columns plus ``numpy.matmul`` (except where a product has a dimension of one:
+NumPy then calls ``gemv``/``dot``), whatever the thread count.
 
 Available only where NumPy's BLAS is its OpenBLAS wheel build (:func:`conv_kernels_available`);
 elsewhere the functions raise ``RuntimeError`` and callers use the column functions and
@@ -17,11 +18,13 @@ elsewhere the functions raise ``RuntimeError`` and callers use the column functi
 import numpy as np
 from numba import prange
 
-from . import _blas
+from . import _blas, columns
 from ._blas import NO_TRANS, TRANS, gemm
 from ._jit import parallel_kernel
-from ._validation import as_float_array, check_int, checked_out, compute_dtype, empty_result
-from .columns import _fold_plane, _unfold_plane, conv_output_shape
+from ._validation import (
+    as_float_array, check_int, check_ndim, checked_out, compute_dtype, empty_result,
+)
+from .columns import _fold_plane, _unfold_plane, conv_output_shape, im2col_per_sample
 from .threads import get_num_threads, single_threaded_blas
 
 __all__ = ["conv_kernels_available", "conv_forward", "conv_backward"]
@@ -34,7 +37,8 @@ def conv_kernels_available():
 
 
 # ------------------------------------------------------------------ kernels
-@parallel_kernel
+# Both kernels compile in the column code of columns.py and the BLAS binding of _blas.py.
+@parallel_kernel(also_reads=(columns, _blas))
 def _conv_forward_kernel(x, weights, bias, filter_h, filter_w, stride, pad, out_h, out_w,
                          n_parts, keep, cols, out):
     """``out[n] = weights @ columns(x[n]) + bias`` per sample.
@@ -68,7 +72,7 @@ def _conv_forward_kernel(x, weights, bias, filter_h, filter_w, stride, pad, out_
                     result[f, p] += b
 
 
-@parallel_kernel
+@parallel_kernel(also_reads=(columns, _blas))
 def _conv_backward_kernel(x, weights, dout, filter_h, filter_w, stride, pad, out_h, out_w,
                           n_parts, kept, cols, dcols, dW_per_sample, dx):
     """Per sample: ``dW_per_sample[n] = columns(x[n]) @ dout[n].T`` and ``dx[n]`` the fold
@@ -124,59 +128,86 @@ def _parts(n_parts, n_img):
     return max(1, min(n_parts, n_img))
 
 
-def _filters(W, channels, dtype):
-    W = np.asarray(W)
-    if W.ndim != 4:
-        raise ValueError(f"W must be 4-D (FN, C, FH, FW), got shape {W.shape}")
-    if W.shape[1] != channels:
-        raise ValueError(f"x has {channels} channels but W expects {W.shape[1]} (W shape {W.shape})")
-    return W
+def _numeric(value, name):
+    """``value`` as an ndarray (no copy when it is one), for dtype promotion before casting."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real numeric array, got {type(value).__name__}") from exc
 
 
-def _column_array(array, name, shape, dtype, n_parts, n_img, inputs):
-    """``(array, kept)``: the caller's ``(N, K, P)`` column matrix, or per-part scratch."""
-    if array is None:
-        return empty_result((n_parts, *shape[1:]), dtype), False
-    return checked_out(array, shape, dtype, name=name, inputs=inputs), shape[0] > 0
+def _inputs(x, W, third, third_name):
+    """``x`` and ``W`` validated and cast to their promoted float dtype (with ``third``,
+    the bias or dout, taking part in the promotion as NumPy's arithmetic would)."""
+    x, W = _numeric(x, "x"), _numeric(W, "W")
+    if third is None:
+        raise TypeError(f"{third_name} must be a real numeric array, got None")
+    check_ndim(x, "x", 4)
+    check_ndim(W, "W", 4)
+    if W.shape[1] != x.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} channels (shape {x.shape}) but W expects "
+                         f"{W.shape[1]} (W shape {W.shape})")
+    # before converting ``third``: a Python scalar bias must stay weak (0 keeps float32)
+    dtype = compute_dtype(x, W, third, names=("x", "W", third_name))
+    third = _numeric(third, third_name)
+    return as_float_array(x, "x", dtype=dtype), as_float_array(W, "W", dtype=dtype), third, dtype
+
+
+def _columns_given(col, shape, dtype):
+    """The caller's ``(N, K, P)`` column matrix, checked."""
+    if not (isinstance(col, np.ndarray) and col.shape == tuple(shape) and col.dtype == dtype
+            and col.flags.c_contiguous and col.flags.writeable):
+        raise ValueError(
+            f"col must be a writeable C-contiguous {dtype} array of shape {tuple(shape)}, "
+            f"got {getattr(col, 'dtype', type(col).__name__)} {getattr(col, 'shape', '')}"
+        )
+    return col
 
 
 def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     """Convolution (cross-correlation) of ``x`` ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
-    ``b`` has ``FN`` elements or is a scalar. Returns ``(N, FN, out_h, out_w)`` of the
-    promoted float dtype, ``out_h = (H + 2*pad - FH)//stride + 1``. ``out``, if given, a
-    writeable C-contiguous ``(N, FN, out_h*out_w)`` array of that dtype, is filled (and
-    returned reshaped). ``col``, if given, a writeable C-contiguous ``(N, C*FH*FW,
-    out_h*out_w)`` array of that dtype, receives every sample's columns (as
+    ``b`` has ``FN`` elements or is a scalar. Returns ``(N, FN, out_h, out_w)`` of NumPy's
+    promoted float dtype of the three (float32 or float64), ``out_h = (H + 2*pad - FH)//stride
+    + 1``. ``out``, if given, a writeable C-contiguous ``(N, FN, out_h*out_w)`` array of that
+    dtype, is filled (and returned reshaped). ``col``, if given, a writeable C-contiguous
+    ``(N, C*FH*FW, out_h*out_w)`` array of that dtype, receives every sample's columns (as
     :func:`im2col_per_sample` writes them) for a later :func:`conv_backward`; without it
     only ``n_parts`` samples' columns exist at a time. The samples are shared over
     ``n_parts`` threads (default: ``get_num_threads()``).
     """
     _require_kernels()
-    x = as_float_array(x, "x", ndim=4)
-    dtype = compute_dtype(x, W, b, names=("x", "W", "b"))
-    x = as_float_array(x, "x", dtype=dtype)
-    W = _filters(W, x.shape[1], dtype)
+    x, W, b, dtype = _inputs(x, W, b, "b")
     n_filters, channels, fh, fw = W.shape
     out_h, out_w = conv_output_shape(x.shape, fh, fw, stride, pad)
-    weights = np.ascontiguousarray(W, dtype=dtype).reshape(n_filters, channels * fh * fw)
-    bias = np.asarray(b, dtype=dtype)
-    if bias.size not in (1, n_filters):
+    stride, pad = int(stride), int(pad)
+    weights = W.reshape(n_filters, channels * fh * fw)
+    if b.size not in (1, n_filters):
         raise ValueError(f"b must have {n_filters} elements (one per filter) or be a scalar, "
-                         f"got shape {bias.shape}")
-    bias = np.ascontiguousarray(np.broadcast_to(bias.reshape(-1), (n_filters,)))
+                         f"got shape {b.shape}")
+    # a copy: out or col may not overwrite it while the kernel still reads it
+    bias = np.array(np.broadcast_to(as_float_array(b, "b", dtype=dtype).reshape(-1),
+                                    (n_filters,)), dtype=dtype, copy=True)
     n_img = x.shape[0]
     k, n_out = weights.shape[1], out_h * out_w
     n_parts = _parts(n_parts, n_img)
-    result = checked_out(out, (n_img, n_filters, n_out), dtype, inputs=(x, W))
-    cols, keep = _column_array(col, "col", (n_img, k, n_out), dtype, n_parts, n_img,
-                               inputs=(x, W, result))
+    result = checked_out(out, (n_img, n_filters, n_out), dtype, inputs=(x, W, b))
+    if col is None:
+        cols, keep = empty_result((n_parts, k, n_out), dtype), False
+    else:
+        cols = _columns_given(col, (n_img, k, n_out), dtype)
+        checked_out(cols, cols.shape, dtype, name="col", inputs=(x, W, b, result))
+        keep = True
     if result.size and k == 0:  # no input channels: the sums are empty
         result[...] = bias[:, None]
     elif result.size:
         with single_threaded_blas():
-            _conv_forward_kernel(x, weights, bias, fh, fw, int(stride), int(pad), out_h,
-                                 out_w, n_parts, keep, cols, result)
+            _conv_forward_kernel(x, weights, bias, fh, fw, stride, pad, out_h, out_w,
+                                 n_parts, keep, cols, result)
+    elif keep and cols.size:  # no filters, but the columns were asked for
+        im2col_per_sample(x, fh, fw, stride, pad, out=cols)
     return result.reshape(n_img, n_filters, out_h, out_w)
 
 
@@ -184,36 +215,44 @@ def conv_backward(dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_samp
                   n_parts=None):
     """Gradients of :func:`conv_forward`: ``(dx, dW, db)``.
 
-    ``dout`` ``(N, FN, out_h, out_w)`` (or ``(N, FN, out_h*out_w)``); ``x`` and ``W`` as in
-    forward. ``col``: the columns forward kept (else they are rebuilt, ``n_parts`` samples at
-    a time). ``dx`` ``(N, C, H, W)`` and ``dW_per_sample`` ``(N, C*FH*FW, FN)``, if given,
-    are filled instead of fresh arrays. ``dW`` is the sum over samples of the per-sample
-    products, ``db`` of ``dout`` summed per sample, as NumPy sums them.
+    ``dout`` ``(N, FN, out_h, out_w)`` or ``(N, FN, out_h*out_w)``; ``x`` and ``W`` as in
+    forward; the gradients have NumPy's promoted float dtype of the three. ``col``: the
+    columns forward kept (the same writeable array; else they are rebuilt, ``n_parts``
+    samples at a time). ``dx``
+    ``(N, C, H, W)`` and ``dW_per_sample`` ``(N, C*FH*FW, FN)``, if given (writeable,
+    C-contiguous, of that dtype), are filled instead of fresh arrays. ``dW`` is the sum
+    over samples of the per-sample products, ``db`` of ``dout`` summed per sample, as NumPy
+    sums them.
     """
     _require_kernels()
-    x = as_float_array(x, "x", ndim=4)
-    dtype = compute_dtype(x, W, dout, names=("x", "W", "dout"))
-    x = as_float_array(x, "x", dtype=dtype)
-    W = _filters(W, x.shape[1], dtype)
+    x, W, dout, dtype = _inputs(x, W, dout, "dout")
     n_filters, channels, fh, fw = W.shape
     out_h, out_w = conv_output_shape(x.shape, fh, fw, stride, pad)
+    stride, pad = int(stride), int(pad)
     n_img = x.shape[0]
     k, n_out = channels * fh * fw, out_h * out_w
-    dout = as_float_array(dout, "dout", dtype=dtype)
-    if dout.size != n_img * n_filters * n_out or dout.shape[:2] != (n_img, n_filters):
-        raise ValueError(f"dout must have shape {(n_img, n_filters, out_h, out_w)}, got {dout.shape}")
-    d = dout.reshape(n_img, n_filters, n_out)
-    weights = np.ascontiguousarray(W, dtype=dtype).reshape(n_filters, k)
+    if dout.shape not in ((n_img, n_filters, out_h, out_w), (n_img, n_filters, n_out)):
+        raise ValueError(f"dout must have shape {(n_img, n_filters, out_h, out_w)} (or "
+                         f"{(n_img, n_filters, n_out)}), got {dout.shape}")
+    d = as_float_array(dout, "dout", dtype=dtype).reshape(n_img, n_filters, n_out)
+    weights = W.reshape(n_filters, k)
     n_parts = _parts(n_parts, n_img)
     grad_x = checked_out(dx, x.shape, dtype, name="dx", inputs=(x, W, d))
     grad_w = checked_out(dW_per_sample, (n_img, k, n_filters), dtype, name="dW_per_sample",
                          inputs=(x, W, d, grad_x))
-    cols, kept = _column_array(col, "col", (n_img, k, n_out), dtype, n_parts, n_img,
-                               inputs=(grad_x, grad_w))
+    if col is None:
+        cols, kept = empty_result((n_parts, k, n_out), dtype), False
+    else:
+        # writeable, as forward needed it: the kernel's one column type serves both cases
+        cols = _columns_given(col, (n_img, k, n_out), dtype)
+        for name, array in (("dx", grad_x), ("dW_per_sample", grad_w)):
+            if np.may_share_memory(cols, array):
+                raise ValueError(f"col must not share memory with {name}")
+        kept = True
     if grad_x.size and d.size:
         dcols = empty_result((n_parts, k, n_out), dtype)
         with single_threaded_blas():
-            _conv_backward_kernel(x, weights, d, fh, fw, int(stride), int(pad), out_h, out_w,
+            _conv_backward_kernel(x, weights, d, fh, fw, stride, pad, out_h, out_w,
                                   n_parts, kept, cols, dcols, grad_w, grad_x)
     else:
         grad_x[...] = 0
