@@ -889,3 +889,21 @@ def test_small_results_are_not_recycled():
     bn = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
     bn.forward(rng.standard_normal((5, 12)))
     assert bn._reusable_xn((5, 12), np.dtype(np.float64)) is None
+
+
+@pytest.mark.skipif(not nnkernels.conv_kernels_available() or nnkernels.get_num_threads() < 2,
+                    reason="needs the fused kernels and 2 threads")
+def test_fewer_large_samples_than_threads_take_the_matmul_route(workspace_limit):
+    # the fused kernels give each thread whole samples: one large image would use one
+    # thread, where the matmul route threads the column kernel and BLAS within it
+    workspace_limit(None)
+    W = make_values(81, (64, 64, 3, 3), np.float32)
+    layer = nnlayers.Convolution(W, np.zeros(64, np.float32), 1, 1)
+    one = make_values(82, (1, 64, 24, 24), np.float32)
+    layer.forward(one)
+    assert layer.col is not None  # the matmul route keeps its (small) column matrix
+    layer.forward(np.concatenate([one, one]))
+    assert layer.col is None  # two samples for two threads: the fused kernels
+    tiny = nnlayers.Convolution(W[:2, :2], np.zeros(2, np.float32), 1, 1)
+    tiny.forward(one[:, :2, :5, :5])
+    assert tiny.col is None  # too little work to thread: the fused kernels on one thread

@@ -14,6 +14,7 @@ import nnkernels
 from nnkernels._validation import as_float_array, check_int, compute_dtype, empty_result
 
 from . import functions as _functions
+from . import _products
 from ._products import run_parts, sample_parts
 from .config import conv_chunk_size
 from .functions import *  # noqa: F403 - the reference's layers module re-exports them
@@ -353,6 +354,16 @@ def _unkept_chunk(n_samples, per_sample, threads):
                       _BACKWARD_CHUNK_BYTES // per_sample))
 
 
+def _fused_route(parts, macs):
+    """Whether a convolution takes the fused kernels: where they are available, unless a
+    batch of fewer samples than threads is large enough to be worth threading (the fused
+    kernels give each thread whole samples; the matmul route threads the column kernels
+    and BLAS within a sample)."""
+    if not nnkernels.conv_kernels_available():
+        return False
+    return macs < _products.SPLIT_MIN_MACS or len(parts) >= nnkernels.get_num_threads()
+
+
 class Convolution:
     """2-D convolution (cross-correlation) of ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
@@ -412,7 +423,7 @@ class Convolution:
         K, P = C * FH * FW, out_h * out_w
         out = self._result("out", (N, FN, P), dtype)
         parts = sample_parts(0, N, N * FN * K * P)
-        if nnkernels.conv_kernels_available():
+        if _fused_route(parts, N * FN * K * P):
             nnkernels.conv_forward(xc, Wm.reshape(FN, C, FH, FW), bias, stride, pad, out=out,
                                    n_parts=len(parts))
             col = None
@@ -497,7 +508,7 @@ class Convolution:
         parts = sample_parts(0, N, 2 * N * FN * K * P)
         dx = self._result("dx", self.x.shape, dtype)
         dW_per_sample = self._buffer("dW_per_sample", (N, K, FN), dtype)
-        if nnkernels.conv_kernels_available():
+        if _fused_route(parts, 2 * N * FN * K * P):
             dx, self.dW, self.db = nnkernels.conv_backward(
                 d, xc, Wm.reshape(FN, C, FH, FW), stride, pad, dx=dx,
                 dW_per_sample=dW_per_sample, n_parts=len(parts))
