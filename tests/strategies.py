@@ -153,6 +153,15 @@ def make_values(seed, shape, dtype=np.float64, style="normal"):
 value_styles = st.sampled_from(("normal", "ties", "negative"))
 
 
+def conv_arrays(seed, g, fn, dtype):
+    """``x``, ``W``, ``b`` and ``dout`` of a convolution with window ``g`` and ``fn`` filters."""
+    x = make_values(seed, g.x_shape, dtype)
+    W = make_values(seed + 1, (fn, g.c, g.fh, g.fw), dtype)
+    b = make_values(seed + 2, (fn,), dtype)
+    dout = make_values(seed + 3, (g.n, fn, *g.out_hw), dtype)
+    return x, W, b, dout
+
+
 def bad_out_arrays(shape, dtype):
     """Destinations an ``out=`` argument of ``shape`` and ``dtype`` must refuse (pytest params)."""
     other = np.float32 if dtype == np.float64 else np.float64

@@ -10,19 +10,12 @@ from hypothesis import strategies as st
 import nnkernels
 import nnlayers.reference as ref
 from strategies import (
+    conv_arrays,
     Window, assert_close, bad_out_arrays, dtypes, in_layout, layouts, make_values, seeds, windows,
 )
 
 pytestmark = pytest.mark.skipif(not nnkernels.conv_kernels_available(),
                                 reason="NumPy's BLAS here is not its OpenBLAS wheel build")
-
-
-def _arrays(seed, g, fn, dtype):
-    x = make_values(seed, g.x_shape, dtype)
-    W = make_values(seed + 1, (fn, g.c, g.fh, g.fw), dtype)
-    b = make_values(seed + 2, (fn,), dtype)
-    dout = make_values(seed + 3, (g.n, fn, *g.out_hw), dtype)
-    return x, W, b, dout
 
 
 def _by_columns_and_matmul(x, W, b, dout, stride, pad):
@@ -42,7 +35,7 @@ def _by_columns_and_matmul(x, W, b, dout, stride, pad):
 @given(g=windows(max_n=4), fn=st.integers(1, 4), dtype=dtypes, layout=layouts, seed=seeds,
        n_parts=st.integers(1, 5), keep=st.booleans())
 def test_matches_the_reference_layer(g, fn, dtype, layout, seed, n_parts, keep):
-    x, W, b, dout = _arrays(seed, g, fn, dtype)
+    x, W, b, dout = conv_arrays(seed, g, fn, dtype)
     xin, doutin, Win = in_layout(x, layout), in_layout(dout, layout), in_layout(W, layout)
     saved = [a.copy() for a in (xin, doutin, Win)]
     k, p = g.c * g.fh * g.fw, g.out_hw[0] * g.out_hw[1]
@@ -70,7 +63,7 @@ def test_same_bits_as_columns_and_matmul(g, fn, dtype, seed, n_parts):
     # NumPy takes matrix-vector routes when a product has a dimension of one; elsewhere
     # both routes make the same BLAS calls per sample, whatever the number of parts
     assume(g.c * g.fh * g.fw > 1 and g.out_hw[0] * g.out_hw[1] > 1)
-    x, W, b, dout = _arrays(seed, g, fn, dtype)
+    x, W, b, dout = conv_arrays(seed, g, fn, dtype)
     expected = _by_columns_and_matmul(x, W, b, dout, g.stride, g.pad)
     out = nnkernels.conv_forward(x, W, b, g.stride, g.pad, n_parts=n_parts)
     got = (out, *nnkernels.conv_backward(dout, x, W, g.stride, g.pad, n_parts=n_parts))
@@ -80,7 +73,7 @@ def test_same_bits_as_columns_and_matmul(g, fn, dtype, seed, n_parts):
 
 def test_out_and_gradient_buffers_are_filled_and_returned():
     g = Window(3, 2, 6, 5, 3, 3, 1, 1)
-    x, W, b, dout = _arrays(7, g, 4, np.float32)
+    x, W, b, dout = conv_arrays(7, g, 4, np.float32)
     out = np.full((3, 4, 30), np.nan, np.float32)
     result = nnkernels.conv_forward(x, W, b, 1, 1, out=out)
     assert np.shares_memory(result, out) and result.shape == (3, 4, 6, 5)
@@ -97,7 +90,7 @@ def test_out_and_gradient_buffers_are_filled_and_returned():
 @pytest.mark.parametrize("b", [0, 0.5, np.float32(2.0), [1.0]])
 def test_scalar_bias(b):
     g = Window(2, 2, 5, 4, 2, 3, 1, 1)
-    x, W, _, dout = _arrays(11, g, 3, np.float64)
+    x, W, _, dout = conv_arrays(11, g, 3, np.float64)
     expected = ref.Convolution(W, np.asarray(b, dtype=np.float64).reshape(-1)[0], 1, 1).forward(x)
     assert_close(nnkernels.conv_forward(x, W, b, 1, 1), expected)
 
@@ -112,7 +105,7 @@ def test_a_python_scalar_bias_keeps_float32(b):
 
 def test_mixed_dtypes_promote_like_numpy():
     g = Window(2, 2, 5, 5, 3, 3, 1, 0)
-    x, W, b, dout = _arrays(13, g, 2, np.float32)
+    x, W, b, dout = conv_arrays(13, g, 2, np.float32)
     out = nnkernels.conv_forward(x, W.astype(np.float64), b, 1, 0)
     assert out.dtype == np.float64
     dx, dW, db = nnkernels.conv_backward(dout.astype(np.float64), x, W, 1, 0)
@@ -142,7 +135,7 @@ def test_empty_batch_no_channels_and_no_filters():
 
 def test_nan_and_inf_propagate():
     g = Window(2, 2, 6, 6, 3, 3, 1, 1)
-    x, W, b, dout = _arrays(19, g, 3, np.float64)
+    x, W, b, dout = conv_arrays(19, g, 3, np.float64)
     x[0, 1, 2, 2] = np.nan
     x[1, 0, 5, 5] = np.inf
     assert_close(nnkernels.conv_forward(x, W, b, 1, 1), ref.Convolution(W, b, 1, 1).forward(x))
@@ -225,7 +218,7 @@ def test_dout_with_height_and_width_swapped_is_refused():
 @pytest.mark.parametrize("where", ["out", "col"])
 def test_destinations_sharing_memory_with_the_bias_are_refused(where):
     g = Window(4, 2, 5, 5, 3, 3, 1, 1)
-    x, W, b, _ = _arrays(23, g, 3, np.float64)
+    x, W, b, _ = conv_arrays(23, g, 3, np.float64)
     destination = np.zeros((4, 3, 25) if where == "out" else (4, 18, 25))
     shared_b = destination.reshape(-1)[:3]
     shared_b[:] = b
@@ -238,7 +231,7 @@ def test_destinations_sharing_memory_with_the_bias_are_refused(where):
 def test_small_integer_input_with_float32_parameters_stays_float32(x_dtype):
     # NumPy's promotion, as the layer follows it: int8 with float32 is float32
     g = Window(2, 2, 5, 5, 3, 3, 1, 1)
-    x, W, b, dout = _arrays(29, g, 3, np.float32)
+    x, W, b, dout = conv_arrays(29, g, 3, np.float32)
     xi = (np.abs(x) * 2).astype(x_dtype)
     out = nnkernels.conv_forward(xi, W, b, 1, 1)
     assert out.dtype == np.float32

@@ -11,6 +11,7 @@ import nnlayers
 import nnlayers.reference as ref
 from conv_routes import ROUTES, convolution_route
 from strategies import (
+    conv_arrays,
     Window, assert_close, dtypes, in_layout, layouts, make_values, seeds, value_styles, windows,
 )
 
@@ -21,14 +22,6 @@ def conv_cases(draw, max_n=3):
     g = draw(windows(max_n=max_n))
     fn = draw(st.integers(1, 4))
     return g, fn
-
-
-def _conv_arrays(seed, g, fn, dtype):
-    x = make_values(seed, g.x_shape, dtype)
-    W = make_values(seed + 1, (fn, g.c, g.fh, g.fw), dtype)
-    b = make_values(seed + 2, (fn,), dtype)
-    dout = make_values(seed + 3, (g.n, fn, *g.out_hw), dtype)
-    return x, W, b, dout
 
 
 def _check_conv_against_reference(x, W, b, dout, stride, pad, expect_dtype, xin=None,
@@ -63,7 +56,7 @@ def _check_conv_against_reference(x, W, b, dout, stride, pad, expect_dtype, xin=
 @given(case=conv_cases(), dtype=dtypes, layout=layouts, seed=seeds, route=st.sampled_from(ROUTES))
 def test_convolution_matches_reference(case, dtype, layout, seed, route):
     g, fn = case
-    x, W, b, dout = _conv_arrays(seed, g, fn, dtype)
+    x, W, b, dout = conv_arrays(seed, g, fn, dtype)
     with convolution_route(route):
         _check_conv_against_reference(x, W, b, dout, g.stride, g.pad, np.dtype(dtype),
                                       xin=in_layout(x, layout), dout_in=in_layout(dout, layout))
@@ -73,7 +66,7 @@ def test_convolution_matches_reference(case, dtype, layout, seed, route):
 @given(case=conv_cases(), layout=layouts, seed=seeds, route=st.sampled_from(ROUTES))
 def test_convolution_noncontiguous_parameters(case, layout, seed, route):
     g, fn = case
-    x, W, b, dout = _conv_arrays(seed, g, fn, np.float64)
+    x, W, b, dout = conv_arrays(seed, g, fn, np.float64)
     Wl, bl = in_layout(W, layout), in_layout(b, layout)
     fast = nnlayers.Convolution(Wl, bl, g.stride, g.pad)
     slow = ref.Convolution(W, b, g.stride, g.pad)
@@ -94,7 +87,7 @@ def test_convolution_chunked_by_workspace_limit_gives_same_results(case, dtype, 
 
 def _check_chunked_by_workspace_limit(case, dtype, seed, per_chunk):
     g, fn = case
-    x, W, b, dout = _conv_arrays(seed, g, fn, dtype)
+    x, W, b, dout = conv_arrays(seed, g, fn, dtype)
     unbounded = nnlayers.Convolution(W, b, g.stride, g.pad)
     out_full = unbounded.forward(x)
     dx_full = unbounded.backward(dout)
@@ -135,7 +128,7 @@ def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_li
 
     monkeypatch.setattr(nnkernels._blas, "AVAILABLE", False)  # chunking is the matmul route's
 
-    x, W, b, dout = _conv_arrays(5, Window(6, 3, 9, 8, 3, 3, 1, 1), 4, dtype)
+    x, W, b, dout = conv_arrays(5, Window(6, 3, 9, 8, 3, 3, 1, 1), 4, dtype)
     per_sample = 3 * 3 * 3 * 9 * 8 * np.dtype(dtype).itemsize
     workspace_limit(1 << 62)
     whole = nnlayers.Convolution(W, b, 1, 1)
@@ -152,7 +145,7 @@ def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_li
 
 
 def test_workspace_limit_one_byte_still_processes_a_sample(workspace_limit, conv_route):
-    x, W, b, dout = _conv_arrays(11, Window(5, 2, 7, 6, 3, 2, 2, 1), 3, np.float64)
+    x, W, b, dout = conv_arrays(11, Window(5, 2, 7, 6, 3, 2, 2, 1), 3, np.float64)
     workspace_limit(1)
     assert nnlayers.get_workspace_limit() == 1
     _check_conv_against_reference(x, W, b, dout, 2, 1, np.dtype(np.float64))
@@ -191,7 +184,7 @@ def test_convolution_mixed_dtypes_follow_numpy_promotion(x_dtype, W_dtype, b_dty
 
 def test_convolution_dout_dtype_promotes_the_gradient(workspace_limit, conv_route):
     g = Window(3, 2, 5, 5, 3, 3, 1, 0)
-    x, W, b, dout = _conv_arrays(31, g, 2, np.float32)
+    x, W, b, dout = conv_arrays(31, g, 2, np.float32)
     for limit in (None, 1):
         workspace_limit(limit)
         # float32 forward, float64 dout -> float64 gradients equal to the reference's
@@ -202,7 +195,7 @@ def test_convolution_dout_dtype_promotes_the_gradient(workspace_limit, conv_rout
 @pytest.mark.parametrize("b", [0, 0.5, np.float64(-1.0), "vector"])
 def test_convolution_scalar_bias(b, conv_route):
     g = Window(2, 2, 5, 4, 2, 3, 1, 1)
-    x, W, bvec, dout = _conv_arrays(41, g, 3, np.float64)
+    x, W, bvec, dout = conv_arrays(41, g, 3, np.float64)
     b = bvec if isinstance(b, str) else b
     fast = nnlayers.Convolution(W, b, 1, 1)
     slow = ref.Convolution(W, b, 1, 1)
@@ -214,7 +207,7 @@ def test_convolution_scalar_bias(b, conv_route):
 
 def test_convolution_nan_and_inf_propagate_like_the_reference(conv_route):
     g = Window(2, 2, 6, 6, 3, 3, 1, 1)
-    x, W, b, dout = _conv_arrays(51, g, 3, np.float64)
+    x, W, b, dout = conv_arrays(51, g, 3, np.float64)
     x[0, 1, 2, 2] = np.nan
     x[1, 0, 5, 5] = np.inf
     out = nnlayers.Convolution(W, b, 1, 1).forward(x)
@@ -225,7 +218,7 @@ def test_convolution_nan_and_inf_propagate_like_the_reference(conv_route):
 
 def test_convolution_stride_and_pad_as_numpy_integers():
     g = Window(2, 1, 7, 5, 3, 3, 2, 1)
-    x, W, b, dout = _conv_arrays(61, g, 2, np.float64)
+    x, W, b, dout = conv_arrays(61, g, 2, np.float64)
     fast = nnlayers.Convolution(W, b, np.int64(2), np.int32(1))
     assert_close(fast.forward(x), ref.Convolution(W, b, 2, 1).forward(x))
 
