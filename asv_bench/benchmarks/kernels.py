@@ -1,4 +1,5 @@
-"""Per-kernel timings of nnkernels: im2col/col2im (both layouts), max pooling, batch norm.
+"""Per-kernel timings of nnkernels: im2col/col2im (both layouts), the fused convolution
+kernels, max pooling, batch norm.
 
 Each ``setup`` calls every kernel once with the exact shapes and dtype it will time, so
 the JIT compile (or the cache load) happens there and never in the timed function.
@@ -6,7 +7,7 @@ the JIT compile (or the cache load) happens there and never in the timed functio
 
 import numpy as np
 
-from .common import BN, COLUMNS, DTYPES, POOL, bn_data, pool_data, skip
+from .common import BN, COLUMNS, CONV, DTYPES, POOL, bn_data, conv_data, pool_data, skip
 
 
 def _kernel(name):
@@ -45,6 +46,30 @@ class ColumnsPerSample(Columns):
     """The per-sample layout ``(N, C*FH*FW, OH*OW)`` the Convolution layer uses."""
 
     unfold, fold = "im2col_per_sample", "col2im_per_sample"
+
+
+class Convolution:
+    """conv_forward / conv_backward: columns, BLAS products and folding in one kernel each
+    (skipped where NumPy's BLAS is not its OpenBLAS wheel build)."""
+
+    params = [list(CONV), DTYPES]
+    param_names = ["shape", "dtype"]
+
+    def setup(self, case, dtype):
+        import nnkernels
+
+        if not getattr(nnkernels, "conv_kernels_available", lambda: False)():
+            skip("the fused convolution kernels are unavailable here")
+        self.x, self.W, self.b, self.dout, self.stride, self.pad = conv_data(case, dtype)
+        self.forward, self.backward = nnkernels.conv_forward, nnkernels.conv_backward
+        self.forward(self.x, self.W, self.b, self.stride, self.pad)
+        self.backward(self.dout, self.x, self.W, self.stride, self.pad)
+
+    def time_forward(self, case, dtype):
+        self.forward(self.x, self.W, self.b, self.stride, self.pad)
+
+    def time_backward(self, case, dtype):
+        self.backward(self.dout, self.x, self.W, self.stride, self.pad)
 
 
 class MaxPool:
