@@ -2,24 +2,25 @@
 
 ``kernels``: the fused kernels of ``nnkernels.convolution`` (where NumPy's OpenBLAS can be
 called from Numba); ``matmul``: per-sample columns and ``numpy.matmul`` shared over Python
-threads, which the layer falls back to elsewhere.
+threads, which the layer falls back to elsewhere and takes for small or few-sample batches.
 """
 
 import contextlib
 
 import nnkernels._blas
+import nnlayers.layers
 
 ROUTES = ["kernels", "matmul"] if nnkernels._blas.AVAILABLE else ["matmul"]
 
 
 @contextlib.contextmanager
 def convolution_route(route):
-    """Within this block, Convolution layers take ``route``."""
-    if route not in ("kernels", "matmul"):
-        raise ValueError(route)
-    previous = nnkernels._blas.AVAILABLE
-    nnkernels._blas.AVAILABLE = previous and route == "kernels"
+    """Within this block, Convolution layers take ``route``, whatever the batch."""
+    if route not in ROUTES:
+        raise ValueError(f"route {route!r} is not available here ({ROUTES})")
+    previous = nnlayers.layers._CONV_ROUTE
+    nnlayers.layers._CONV_ROUTE = route
     try:
         yield
     finally:
-        nnkernels._blas.AVAILABLE = previous
+        nnlayers.layers._CONV_ROUTE = previous

@@ -37,9 +37,13 @@ import nnkernels._jit
 # small inputs would run the kernels' single-threaded twins: force the threaded ones
 FORCE = nnkernels._jit.forced_parallel()
 FORCE.__enter__()  # kept referenced for the whole run
+import nnlayers.layers
 from nnlayers import BatchNormalization, Convolution, Pooling
 
 N_WORKERS, N_STEPS = 4, 20
+# the convolutions alternate between the fused kernels and the matmul route step by step
+# (a process-wide switch flipped by every thread: both routes give the same bits here)
+ROUTES = ["kernels", "matmul"] if nnkernels.conv_kernels_available() else ["matmul"]
 
 
 def make_stack(worker):
@@ -55,6 +59,7 @@ def run_worker(worker):
     rng = np.random.default_rng(worker)
     results = []
     for step in range(N_STEPS):
+        nnlayers.layers._CONV_ROUTE = ROUTES[step % len(ROUTES)]
         x = rng.standard_normal((5, 3, 8, 8))
         out = bn.forward(pool.forward(conv.forward(x)), train_flg=True)
         dout = rng.standard_normal(out.shape)

@@ -886,17 +886,23 @@ def test_small_results_are_not_recycled():
 
 @pytest.mark.skipif(not nnkernels.conv_kernels_available() or nnkernels.get_num_threads() < 2,
                     reason="needs the fused kernels and 2 threads")
-def test_fewer_large_samples_than_threads_take_the_matmul_route(workspace_limit):
-    # the fused kernels give each thread whole samples: one large image would use one
-    # thread, where the matmul route threads the column kernel and BLAS within it
+def test_the_route_follows_the_batch(workspace_limit):
+    # the fused kernels give each thread whole samples and always start the thread pool:
+    # they take batches that fill every thread with enough work
     workspace_limit(None)
     W = make_values(81, (64, 64, 3, 3), np.float32)
     layer = nnlayers.Convolution(W, np.zeros(64, np.float32), 1, 1)
     one = make_values(82, (1, 64, 24, 24), np.float32)
     layer.forward(one)
-    assert layer.col is not None  # the matmul route keeps its (small) column matrix
+    assert layer.col is not None  # one large image: the matmul route (it keeps its columns)
     layer.forward(np.concatenate([one, one]))
     assert layer.col is None  # two samples for two threads: the fused kernels
-    tiny = nnlayers.Convolution(W[:2, :2], np.zeros(2, np.float32), 1, 1)
-    tiny.forward(one[:, :2, :5, :5])
-    assert tiny.col is None  # too little work to thread: the fused kernels on one thread
+    previous = nnkernels.set_num_threads(1)
+    try:
+        layer.forward(one)
+        assert layer.col is None  # one thread: one sample fills it
+    finally:
+        nnkernels.set_num_threads(previous)
+    small = nnlayers.Convolution(W[:4, :4], np.zeros(4, np.float32), 1, 1)
+    small.forward(np.concatenate([one[:, :4, :6, :6]] * 4))
+    assert small.col is not None  # too little work to start the thread pool for

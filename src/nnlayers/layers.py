@@ -354,14 +354,24 @@ def _unkept_chunk(n_samples, per_sample, threads):
                       _BACKWARD_CHUNK_BYTES // per_sample))
 
 
+#: None: each convolution picks its route (``_fused_route``); "kernels" or "matmul" forces
+#: one wherever the fused kernels are available (for tests and tools/conv_routes.py)
+_CONV_ROUTE = None
+
+
 def _fused_route(parts, macs):
-    """Whether a convolution takes the fused kernels: where they are available, unless a
-    batch of fewer samples than threads is large enough to be worth threading (the fused
-    kernels give each thread whole samples; the matmul route threads the column kernels
-    and BLAS within a sample)."""
+    """Whether a convolution takes the fused kernels. Where they are available: when its
+    samples fill every thread and it has at least ``SPLIT_MIN_MACS`` multiply-adds. A
+    batch of fewer samples than threads takes the matmul route, which threads the column
+    kernel and BLAS within a sample (the fused kernels give each thread whole samples), and
+    so does a small convolution, which there runs single-threaded twins without starting
+    the thread pool (the fused kernels always launch it: about 2 us under TBB, 125 us under
+    workqueue)."""
     if not nnkernels.conv_kernels_available():
         return False
-    return macs < _products.SPLIT_MIN_MACS or len(parts) >= nnkernels.get_num_threads()
+    if _CONV_ROUTE is not None:
+        return _CONV_ROUTE == "kernels"
+    return macs >= _products.SPLIT_MIN_MACS and len(parts) >= nnkernels.get_num_threads()
 
 
 class Convolution:
