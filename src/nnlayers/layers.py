@@ -380,9 +380,10 @@ class Convolution:
     Output ``(N, FN, out_h, out_w)``, ``out = (H + 2*pad - FH)//stride + 1``. Computed per
     sample through its columns (``C*FH*FW, out_h*out_w``) and matrix products, so the result
     is NCHW without a transpose, each thread taking a share of the samples. Where NumPy's
-    BLAS is its OpenBLAS wheel build, forward and backward are each one kernel
+    BLAS is its OpenBLAS wheel build, a batch that fills every thread with work (at least
+    4M multiply-adds) runs forward and backward as one kernel each
     (``nnkernels.conv_forward`` / ``conv_backward``): only a sample's columns per thread
-    exist at a time, rebuilt in ``backward`` (``col`` stays None). Elsewhere the columns go
+    exist at a time, rebuilt in ``backward`` (``col`` stays None). Otherwise the columns go
     through ``nnkernels.im2col_per_sample`` and ``numpy.matmul`` on Python threads
     (``nnlayers._products``); a batch's column matrix is then kept from forward to
     backward unless it exceeds the workspace limit (``nnlayers.set_workspace_limit``; by
