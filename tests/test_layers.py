@@ -895,8 +895,10 @@ def test_the_route_follows_the_batch(workspace_limit):
     one = make_values(82, (1, 64, 24, 24), np.float32)
     layer.forward(one)
     assert layer.col is not None  # one large image: the matmul route (it keeps its columns)
+    assert "col" in layer._buffers
     layer.forward(np.concatenate([one, one]))
     assert layer.col is None  # two samples for two threads: the fused kernels
+    assert "col" not in layer._buffers  # the matmul route's buffer is let go
     previous = nnkernels.set_num_threads(1)
     try:
         layer.forward(one)

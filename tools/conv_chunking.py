@@ -9,20 +9,23 @@ given in KiB (``nnlayers.set_workspace_limit``: chunks through small per-thread 
 columns recomputed in backward; ``-`` for none). With ``after-reference`` as a fourth
 argument, the reference layer's forward+backward on the same shape runs before every timed
 call, as in ``python -m nnlayers.bench`` (caches then hold the reference's arrays, not
-ours). The settings alternate call by call, 11 rounds; printed:
+ours). The layers take the columns + matmul route (forced: the fused kernels never hold
+a batch's columns, so the bound does not concern them). The settings alternate call by
+call, 11 rounds; printed:
 the median ms of each and, in brackets, the median over rounds of its time divided by
 "whole"'s in the same round, which the machine's drift affects far less than the medians.
 """
 
+import contextlib
 import statistics
 import sys
-import time
 
 import numpy as np
 
 import nnlayers
 from nnlayers import reference
-from conv_parts import SHAPES
+from _timing import alternating_times
+from conv_parts import SHAPES, conv_inputs, forced_route, forward_backward
 
 WHOLE = 1 << 62
 
@@ -41,44 +44,29 @@ def main():
     after_reference = len(sys.argv) > 4 and sys.argv[4] == "after-reference"
     rng = np.random.default_rng(0)
     for name in names:
-        N, C, H, W, FN, FH, FW, stride, pad = SHAPES[name]
-        x = rng.standard_normal((N, C, H, W)).astype(dtype)
-        weights = (0.1 * rng.standard_normal((FN, C, FH, FW))).astype(dtype)
+        x, weights, stride, pad = conv_inputs(name, dtype, rng)
 
         def setting(bound):
-            layer = nnlayers.Convolution(weights, np.zeros(FN, dtype), stride, pad)
-            dout = np.ones_like(layer.forward(x))
-
-            def run():
+            @contextlib.contextmanager
+            def bounded():
                 previous = nnlayers.set_workspace_limit(bound)
                 try:
-                    layer.forward(x)
-                    layer.backward(dout)
+                    with forced_route("matmul"):  # the bound shapes only this route
+                        yield
                 finally:
                     nnlayers.set_workspace_limit(previous)
-            return run
+            return forward_backward(nnlayers, x, weights, stride, pad, bounded)
 
         runs = {"whole": setting(WHOLE), "default": setting(None)}
         runs.update({f"{bound >> 10} KiB": setting(bound) for bound in bounds})
-        times = {label: [] for label in runs}
-        slow = reference.Convolution(weights, np.zeros(FN, dtype), stride, pad)
-        slow_dout = np.ones_like(slow.forward(x))
-        for run in runs.values():
-            run()
-        for _ in range(11):
-            for label, run in runs.items():
-                if after_reference:
-                    slow.forward(x)
-                    slow.backward(slow_dout)
-                start = time.perf_counter()
-                run()
-                times[label].append(time.perf_counter() - start)
+        reference_call = forward_backward(reference, x, weights, stride, pad)
+        times = alternating_times(runs, before=reference_call if after_reference else None)
         whole = times["whole"]
         cells = [f"{label} {statistics.median(t) * 1e3:.2f}"
                  + ("" if label == "whole" else
                     f" ({statistics.median(b / a for a, b in zip(whole, t)):.2f})")
                  for label, t in times.items()]
-        mib = column_mib(N, C, H, W, FN, FH, FW, stride, pad, dtype.itemsize)
+        mib = column_mib(*SHAPES[name], dtype.itemsize)
         note = " after the reference" if after_reference else ""
         print(f"{name:4s} {dtype.name}{note} columns {mib:5.1f} MiB  " + "   ".join(cells), flush=True)
 

@@ -22,9 +22,9 @@ import numpy as np
 
 import nnkernels._blas
 import nnlayers
-import nnlayers.layers
 from nnlayers import reference
-from conv_parts import SHAPES
+from _timing import alternating_times
+from conv_parts import SHAPES, conv_inputs, forced_route, forward_backward
 
 
 def main():
@@ -38,37 +38,12 @@ def main():
         if name == "predict":
             predict_one_image()
             continue
-        N, C, H, W, FN, FH, FW, stride, pad = SHAPES[name]
-        x = rng.standard_normal((N, C, H, W)).astype(dtype)
-        weights = (0.1 * rng.standard_normal((FN, C, FH, FW))).astype(dtype)
-
-        def route(kernels):
-            layer = nnlayers.Convolution(weights, np.zeros(FN, dtype), stride, pad)
-            dout = np.ones_like(layer.forward(x))
-
-            def run():
-                nnlayers.layers._CONV_ROUTE = "kernels" if kernels else "matmul"
-                try:
-                    layer.forward(x)
-                    layer.backward(dout)
-                finally:
-                    nnlayers.layers._CONV_ROUTE = None
-            return run
-
-        runs = {"matmul": route(False), "kernels": route(True)}
-        slow = reference.Convolution(weights, np.zeros(FN, dtype), stride, pad)
-        slow_dout = np.ones_like(slow.forward(x))
-        times = {label: [] for label in runs}
-        for run in runs.values():
-            run()
-        for _ in range(11):
-            for label, run in runs.items():
-                if after_reference:
-                    slow.forward(x)
-                    slow.backward(slow_dout)
-                start = time.perf_counter()
-                run()
-                times[label].append(time.perf_counter() - start)
+        x, weights, stride, pad = conv_inputs(name, dtype, rng)
+        runs = {route: forward_backward(nnlayers, x, weights, stride, pad,
+                                        lambda route=route: forced_route(route))
+                for route in ("matmul", "kernels")}
+        reference_call = forward_backward(reference, x, weights, stride, pad)
+        times = alternating_times(runs, before=reference_call if after_reference else None)
         ratio = statistics.median(k / m for k, m in zip(times["kernels"], times["matmul"]))
         note = " after the reference" if after_reference else ""
         print(f"{name:4s} {dtype.name}{note}: matmul {statistics.median(times['matmul']) * 1e3:.2f} ms, "
@@ -82,17 +57,14 @@ def predict_one_image():
     net = SimpleConvNet(layers=nnlayers, dtype=np.float32, rng=np.random.default_rng(0))
     x = np.random.default_rng(1).random((1, 1, 28, 28)).astype(np.float32)
     times = {"matmul": [], "kernels": []}
-    try:
-        for _ in range(2):
-            for route, runs in times.items():
-                nnlayers.layers._CONV_ROUTE = route
+    for _ in range(2):
+        for route, runs in times.items():
+            with forced_route(route):
                 net.predict(x)
                 for _ in range(200):
                     start = time.perf_counter()
                     net.predict(x)
                     runs.append(time.perf_counter() - start)
-    finally:
-        nnlayers.layers._CONV_ROUTE = None
     print(f"SimpleConvNet.predict, one image, float32, threading layer "
           f"{nnkernels.threading_layer()}: "
           + ", ".join(f"{route} {statistics.median(runs) * 1e6:.0f} us"

@@ -14,13 +14,11 @@ OpenBLAS must be held at one thread while kernels call it from their own threads
 (``nnkernels.threads.single_threaded_blas``).
 """
 
-import ctypes
-
 import numba
 from numba import types
 from numba.core.extending import intrinsic, overload
 
-from .threads import _openblas_paths
+from .threads import _openblas_libraries
 
 __all__ = ["AVAILABLE", "gemm", "ROW_MAJOR", "NO_TRANS", "TRANS"]
 
@@ -37,11 +35,7 @@ def _load():
         import llvmlite.binding as llvm
     except ImportError:
         return False
-    for path in _openblas_paths():
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for path, library in _openblas_libraries():
         if all(hasattr(library, symbol) for symbol in _SYMBOLS.values()):
             try:
                 llvm.load_library_permanently(path)

@@ -71,11 +71,11 @@ def _batchnorm(shape, dtype):
 #: process): the worker pool takes them in this order, so the long ones do not come last.
 _GROUPS = {
     "batchnorm (N, D)": (lambda dtype: _batchnorm((2, 3), dtype), True),
-    # the layers use these only where the fused convolution kernels are unavailable
-    "im2col/col2im per sample": (_per_sample_columns, not _blas.AVAILABLE),
     "batchnorm (N, C, H, W)": (lambda dtype: _batchnorm((2, 3, 2, 2), dtype), True),
     "max pooling 2x2 stride 2": (_max_pool, True),
     "im2col/col2im": (_book_columns, True),
+    # the layers' twins are used only where the fused convolution kernels are unavailable
+    "im2col/col2im per sample": (_per_sample_columns, not _blas.AVAILABLE),
     "batchnorm (N, D), few features": (lambda dtype: _batchnorm((400, 100), dtype), False),
     "batchnorm (N, C, H, W), few channels": (lambda dtype: _batchnorm((4, 2, 80, 80), dtype), False),
     "relu": (_relu, True),

@@ -155,17 +155,6 @@ def _inputs(x, W, third, third_name):
     return as_float_array(x, "x", dtype=dtype), as_float_array(W, "W", dtype=dtype), third, dtype
 
 
-def _columns_given(col, shape, dtype):
-    """The caller's ``(N, K, P)`` column matrix, checked."""
-    if not (isinstance(col, np.ndarray) and col.shape == tuple(shape) and col.dtype == dtype
-            and col.flags.c_contiguous and col.flags.writeable):
-        raise ValueError(
-            f"col must be a writeable C-contiguous {dtype} array of shape {tuple(shape)}, "
-            f"got {getattr(col, 'dtype', type(col).__name__)} {getattr(col, 'shape', '')}"
-        )
-    return col
-
-
 def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     """Convolution (cross-correlation) of ``x`` ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
@@ -197,8 +186,7 @@ def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     if col is None:
         cols, keep = empty_result((n_parts, k, n_out), dtype), False
     else:
-        cols = _columns_given(col, (n_img, k, n_out), dtype)
-        checked_out(cols, cols.shape, dtype, name="col", inputs=(x, W, b, result))
+        cols = checked_out(col, (n_img, k, n_out), dtype, name="col", inputs=(x, W, b, result))
         keep = True
     if result.size and k == 0:  # no input channels: the sums are empty
         result[...] = bias[:, None]
@@ -244,10 +232,7 @@ def conv_backward(dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_samp
         cols, kept = empty_result((n_parts, k, n_out), dtype), False
     else:
         # writeable, as forward needed it: the kernel's one column type serves both cases
-        cols = _columns_given(col, (n_img, k, n_out), dtype)
-        for name, array in (("dx", grad_x), ("dW_per_sample", grad_w)):
-            if np.may_share_memory(cols, array):
-                raise ValueError(f"col must not share memory with {name}")
+        cols = checked_out(col, (n_img, k, n_out), dtype, name="col", inputs=(grad_x, grad_w))
         kept = True
     if grad_x.size and d.size:
         dcols = empty_result((n_parts, k, n_out), dtype)

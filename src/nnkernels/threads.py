@@ -79,12 +79,12 @@ def _openblas_paths():
 
 @functools.lru_cache(maxsize=None)
 def _openblas_libraries():
-    """The OpenBLAS builds loaded when first asked (by ``import nnkernels``: NumPy's), as
-    ctypes libraries."""
+    """``((path, ctypes library), ...)`` of the OpenBLAS builds loaded when first asked (by
+    ``import nnkernels``: NumPy's)."""
     libraries = []
     for path in _openblas_paths():
         try:
-            libraries.append(ctypes.CDLL(path))
+            libraries.append((path, ctypes.CDLL(path)))
         except OSError:
             continue
     return tuple(libraries)
@@ -109,7 +109,7 @@ def limit_blas_spin(exponent=BLAS_SPIN_EXPONENT):
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
         return False
     applied = False
-    for lib in _openblas_libraries():
+    for _, lib in _openblas_libraries():
         try:
             read_env, shutdown, start = (lib.openblas_read_env, lib.blas_thread_shutdown_,
                                          lib.blas_thread_init)
@@ -130,7 +130,7 @@ def _openblas_thread_setters():
     """``[(set_num_threads, get_num_threads)]`` ctypes functions of each loaded OpenBLAS,
     whatever prefix/suffix its build gave the symbols (NumPy's wheels: ``scipy_..64_``)."""
     setters = []
-    for lib in _openblas_libraries():
+    for _, lib in _openblas_libraries():
         for prefix in ("", "scipy_"):
             for suffix in ("", "64_", "_64"):
                 try:

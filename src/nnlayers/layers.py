@@ -438,6 +438,7 @@ class Convolution:
             nnkernels.conv_forward(xc, Wm.reshape(FN, C, FH, FW), bias, stride, pad, out=out,
                                    n_parts=len(parts))
             col = None
+            self._drop_matmul_buffers()
         else:
             col = self._forward_by_matmul(xc, Wm, bias, (FH, FW, stride, pad), out, parts)
         self.x = xc
@@ -485,6 +486,12 @@ class Convolution:
             buf = empty_result(shape, dtype)
             self._buffers[name] = buf
         return buf
+
+    def _drop_matmul_buffers(self):
+        """Forget the matmul route's scratch (a previous batch may have taken that route):
+        the fused kernels use only ``dW_per_sample`` of it."""
+        for name in [name for name in self._buffers if name != "dW_per_sample"]:
+            del self._buffers[name]
 
     def _drop_thread_buffers(self, threads):
         """Forget the per-thread scratch of threads beyond ``threads`` (after the thread
