@@ -110,6 +110,11 @@ def ref_bn_backward(dout, xn, std, gamma):
     return _bn_unview(dx, np.shape(dout)), dgamma, dbeta
 
 
+def ref_bn_backward_from_input(dout, x, mean, std, gamma):
+    xn = (_bn_view(x) - _f64(mean)) / _f64(std)
+    return ref_bn_backward(dout, _bn_unview(xn, np.shape(x)), std, gamma)
+
+
 def ref_im2col_per_sample(x, fh, fw, s, p):
     x = _f64(x)
     col = ref.im2col(x, fh, fw, s, p)
@@ -238,6 +243,10 @@ def valid_call(target, draw, rng, dtype):
             d = int(np.prod(shape[1:]))
             return A(x=x, gamma=rng.uniform(0.5, 1.5, d).astype(dtype), beta=_arr(rng, d, dtype),
                      dout=_arr(rng, shape, dtype))
+        if target == "batchnorm_backward_from_input":
+            _, _, mean, _, std = nnkernels.batchnorm_forward(x, gamma, beta, return_xn=False,
+                                                             stats_dtype=np.float64)
+            return A(dout=_arr(rng, shape, dtype), x=x, mean=mean, std=std, gamma=gamma)
         _, xn, _, _, std = nnkernels.batchnorm_forward(x, gamma, beta)
         return A(dout=_arr(rng, shape, dtype), xn=xn, std=std, gamma=gamma)
     if target == "Convolution":
@@ -266,6 +275,8 @@ TARGETS = {
     "batchnorm_forward": (nnkernels.batchnorm_forward, ref_bn_forward, True),
     "batchnorm_inference": (nnkernels.batchnorm_inference, ref_bn_inference, True),
     "batchnorm_backward": (nnkernels.batchnorm_backward, ref_bn_backward, True),
+    "batchnorm_backward_from_input": (nnkernels.batchnorm_backward_from_input,
+                                      ref_bn_backward_from_input, True),
     "Convolution": (call_conv_layer, ref_conv_layer, False),
     "Pooling": (call_pool_layer, ref_pool_layer, False),
     "BatchNormalization": (call_bn_layer, ref_bn_layer, False),
@@ -366,7 +377,8 @@ def _benign(arg, how, target, value_kind):
         return True
     if how in VALUE_TYPES + NONFINITE:
         # values change, the call stays valid (the oracle sees the same values)
-        return not (target == "batchnorm_backward" and arg in ("std", "xn")) or how in NONFINITE
+        return (not (target.startswith("batchnorm_backward") and arg in ("std", "xn", "x", "mean"))
+                or how in NONFINITE)
     return False
 
 
@@ -433,9 +445,11 @@ def _as_tuple(out):
 
 
 NO_PROMOTION = {"running_mean", "running_var"}  # batch norm computes in promote(x, gamma, beta)
+#: per target, further statistics that do not widen the result dtype
+NO_PROMOTION_IN = {"batchnorm_backward_from_input": {"mean", "std"}}
 
 
-def _expected_dtype(args, include_lists):
+def _expected_dtype(args, include_lists, no_promotion=NO_PROMOTION):
     """float32 when every float argument is float32/float16, else float64.
 
     Integer and bool arrays never count. Kernel functions promote lists as NumPy does
@@ -443,7 +457,7 @@ def _expected_dtype(args, include_lists):
     only ndarrays count and the check is just "no float64-only call returns float32"."""
     kinds = [np.asarray(v).dtype for k, v in args.items()
              if isinstance(v, (np.ndarray, list) if include_lists else np.ndarray)
-             and k not in INT_ARRAYS | BOOL_ARRAYS | NO_PROMOTION]
+             and k not in INT_ARRAYS | BOOL_ARRAYS | no_promotion]
     floats = [d for d in kinds if d.kind == "f"]
     if floats and all(d.itemsize <= 4 for d in floats):
         return np.dtype(np.float32)
@@ -477,7 +491,7 @@ def _compare(got, want, dtype, name, exact_dtype, low_precision=False):
 
 
 ARG_NAMES = re.compile(r"\b(x|input_data|W|b|col|cols|dout|argmax|mask|input_shape|input|filter_h|filter_w|"
-                       r"pool_h|pool_w|stride|pad|gamma|beta|running_mean|running_var|xn|std|"
+                       r"pool_h|pool_w|stride|pad|gamma|beta|running_mean|running_var|xn|std|mean|"
                        r"eps|t|nbytes|channels|features|batch)\b", re.I)
 
 
@@ -509,9 +523,10 @@ def run_case(target, args, mutations):
             return "empty"
         raise AssertionError(f"{target} accepted {mutations} but the oracle fails: {exc!r}") from exc
     assert len(got) == len(want), target
-    dtype = _expected_dtype(args, include_lists=is_kernel_fn)
+    no_promotion = NO_PROMOTION | NO_PROMOTION_IN.get(target, set())
+    dtype = _expected_dtype(args, include_lists=is_kernel_fn, no_promotion=no_promotion)
     floats = [v.dtype for k, v in args.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-              and k not in NO_PROMOTION]
+              and k not in no_promotion]
     low_precision = any(d.itemsize <= 4 for d in floats)
     if not is_kernel_fn:  # layers: only a call made entirely of float64 arrays must give float64
         dtype = np.dtype(np.float32) if low_precision or not floats else np.dtype(np.float64)

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnkernels import batchnorm_backward, batchnorm_forward, batchnorm_inference
+from nnkernels import (batchnorm_backward, batchnorm_backward_from_input, batchnorm_forward,
+                       batchnorm_inference)
 from nnlayers.reference import BatchNormalization
 from strategies import bad_out_arrays
 
@@ -283,6 +284,20 @@ G = np.ones(3)
     (lambda: batchnorm_backward(X2, np.zeros((4, 2)), G, G), ValueError, "xn"),
     (lambda: batchnorm_backward(X2, X2, np.ones(2), G), ValueError, "std"),
     (lambda: batchnorm_backward(X2, X2, G, np.ones(2)), ValueError, "gamma"),
+    (lambda: batchnorm_forward(X2, G, G, return_xn=False, xn_out=np.empty((4, 3))), ValueError,
+     "xn_out was given with return_xn=False"),
+    (lambda: batchnorm_forward(X2, G, G, stats_dtype=np.float16), ValueError, "stats_dtype"),
+    (lambda: batchnorm_forward(X2.astype(np.float32), G.astype(np.float32), G.astype(np.float32),
+                               stats_dtype=np.int64), ValueError, "stats_dtype"),
+    (lambda: batchnorm_backward_from_input(np.zeros(3), X2, G, G, G), ValueError, "dout"),
+    (lambda: batchnorm_backward_from_input(X2, np.zeros((4, 2)), G, G, G), ValueError, "x must have"),
+    (lambda: batchnorm_backward_from_input(X2, X2, np.ones(2), G, G), ValueError, "mean"),
+    (lambda: batchnorm_backward_from_input(X2, X2, G, np.ones((3, 1)), G), ValueError, "std"),
+    (lambda: batchnorm_backward_from_input(X2, X2, G, G, np.ones(2)), ValueError, "gamma"),
+    (lambda: batchnorm_backward_from_input(np.zeros((0, 3)), np.zeros((0, 3)), G, G, G),
+     ValueError, "dout"),
+    (lambda: batchnorm_backward_from_input(X2, X2.astype(complex), G, G, G), TypeError, "x"),
+    (lambda: batchnorm_backward_from_input(X2, X2, G.astype(complex), G, G), TypeError, "mean"),
 ])
 def test_validation_errors(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -391,5 +406,147 @@ def test_backward_out_sharing_memory_with_an_input_raises(target, forbid_kernels
     forbid_kernels()
     with pytest.raises(ValueError, match="out must not share memory"):
         batchnorm_backward(**args, out=store.reshape(4, 6))
+    for k in args:
+        np.testing.assert_array_equal(args[k], before[k])
+
+
+# ------------------------------------------------------------------ without xn: from the input
+_PATH_SHAPES = [(7, 5), (6, 700), (3, 4, 5, 6), (400, 100), (4, 2, 80, 80), (2, 12, 5, 5)]
+_PATH_IDS = ["2d-small", "2d-fused", "4d-small", "2d-split", "4d-split", "4d-fused"]
+
+
+def _case(shape, dtype, seed=6, loc=0.5):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 2 + loc).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, shape[1]).astype(dtype)
+    beta = rng.standard_normal(shape[1]).astype(dtype)
+    return x, dout, gamma, beta
+
+
+@pytest.mark.parametrize("shape", _PATH_SHAPES, ids=_PATH_IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_without_xn_gives_the_same_output_and_statistics(shape, dtype):
+    x, _, gamma, beta = _case(shape, dtype)
+    full = batchnorm_forward(x, gamma, beta)
+    out_given = np.full(shape, np.nan, dtype=dtype)
+    out, xn, mean64, var64, std64 = batchnorm_forward(x, gamma, beta, return_xn=False,
+                                                      stats_dtype=np.float64, out=out_given)
+    assert xn is None and out is out_given
+    np.testing.assert_array_equal(out, full[0])
+    for got, want in zip((mean64, var64, std64), full[2:]):
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got.astype(dtype), want)
+    # stats_dtype of the result dtype is the default
+    same = batchnorm_forward(x, gamma, beta, stats_dtype=dtype)
+    for a, b in zip(same, full):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", _PATH_SHAPES, ids=_PATH_IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_from_input_matches_backward_from_xn(shape, dtype):
+    """float64: the recomputed xn is the stored one, bit for bit, so are the gradients;
+    float32: the stored xn was rounded to float32, the recomputed one is not."""
+    x, dout, gamma, beta = _case(shape, dtype)
+    _, xn, _, _, std = batchnorm_forward(x, gamma, beta)
+    _, _, mean64, _, std64 = batchnorm_forward(x, gamma, beta, return_xn=False, stats_dtype=np.float64)
+    copies = [a.copy() for a in (dout, x, mean64, std64, gamma)]
+    from_xn = batchnorm_backward(dout, xn, std, gamma)
+    from_x = batchnorm_backward_from_input(dout, x, mean64, std64, gamma)
+    for a, before in zip((dout, x, mean64, std64, gamma), copies):
+        np.testing.assert_array_equal(a, before)
+    for got in from_x:
+        assert got.dtype == dtype  # float64 statistics do not widen float32
+    if dtype == np.float64:
+        for a, b in zip(from_x, from_xn):
+            np.testing.assert_array_equal(a, b)
+    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, (x.astype(np.float64) - _bcast(mean64, x))
+                                             / _bcast(std64, x), std64, gamma)
+    m = dout.size // w_dbeta.size
+    close(from_x[0], w_dx, dtype, 10.0 * float(np.abs(gamma / std64).max()))
+    close(from_x[1], w_dgamma, dtype, 10.0 * np.sqrt(m))
+    close(from_x[2], w_dbeta, dtype, 10.0 * np.sqrt(m))
+
+
+def _bcast(v, like):
+    return v.reshape((1, -1) if like.ndim == 2 else (1, -1, 1, 1))
+
+
+@SETTINGS
+@given(bn_cases())
+def test_backward_from_input_matches_the_reference(case):
+    """Hypothesis-drawn shapes, layouts and offsets: forward without xn, backward from x,
+    against the reference layer in float64."""
+    x, gamma, beta = case
+    out, xn, mean, var, std = batchnorm_forward(x, gamma, beta, return_xn=False,
+                                                stats_dtype=np.float64)
+    assert xn is None
+    dout = np.random.default_rng(3).standard_normal(x.shape).astype(x.dtype)
+    dx, dgamma, dbeta = batchnorm_backward_from_input(dout, x, mean, std, gamma)
+    x64 = x.astype(np.float64)
+    w_xn = (x64 - _bcast(x64.mean(axis=_axes(x)), x)) / _bcast(np.sqrt(
+        x64.var(axis=_axes(x)) + EPS), x)
+    w_std = np.sqrt(x64.var(axis=_axes(x)) + EPS)
+    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, w_xn, w_std, gamma)
+    m = dout.size // w_dbeta.size
+    cond = 10.0 * _condition(x, w_std)
+    close(dbeta, w_dbeta, x.dtype, np.sqrt(m))
+    close(dgamma, w_dgamma, x.dtype, cond * np.sqrt(m))
+    close(dx, w_dx, x.dtype, cond * (float(np.abs(gamma / w_std).max()) + 1.0))
+    if x.ndim == 2:  # the reference layer has per-feature statistics only
+        ref = BatchNormalization(gamma.astype(np.float64), beta.astype(np.float64))
+        ref.forward(x64)
+        want = ref.backward(dout.astype(np.float64))
+        close(dx, want, x.dtype, cond * (float(np.abs(gamma / w_std).max()) + 1.0))
+
+
+def _axes(x):
+    return (0,) if x.ndim == 2 else (0, 2, 3)
+
+
+def test_backward_from_input_statistics_of_any_float_dtype():
+    x, dout, gamma, _ = _case((6, 5), np.float32)
+    _, _, mean, _, std = batchnorm_forward(x, gamma, 0.0)  # float32 statistics
+    dx, dgamma, dbeta = batchnorm_backward_from_input(dout, x, mean, std, gamma)
+    assert dx.dtype == np.float32
+    _, xn, _, _, _ = batchnorm_forward(x, gamma, 0.0)
+    w_dx, w_dgamma, _ = numpy_backward(dout, xn, std, gamma)
+    close(dx, w_dx, np.float32, 10.0)
+
+
+def test_backward_from_input_numerical_gradient():
+    rng = np.random.default_rng(13)
+    for shape in ((6, 4), (3, 2, 3, 4)):
+        x = rng.standard_normal(shape)
+        gamma, beta = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+        weights = rng.standard_normal(shape)
+        _, _, mean, _, std = batchnorm_forward(x, gamma, beta, return_xn=False)
+        dx, dgamma, _ = batchnorm_backward_from_input(weights, x, mean, std, gamma)
+        h = 1e-5
+        for analytic, param in ((dx, x), (dgamma, gamma)):
+            num = np.zeros_like(param)
+            for idx in np.ndindex(param.shape):
+                saved = param[idx]
+                param[idx] = saved + h
+                up = float(np.sum(batchnorm_forward(x, gamma, beta)[0] * weights))
+                param[idx] = saved - h
+                down = float(np.sum(batchnorm_forward(x, gamma, beta)[0] * weights))
+                param[idx] = saved
+                num[idx] = (up - down) / (2 * h)
+            rel = np.abs(analytic - num).max() / max(np.abs(num).max(), np.abs(analytic).max())
+            assert rel < 1e-6, rel
+
+
+@pytest.mark.parametrize("target", ["dout", "x", "mean", "std", "gamma"])
+def test_backward_from_input_out_sharing_memory_with_an_input_raises(target, forbid_kernels):
+    store = np.linspace(-1.0, 1.0, 24)
+    args = {"dout": np.ones((4, 6)), "x": np.zeros((4, 6)), "mean": np.zeros(6), "std": np.ones(6),
+            "gamma": np.ones(6)}
+    args[target] = store[: args[target].size].reshape(args[target].shape)
+    before = {k: v.copy() for k, v in args.items()}
+    forbid_kernels()
+    with pytest.raises(ValueError, match="out must not share memory"):
+        batchnorm_backward_from_input(**args, out=store.reshape(4, 6))
     for k in args:
         np.testing.assert_array_equal(args[k], before[k])

@@ -790,38 +790,66 @@ def test_dropout_does_not_mutate_input():
     np.testing.assert_array_equal(dout, dsaved)
 
 
-# ------------------------------------------------------------------ batch norm's xn buffer
+# ------------------------------------------------------------------ batch norm keeps x, not xn
 @pytest.fixture
 def recycle_small_results(monkeypatch):
     """Layers recycle only results of 1 MiB and more; these tests use small arrays."""
     monkeypatch.setattr(nnlayers.layers, "_RECYCLE_MIN_BYTES", 0)
 
 
-def test_batchnorm_reuses_its_own_xn_memory_between_steps(recycle_small_results):
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_xn_and_xc_are_the_forward_normalisation(per_channel, dtype):
+    """xn is recomputed on demand, bit for bit what the forward normalised with."""
     rng = np.random.default_rng(3)
-    layer = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
-    layer.forward(rng.standard_normal((5, 12)))
-    address = layer.xn.__array_interface__["data"][0]
-    x2 = rng.standard_normal((5, 12))
-    out = layer.forward(x2)
-    assert layer.xn.__array_interface__["data"][0] == address  # nobody else held it
-    expected = nnlayers.reference.BatchNormalization(np.ones(12), np.zeros(12)).forward(x2)
-    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    x = (rng.standard_normal((6, 3, 4, 5)) * 3 + 2).astype(dtype)
+    n_stats = 3 if per_channel else 60
+    gamma = rng.uniform(0.5, 1.5, n_stats).astype(dtype)
+    layer = nnlayers.BatchNormalization(gamma, np.zeros(n_stats, dtype), per_channel=per_channel)
+    assert layer.xn is None and layer.xc is None
+    layer.forward(x)
+    view = x if per_channel else x.reshape(6, -1)
+    _, want_xn, _, _, want_std = nnkernels.batchnorm_forward(view, gamma, 0.0)
+    assert layer.xn.dtype == dtype and layer.std.dtype == dtype
+    np.testing.assert_array_equal(layer.xn, want_xn)
+    np.testing.assert_array_equal(layer.std, want_std)
+    np.testing.assert_array_equal(layer.xc, want_xn * want_std.reshape(
+        (1, -1, 1, 1) if per_channel else (1, -1)))
+    layer.forward(x * 2, train_flg=False)  # inference leaves the training state alone
+    np.testing.assert_array_equal(layer.xn, want_xn)
 
 
-def test_batchnorm_never_overwrites_an_xn_someone_else_holds(recycle_small_results):
-    rng = np.random.default_rng(4)
-    layer = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
-    layer.forward(rng.standard_normal((5, 12)))
-    kept = layer.xn
-    snapshot = kept.copy()
-    layer.forward(rng.standard_normal((5, 12)))
-    assert layer.xn is not kept
-    np.testing.assert_array_equal(kept, snapshot)
-    view = layer.xn[1:]
-    snapshot = view.copy()
-    layer.forward(rng.standard_normal((5, 12)))
-    np.testing.assert_array_equal(view, snapshot)  # a view keeps its base alive too
+def test_batchnorm_forward_allocates_no_normalised_copy():
+    """Training forward allocates its output only (the reference also writes xc and xn)."""
+    import tracemalloc
+
+    x = np.random.default_rng(4).standard_normal((100, 2000))
+    layer = nnlayers.BatchNormalization(np.ones(2000), np.zeros(2000))
+    layer.forward(x[:2])  # compile / load the kernels outside the measurement
+    layer = nnlayers.BatchNormalization(np.ones(2000), np.zeros(2000))
+    tracemalloc.start()
+    try:
+        layer.forward(x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert x.nbytes <= peak < 1.5 * x.nbytes, (peak, x.nbytes)
+
+
+def test_batchnorm_backward_uses_the_training_input_it_kept():
+    """The layer keeps a reference to its input, as Affine and Convolution do: backward
+    gives the gradient of the forward it follows, after later inference calls too."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 30))
+    dout = rng.standard_normal((8, 30))
+    gamma = rng.uniform(0.5, 1.5, 30)
+    fast = nnlayers.BatchNormalization(gamma, np.zeros(30))
+    slow = nnlayers.reference.BatchNormalization(gamma.copy(), np.zeros(30))
+    fast.forward(x)
+    slow.forward(x.copy())
+    fast.forward(rng.standard_normal((8, 30)), train_flg=False)
+    np.testing.assert_allclose(fast.backward(dout), slow.backward(dout.copy()), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.dgamma, slow.dgamma, rtol=1e-10, atol=1e-12)
 
 
 # ------------------------------------------------------------------ recycled outputs and gradients
@@ -881,7 +909,8 @@ def test_small_results_are_not_recycled():
     assert not layer._results  # nothing kept for a 960-byte output
     bn = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
     bn.forward(rng.standard_normal((5, 12)))
-    assert bn._reusable_xn((5, 12), np.dtype(np.float64)) is None
+    bn.backward(np.ones((5, 12)))
+    assert not bn._results
 
 
 @pytest.mark.skipif(not nnkernels.conv_kernels_available() or nnkernels.get_num_threads() < 2,

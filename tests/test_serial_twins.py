@@ -36,6 +36,9 @@ def _run_everything(x4, x2):
         results += list(fwd)
         results.append(nnkernels.batchnorm_inference(x, gamma, beta, fwd[2], fwd[3]))
         results += list(nnkernels.batchnorm_backward(x * 0.5 + 1, fwd[1], fwd[4], gamma))
+        stats = nnkernels.batchnorm_forward(x, gamma, beta, return_xn=False, stats_dtype=np.float64)
+        results += [stats[0]] + list(nnkernels.batchnorm_backward_from_input(
+            x * 0.5 + 1, x, stats[2], stats[4], gamma))
     return results
 
 
@@ -48,7 +51,7 @@ def test_serial_and_parallel_kernels_agree_bitwise(threshold, dtype):
     parallel = _run_everything(x4, x2)
     threshold(1 << 62)
     serial = _run_everything(x4, x2)
-    assert len(parallel) == len(serial) == 28
+    assert len(parallel) == len(serial) == 36
     for p, s in zip(parallel, serial):
         assert p.dtype == s.dtype and p.shape == s.shape
         np.testing.assert_array_equal(p, s)

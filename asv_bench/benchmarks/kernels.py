@@ -113,3 +113,25 @@ class BatchNorm:
 
     def time_backward(self, case, dtype):
         self.backward(self.dout, self.xn, self.std, self.gamma)
+
+
+class BatchNormWithoutXn:
+    """The layer's pair: batchnorm_forward without writing xn, and
+    batchnorm_backward_from_input recomputing it from x (float64 statistics)."""
+
+    params = [list(BN), DTYPES]
+    param_names = ["shape", "dtype"]
+
+    def setup(self, case, dtype):
+        self.x, self.gamma, self.beta, self.dout, _ = bn_data(case, dtype)
+        self.forward = _kernel("batchnorm_forward")
+        self.backward = _kernel("batchnorm_backward_from_input")
+        _, _, self.mean, _, self.std = self.forward(self.x, self.gamma, self.beta, 1e-6,
+                                                    return_xn=False, stats_dtype="float64")
+        self.backward(self.dout, self.x, self.mean, self.std, self.gamma)
+
+    def time_forward(self, case, dtype):
+        self.forward(self.x, self.gamma, self.beta, 1e-6, return_xn=False, stats_dtype="float64")
+
+    def time_backward(self, case, dtype):
+        self.backward(self.dout, self.x, self.mean, self.std, self.gamma)

@@ -5,7 +5,8 @@ and memory layout (C-contiguous float32 or float64) and calls a private parallel
 """
 
 from .activations import relu_backward, relu_forward
-from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
+from .batchnorm import (batchnorm_backward, batchnorm_backward_from_input, batchnorm_forward,
+                        batchnorm_inference)
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
 from .convolution import conv_backward, conv_forward, conv_kernels_available
 from .pooling import maxpool_backward, maxpool_forward
@@ -28,6 +29,7 @@ __all__ = [
     "batchnorm_forward",
     "batchnorm_inference",
     "batchnorm_backward",
+    "batchnorm_backward_from_input",
     "set_num_threads",
     "get_num_threads",
     "threading_layer",

@@ -61,6 +61,10 @@ def _batchnorm(shape, dtype):
     out, xn, mean, var, std = batchnorm.batchnorm_forward(x, gamma, beta)
     batchnorm.batchnorm_inference(x, gamma, beta, mean, var)
     batchnorm.batchnorm_backward(out, xn, std, gamma)
+    # the layer's pair: the same compiled kernels, called with other arguments
+    out, _, mean, _, std = batchnorm.batchnorm_forward(x, gamma, beta, return_xn=False,
+                                                       stats_dtype=np.float64)
+    batchnorm.batchnorm_backward_from_input(out, x, mean, std, gamma)
 
 
 #: name -> (function(dtype) calling the kernels of one operation, whether single-threaded

@@ -23,7 +23,8 @@ from . import _jit
 from ._jit import inner_function, parallel_kernel
 from ._validation import as_float_array, checked_out, compute_dtype
 
-__all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward"]
+__all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward",
+           "batchnorm_backward_from_input"]
 
 #: bytes of each row a task of the (N, D) kernels covers: the task reads N runs of this
 #: length, and runs of 2 KiB let the hardware prefetcher keep up when the array comes from
@@ -46,9 +47,10 @@ def _row_blocks(rows, other_tasks, row_elems):
 
 # ------------------------------------------------------------------ kernels (N, D)
 @parallel_kernel
-def _sums_2d(a, b, center, n_row_blocks, feature_block, partial):
+def _sums_2d(a, b, center, scale, n_row_blocks, feature_block, partial):
     """partial[r, 0, j] = sum over block r's rows of a[:, j], or of (a[:, j] - center[j])**2
-    when ``center`` is non-empty; with ``b`` non-empty also partial[r, 1, j] = sum of a*b.
+    when ``center`` is non-empty; with ``b`` non-empty also partial[r, 1, j] = sum of
+    a * (b - center) * scale (``center``/``scale`` then always given: zeros/ones for b as is).
 
     Rows are split into ``n_row_blocks`` equal runs. Indices are cast to uint64 (never
     negative) so Numba drops its wraparound and LLVM vectorises over features.
@@ -70,16 +72,20 @@ def _sums_2d(a, b, center, n_row_blocks, feature_block, partial):
         s0 = np.zeros(width)
         s1 = np.zeros(width)
         mu = np.zeros(width)
+        sc = np.ones(width)
         if centered:
             for j in range(width):
                 mu[np.uint64(j)] = center[np.uint64(j0 + j)]
         if paired:
+            for j in range(width):
+                sc[np.uint64(j)] = scale[np.uint64(j0 + j)]
             for i in range(i0, i1):
                 row = i * d + j0
                 for j in range(width):
                     u = np.float64(af[np.uint64(row + j)])
+                    t = (np.float64(bf[np.uint64(row + j)]) - mu[np.uint64(j)]) * sc[np.uint64(j)]
                     s0[np.uint64(j)] += u
-                    s1[np.uint64(j)] += u * np.float64(bf[np.uint64(row + j)])
+                    s1[np.uint64(j)] += u * t
         elif centered:
             for i in range(i0, i1):
                 row = i * d + j0
@@ -119,25 +125,28 @@ def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
 
 
 @parallel_kernel
-def _backward_2d(dout, xn, coef, mean_d, mean_dxn, dx):
-    """dx = coef * (dout - mean_d - xn * mean_dxn), per feature (last axis)."""
+def _backward_2d(dout, v, shift, inv_scale, coef, mean_d, mean_dxn, dx):
+    """dx = coef * (dout - mean_d - xn * mean_dxn) with xn = (v - shift) * inv_scale, per
+    feature (last axis). ``v`` is xn itself (shift 0, scale 1) or the forward's input."""
     n, d = dout.shape
     df = dout.reshape(-1)
-    xnf = xn.reshape(-1)
+    vf = v.reshape(-1)
     dxf = dx.reshape(-1)
     for i in prange(n):
         row = np.int64(i) * d
         for j in range(d):
             k = np.uint64(row + j)
             u = np.uint64(j)
-            dxf[k] = coef[u] * (np.float64(df[k]) - mean_d[u] - np.float64(xnf[k]) * mean_dxn[u])
+            t = (np.float64(vf[k]) - shift[u]) * inv_scale[u]
+            dxf[k] = coef[u] * (np.float64(df[k]) - mean_d[u] - t * mean_dxn[u])
 
 
 @parallel_kernel
-def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, std):
+def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, std, write_xn):
     """Training forward of (N, D) in one launch: each task owns a block of features and
     makes three passes over its column block (sum, centred sum of squares, normalise),
-    which stays in cache. Sums in float64, rows in order: deterministic."""
+    which stays in cache. Sums in float64, rows in order: deterministic. ``xn`` is
+    written only with ``write_xn``."""
     n, d = x.shape
     n_blocks = (d + feature_block - 1) // feature_block
     xf = x.reshape(-1)
@@ -165,14 +174,23 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, st
         v = (q - c * c / n) / n
         sd = np.sqrt(v + eps)
         inv = 1.0 / sd  # one division per feature, a multiply per element
-        for i in range(n):
-            row = i * d + j0
-            for j in range(width):
-                k = np.uint64(row + j)
-                u = np.uint64(j)
-                t = (np.float64(xf[k]) - mu[u]) * inv[u]
-                xnf[k] = t
-                of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
+        if write_xn:
+            for i in range(n):
+                row = i * d + j0
+                for j in range(width):
+                    k = np.uint64(row + j)
+                    u = np.uint64(j)
+                    t = (np.float64(xf[k]) - mu[u]) * inv[u]
+                    xnf[k] = t
+                    of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
+        else:
+            for i in range(n):
+                row = i * d + j0
+                for j in range(width):
+                    k = np.uint64(row + j)
+                    u = np.uint64(j)
+                    t = (np.float64(xf[k]) - mu[u]) * inv[u]
+                    of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
         for j in range(width):
             mean[j0 + j] = mu[j]
             var[j0 + j] = v[j]
@@ -180,25 +198,32 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, st
 
 
 @parallel_kernel
-def _backward_2d_fused(dout, xn, gamma, std, feature_block, dx, dgamma, dbeta):
-    """Backward of (N, D) in one launch, one block of features per task (see the forward)."""
+def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, dx, dgamma, dbeta):
+    """Backward of (N, D) in one launch, one block of features per task (see the forward);
+    xn = (v - shift) * inv_scale (``v`` is xn itself, or the forward's input)."""
     n, d = dout.shape
     n_blocks = (d + feature_block - 1) // feature_block
     df = dout.reshape(-1)
-    xnf = xn.reshape(-1)
+    vf = v.reshape(-1)
     dxf = dx.reshape(-1)
     for block in prange(n_blocks):
         j0 = np.int64(block) * feature_block
         width = min(d, j0 + feature_block) - j0
         s0 = np.zeros(width)
         s1 = np.zeros(width)
+        mu = np.empty(width)
+        sc = np.empty(width)
+        for j in range(width):
+            mu[j] = shift[j0 + j]
+            sc[j] = inv_scale[j0 + j]
         for i in range(n):
             row = i * d + j0
             for j in range(width):
                 k = np.uint64(row + j)
+                u = np.uint64(j)
                 g = np.float64(df[k])
-                s0[np.uint64(j)] += g
-                s1[np.uint64(j)] += g * np.float64(xnf[k])
+                s0[u] += g
+                s1[u] += g * ((np.float64(vf[k]) - mu[u]) * sc[u])
         md = s0 / n
         mx = s1 / n
         coef = np.empty(width)
@@ -209,7 +234,8 @@ def _backward_2d_fused(dout, xn, gamma, std, feature_block, dx, dgamma, dbeta):
             for j in range(width):
                 k = np.uint64(row + j)
                 u = np.uint64(j)
-                dxf[k] = coef[u] * (np.float64(df[k]) - md[u] - np.float64(xnf[k]) * mx[u])
+                t = (np.float64(vf[k]) - mu[u]) * sc[u]
+                dxf[k] = coef[u] * (np.float64(df[k]) - md[u] - t * mx[u])
         for j in range(width):
             dbeta[j0 + j] = s0[j]
             dgamma[j0 + j] = s1[j]
@@ -236,26 +262,28 @@ def _lane_sum(row, center, acc, sq):
 
 
 @inner_function
-def _lane_dot(row, other, acc, dot):
-    """acc[k % _LANES] += row[k] and dot[...] += row[k] * other[k], in float64."""
+def _lane_dot(row, other, shift, scale, acc, dot):
+    """acc[k % _LANES] += row[k] and dot[...] += row[k] * (other[k] - shift) * scale, in
+    float64."""
     length = row.shape[0]
     full = length - length % _LANES
     for k0 in range(0, full, _LANES):
         for k in range(_LANES):
             u = np.float64(row[k0 + k])
             acc[k] += u
-            dot[k] += u * np.float64(other[k0 + k])
+            dot[k] += u * ((np.float64(other[k0 + k]) - shift) * scale)
     for k in range(full, length):
         u = np.float64(row[k])
         acc[k - full] += u
-        dot[k - full] += u * np.float64(other[k])
+        dot[k - full] += u * ((np.float64(other[k]) - shift) * scale)
 
 
 @parallel_kernel
-def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std):
+def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std, write_xn):
     """Training forward of (N, C, L) per channel in one launch: a task owns one channel and
     makes three passes over its N runs of L values (sum, centred squares, normalise),
-    in a fixed order with fixed lanes: deterministic, float64 sums."""
+    in a fixed order with fixed lanes: deterministic, float64 sums. ``xn`` is written only
+    with ``write_xn``."""
     n, channels, length = x.shape
     count = n * length
     for channel in prange(channels):
@@ -278,28 +306,36 @@ def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std):
         b = np.float64(beta[c])
         for i in range(n):
             src = x[i, c]
-            dst_n = xn[i, c]
             dst_o = out[i, c]
-            for k in range(length):
-                t = (np.float64(src[k]) - mu) * inv
-                dst_n[k] = t
-                dst_o[k] = g * t + b
+            if write_xn:
+                dst_n = xn[i, c]
+                for k in range(length):
+                    t = (np.float64(src[k]) - mu) * inv
+                    dst_n[k] = t
+                    dst_o[k] = g * t + b
+            else:
+                for k in range(length):
+                    t = (np.float64(src[k]) - mu) * inv
+                    dst_o[k] = g * t + b
         mean[c] = mu
         var[c] = v
         std[c] = sd
 
 
 @parallel_kernel
-def _backward_3d_fused(dout, xn, gamma, std, dx, dgamma, dbeta):
-    """Backward of (N, C, L) per channel in one launch, one channel per task."""
+def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, dx, dgamma, dbeta):
+    """Backward of (N, C, L) per channel in one launch, one channel per task;
+    xn = (v - shift) * inv_scale (``v`` is xn itself, or the forward's input)."""
     n, channels, length = dout.shape
     count = n * length
     for channel in prange(channels):
         c = np.int64(channel)
+        mu = shift[c]
+        sc = inv_scale[c]
         s0 = np.zeros(_LANES)
         s1 = np.zeros(_LANES)
         for i in range(n):
-            _lane_dot(dout[i, c], xn[i, c], s0, s1)
+            _lane_dot(dout[i, c], v[i, c], mu, sc, s0, s1)
         sum_d = s0.sum()
         sum_dxn = s1.sum()
         md = sum_d / count
@@ -307,16 +343,17 @@ def _backward_3d_fused(dout, xn, gamma, std, dx, dgamma, dbeta):
         coef = np.float64(gamma[c]) / np.float64(std[c])
         for i in range(n):
             g = dout[i, c]
-            t = xn[i, c]
+            src = v[i, c]
             dst = dx[i, c]
             for k in range(length):
-                dst[k] = coef * (np.float64(g[k]) - md - np.float64(t[k]) * mx)
+                t = (np.float64(src[k]) - mu) * sc
+                dst[k] = coef * (np.float64(g[k]) - md - t * mx)
         dbeta[c] = sum_d
         dgamma[c] = sum_dxn
 
 
 @parallel_kernel
-def _sums_3d(a, b, center, n_img_blocks, partial):
+def _sums_3d(a, b, center, scale, n_img_blocks, partial):
     """Per channel of ``a`` (N, C, L): like :func:`_sums_2d` with tasks (image block, channel).
 
     partial[r, 0, c] / partial[r, 1, c] hold block r's sums for channel c.
@@ -333,6 +370,7 @@ def _sums_3d(a, b, center, n_img_blocks, partial):
         s0 = np.zeros(_LANES)
         s1 = np.zeros(_LANES)
         mu = center[c] if centered else 0.0
+        sc = scale[c] if paired else 1.0
         full = length - length % _LANES
         for i in range(i0, i1):
             if paired:
@@ -340,11 +378,11 @@ def _sums_3d(a, b, center, n_img_blocks, partial):
                     for k in range(_LANES):
                         u = np.float64(a[i, c, k0 + k])
                         s0[k] += u
-                        s1[k] += u * np.float64(b[i, c, k0 + k])
+                        s1[k] += u * ((np.float64(b[i, c, k0 + k]) - mu) * sc)
                 for k in range(full, length):
                     u = np.float64(a[i, c, k])
                     s0[k - full] += u
-                    s1[k - full] += u * np.float64(b[i, c, k])
+                    s1[k - full] += u * ((np.float64(b[i, c, k]) - mu) * sc)
             elif centered:
                 for k0 in range(0, full, _LANES):
                     for k in range(_LANES):
@@ -388,8 +426,9 @@ def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
 
 
 @parallel_kernel
-def _backward_3d(dout, xn, coef, mean_d, mean_dxn, dx):
-    """dx = coef * (dout - mean_d - xn * mean_dxn), per channel (axis 1)."""
+def _backward_3d(dout, v, shift, inv_scale, coef, mean_d, mean_dxn, dx):
+    """dx = coef * (dout - mean_d - xn * mean_dxn) with xn = (v - shift) * inv_scale, per
+    channel (axis 1)."""
     n, channels, length = dout.shape
     for plane in prange(n * channels):
         p = np.int64(plane)
@@ -398,23 +437,28 @@ def _backward_3d(dout, xn, coef, mean_d, mean_dxn, dx):
         cf = coef[c]
         md = mean_d[c]
         mx = mean_dxn[c]
+        mu = shift[c]
+        sc = inv_scale[c]
         for k in range(length):
-            dx[i, c, k] = cf * (np.float64(dout[i, c, k]) - md - np.float64(xn[i, c, k]) * mx)
+            t = (np.float64(v[i, c, k]) - mu) * sc
+            dx[i, c, k] = cf * (np.float64(dout[i, c, k]) - md - t * mx)
 
 
 # ------------------------------------------------------------------ reductions
 _EMPTY = np.empty(0)
 
 
-def _channel_sums(a, b=None, center=None):
+def _channel_sums(a, b=None, center=None, scale=None):
     """Sums over every axis but the feature/channel one, in float64.
 
     ``a`` is a C-contiguous ``(N, D)`` or ``(N, C, L)`` array. Returns ``sum(a)``, or
-    ``sum((a - center)**2)`` when ``center`` is given, or ``(sum(a), sum(a*b))`` when ``b``
-    is given. Deterministic: fixed task grid, partials merged in task order.
+    ``sum((a - center)**2)`` when only ``center`` is given, or
+    ``(sum(a), sum(a * (b - center) * scale))`` when ``b``, ``center`` and ``scale`` are
+    given. Deterministic: fixed task grid, partials merged in task order.
     """
     b_arr = b if b is not None else a[:0]
     center_arr = center if center is not None else _EMPTY
+    scale_arr = scale if scale is not None else _EMPTY
     if a.ndim == 2:
         n, d = a.shape
         feature_block = _feature_block(a)
@@ -422,7 +466,7 @@ def _channel_sums(a, b=None, center=None):
         blocks = _row_blocks(n, n_feat_blocks, min(d, feature_block))
         partial = np.empty((blocks, 2, d))
         if a.size:
-            _sums_2d.sized(a.size)(a, b_arr, center_arr, blocks, feature_block, partial)
+            _sums_2d.sized(a.size)(a, b_arr, center_arr, scale_arr, blocks, feature_block, partial)
         else:
             partial[...] = 0.0
     else:
@@ -430,7 +474,7 @@ def _channel_sums(a, b=None, center=None):
         blocks = _row_blocks(n, channels, length)
         partial = np.empty((blocks, 2, channels))
         if a.size:
-            _sums_3d.sized(a.size)(a, b_arr, center_arr, blocks, partial)
+            _sums_3d.sized(a.size)(a, b_arr, center_arr, scale_arr, blocks, partial)
         else:
             partial[...] = 0.0
     totals = partial[0].copy()
@@ -512,7 +556,18 @@ def _check_ndim_early(x, name):
 
 
 # ------------------------------------------------------------------ public API
-def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None):
+def _as_stats_dtype(stats_dtype, dtype):
+    if stats_dtype is None:
+        return dtype
+    chosen = np.dtype(stats_dtype)
+    if chosen not in (dtype, np.dtype(np.float64)):
+        raise ValueError(f"stats_dtype must be None, {dtype.name} (the result dtype) or float64, "
+                         f"got {chosen.name}")
+    return chosen
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return_xn=True,
+                      stats_dtype=None):
     """Training-mode batch norm.
 
     ``x`` is ``(N, D)`` (statistics per feature, over axis 0) or ``(N, C, H, W)``
@@ -524,10 +579,17 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None):
     be at least 1. ``xn_out`` and ``out``, if given, receive ``xn`` and ``out`` (writeable
     C-contiguous arrays of ``x``'s shape and the result dtype, sharing no memory with the
     inputs or each other): reusing arrays spares the page faults of fresh ones.
+
+    ``return_xn=False`` skips writing ``xn`` (returned as None; one array of memory traffic
+    fewer): :func:`batchnorm_backward_from_input` recomputes it from ``x``. ``stats_dtype``
+    is the dtype of ``mean``, ``var`` and ``std``: the result dtype (default) or float64,
+    the statistics as accumulated, which that backward turns back into exactly the
+    forward's normalisation.
     """
     _check_ndim_early(x, "x")
     eps = _check_eps(eps)
     dtype = compute_dtype(x, gamma, beta, names=("x", "gamma", "beta"))
+    stats_dtype = _as_stats_dtype(stats_dtype, dtype)
     given = (x, gamma, beta)
     x = _as_input(x, "x", dtype)
     count = _reduced_count(x)
@@ -537,28 +599,33 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None):
     gamma = _as_param(gamma, "gamma", size, dtype)
     beta = _as_param(beta, "beta", size, dtype)
 
-    xn = checked_out(xn_out, x.shape, dtype, name="xn_out", inputs=given)
-    out = checked_out(out, x.shape, dtype, name="out", inputs=given + (xn,))
+    if return_xn:
+        xn = checked_out(xn_out, x.shape, dtype, name="xn_out", inputs=given)
+    elif xn_out is not None:
+        raise ValueError("xn_out was given with return_xn=False: no xn is written")
+    else:
+        xn = None
+    out = checked_out(out, x.shape, dtype, name="out", inputs=given + ((xn,) if return_xn else ()))
+    # the kernels take an array either way; without xn, one nobody reads (never written)
+    xn_arg = xn if return_xn else out
     if _fused_2d(x):
         mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
-        _forward_2d_fused.sized(x.size)(x, gamma, beta, eps, _feature_block(x), xn, out,
-                                         mean64, var64, std64)
-        return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
-    if _fused_3d(x):
+        _forward_2d_fused.sized(x.size)(x, gamma, beta, eps, _feature_block(x), xn_arg, out,
+                                         mean64, var64, std64, return_xn)
+    elif _fused_3d(x):
         mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
-        _forward_3d_fused.sized(x.size)(xv, gamma, beta, eps, xn.reshape(xv.shape),
-                                         out.reshape(xv.shape), mean64, var64, std64)
-        return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
-
-    mean64 = _channel_sums(xv) / count
-    var64 = _channel_sums(xv, center=mean64) / count
-    std64 = np.sqrt(var64 + eps)
-
-    normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
-    if x.size:
-        normalize.sized(x.size)(xv, mean64, 1.0 / std64, gamma, beta, xn.reshape(xv.shape),
-                                out.reshape(xv.shape), True)
-    return out, xn, mean64.astype(dtype), var64.astype(dtype), std64.astype(dtype)
+        _forward_3d_fused.sized(x.size)(xv, gamma, beta, eps, xn_arg.reshape(xv.shape),
+                                         out.reshape(xv.shape), mean64, var64, std64, return_xn)
+    else:
+        mean64 = _channel_sums(xv) / count
+        var64 = _channel_sums(xv, center=mean64) / count
+        std64 = np.sqrt(var64 + eps)
+        normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
+        if x.size:
+            normalize.sized(x.size)(xv, mean64, 1.0 / std64, gamma, beta,
+                                    xn_arg.reshape(xv.shape), out.reshape(xv.shape), return_xn)
+    return (out, xn, mean64.astype(stats_dtype, copy=False), var64.astype(stats_dtype, copy=False),
+            std64.astype(stats_dtype, copy=False))
 
 
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
@@ -602,30 +669,72 @@ def batchnorm_backward(dout, xn, std, gamma, *, out=None):
     xn = as_float_array(xn, "xn", dtype=dtype)
     if xn.shape != dout.shape:
         raise ValueError(f"xn must have the shape of dout {dout.shape}, got {xn.shape}")
-    size, dv = _features(dout)
+    size = _features(dout)[0]
     std = as_float_array(std, "std", dtype=dtype)
     if std.shape != (size,):
         raise ValueError(f"std must have shape ({size},), got {std.shape}")
     gamma = _as_param(gamma, "gamma", size, dtype)
-    count = _reduced_count(dout)
-    if count == 0:
-        raise ValueError(f"dout must have at least one element per feature/channel, got shape {dout.shape}")
-    xnv = xn.reshape(dv.shape)
+    _check_count(dout)
     dx = checked_out(out, dout.shape, dtype, name="out", inputs=(dout, xn, std, gamma))
+    return _backward(dout, xn, np.zeros(size), np.ones(size), std.astype(np.float64), gamma, dx,
+                     dtype)
+
+
+def batchnorm_backward_from_input(dout, x, mean, std, gamma, *, out=None):
+    """Gradients of training-mode batch norm from the forward's input rather than ``xn``.
+
+    Like :func:`batchnorm_backward` with ``xn = (x - mean) / std`` recomputed on the fly
+    (in float64, as the forward normalises), for a forward that ran with
+    ``return_xn=False``. ``dout`` and ``x`` shaped like the forward ``x``; ``mean`` and
+    ``std`` ``(D,)``/``(C,)`` as that forward returned them (pass ``stats_dtype=float64``
+    there to recompute its exact normalisation); ``gamma`` ``(D,)``/``(C,)`` or a scalar.
+    Returns ``(dx, dgamma, dbeta)``. Dtype: the promotion of dout, x and gamma; ``mean``
+    and ``std`` (any real dtype) do not widen it. ``out`` as in :func:`batchnorm_backward`.
+    """
+    _check_ndim_early(dout, "dout")
+    dtype = compute_dtype(dout, x, gamma, names=("dout", "x", "gamma"))
+    dout = _as_input(dout, "dout", dtype)
+    x = as_float_array(x, "x", dtype=dtype)
+    if x.shape != dout.shape:
+        raise ValueError(f"x must have the shape of dout {dout.shape}, got {x.shape}")
+    size = _features(dout)[0]
+    mean64 = as_float_array(mean, "mean", dtype=np.float64)
+    std64 = as_float_array(std, "std", dtype=np.float64)
+    for name, value in (("mean", mean64), ("std", std64)):
+        if value.shape != (size,):
+            raise ValueError(f"{name} must have shape ({size},), got {value.shape}")
+    gamma = _as_param(gamma, "gamma", size, dtype)
+    _check_count(dout)
+    dx = checked_out(out, dout.shape, dtype, name="out", inputs=(dout, x, mean, std, gamma))
+    return _backward(dout, x, mean64, 1.0 / std64, std64, gamma, dx, dtype)
+
+
+def _check_count(dout):
+    if _reduced_count(dout) == 0:
+        raise ValueError(f"dout must have at least one element per feature/channel, got shape {dout.shape}")
+
+
+def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
+    """The backward kernels on validated arrays, xn = (v - shift) * inv_scale; every
+    statistic float64 (one compiled signature per dtype whichever public function calls)."""
+    count = _reduced_count(dout)
+    size, dv = _features(dout)
+    vv = v.reshape(dv.shape)
     if _fused_2d(dout):
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
-        _backward_2d_fused.sized(dout.size)(dout, xn, gamma, std, _feature_block(dout), dx,
-                                            dgamma64, dbeta64)
+        _backward_2d_fused.sized(dout.size)(dout, v, shift, inv_scale, gamma, std64,
+                                            _feature_block(dout), dx, dgamma64, dbeta64)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
     if _fused_3d(dout):
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
-        _backward_3d_fused.sized(dout.size)(dv, xnv, gamma, std, dx.reshape(dv.shape),
-                                            dgamma64, dbeta64)
+        _backward_3d_fused.sized(dout.size)(dv, vv, shift, inv_scale, gamma, std64,
+                                            dx.reshape(dv.shape), dgamma64, dbeta64)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
 
-    dbeta64, dgamma64 = _channel_sums(dv, b=xnv)
-    coef = gamma.astype(np.float64) / std.astype(np.float64)
+    dbeta64, dgamma64 = _channel_sums(dv, b=vv, center=shift, scale=inv_scale)
+    coef = gamma.astype(np.float64) / std64
     backward = _backward_2d if dout.ndim == 2 else _backward_3d
     if dout.size:
-        backward.sized(dout.size)(dv, xnv, coef, dbeta64 / count, dgamma64 / count, dx.reshape(dv.shape))
+        backward.sized(dout.size)(dv, vv, shift, inv_scale, coef, dbeta64 / count,
+                                  dgamma64 / count, dx.reshape(dv.shape))
     return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)

@@ -256,6 +256,12 @@ class BatchNormalization:
     channel over ``(N, H, W)`` like PyTorch's ``BatchNorm2d`` (biased variance), and
     ``gamma``/``beta``/running statistics have shape ``(C,)``. eps is 1e-6 (the reference's
     ``10e-7``); ``running = momentum*running + (1-momentum)*batch``.
+
+    Like ``Affine`` and ``Convolution``, the layer keeps a reference to its last training
+    input (not a normalised copy, ``xn``, which the reference writes: one array of memory
+    traffic fewer per step); ``backward`` recomputes ``xn`` from it, so changing that
+    input in place between ``forward`` and ``backward`` changes the gradients. ``xn`` and
+    ``xc`` remain readable, computed on demand.
     """
 
     eps = 10e-7
@@ -270,29 +276,37 @@ class BatchNormalization:
         self.running_mean = running_mean
         self.running_var = running_var
         self.batch_size = None
-        self.xn = None
         self.std = None
         self.dgamma = None
         self.dbeta = None
+        self._x = None  # the last training input, 2-D or 4-D as the kernels see it
+        self._mean64 = None  # its statistics as accumulated (float64), for backward
+        self._std64 = None
         self._results = {}  # the last output and input gradient, recycled once released
+
+    @property
+    def xn(self):
+        """Normalised input of the last training forward, ``(x - mean) / std``: the values
+        the forward normalised with, computed on demand (None before a training forward)."""
+        if self._x is None:
+            return None
+        x64 = self._x.astype(np.float64)
+        normalized = (x64 - self._stat_shape(self._mean64)) * self._stat_shape(1.0 / self._std64)
+        return normalized.astype(self.std.dtype, copy=False)
 
     @property
     def xc(self):
         """Centred input of the last training forward (``xn * std``), computed on demand."""
-        return None if self.xn is None else self.xn * self._stat_shape(self.std)
+        xn = self.xn
+        return None if xn is None else xn * self._stat_shape(self.std)
 
     def _stat_shape(self, v):
-        return v.reshape(1, -1, 1, 1) if self.xn.ndim == 4 else v
+        return v.reshape(1, -1, 1, 1) if self._x.ndim == 4 else v
 
     def _view(self, x):
         if self.per_channel and x.ndim == 4:
             return x
         return x.reshape(x.shape[0], -1)
-
-    def _reusable_xn(self, shape, dtype):
-        """The previous step's ``xn`` array when nothing but this layer holds it (its
-        memory is reused: a fresh array of that size costs page faults), else None."""
-        return self.xn if _recyclable(self.xn, shape, dtype) else None
 
     def forward(self, x, train_flg=True):
         x = _as_input(x)
@@ -307,16 +321,16 @@ class BatchNormalization:
             self.running_mean = np.zeros(n_stats, dtype=dtype)
             self.running_var = np.zeros(n_stats, dtype=dtype)
         if train_flg:
-            out, xn, mean, var, std = nnkernels.batchnorm_forward(
-                xv, self.gamma, self.beta, self.eps, xn_out=self._reusable_xn(xv.shape, dtype),
+            out, _, mean64, var64, std64 = nnkernels.batchnorm_forward(
+                xv, self.gamma, self.beta, self.eps, return_xn=False, stats_dtype=np.float64,
                 out=_previous_result(self._results, "out", xv.shape, dtype))
             _keep_result(self._results, "out", out)
             self.batch_size = xv.shape[0]
-            self.xn = xn
-            self.std = std
+            self._x, self._mean64, self._std64 = xv, mean64, std64
+            self.std = std64.astype(dtype)
             m = self.momentum
-            self.running_mean = m * self.running_mean + (1 - m) * mean
-            self.running_var = m * self.running_var + (1 - m) * var
+            self.running_mean = m * self.running_mean + (1 - m) * mean64.astype(dtype)
+            self.running_var = m * self.running_var + (1 - m) * var64.astype(dtype)
         else:
             out = nnkernels.batchnorm_inference(
                 xv, self.gamma, self.beta, self.running_mean, self.running_var, self.eps
@@ -325,16 +339,15 @@ class BatchNormalization:
         return out.reshape(x.shape)
 
     def backward(self, dout):
-        _require_forward(self, "xn")
+        _require_forward(self, "_x")
         dout = _check_dout(dout, self.input_shape, self)
         dv = self._view(dout)
         dx_out = None
         if "dx" in self._results:  # a large previous dx: recycle it if released
-            dtype = compute_dtype(dv, self.xn, self.std, self.gamma,
-                                  names=("dout", "xn", "std", "gamma"))
+            dtype = compute_dtype(dv, self._x, self.gamma, names=("dout", "x", "gamma"))
             dx_out = _previous_result(self._results, "dx", dv.shape, dtype)
-        dx, dgamma, dbeta = nnkernels.batchnorm_backward(dv, self.xn, self.std, self.gamma,
-                                                         out=dx_out)
+        dx, dgamma, dbeta = nnkernels.batchnorm_backward_from_input(
+            dv, self._x, self._mean64, self._std64, self.gamma, out=dx_out)
         _keep_result(self._results, "dx", dx)
         self.dgamma = dgamma
         self.dbeta = dbeta
