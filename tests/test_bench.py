@@ -77,3 +77,41 @@ def test_torch_separate_process(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["results"]
     assert all(r["torch_s"] > 0 and r["ratio_vs_torch"] > 0 for r in rows)
+
+
+_PROBE_COVERAGE = """
+from nnkernels import _jit, activations, batchnorm, columns, convolution, pooling
+from nnlayers import _bench_probe
+from nnlayers._bench_cases import build_contenders, get_cases
+
+
+def loaded():
+    counts = {}
+    for module in (activations, batchnorm, columns, convolution, pooling):
+        for name, obj in vars(module).items():
+            if isinstance(obj, _jit._Kernel):
+                counts[module.__name__, name] = len(obj.dispatcher.overloads)
+                if obj._serial not in (None, obj):
+                    counts[module.__name__, name, "serial"] = len(obj._serial.dispatcher.overloads)
+    return counts
+
+
+for _, call in _bench_probe._kernel_calls("float32") + _bench_probe._layer_calls("float32"):
+    call()
+before = loaded()
+build_contenders(get_cases("conv_a")[0], "float32", ("nnlayers",))["nnlayers"]()
+new = sorted(str(k) for k, v in loaded().items() if before.get(k) != v)
+print("NEW:", new)
+"""
+
+
+def test_cold_probe_loads_what_the_warm_probe_runs():
+    """The warm start-up probe times conv A on the cache the cold probe filled: every
+    kernel conv A takes (the fused convolution kernels where available) must be among the
+    cold probe's calls, or the 'warm' figure includes a compile. Checked in a fresh
+    interpreter by the kernels' loaded signatures (whether from the cache or compiled)."""
+    from _subprocess_helpers import run_python
+
+    done = run_python(_PROBE_COVERAGE, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "NEW: []" in done.stdout, done.stdout

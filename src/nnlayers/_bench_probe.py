@@ -102,7 +102,23 @@ def _kernel_calls(dtype):
         out, mask = relu["r"]
         nnkernels.relu_backward(out, mask)
 
-    return [
+    W = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    conv = {}
+
+    def conv_forward():
+        conv["out"] = nnkernels.conv_forward(x, W, np.zeros(4, dtype), 1, 1)
+
+    def conv_backward():
+        out = conv.get("out")
+        out = out if out is not None else np.zeros((2, 4, 6, 6), dtype)
+        nnkernels.conv_backward(np.ones_like(out), x, W, 1, 1)
+
+    # the fused convolution kernels, which Convolution takes on large enough batches
+    # (the probe's tiny layer call takes the columns + matmul route)
+    available = getattr(nnkernels, "conv_kernels_available", lambda: False)()
+    fused = [("conv_forward", conv_forward), ("conv_backward", conv_backward)] if available else []
+
+    return fused + [
         ("relu_forward", relu_forward), ("relu_backward", relu_backward),
         ("im2col", im2col), ("col2im", col2im),
         ("im2col_per_sample", im2col_per_sample), ("col2im_per_sample", col2im_per_sample),
