@@ -819,6 +819,18 @@ def test_batchnorm_xn_and_xc_are_the_forward_normalisation(per_channel, dtype):
     np.testing.assert_array_equal(layer.xn, want_xn)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_batchnorm_without_features_matches_the_reference(per_channel):
+    x = np.ones((3, 0, 2, 2)) if per_channel else np.ones((3, 0))
+    fast = nnlayers.BatchNormalization(np.zeros(0), np.zeros(0), per_channel=per_channel)
+    out = fast.forward(x)
+    dx = fast.backward(np.ones_like(out))
+    assert out.shape == dx.shape == x.shape and fast.dgamma.shape == (0,)
+    if not per_channel:
+        slow = nnlayers.reference.BatchNormalization(np.zeros(0), np.zeros(0))
+        assert slow.forward(x).shape == out.shape
+
+
 def test_batchnorm_forward_allocates_no_normalised_copy():
     """Training forward allocates its output only (the reference also writes xc and xn)."""
     import tracemalloc

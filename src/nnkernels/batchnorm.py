@@ -38,7 +38,7 @@ _LANES = 8  # independent partial sums per 4-D task (so the adds pipeline / vect
 # ------------------------------------------------------------------ task grid
 def _row_blocks(rows, other_tasks, row_elems):
     """Number of row (or image) blocks: enough tasks for the threads, but not tiny ones."""
-    if rows <= 1 or other_tasks >= _TARGET_TASKS:
+    if rows <= 1 or other_tasks == 0 or other_tasks >= _TARGET_TASKS:  # 0: no features
         return 1
     by_target = -(-_TARGET_TASKS // other_tasks)
     by_size = max(1, (rows * row_elems) // _MIN_TASK)
@@ -47,10 +47,10 @@ def _row_blocks(rows, other_tasks, row_elems):
 
 # ------------------------------------------------------------------ kernels (N, D)
 @parallel_kernel
-def _sums_2d(a, b, center, scale, n_row_blocks, feature_block, partial):
+def _sums_2d(a, b, center, n_row_blocks, feature_block, partial):
     """partial[r, 0, j] = sum over block r's rows of a[:, j], or of (a[:, j] - center[j])**2
     when ``center`` is non-empty; with ``b`` non-empty also partial[r, 1, j] = sum of
-    a * (b - center) * scale (``center``/``scale`` then always given: zeros/ones for b as is).
+    a * (b - center) (``center`` then always given: zeros for b as is).
 
     Rows are split into ``n_row_blocks`` equal runs. Indices are cast to uint64 (never
     negative) so Numba drops its wraparound and LLVM vectorises over features.
@@ -72,18 +72,15 @@ def _sums_2d(a, b, center, scale, n_row_blocks, feature_block, partial):
         s0 = np.zeros(width)
         s1 = np.zeros(width)
         mu = np.zeros(width)
-        sc = np.ones(width)
         if centered:
             for j in range(width):
                 mu[np.uint64(j)] = center[np.uint64(j0 + j)]
         if paired:
-            for j in range(width):
-                sc[np.uint64(j)] = scale[np.uint64(j0 + j)]
             for i in range(i0, i1):
                 row = i * d + j0
                 for j in range(width):
                     u = np.float64(af[np.uint64(row + j)])
-                    t = (np.float64(bf[np.uint64(row + j)]) - mu[np.uint64(j)]) * sc[np.uint64(j)]
+                    t = np.float64(bf[np.uint64(row + j)]) - mu[np.uint64(j)]
                     s0[np.uint64(j)] += u
                     s1[np.uint64(j)] += u * t
         elif centered:
@@ -125,9 +122,10 @@ def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
 
 
 @parallel_kernel
-def _backward_2d(dout, v, shift, inv_scale, coef, mean_d, mean_dxn, dx):
-    """dx = coef * (dout - mean_d - xn * mean_dxn) with xn = (v - shift) * inv_scale, per
-    feature (last axis). ``v`` is xn itself (shift 0, scale 1) or the forward's input."""
+def _backward_2d(dout, v, shift, coef, mean_d, slope, dx):
+    """dx = coef * (dout - mean_d - (v - shift) * slope), per feature (last axis): with
+    xn = (v - shift) * scale, slope is mean(dout * xn) * scale. ``v`` is xn itself (shift 0,
+    scale 1) or the forward's input."""
     n, d = dout.shape
     df = dout.reshape(-1)
     vf = v.reshape(-1)
@@ -137,8 +135,8 @@ def _backward_2d(dout, v, shift, inv_scale, coef, mean_d, mean_dxn, dx):
         for j in range(d):
             k = np.uint64(row + j)
             u = np.uint64(j)
-            t = (np.float64(vf[k]) - shift[u]) * inv_scale[u]
-            dxf[k] = coef[u] * (np.float64(df[k]) - mean_d[u] - t * mean_dxn[u])
+            t = np.float64(vf[k]) - shift[u]
+            dxf[k] = coef[u] * (np.float64(df[k]) - mean_d[u] - t * slope[u])
 
 
 @parallel_kernel
@@ -223,19 +221,23 @@ def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, dx,
                 u = np.uint64(j)
                 g = np.float64(df[k])
                 s0[u] += g
-                s1[u] += g * ((np.float64(vf[k]) - mu[u]) * sc[u])
-        md = s0 / n
-        mx = s1 / n
+                s1[u] += g * (np.float64(vf[k]) - mu[u])
+        # scaled once per feature (scale 1 for xn: the same bits as summing dout * xn)
+        md = np.empty(width)
+        slope = np.empty(width)
         coef = np.empty(width)
         for j in range(width):
+            s1[j] *= sc[j]
+            md[j] = s0[j] / n
+            slope[j] = (s1[j] / n) * sc[j]  # mean(dout * xn) per unit of v - shift
             coef[j] = np.float64(gamma[j0 + j]) / np.float64(std[j0 + j])
         for i in range(n):
             row = i * d + j0
             for j in range(width):
                 k = np.uint64(row + j)
                 u = np.uint64(j)
-                t = (np.float64(vf[k]) - mu[u]) * sc[u]
-                dxf[k] = coef[u] * (np.float64(df[k]) - md[u] - t * mx[u])
+                t = np.float64(vf[k]) - mu[u]
+                dxf[k] = coef[u] * (np.float64(df[k]) - md[u] - t * slope[u])
         for j in range(width):
             dbeta[j0 + j] = s0[j]
             dgamma[j0 + j] = s1[j]
@@ -262,20 +264,19 @@ def _lane_sum(row, center, acc, sq):
 
 
 @inner_function
-def _lane_dot(row, other, shift, scale, acc, dot):
-    """acc[k % _LANES] += row[k] and dot[...] += row[k] * (other[k] - shift) * scale, in
-    float64."""
+def _lane_dot(row, other, shift, acc, dot):
+    """acc[k % _LANES] += row[k] and dot[...] += row[k] * (other[k] - shift), in float64."""
     length = row.shape[0]
     full = length - length % _LANES
     for k0 in range(0, full, _LANES):
         for k in range(_LANES):
             u = np.float64(row[k0 + k])
             acc[k] += u
-            dot[k] += u * ((np.float64(other[k0 + k]) - shift) * scale)
+            dot[k] += u * (np.float64(other[k0 + k]) - shift)
     for k in range(full, length):
         u = np.float64(row[k])
         acc[k - full] += u
-        dot[k - full] += u * ((np.float64(other[k]) - shift) * scale)
+        dot[k - full] += u * (np.float64(other[k]) - shift)
 
 
 @parallel_kernel
@@ -335,25 +336,25 @@ def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, dx, dgamma, dbeta)
         s0 = np.zeros(_LANES)
         s1 = np.zeros(_LANES)
         for i in range(n):
-            _lane_dot(dout[i, c], v[i, c], mu, sc, s0, s1)
+            _lane_dot(dout[i, c], v[i, c], mu, s0, s1)
         sum_d = s0.sum()
-        sum_dxn = s1.sum()
+        sum_dxn = s1.sum() * sc  # scale 1 for xn: the same bits as summing dout * xn
         md = sum_d / count
-        mx = sum_dxn / count
+        slope = (sum_dxn / count) * sc  # mean(dout * xn) per unit of v - shift
         coef = np.float64(gamma[c]) / np.float64(std[c])
         for i in range(n):
             g = dout[i, c]
             src = v[i, c]
             dst = dx[i, c]
             for k in range(length):
-                t = (np.float64(src[k]) - mu) * sc
-                dst[k] = coef * (np.float64(g[k]) - md - t * mx)
+                t = np.float64(src[k]) - mu
+                dst[k] = coef * (np.float64(g[k]) - md - t * slope)
         dbeta[c] = sum_d
         dgamma[c] = sum_dxn
 
 
 @parallel_kernel
-def _sums_3d(a, b, center, scale, n_img_blocks, partial):
+def _sums_3d(a, b, center, n_img_blocks, partial):
     """Per channel of ``a`` (N, C, L): like :func:`_sums_2d` with tasks (image block, channel).
 
     partial[r, 0, c] / partial[r, 1, c] hold block r's sums for channel c.
@@ -370,7 +371,6 @@ def _sums_3d(a, b, center, scale, n_img_blocks, partial):
         s0 = np.zeros(_LANES)
         s1 = np.zeros(_LANES)
         mu = center[c] if centered else 0.0
-        sc = scale[c] if paired else 1.0
         full = length - length % _LANES
         for i in range(i0, i1):
             if paired:
@@ -378,11 +378,11 @@ def _sums_3d(a, b, center, scale, n_img_blocks, partial):
                     for k in range(_LANES):
                         u = np.float64(a[i, c, k0 + k])
                         s0[k] += u
-                        s1[k] += u * ((np.float64(b[i, c, k0 + k]) - mu) * sc)
+                        s1[k] += u * (np.float64(b[i, c, k0 + k]) - mu)
                 for k in range(full, length):
                     u = np.float64(a[i, c, k])
                     s0[k - full] += u
-                    s1[k - full] += u * ((np.float64(b[i, c, k]) - mu) * sc)
+                    s1[k - full] += u * (np.float64(b[i, c, k]) - mu)
             elif centered:
                 for k0 in range(0, full, _LANES):
                     for k in range(_LANES):
@@ -426,9 +426,9 @@ def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
 
 
 @parallel_kernel
-def _backward_3d(dout, v, shift, inv_scale, coef, mean_d, mean_dxn, dx):
-    """dx = coef * (dout - mean_d - xn * mean_dxn) with xn = (v - shift) * inv_scale, per
-    channel (axis 1)."""
+def _backward_3d(dout, v, shift, coef, mean_d, slope, dx):
+    """dx = coef * (dout - mean_d - (v - shift) * slope), per channel (axis 1); see
+    :func:`_backward_2d`."""
     n, channels, length = dout.shape
     for plane in prange(n * channels):
         p = np.int64(plane)
@@ -436,29 +436,27 @@ def _backward_3d(dout, v, shift, inv_scale, coef, mean_d, mean_dxn, dx):
         c = p - i * channels
         cf = coef[c]
         md = mean_d[c]
-        mx = mean_dxn[c]
+        sl = slope[c]
         mu = shift[c]
-        sc = inv_scale[c]
         for k in range(length):
-            t = (np.float64(v[i, c, k]) - mu) * sc
-            dx[i, c, k] = cf * (np.float64(dout[i, c, k]) - md - t * mx)
+            t = np.float64(v[i, c, k]) - mu
+            dx[i, c, k] = cf * (np.float64(dout[i, c, k]) - md - t * sl)
 
 
 # ------------------------------------------------------------------ reductions
 _EMPTY = np.empty(0)
 
 
-def _channel_sums(a, b=None, center=None, scale=None):
+def _channel_sums(a, b=None, center=None):
     """Sums over every axis but the feature/channel one, in float64.
 
     ``a`` is a C-contiguous ``(N, D)`` or ``(N, C, L)`` array. Returns ``sum(a)``, or
     ``sum((a - center)**2)`` when only ``center`` is given, or
-    ``(sum(a), sum(a * (b - center) * scale))`` when ``b``, ``center`` and ``scale`` are
-    given. Deterministic: fixed task grid, partials merged in task order.
+    ``(sum(a), sum(a * (b - center)))`` when ``b`` and ``center`` are given.
+    Deterministic: fixed task grid, partials merged in task order.
     """
     b_arr = b if b is not None else a[:0]
     center_arr = center if center is not None else _EMPTY
-    scale_arr = scale if scale is not None else _EMPTY
     if a.ndim == 2:
         n, d = a.shape
         feature_block = _feature_block(a)
@@ -466,7 +464,7 @@ def _channel_sums(a, b=None, center=None, scale=None):
         blocks = _row_blocks(n, n_feat_blocks, min(d, feature_block))
         partial = np.empty((blocks, 2, d))
         if a.size:
-            _sums_2d.sized(a.size)(a, b_arr, center_arr, scale_arr, blocks, feature_block, partial)
+            _sums_2d.sized(a.size)(a, b_arr, center_arr, blocks, feature_block, partial)
         else:
             partial[...] = 0.0
     else:
@@ -474,7 +472,7 @@ def _channel_sums(a, b=None, center=None, scale=None):
         blocks = _row_blocks(n, channels, length)
         partial = np.empty((blocks, 2, channels))
         if a.size:
-            _sums_3d.sized(a.size)(a, b_arr, center_arr, scale_arr, blocks, partial)
+            _sums_3d.sized(a.size)(a, b_arr, center_arr, blocks, partial)
         else:
             partial[...] = 0.0
     totals = partial[0].copy()
@@ -559,11 +557,20 @@ def _check_ndim_early(x, name):
 def _as_stats_dtype(stats_dtype, dtype):
     if stats_dtype is None:
         return dtype
-    chosen = np.dtype(stats_dtype)
-    if chosen not in (dtype, np.dtype(np.float64)):
-        raise ValueError(f"stats_dtype must be None, {dtype.name} (the result dtype) or float64, "
-                         f"got {chosen.name}")
+    allowed = "None or float64" if dtype == np.float64 else f"None, {dtype.name} (the result dtype) or float64"
+    try:
+        chosen = np.dtype(stats_dtype)
+    except TypeError:
+        chosen = None
+    if chosen is None or chosen not in (dtype, np.dtype(np.float64)):  # dtype == None is True
+        raise ValueError(f"stats_dtype must be {allowed}, got {stats_dtype!r}")
     return chosen
+
+
+def _check_flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return_xn=True,
@@ -583,13 +590,14 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return
     ``return_xn=False`` skips writing ``xn`` (returned as None; one array of memory traffic
     fewer): :func:`batchnorm_backward_from_input` recomputes it from ``x``. ``stats_dtype``
     is the dtype of ``mean``, ``var`` and ``std``: the result dtype (default) or float64,
-    the statistics as accumulated, which that backward turns back into exactly the
-    forward's normalisation.
+    the statistics as accumulated (not rounded to float32), which that backward should be
+    given.
     """
     _check_ndim_early(x, "x")
     eps = _check_eps(eps)
     dtype = compute_dtype(x, gamma, beta, names=("x", "gamma", "beta"))
     stats_dtype = _as_stats_dtype(stats_dtype, dtype)
+    return_xn = _check_flag(return_xn, "return_xn")
     given = (x, gamma, beta)
     x = _as_input(x, "x", dtype)
     count = _reduced_count(x)
@@ -665,6 +673,7 @@ def batchnorm_backward(dout, xn, std, gamma, *, out=None):
     """
     _check_ndim_early(dout, "dout")
     dtype = compute_dtype(dout, xn, std, gamma, names=("dout", "xn", "std", "gamma"))
+    given = (dout, xn, std, gamma)
     dout = _as_input(dout, "dout", dtype)
     xn = as_float_array(xn, "xn", dtype=dtype)
     if xn.shape != dout.shape:
@@ -675,7 +684,7 @@ def batchnorm_backward(dout, xn, std, gamma, *, out=None):
         raise ValueError(f"std must have shape ({size},), got {std.shape}")
     gamma = _as_param(gamma, "gamma", size, dtype)
     _check_count(dout)
-    dx = checked_out(out, dout.shape, dtype, name="out", inputs=(dout, xn, std, gamma))
+    dx = checked_out(out, dout.shape, dtype, name="out", inputs=given + (dout, xn, std, gamma))
     return _backward(dout, xn, np.zeros(size), np.ones(size), std.astype(np.float64), gamma, dx,
                      dtype)
 
@@ -683,16 +692,17 @@ def batchnorm_backward(dout, xn, std, gamma, *, out=None):
 def batchnorm_backward_from_input(dout, x, mean, std, gamma, *, out=None):
     """Gradients of training-mode batch norm from the forward's input rather than ``xn``.
 
-    Like :func:`batchnorm_backward` with ``xn = (x - mean) / std`` recomputed on the fly
-    (in float64, as the forward normalises), for a forward that ran with
-    ``return_xn=False``. ``dout`` and ``x`` shaped like the forward ``x``; ``mean`` and
-    ``std`` ``(D,)``/``(C,)`` as that forward returned them (pass ``stats_dtype=float64``
-    there to recompute its exact normalisation); ``gamma`` ``(D,)``/``(C,)`` or a scalar.
+    Like :func:`batchnorm_backward` with ``xn = (x - mean) / std`` recomputed on the fly in
+    float64 (never rounded to float32), for a forward that ran with ``return_xn=False``.
+    ``dout`` and ``x`` shaped like the forward ``x``; ``mean`` and ``std`` ``(D,)``/``(C,)``
+    as that forward returned them (with ``stats_dtype=float64`` there, so that they are the
+    statistics it normalised with); ``gamma`` ``(D,)``/``(C,)`` or a scalar.
     Returns ``(dx, dgamma, dbeta)``. Dtype: the promotion of dout, x and gamma; ``mean``
     and ``std`` (any real dtype) do not widen it. ``out`` as in :func:`batchnorm_backward`.
     """
     _check_ndim_early(dout, "dout")
     dtype = compute_dtype(dout, x, gamma, names=("dout", "x", "gamma"))
+    given = (dout, x, mean, std, gamma)
     dout = _as_input(dout, "dout", dtype)
     x = as_float_array(x, "x", dtype=dtype)
     if x.shape != dout.shape:
@@ -705,8 +715,10 @@ def batchnorm_backward_from_input(dout, x, mean, std, gamma, *, out=None):
             raise ValueError(f"{name} must have shape ({size},), got {value.shape}")
     gamma = _as_param(gamma, "gamma", size, dtype)
     _check_count(dout)
-    dx = checked_out(out, dout.shape, dtype, name="out", inputs=(dout, x, mean, std, gamma))
-    return _backward(dout, x, mean64, 1.0 / std64, std64, gamma, dx, dtype)
+    dx = checked_out(out, dout.shape, dtype, name="out", inputs=given + (dout, x, gamma))
+    with np.errstate(divide="ignore"):  # a zero std gives inf/nan, as in batchnorm_backward
+        inv_scale = 1.0 / std64
+    return _backward(dout, x, mean64, inv_scale, std64, gamma, dx, dtype)
 
 
 def _check_count(dout):
@@ -731,10 +743,11 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
                                             dx.reshape(dv.shape), dgamma64, dbeta64)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
 
-    dbeta64, dgamma64 = _channel_sums(dv, b=vv, center=shift, scale=inv_scale)
+    dbeta64, centred = _channel_sums(dv, b=vv, center=shift)
+    dgamma64 = centred * inv_scale  # scale 1 for xn: the same bits as summing dout * xn
     coef = gamma.astype(np.float64) / std64
     backward = _backward_2d if dout.ndim == 2 else _backward_3d
     if dout.size:
-        backward.sized(dout.size)(dv, vv, shift, inv_scale, coef, dbeta64 / count,
-                                  dgamma64 / count, dx.reshape(dv.shape))
+        backward.sized(dout.size)(dv, vv, shift, coef, dbeta64 / count,
+                                  (dgamma64 / count) * inv_scale, dx.reshape(dv.shape))
     return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
