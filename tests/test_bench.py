@@ -115,3 +115,29 @@ def test_cold_probe_loads_what_the_warm_probe_runs():
     done = run_python(_PROBE_COVERAGE, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "NEW: []" in done.stdout, done.stdout
+
+
+def test_warmup_time_calls_each_contender_until_it_has_spent_that_long():
+    import time
+
+    calls = {"fast": 0, "slow": 0}
+
+    def fast():
+        calls["fast"] += 1
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.004)
+
+    timed = bench.time_interleaved({"fast": fast, "slow": slow}, repeat=3, warmup=1, warmup_time=0.02)
+    assert 1 + 5 + 3 <= calls["slow"] <= 1 + 7 + 3  # ~5 untimed calls of 4 ms reach 20 ms
+    assert calls["fast"] > 100  # microsecond calls need many to reach 20 ms
+    assert [len(timed[name][1]) for name in calls] == [3, 3]
+    calls.update(fast=0, slow=0)
+    bench.time_interleaved({"fast": fast, "slow": slow}, repeat=3, warmup=1, warmup_time=0.0)
+    assert calls == {"fast": 4, "slow": 4}
+
+
+def test_negative_warmup_time_is_refused():
+    with pytest.raises(SystemExit):
+        bench.main(["--warmup-time", "-1", "--no-torch", "--no-extras", "--quick"])

@@ -554,15 +554,20 @@ def _check_ndim_early(x, name):
 
 
 # ------------------------------------------------------------------ public API
+_FLOAT64 = np.dtype(np.float64)
+
+
 def _as_stats_dtype(stats_dtype, dtype):
     if stats_dtype is None:
         return dtype
-    allowed = "None or float64" if dtype == np.float64 else f"None, {dtype.name} (the result dtype) or float64"
+    if stats_dtype is np.float64:  # the layer's call, checked cheaply
+        return _FLOAT64
     try:
         chosen = np.dtype(stats_dtype)
     except TypeError:
         chosen = None
-    if chosen is None or chosen not in (dtype, np.dtype(np.float64)):  # dtype == None is True
+    if chosen is None or chosen not in (dtype, _FLOAT64):  # (a dtype == None is True)
+        allowed = "None or float64" if dtype == _FLOAT64 else f"None, {dtype.name} (the result dtype) or float64"
         raise ValueError(f"stats_dtype must be {allowed}, got {stats_dtype!r}")
     return chosen
 
@@ -716,9 +721,8 @@ def batchnorm_backward_from_input(dout, x, mean, std, gamma, *, out=None):
     gamma = _as_param(gamma, "gamma", size, dtype)
     _check_count(dout)
     dx = checked_out(out, dout.shape, dtype, name="out", inputs=given + (dout, x, gamma))
-    with np.errstate(divide="ignore"):  # a zero std gives inf/nan, as in batchnorm_backward
-        inv_scale = 1.0 / std64
-    return _backward(dout, x, mean64, inv_scale, std64, gamma, dx, dtype)
+    # a zero std (no forward returns one) gives inf/nan, with NumPy's division warning
+    return _backward(dout, x, mean64, 1.0 / std64, std64, gamma, dx, dtype)
 
 
 def _check_count(dout):

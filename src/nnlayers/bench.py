@@ -43,16 +43,32 @@ _PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bench_probe.
 
 
 # ------------------------------------------------------------------ timing
-def time_interleaved(contenders, repeat, warmup=1):
+#: untimed rounds at most spent reaching ``warmup_time``
+_MAX_WARMUP_ROUNDS = 10000
+
+
+def time_interleaved(contenders, repeat, warmup=1, warmup_time=0.0):
     """Median seconds per call of each callable in ``contenders`` (a dict name -> callable).
 
-    Every callable is called ``warmup`` times untimed, then ``repeat`` rounds call them in
-    turn (A B C A B C ...), each call timed with ``time.perf_counter`` with the garbage
-    collector paused. Returns ``{name: (median, [times])}``.
+    Every callable is called ``warmup`` times untimed, then in turn, untimed, until each
+    has spent at least ``warmup_time`` seconds so (as asv's ``warmup_time``: a call of tens
+    of microseconds takes many calls to reach its steady speed, a call of a second none),
+    then ``repeat`` rounds call them in turn (A B C A B C ...), each call timed with
+    ``time.perf_counter`` with the garbage collector paused. Returns
+    ``{name: (median, [times])}``.
     """
     for _ in range(warmup):
         for fn in contenders.values():
             fn()
+    spent = dict.fromkeys(contenders, 0.0)
+    for _ in range(_MAX_WARMUP_ROUNDS if warmup_time > 0 else 0):
+        pending = [name for name in contenders if spent[name] < warmup_time]
+        if not pending:
+            break
+        for name in pending:
+            t = time.perf_counter()
+            contenders[name]()
+            spent[name] += time.perf_counter() - t
     times = {name: [] for name in contenders}
     gc.collect()
     for _ in range(repeat):
@@ -74,7 +90,7 @@ def _setup_torch_threads(n):
     return torch.__version__
 
 
-def run_cases(cases, dtypes, repeat, warmup, contenders, quick=False, log=None):
+def run_cases(cases, dtypes, repeat, warmup, contenders, quick=False, log=None, warmup_time=0.0):
     """Time ``contenders`` on every case and dtype; return a list of result rows."""
     rows = []
     for dtype in dtypes:
@@ -94,7 +110,7 @@ def run_cases(cases, dtypes, repeat, warmup, contenders, quick=False, log=None):
                     row["errors"][name] = "NotImplementedError"
                     continue
                 present[name] = fn
-            timed = time_interleaved(present, repeat, max(warmup - 1, 0))
+            timed = time_interleaved(present, repeat, max(warmup - 1, 0), warmup_time)
             for name in contenders:
                 med = timed.get(name)
                 row[f"{name}_s"] = None if med is None else med[0]
@@ -116,6 +132,7 @@ def _torch_in_subprocess(args, cases, dtypes, threads):
         cmd = [sys.executable, "-m", "nnlayers.bench", "--torch-worker", "--json", out,
                "--cases", ",".join(c.name for c in cases), "--dtype", ",".join(dtypes),
                "--repeat", str(args.repeat), "--warmup", str(args.warmup),
+               "--warmup-time", str(args.warmup_time),
                "--threads", str(threads), "--no-extras"]
         if args.quick:
             cmd.append("--quick")
@@ -305,6 +322,9 @@ def _parse_args(argv):
     ap.add_argument("--warmup", type=int, default=1,
                     help="untimed calls per contender before timing (default 1, at least 1: "
                          "the first call compiles or loads the kernels)")
+    ap.add_argument("--warmup-time", type=float, default=None,
+                    help="then untimed calls, in turn, until each contender has spent this "
+                         "many seconds (default 0.1, 0 with --quick; as asv's warmup_time)")
     ap.add_argument("--cases", default=None,
                     help=f"comma-separated subset of: {','.join(CASE_NAMES)} (default all)")
     ap.add_argument("--threads", type=int, default=None,
@@ -338,6 +358,10 @@ def _parse_args(argv):
         ap.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.warmup < 0:
         ap.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.warmup_time is None:
+        args.warmup_time = 0.0 if args.quick else 0.1
+    if not 0.0 <= args.warmup_time < float("inf"):
+        ap.error(f"--warmup-time must be >= 0 seconds, got {args.warmup_time}")
     try:
         args.case_list = get_cases(args.cases)
     except ValueError as exc:
@@ -373,7 +397,7 @@ def main(argv=None):
         # interleaved with the reference, as nnlayers is in the main process: each
         # contender then starts with the caches and heap the reference's call left behind
         rows = run_cases(args.case_list, args.dtypes, args.repeat, args.warmup,
-                         ("reference", "torch"), quick=args.quick)
+                         ("reference", "torch"), quick=args.quick, warmup_time=args.warmup_time)
         with open(args.json, "w") as fh:
             json.dump({"meta": _meta(threads, torch_version), "results": rows}, fh)
         return 0
@@ -388,11 +412,11 @@ def main(argv=None):
 
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     log(f"nnlayers.bench: {threads} thread(s), dtypes {','.join(args.dtypes)}, "
-        f"repeat {args.repeat}, warmup {args.warmup}, torch: {torch_mode}"
+        f"repeat {args.repeat}, warmup {args.warmup} + {args.warmup_time:g} s, torch: {torch_mode}"
         + (" [quick]" if args.quick else ""))
     t_start = time.perf_counter()
     rows = run_cases(args.case_list, args.dtypes, args.repeat, args.warmup, contenders,
-                     quick=args.quick, log=log)
+                     quick=args.quick, log=log, warmup_time=args.warmup_time)
     if torch_mode == "separate":
         log("  PyTorch timings in a separate process ...")
         torch_rows = _torch_in_subprocess(args, args.case_list, args.dtypes, threads)
@@ -420,6 +444,7 @@ def main(argv=None):
     meta = _meta(threads, torch_version)
     meta["torch_mode"] = torch_mode
     meta["repeat"], meta["warmup"], meta["quick"] = args.repeat, args.warmup, args.quick
+    meta["warmup_time_s"] = args.warmup_time
     meta["elapsed_s"] = time.perf_counter() - t_start
 
     print(f"# nnlayers.bench  (median of {args.repeat}; {threads} thread(s), "
