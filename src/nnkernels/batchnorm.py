@@ -172,23 +172,15 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, st
         v = (q - c * c / n) / n
         sd = np.sqrt(v + eps)
         inv = 1.0 / sd  # one division per feature, a multiply per element
-        if write_xn:
-            for i in range(n):
-                row = i * d + j0
-                for j in range(width):
-                    k = np.uint64(row + j)
-                    u = np.uint64(j)
-                    t = (np.float64(xf[k]) - mu[u]) * inv[u]
+        for i in range(n):
+            row = i * d + j0
+            for j in range(width):
+                k = np.uint64(row + j)
+                u = np.uint64(j)
+                t = (np.float64(xf[k]) - mu[u]) * inv[u]
+                if write_xn:
                     xnf[k] = t
-                    of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
-        else:
-            for i in range(n):
-                row = i * d + j0
-                for j in range(width):
-                    k = np.uint64(row + j)
-                    u = np.uint64(j)
-                    t = (np.float64(xf[k]) - mu[u]) * inv[u]
-                    of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
+                of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
         for j in range(width):
             mean[j0 + j] = mu[j]
             var[j0 + j] = v[j]
@@ -307,17 +299,13 @@ def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std, write_xn):
         b = np.float64(beta[c])
         for i in range(n):
             src = x[i, c]
+            dst_n = xn[i, c]
             dst_o = out[i, c]
-            if write_xn:
-                dst_n = xn[i, c]
-                for k in range(length):
-                    t = (np.float64(src[k]) - mu) * inv
+            for k in range(length):
+                t = (np.float64(src[k]) - mu) * inv
+                if write_xn:
                     dst_n[k] = t
-                    dst_o[k] = g * t + b
-            else:
-                for k in range(length):
-                    t = (np.float64(src[k]) - mu) * inv
-                    dst_o[k] = g * t + b
+                dst_o[k] = g * t + b
         mean[c] = mu
         var[c] = v
         std[c] = sd
@@ -689,7 +677,8 @@ def batchnorm_backward(dout, xn, std, gamma, *, out=None):
         raise ValueError(f"std must have shape ({size},), got {std.shape}")
     gamma = _as_param(gamma, "gamma", size, dtype)
     _check_count(dout)
-    dx = checked_out(out, dout.shape, dtype, name="out", inputs=given + (dout, xn, std, gamma))
+    # the caller's arrays: a converted one is either the same array or a fresh copy
+    dx = checked_out(out, dout.shape, dtype, name="out", inputs=given)
     return _backward(dout, xn, np.zeros(size), np.ones(size), std.astype(np.float64), gamma, dx,
                      dtype)
 
@@ -720,7 +709,7 @@ def batchnorm_backward_from_input(dout, x, mean, std, gamma, *, out=None):
             raise ValueError(f"{name} must have shape ({size},), got {value.shape}")
     gamma = _as_param(gamma, "gamma", size, dtype)
     _check_count(dout)
-    dx = checked_out(out, dout.shape, dtype, name="out", inputs=given + (dout, x, gamma))
+    dx = checked_out(out, dout.shape, dtype, name="out", inputs=given)
     # a zero std (no forward returns one) gives inf/nan, with NumPy's division warning
     return _backward(dout, x, mean64, 1.0 / std64, std64, gamma, dx, dtype)
 
