@@ -11,6 +11,7 @@ from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2co
 from .convolution import conv_backward, conv_forward, conv_kernels_available
 from .pooling import maxpool_backward, maxpool_forward
 from ._precompile import precompile
+from .config import config_context, get_config, set_config
 from .threads import get_num_threads, limit_blas_spin, set_num_threads, threading_layer
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "get_num_threads",
     "threading_layer",
     "precompile",
+    "get_config",
+    "set_config",
+    "config_context",
 ]
 
 __version__ = "0.1.0"

@@ -1,0 +1,186 @@
+"""Every setting of ``nnkernels`` and ``nnlayers``: read it, set it, or change it for a block.
+
+======================  ===========  ======================================================
+setting                 default      meaning
+======================  ===========  ======================================================
+``threads``             ``None``     threads a kernel launch may use; ``None``: Numba's
+                                     count in the calling thread (``numba.get_num_threads``)
+``threading_layer``     ``None``     Numba threading layer to request at the first parallel
+                                     launch when neither the user nor other code chose one;
+                                     ``None``: TBB when it loads, else Numba's own choice
+``parallel_threshold``  ``32768``    elements of work below which a kernel runs its
+                                     single-threaded twin (same results)
+``split_min_macs``      ``4194304``  multiply-adds below which a convolution is not shared
+                                     over threads
+``workspace_limit``     ``None``     bytes of columns a ``Convolution`` may hold at once;
+                                     ``None``: automatic (see ``AUTO_CHUNK_ABOVE``)
+``conv_route``          ``"auto"``   ``"auto"``, ``"kernels"`` (the fused convolution
+                                     kernels, where available) or ``"matmul"`` (columns and
+                                     ``numpy.matmul``)
+``blas_spin_exponent``  ``None``     opt-in: make OpenBLAS's idle workers sleep after
+                                     ``2**n`` cycles (4..30). Process-wide: it restarts
+                                     NumPy's BLAS thread pool, once, when set
+======================  ===========  ======================================================
+
+:func:`set_config` changes the process-wide values; :func:`config_context` changes them for
+the calling thread within a ``with`` block (threads the library starts for that call inherit
+them). Nothing here is read at import: every setting is looked up when it is used.
+"""
+
+import contextlib
+import threading
+
+__all__ = ["get_config", "set_config", "config_context", "get", "AUTO_CHUNK_ABOVE",
+           "AUTO_WORKSPACE", "CONV_ROUTES", "THREADING_LAYERS"]
+
+#: with ``workspace_limit=None``, a batch whose column matrix exceeds this many bytes is
+#: processed in chunks as if the limit were ``AUTO_WORKSPACE``: the chunks stay in cache
+AUTO_CHUNK_ABOVE = 16 << 20
+AUTO_WORKSPACE = 4 << 20
+
+CONV_ROUTES = ("auto", "kernels", "matmul")
+THREADING_LAYERS = ("tbb", "omp", "workqueue")
+
+_DEFAULTS = {
+    "threads": None,
+    "threading_layer": None,
+    "parallel_threshold": 1 << 15,
+    "split_min_macs": 1 << 22,
+    "workspace_limit": None,
+    "conv_route": "auto",
+    "blas_spin_exponent": None,
+}
+
+
+def _int_at_least(minimum, maximum=None, optional=False):
+    def check(name, value):
+        if value is None and optional:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            expected = "an int or None" if optional else "an int"
+            raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            raise ValueError(f"{name} must be {bound}, got {value}")
+        return value
+    return check
+
+
+def _one_of(choices, optional=False):
+    def check(name, value):
+        if value is None and optional:
+            return value
+        if value not in choices:
+            allowed = ", ".join(repr(choice) for choice in choices)
+            raise ValueError(f"{name} must be one of {allowed}{' or None' if optional else ''}, "
+                             f"got {value!r}")
+        return value
+    return check
+
+
+_CHECKS = {
+    "threads": _int_at_least(1, optional=True),
+    "threading_layer": _one_of(THREADING_LAYERS, optional=True),
+    "parallel_threshold": _int_at_least(0),
+    "split_min_macs": _int_at_least(0),
+    "workspace_limit": _int_at_least(1, optional=True),
+    "conv_route": _one_of(CONV_ROUTES),
+    "blas_spin_exponent": _int_at_least(4, 30, optional=True),
+}
+
+_global = dict(_DEFAULTS)
+_lock = threading.Lock()
+_local = threading.local()  # .overrides: the settings config_context changed in this thread
+_listeners = []  # called with the names of changed settings after set_config
+
+
+def _checked(settings):
+    unknown = sorted(set(settings) - set(_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(_DEFAULTS)}")
+    return {name: _CHECKS[name](name, value) for name, value in settings.items()}
+
+
+def _overrides():
+    return getattr(_local, "overrides", None) or {}
+
+
+def get(name):
+    """The value of one setting as seen by the calling thread.
+
+    Parameters
+    ----------
+    name : str
+        A setting's name (see the module's table).
+    """
+    overrides = _overrides()
+    if name in overrides:
+        return overrides[name]
+    try:
+        return _global[name]
+    except KeyError:
+        raise TypeError(f"unknown setting {name!r}; known: {', '.join(_DEFAULTS)}") from None
+
+
+def get_config():
+    """Every setting as seen by the calling thread, as a new ``dict``."""
+    return {**_global, **_overrides()}
+
+
+def set_config(**settings):
+    """Change settings for the whole process; returns their previous values as a ``dict``.
+
+    Examples
+    --------
+    >>> previous = set_config(workspace_limit=64 << 20)
+    >>> set_config(**previous)  # restore
+    {'workspace_limit': 67108864}
+    """
+    settings = _checked(settings)
+    with _lock:
+        previous = {name: _global[name] for name in settings}
+        _global.update(settings)
+    for listener in _listeners:
+        listener(settings)
+    return previous
+
+
+@contextlib.contextmanager
+def config_context(**settings):
+    """Within this block, the calling thread sees ``settings`` instead of the global values.
+
+    Examples
+    --------
+    >>> with config_context(conv_route="matmul", parallel_threshold=0):
+    ...     pass
+    """
+    settings = _checked(settings)
+    previous = getattr(_local, "overrides", None)
+    _local.overrides = {**(previous or {}), **settings}
+    try:
+        yield
+    finally:
+        _local.overrides = previous
+
+
+def snapshot():
+    """The calling thread's overrides, to hand to a thread the library starts for it."""
+    return dict(_overrides())
+
+
+@contextlib.contextmanager
+def inherited(overrides):
+    """Apply a :func:`snapshot` taken in another thread to this one within the block."""
+    previous = getattr(_local, "overrides", None)
+    _local.overrides = dict(overrides) or None
+    try:
+        yield
+    finally:
+        _local.overrides = previous
+
+
+def on_change(listener):
+    """Register ``listener(settings)`` to run after :func:`set_config` changed ``settings``."""
+    _listeners.append(listener)
+    return listener
