@@ -138,13 +138,19 @@ class _KernelsRoute:
     def backward(self, dout, weights, saved, pool):
         """``(dx, dW, db)`` for ``dout`` ``(N, FN, OH*OW)`` of the saved input's dtype."""
         g, x = saved.geometry, saved.x
-        k = weights[0].size
-        per_sample = pool.take((x.shape[0], k, weights.shape[0]), x.dtype)
+        per_sample = pool.take((x.shape[0], _filter_matrix(weights).shape[1], weights.shape[0]),
+                               x.dtype)
         try:
             return conv_backward(dout, x, weights, g.stride, g.pad, dW_per_sample=per_sample,
                                  n_parts=_n_parts(x.shape[0]))
         finally:
             pool.give_back([per_sample])
+
+
+def _filter_matrix(weights):
+    """``(FN, C, FH, FW)`` filters as the ``(FN, C*FH*FW)`` matrix (a view)."""
+    fn, c, fh, fw = weights.shape
+    return weights.reshape(fn, c * fh * fw)
 
 
 def _n_parts(n_samples):
@@ -168,7 +174,7 @@ class _MatmulRoute:
         """As :meth:`_KernelsRoute.forward`, through columns and ``numpy.matmul``."""
         g = geometry
         n = x.shape[0]
-        wm = weights.reshape(weights.shape[0], -1)
+        wm = _filter_matrix(weights)
         k, p = wm.shape[1], g.out_h * g.out_w
         out = empty_result((n, wm.shape[0], p), x.dtype)
         parts = sample_parts(0, n, n * wm.shape[0] * k * p)
@@ -204,7 +210,7 @@ class _MatmulRoute:
         :func:`col2im_per_sample`."""
         g, x, col = saved.geometry, saved.x, saved.col
         n, fn, p = dout.shape
-        wm = weights.reshape(fn, -1)
+        wm = _filter_matrix(weights)
         k = wm.shape[1]
         dtype = x.dtype
         parts = sample_parts(0, n, 2 * n * fn * k * p)

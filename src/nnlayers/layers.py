@@ -349,7 +349,8 @@ class Convolution:
     @property
     def col_W(self):
         """``W`` as the reference's ``(C*FH*FW, FN)`` matrix (a view of ``W``)."""
-        return np.asarray(self.W).reshape(np.shape(self.W)[0], -1).T
+        W = np.asarray(self.W)
+        return W.reshape(W.shape[0], int(np.prod(W.shape[1:]))).T
 
     def _filter_shape(self):
         shape = np.shape(self.W)
