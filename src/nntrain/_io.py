@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import tempfile
 import zipfile
 
@@ -147,7 +148,7 @@ def _check_plain(obj, source):
 # Errors a damaged or foreign file raises from inside pickle or NumPy.
 _FORMAT_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                   IndexError, KeyError, ImportError, OverflowError, UnicodeDecodeError,
-                  zipfile.BadZipFile, MemoryError)
+                  struct.error, zipfile.BadZipFile, MemoryError)
 
 
 def _load_pickle(path, source, trusted):

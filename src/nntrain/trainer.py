@@ -68,7 +68,11 @@ class Trainer:
     * ``checkpoint_path``: after every epoch, atomically pickle params, batch-norm
       buffers, optimizer state, counters, histories and RNG states there;
     * ``resume``: if ``checkpoint_path`` exists, continue from it (training then proceeds
-      exactly as the uninterrupted run would have);
+      exactly as the uninterrupted run would have); a ``.npz`` path is written without
+      pickle;
+    * ``trusted``: resume with plain :func:`pickle.load`, which can run arbitrary code
+      (default: only the plain data a checkpoint holds is unpickled, see
+      ``load_checkpoint``);
     * ``loss_after_update``: record the loss of an extra forward pass after each update,
       as the book does (costs one forward per step);
     * ``eval_batch_size``: batch size passed to ``network.accuracy`` (if it accepts one);
@@ -83,7 +87,7 @@ class Trainer:
                  mini_batch_size=100, optimizer='SGD', optimizer_param={'lr': 0.01},  # noqa: B006
                  evaluate_sample_num_per_epoch=None, verbose=True,
                  *, quiet=False, rng=None, checkpoint_path=None, resume=False,
-                 loss_after_update=False, eval_batch_size=None, file=None):
+                 trusted=False, loss_after_update=False, eval_batch_size=None, file=None):
         if len(x_train) != len(t_train):
             raise ValueError(
                 f"x_train/t_train: sample counts differ ({len(x_train)} vs {len(t_train)})")
@@ -133,7 +137,7 @@ class Trainer:
 
         self.checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)
         if resume and os.path.exists(self.checkpoint_path):
-            self.load_checkpoint(self.checkpoint_path)
+            self.load_checkpoint(self.checkpoint_path, trusted=trusted)
 
     # ------------------------------------------------------------ stepping
     def train_step(self):
