@@ -12,9 +12,11 @@ import json
 import os
 import pickle
 import re
+import socket
 import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -283,18 +285,18 @@ def save_file(obj, path):
 
     ``.npz`` paths are written with :func:`numpy.savez` (a flat dict of arrays as is,
     anything else as a JSON skeleton plus its arrays); other paths are pickled with the
-    highest protocol. The data goes to a temporary file ``.<name>.<pid>.<random>.tmp`` in
-    the same directory, is fsynced, then ``os.replace``d over ``path``. Temporary files of
-    ``path`` left by a killed writer are removed by the next ``save_file`` or
-    ``load_file`` of ``path``: only those whose writer process (the ``<pid>`` in the name)
-    no longer exists on this machine, so concurrent live writers never remove each other's
-    files.
+    highest protocol. The data goes to a temporary file ``.<name>.<pid>-<host>.<random>.tmp``
+    in the same directory, is fsynced, then ``os.replace``d over ``path``. Temporary files
+    of ``path`` left by a killed writer are removed by the next ``save_file`` or
+    ``load_file`` of ``path`` on the same machine (``<host>``, a hash of its name): only
+    those whose writer process ``<pid>`` no longer exists, so live writers never remove
+    each other's files (one whose PID has been reused waits until that process ends).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temp_files(path)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path) + f"{os.getpid()}.",
-                                    suffix=".tmp")
+    fd, tmp_path = tempfile.mkstemp(
+        dir=directory, prefix=f"{_temp_prefix(path)}{os.getpid()}-{_host_tag()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             if _is_npz(path):
@@ -318,6 +320,10 @@ def _temp_prefix(path):
     return "." + os.path.basename(path) + "."
 
 
+def _host_tag():
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
 def _pid_exists(pid):
     try:
         os.kill(pid, 0)
@@ -329,12 +335,12 @@ def _pid_exists(pid):
 
 
 def _remove_stale_temp_files(path):
-    """Remove ``path``'s temporary files whose writer process is gone (POSIX only)."""
+    """Remove ``path``'s temporary files whose writer on this machine is gone (POSIX only)."""
     if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
         return
     directory = os.path.dirname(os.path.abspath(path))
     prefix = _temp_prefix(path)
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.[^.]+\.tmp\Z")
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-" + _host_tag() + r"\.[^.]+\.tmp\Z")
     try:
         names = os.listdir(directory)
     except OSError:

@@ -65,7 +65,7 @@ class Trainer:
     * ``quiet``: no progress bar and no printing (same as ``verbose=False``);
     * ``rng``: batch-sampling randomness (``None``: global ``np.random.choice`` like the
       book; an int seed or a ``Generator``/``RandomState``);
-    * ``checkpoint_path``: after every epoch, atomically pickle params, batch-norm
+    * ``checkpoint_path``: after every epoch, atomically save params, batch-norm
       buffers, optimizer state, counters, histories and RNG states there;
     * ``resume``: if ``checkpoint_path`` exists, continue from it (training then proceeds
       exactly as the uninterrupted run would have); a ``.npz`` path is written without
@@ -316,10 +316,14 @@ class Trainer:
         net = self.network
         params = checked_arrays(state["params"], net.params, source=source,
                                 allow_nonfinite=allow_nonfinite)
-        if hasattr(net, "set_params"):
-            apply = [lambda: net.set_params(params, source=source, allow_nonfinite=True)]
-        else:
-            apply = [lambda: net.params.update(params)]
+        def apply_params():
+            if hasattr(net, "set_params"):
+                net.set_params(params, source=source, allow_nonfinite=True)
+            else:  # a network of the user's, whose layers may hold its arrays
+                for key, value in params.items():
+                    net.params[key][...] = value
+
+        apply = [apply_params]
         if hasattr(net, "checked_buffers"):
             buffers = net.checked_buffers(state["buffers"], source=source,
                                           allow_nonfinite=allow_nonfinite)
@@ -370,6 +374,11 @@ class Trainer:
                 checked[name] = checked_arrays(
                     checked[name], self.network.params, source=source,
                     what=f"{type(opt).__name__} {name}", allow_nonfinite=allow_nonfinite)
+        for name in getattr(opt, "_scalar_names", ()):
+            value = checked.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise LoadError(f"{source}: optimizer_state {name!r}: expected a number, "
+                                f"found {value!r}")
         scratch = copy.deepcopy(opt)
         try:
             scratch.load_state_dict(checked)
