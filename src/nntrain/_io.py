@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["LoadError", "save_file", "load_file"]
+__all__ = ["LoadError", "load_file", "save_file"]
 
 
 class LoadError(ValueError):
