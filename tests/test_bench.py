@@ -8,8 +8,13 @@ import sys
 import pytest
 
 from nnbench import compare as bench
-from nnbench.cases import (CASE_NAMES, DEFAULT_CASE_NAMES, build_contenders, get_cases,
-                           torch_available)
+from nnbench.cases import (
+    CASE_NAMES,
+    DEFAULT_CASE_NAMES,
+    build_contenders,
+    get_cases,
+    torch_available,
+)
 from nnbench.timing import median_ratio, time_interleaved
 
 
@@ -133,7 +138,8 @@ def test_warmup_time_calls_each_contender_until_it_has_spent_that_long():
         time.sleep(0.004)
 
     timed = time_interleaved({"fast": fast, "slow": slow}, repeat=3, warmup=1, warmup_time=0.02)
-    assert 1 + 5 + 3 <= calls["slow"] <= 1 + 7 + 3  # ~5 untimed calls of 4 ms reach 20 ms
+    # at most 5 untimed calls of >= 4 ms reach 20 ms; fewer when sleep overshoots under load
+    assert 1 + 2 + 3 <= calls["slow"] <= 1 + 5 + 3
     assert calls["fast"] > 100  # microsecond calls need many to reach 20 ms
     assert [len(timed[name][1]) for name in calls] == [3, 3]
     calls.update(fast=0, slow=0)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _subprocess_helpers import child_env, describe
 
 TOOLS = sorted((Path(__file__).resolve().parents[1] / "tools").glob("*.py"))

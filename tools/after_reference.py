@@ -11,9 +11,9 @@ calls, 8 MB written.
 import argparse
 import time
 
-import nnkernels
 import numpy as np
 
+import nnkernels
 from nnbench.cases import build_contenders, get_cases, torch_available
 from nnbench.timing import time_interleaved
 

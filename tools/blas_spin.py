@@ -12,9 +12,9 @@ Python. ``--quick``: batch of 4, 2 calls.
 import argparse
 import os
 
-import nnkernels
 import numpy as np
 
+import nnkernels
 from nnbench.cases import case_data, get_cases
 from nnbench.timing import median_seconds
 

@@ -16,9 +16,9 @@ time divided by "whole"'s in the same round. ``--quick``: batches of 4, 2 rounds
 
 import argparse
 
-import nnkernels
 import numpy as np
 
+import nnkernels
 from nnbench.cases import build_contenders, cases_of_kind
 from nnbench.timing import median_ratio, time_interleaved
 
@@ -59,7 +59,7 @@ def main(argv=None):
         before = None
         if args.after_reference:
             reference = build_contenders(case, args.dtype, ("reference",))["reference"]
-            before = lambda _: reference()  # noqa: E731
+            before = lambda _: reference()
         timed = time_interleaved(runs, rounds, before=before)
         whole = timed["whole"][1]
         cells = [f"{label} {med * 1e3:.2f}"

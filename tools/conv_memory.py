@@ -15,9 +15,8 @@ import tracemalloc
 
 import nnkernels
 import nnlayers
-from nnlayers import reference
-
 from nnbench.cases import case_data, cases_of_kind
+from nnlayers import reference
 
 
 def peak_mib(module, case, d, settings=None):

@@ -15,7 +15,6 @@ import argparse
 
 import nnkernels
 import nnlayers
-
 from nnbench.cases import case_data, cases_of_kind
 from nnbench.timing import time_interleaved
 

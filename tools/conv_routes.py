@@ -16,9 +16,9 @@ convolution too small to share, where the layer's default is the matmul route.
 
 import argparse
 
-import nnkernels
 import numpy as np
 
+import nnkernels
 from nnbench.cases import build_contenders, build_network, cases_of_kind
 from nnbench.timing import median_ratio, time_interleaved
 
@@ -67,7 +67,7 @@ def main(argv=None):
         before = None
         if args.after_reference:
             reference = build_contenders(case, args.dtype, ("reference",))["reference"]
-            before = lambda _: reference()  # noqa: E731
+            before = lambda _: reference()
         timed = time_interleaved(runs, rounds, before=before)
         ratio = median_ratio(timed["kernels"][1], timed["matmul"][1])
         note = " after the reference" if args.after_reference else ""

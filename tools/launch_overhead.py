@@ -8,10 +8,10 @@ microseconds per call, the median of 5 timed batches of calls (``nnbench.timing`
 
 import argparse
 
-import nnkernels  # noqa: F401  (picks the threading layer the library uses)
 import numpy as np
 from numba import njit, prange
 
+import nnkernels
 from nnbench.timing import time_interleaved
 
 

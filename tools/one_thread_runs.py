@@ -14,10 +14,10 @@ compile on the probe's tiny input, "parallel" the multi-threaded kernel's).
 
 import argparse
 
-import nnkernels
-import nnlayers
 import numpy as np
 
+import nnkernels
+import nnlayers
 from nnbench.cases import case_data, get_cases
 from nnbench.timing import time_interleaved
 

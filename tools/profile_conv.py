@@ -11,9 +11,9 @@ calls.
 
 import argparse
 
-import nnkernels
 import numpy as np
 
+import nnkernels
 from nnbench.cases import case_data, cases_of_kind
 from nnbench.timing import median_seconds
 

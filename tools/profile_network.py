@@ -9,9 +9,9 @@ SimpleConvNet (``simple``) on nnlayers (``nnbench.cases.build_network``), batch 
 import argparse
 import time
 
-import nnlayers
 import numpy as np
 
+import nnlayers
 from nnbench.cases import BATCH, NETWORKS, build_network, network_batch
 
 
@@ -44,7 +44,7 @@ def main(argv=None):
             key = (i, type(layers[i]).__name__, "backward", dout.shape)
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
     for (i, name, direction, shape), seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"layer {i:2d} {name:<20} {direction:<8} {str(shape):<20} {seconds / steps * 1e3:7.2f} ms")
+        print(f"layer {i:2d} {name:<20} {direction:<8} {shape!s:<20} {seconds / steps * 1e3:7.2f} ms")
     print(f"total {sum(totals.values()) / steps * 1e3:.1f} ms per step (layers only)")
     return 0
 

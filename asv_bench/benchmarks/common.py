@@ -10,9 +10,9 @@ The suite imports ``nnbench`` from the installed package (``asv run --python=sam
 ``asv continuous`` reaches back only to commits that ship ``nnbench``.
 """
 
+from nnbench import timing
 from nnbench.cases import DTYPES as _DTYPES
 from nnbench.cases import build_contenders, case_data, cases_of_kind, get_cases
-from nnbench import timing
 
 DTYPES = list(_DTYPES)
 IMPLS = ["nnlayers", "reference", "torch"]

@@ -6,7 +6,16 @@ over a few interleaved rounds (A B A B ...), which is steadier than comparing tw
 separately timed benchmarks on a shared machine.
 """
 
-from .common import BN, CONV, DTYPES, POOL, interleaved_medians, require_torch, runner, skip
+from .common import (
+    BN,
+    CONV,
+    DTYPES,
+    POOL,
+    interleaved_medians,
+    require_torch,
+    runner,
+    skip,
+)
 
 CASES = [f"conv {c}" for c in CONV] + [f"pool {c}" for c in POOL] + [f"bn {c}" for c in BN]
 ROUNDS = 5

@@ -18,9 +18,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Case", "CASES", "CASE_NAMES", "DEFAULT_CASE_NAMES", "DTYPES", "CONTENDERS",
-           "get_cases", "cases_of_kind", "case_data", "build_contenders", "torch_available",
-           "NETWORKS", "BATCH", "IMAGE", "build_network", "network_batch", "torch_network"]
+__all__ = [
+    "BATCH",
+    "CASES",
+    "CASE_NAMES",
+    "CONTENDERS",
+    "DEFAULT_CASE_NAMES",
+    "DTYPES",
+    "IMAGE",
+    "NETWORKS",
+    "Case",
+    "build_contenders",
+    "build_network",
+    "case_data",
+    "cases_of_kind",
+    "get_cases",
+    "network_batch",
+    "torch_available",
+    "torch_network",
+]
 
 CONTENDERS = ("reference", "nnlayers", "torch")
 DTYPES = ("float32", "float64")
@@ -302,7 +318,7 @@ def network_batch(rng, dtype, batch=BATCH):
 
 def torch_network(model):
     """The same architecture as ``build_network(model)`` in PyTorch (``torch.nn``)."""
-    import torch.nn as nn
+    from torch import nn
 
     if model == "simple":
         return nn.Sequential(

@@ -21,9 +21,10 @@ import sys
 import time
 
 _T0 = time.perf_counter()
-import nnlayers  # noqa: E402
-import nnkernels  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+
+import nnkernels
+import nnlayers
 
 _IMPORT_S = time.perf_counter() - _T0
 

@@ -26,7 +26,7 @@ import numpy as np
 from .cases import BATCH, IMAGE, NETWORKS, build_network, network_batch, torch_network
 from .timing import time_interleaved
 
-__all__ = ["main", "numpy_step_times", "torch_step_time", "MODELS", "BATCH"]
+__all__ = ["BATCH", "MODELS", "main", "numpy_step_times", "torch_step_time"]
 
 MODELS = NETWORKS
 

@@ -12,7 +12,7 @@ import gc
 import statistics
 import time
 
-__all__ = ["time_interleaved", "median_seconds", "median_ratio", "MAX_WARMUP_ROUNDS"]
+__all__ = ["MAX_WARMUP_ROUNDS", "median_ratio", "median_seconds", "time_interleaved"]
 
 #: untimed rounds at most spent reaching ``warmup_time``
 MAX_WARMUP_ROUNDS = 10000
