@@ -184,3 +184,19 @@ def test_probe_runs_in_a_fresh_interpreter_without_path_tricks(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["import_s"] > 0 and result["second_s"] > 0
+
+
+def test_the_product_never_imports_nnbench():
+    """Only the two entry-point modules reach nnbench; importing the packages does not."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    entry_points = {src / "nnlayers" / "bench.py", src / "nntrain" / "stepbench.py"}
+    for package in ("nnkernels", "nnlayers", "nntrain"):
+        for path in (src / package).rglob("*.py"):
+            if path not in entry_points:
+                assert "nnbench" not in path.read_text(), path
+    done = subprocess.run([sys.executable, "-c", "import sys, nnlayers, nntrain, nnkernels; "
+                           "print('nnbench' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
