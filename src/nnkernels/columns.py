@@ -233,7 +233,7 @@ def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_
 def _per_sample(call):
     """The layers run the per-sample column kernels' twins only where the fused
     convolution kernels are unavailable: elsewhere their examples skip the twins."""
-    return call.parallel_only() if _blas.available() else call
+    return call.parallel_only() if _blas.AVAILABLE else call
 
 
 def conv_output_shape(input_shape, filter_h, filter_w, stride=1, pad=0):

@@ -35,7 +35,7 @@ def conv_kernels_available():
     """Whether :func:`conv_forward` and :func:`conv_backward` can run in this process
     (NumPy's BLAS is the OpenBLAS of its PyPI wheels); the first call loads that OpenBLAS
     into LLVM's symbol table (``nnkernels.show_config()`` says why not, where not)."""
-    return _blas.available()
+    return _blas.AVAILABLE
 
 
 # ------------------------------------------------------------------ kernels
@@ -115,7 +115,7 @@ def _conv_backward_kernel(x, weights, dout, filter_h, filter_w, stride, pad, out
 
 # ------------------------------------------------------------------ wrappers
 def _require_kernels():
-    if not _blas.available():
+    if not _blas.AVAILABLE:
         raise RuntimeError(
             "nnkernels.conv_forward/conv_backward need NumPy's OpenBLAS (the PyPI wheels' "
             "scipy_cblas_?gemm64_ symbols), which this process does not have; use "
@@ -160,7 +160,7 @@ def _inputs(x, W, third, third_name):
 def _conv_examples(make):
     """Examples only where the kernels are available; they have no twins."""
     return lambda dtype: ([call.parallel_only() for call in make(dtype)]
-                          if _blas.available() else [])
+                          if _blas.AVAILABLE else [])
 
 
 @examples(_conv_examples(lambda dtype: [

@@ -24,6 +24,9 @@ Every launch then
 The at-fork hooks never wait: before ``fork()`` they note which thread forks, how many
 launches are in flight and which threads ever launched; the child starts with fresh locks
 and, where the layer is not fork-safe in that situation, runs only single-threaded twins.
+The hooks exist from the first launch on: a child forked earlier, from a process where
+other code had started GNU OpenMP, cannot be told apart from its parent, and GNU OpenMP
+terminates its first parallel region.
 """
 
 import ctypes

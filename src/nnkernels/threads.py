@@ -14,7 +14,9 @@ import threading
 
 import numba
 
+from . import config
 from ._jit import serial_in_this_thread as single_threaded_kernels
+from .runtime import ensure_ready
 
 __all__ = ["set_num_threads", "get_num_threads", "threading_layer", "limit_blas_spin",
            "apply_blas_spin", "single_threaded_blas", "single_threaded_kernels", "blas_info"]
@@ -38,6 +40,7 @@ def set_num_threads(n):
     maximum = numba.config.NUMBA_NUM_THREADS
     if not 1 <= n <= maximum:
         raise ValueError(f"n must be between 1 and {maximum} (NUMBA_NUM_THREADS), got {n}")
+    ensure_ready()  # Numba's pool starts here: the library's choice of layer comes first
     previous = numba.get_num_threads()
     numba.set_num_threads(n)
     try:
@@ -50,8 +53,14 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the Numba kernels use in this thread."""
-    return numba.get_num_threads()
+    """The number of threads a kernel launched from this thread uses: the ``threads``
+    setting, else Numba's count in this thread. Prepares the runtime, as the first kernel
+    launch would (Numba starts its threading layer to answer)."""
+    ensure_ready()
+    threads = config.get("threads")
+    if threads is None:
+        return numba.get_num_threads()
+    return min(threads, numba.config.NUMBA_NUM_THREADS)
 
 
 def threading_layer():
