@@ -5,22 +5,14 @@ called from Numba); ``matmul``: per-sample columns and ``numpy.matmul`` shared o
 threads, which the layer falls back to elsewhere and takes for small or few-sample batches.
 """
 
-import contextlib
+import nnkernels
+from nnkernels.conv_routes import KERNELS
 
-import nnkernels._blas
-import nnlayers.layers
-
-ROUTES = ["kernels", "matmul"] if nnkernels._blas.AVAILABLE else ["matmul"]
+ROUTES = ["kernels", "matmul"] if KERNELS.available() else ["matmul"]
 
 
-@contextlib.contextmanager
 def convolution_route(route):
-    """Within this block, Convolution layers take ``route``, whatever the batch."""
+    """Within this block (in this thread), Convolution layers take ``route``."""
     if route not in ROUTES:
         raise ValueError(f"route {route!r} is not available here ({ROUTES})")
-    previous = nnlayers.layers._CONV_ROUTE
-    nnlayers.layers._CONV_ROUTE = route
-    try:
-        yield
-    finally:
-        nnlayers.layers._CONV_ROUTE = previous
+    return nnkernels.config_context(conv_route=route)

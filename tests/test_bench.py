@@ -1,4 +1,5 @@
-"""Smoke tests of ``python -m nnlayers.bench`` (tiny batches, 1 round: not a measurement)."""
+"""Smoke tests of the comparison command (``python -m nnbench.compare``, also ``python -m
+nnlayers.bench``), its case table and timer (tiny batches, 1 round: not a measurement)."""
 
 import json
 import subprocess
@@ -6,8 +7,15 @@ import sys
 
 import pytest
 
-from nnlayers import bench
-from nnlayers._bench_cases import CASE_NAMES, build_contenders, get_cases, torch_available
+from nnbench import compare as bench
+from nnbench.cases import (
+    CASE_NAMES,
+    DEFAULT_CASE_NAMES,
+    build_contenders,
+    get_cases,
+    torch_available,
+)
+from nnbench.timing import median_ratio, time_interleaved
 
 
 def test_quick_run_prints_table_and_writes_json(tmp_path, capsys):
@@ -20,7 +28,7 @@ def test_quick_run_prints_table_and_writes_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     rows = data["results"]
     assert {(r["case"], r["dtype"]) for r in rows} == {
-        (c, "float32") for c in CASE_NAMES}
+        (c, "float32") for c in DEFAULT_CASE_NAMES}
     for r in rows:
         assert r["torch_s"] is None
         if r["nnlayers_s"] is not None:
@@ -81,8 +89,8 @@ def test_torch_separate_process(tmp_path):
 
 _PROBE_COVERAGE = """
 from nnkernels import _jit, activations, batchnorm, columns, convolution, pooling
-from nnlayers import _bench_probe
-from nnlayers._bench_cases import build_contenders, get_cases
+from nnbench import probe
+from nnbench.cases import build_contenders, get_cases
 
 
 def loaded():
@@ -96,7 +104,7 @@ def loaded():
     return counts
 
 
-for _, call in _bench_probe._kernel_calls("float32") + _bench_probe._layer_calls("float32"):
+for _, call in probe._kernel_calls("float32") + probe._layer_calls("float32"):
     call()
 before = loaded()
 build_contenders(get_cases("conv_a")[0], "float32", ("nnlayers",))["nnlayers"]()
@@ -129,15 +137,66 @@ def test_warmup_time_calls_each_contender_until_it_has_spent_that_long():
         calls["slow"] += 1
         time.sleep(0.004)
 
-    timed = bench.time_interleaved({"fast": fast, "slow": slow}, repeat=3, warmup=1, warmup_time=0.02)
-    assert 1 + 5 + 3 <= calls["slow"] <= 1 + 7 + 3  # ~5 untimed calls of 4 ms reach 20 ms
+    timed = time_interleaved({"fast": fast, "slow": slow}, repeat=3, warmup=1, warmup_time=0.02)
+    # at most 5 untimed calls of >= 4 ms reach 20 ms; fewer when sleep overshoots under load
+    assert 1 + 2 + 3 <= calls["slow"] <= 1 + 5 + 3
     assert calls["fast"] > 100  # microsecond calls need many to reach 20 ms
     assert [len(timed[name][1]) for name in calls] == [3, 3]
     calls.update(fast=0, slow=0)
-    bench.time_interleaved({"fast": fast, "slow": slow}, repeat=3, warmup=1, warmup_time=0.0)
+    time_interleaved({"fast": fast, "slow": slow}, repeat=3, warmup=1, warmup_time=0.0)
     assert calls == {"fast": 4, "slow": 4}
 
 
 def test_negative_warmup_time_is_refused():
     with pytest.raises(SystemExit):
         bench.main(["--warmup-time", "-1", "--no-torch", "--no-extras", "--quick"])
+
+
+def test_entry_point_nnlayers_bench_lists_the_cases():
+    """``python -m nnlayers.bench`` still works: it runs nnbench's comparison command."""
+    proc = subprocess.run([sys.executable, "-m", "nnlayers.bench", "--list", "--cases", "all"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == list(CASE_NAMES)
+
+
+def test_case_table_defaults_and_deep_layers():
+    assert set(DEFAULT_CASE_NAMES) < set(CASE_NAMES)
+    assert {"conv_l2", "conv_l7", "conv_l12"} <= set(CASE_NAMES) - set(DEFAULT_CASE_NAMES)
+    assert [c.name for c in get_cases()] == list(DEFAULT_CASE_NAMES)
+    (case,) = get_cases("conv_l7")
+    assert case.short == "L7" and case.scaled(True).shape[0] == 4
+
+
+def test_before_hook_runs_untimed_ahead_of_every_call():
+    seen = []
+    timed = time_interleaved({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")},
+                             repeat=2, warmup=1, before=lambda name: seen.append(f"<{name}"))
+    assert seen == ["<a", "a", "<b", "b"] * 3
+    assert median_ratio(timed["a"][1], timed["a"][1]) == 1.0
+
+
+def test_probe_runs_in_a_fresh_interpreter_without_path_tricks(tmp_path):
+    """``python -m nnbench.probe warm`` (what the comparison's warm start runs)."""
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, "-m", "nnbench.probe", "warm", "float32", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["import_s"] > 0 and result["second_s"] > 0
+
+
+def test_the_product_never_imports_nnbench():
+    """Only the two entry-point modules reach nnbench; importing the packages does not."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    entry_points = {src / "nnlayers" / "bench.py", src / "nntrain" / "stepbench.py"}
+    for package in ("nnkernels", "nnlayers", "nntrain"):
+        for path in (src / package).rglob("*.py"):
+            if path not in entry_points:
+                assert "nnbench" not in path.read_text(), path
+    done = subprocess.run([sys.executable, "-c", "import sys, nnlayers, nntrain, nnkernels; "
+                           "print('nnbench' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

@@ -42,7 +42,7 @@ from nnlayers import BatchNormalization, Convolution, Pooling
 
 N_WORKERS, N_STEPS = 4, 20
 # the convolutions alternate between the fused kernels and the matmul route step by step
-# (a process-wide switch flipped by every thread: both routes give the same bits here)
+# (both routes give the same bits here)
 ROUTES = ["kernels", "matmul"] if nnkernels.conv_kernels_available() else ["matmul"]
 
 
@@ -59,7 +59,7 @@ def run_worker(worker):
     rng = np.random.default_rng(worker)
     results = []
     for step in range(N_STEPS):
-        nnlayers.layers._CONV_ROUTE = ROUTES[step % len(ROUTES)]
+        conv.route = ROUTES[step % len(ROUTES)]
         x = rng.standard_normal((5, 3, 8, 8))
         out = bn.forward(pool.forward(conv.forward(x)), train_flg=True)
         dout = rng.standard_normal(out.shape)

@@ -1,6 +1,8 @@
 """Every fast layer against nnlayers.reference (or a slow obvious version where the
 reference is wrong), over drawn shapes, both float dtypes and several memory layouts."""
 
+import weakref
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -106,7 +108,8 @@ def _check_chunked_by_workspace_limit(case, dtype, seed, per_chunk):
 
 
 def test_automatic_chunk_size_keeps_small_column_matrices_whole(workspace_limit):
-    from nnlayers.config import AUTO_CHUNK_ABOVE, AUTO_WORKSPACE, conv_chunk_size
+    from nnkernels.config import AUTO_CHUNK_ABOVE, AUTO_WORKSPACE
+    from nnkernels.conv_routes import conv_chunk_size
 
     workspace_limit(None)
     per_sample = 1 << 20
@@ -124,22 +127,20 @@ def test_automatic_chunk_size_keeps_small_column_matrices_whole(workspace_limit)
 def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_limit, dtype):
     # Large column matrices are chunked without a bound; thresholds lowered to keep it small.
     # Every product is per sample and dW is summed over samples after, so the bits agree.
-    import nnlayers.config as config
-
-    monkeypatch.setattr(nnkernels._blas, "AVAILABLE", False)  # chunking is the matmul route's
+    from nnkernels import config
 
     x, W, b, dout = conv_arrays(5, Window(6, 3, 9, 8, 3, 3, 1, 1), 4, dtype)
     per_sample = 3 * 3 * 3 * 9 * 8 * np.dtype(dtype).itemsize
     workspace_limit(1 << 62)
-    whole = nnlayers.Convolution(W, b, 1, 1)
+    whole = nnlayers.Convolution(W, b, 1, 1, route="matmul")  # chunking is the matmul route's
     expected = [whole.forward(x).copy(), whole.backward(dout).copy(), whole.dW, whole.db]
-    assert whole.col is not None
+    assert whole._saved.col is not None
     workspace_limit(None)
     monkeypatch.setattr(config, "AUTO_CHUNK_ABOVE", 6 * per_sample - 1)
     monkeypatch.setattr(config, "AUTO_WORKSPACE", 2 * per_sample)
-    chunked = nnlayers.Convolution(W, b, 1, 1)
+    chunked = nnlayers.Convolution(W, b, 1, 1, route="matmul")
     got = [chunked.forward(x).copy(), chunked.backward(dout).copy(), chunked.dW, chunked.db]
-    assert chunked.col is None  # columns were recomputed in backward, not kept
+    assert chunked._saved.col is None  # columns were recomputed in backward, not kept
     for e, g in zip(expected, got):
         np.testing.assert_array_equal(g, e)
 
@@ -864,65 +865,69 @@ def test_batchnorm_backward_uses_the_training_input_it_kept():
     np.testing.assert_allclose(fast.dgamma, slow.dgamma, rtol=1e-10, atol=1e-12)
 
 
-# ------------------------------------------------------------------ recycled outputs and gradients
+# ------------------------------------------------------------------ returned arrays stay intact
 def _batchnorm(rng, per_channel):
     n_stats = 3 if per_channel else 3 * 4 * 5
     return nnlayers.BatchNormalization(rng.uniform(0.5, 1.5, n_stats), rng.standard_normal(n_stats),
                                        per_channel=per_channel)
 
 
-RECYCLING_LAYERS = {  # name: (layer factory, x shape, dout shape)
-    "batchnorm": (lambda rng: _batchnorm(rng, False), (6, 3, 4, 5), (6, 3, 4, 5)),
-    "batchnorm-per-channel": (lambda rng: _batchnorm(rng, True), (6, 3, 4, 5), (6, 3, 4, 5)),
-    "convolution": (lambda rng: nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1),
-                    (2, 3, 6, 5), (2, 4, 6, 5)),
+def _conv(rng, route):
+    return nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1, route=route)
+
+
+RESULT_LAYERS = {  # name: (layer factory, x shape, dout shape); large enough to be worth reusing
+    "batchnorm": (lambda rng: _batchnorm(rng, False), (600, 3, 4, 5), (600, 3, 4, 5)),
+    "batchnorm-per-channel": (lambda rng: _batchnorm(rng, True), (600, 3, 4, 5), (600, 3, 4, 5)),
+    **{f"convolution-{route}": (lambda rng, route=route: _conv(rng, route), (400, 3, 16, 15),
+                                (400, 4, 16, 15)) for route in ROUTES},
+}
+
+HOLDERS = {  # how a user may keep a result: (hold, read back)
+    "variable": (lambda a: a, lambda h: h),
+    "view": (lambda a: a[1:], lambda h: h),
+    "weak reference to the base": (lambda a: weakref.ref(a), lambda h: h()),
+    "memoryview": (lambda a: memoryview(a), lambda h: None if h is None else np.asarray(h)),
+    "container": (lambda a: [a], lambda h: h[0]),
+    "raw buffer": (lambda a: np.frombuffer(a.data, a.dtype), lambda h: h),
 }
 
 
-@pytest.mark.parametrize("name", list(RECYCLING_LAYERS))
-def test_results_are_recycled_only_once_released(recycle_small_results, name):
-    make, x_shape, dout_shape = RECYCLING_LAYERS[name]
+@pytest.mark.parametrize("holder", list(HOLDERS))
+@pytest.mark.parametrize("name", list(RESULT_LAYERS))
+def test_a_returned_array_is_never_written_again(name, holder):
+    """However the user holds a result, later calls never change it (no recycling)."""
+    make, x_shape, dout_shape = RESULT_LAYERS[name]
+    hold, read = HOLDERS[holder]
     rng = np.random.default_rng(6)
     layer = make(rng)
     x1, x2 = rng.standard_normal((2, *x_shape))
-    dout = rng.standard_normal(dout_shape)
-    out1 = layer.forward(x1)
-    dx1 = layer.backward(dout)
-    kept_out, kept_dx = out1.copy(), dx1.copy()
-    out2 = layer.forward(x2)          # out1 and dx1 are still held: fresh arrays
-    dx2 = layer.backward(dout)
-    assert not np.shares_memory(out1, out2) and not np.shares_memory(dx1, dx2)
-    np.testing.assert_array_equal(out1, kept_out)
-    np.testing.assert_array_equal(dx1, kept_dx)
-    out_view, dx_view = out2[1:], dx2[1:]  # a view keeps its base alive, too
-    out_snapshot, dx_snapshot = out_view.copy(), dx_view.copy()
-    del out1, dx1, out2, dx2
-    out3 = layer.forward(x1)
-    dx3 = layer.backward(dout)
-    np.testing.assert_array_equal(out_view, out_snapshot)
-    np.testing.assert_array_equal(dx_view, dx_snapshot)
-    np.testing.assert_array_equal(out3, kept_out)
-    np.testing.assert_array_equal(dx3, kept_dx)
-    addresses = (out3.__array_interface__["data"][0], dx3.__array_interface__["data"][0])
-    del out3, dx3, out_view, dx_view
-    out4 = layer.forward(x1)
-    dx4 = layer.backward(dout)
-    assert (out4.__array_interface__["data"][0], dx4.__array_interface__["data"][0]) == addresses
-    np.testing.assert_array_equal(out4, kept_out)
-    np.testing.assert_array_equal(dx4, kept_dx)
+    dout1, dout2 = rng.standard_normal((2, *dout_shape))
+    held = [hold(layer.forward(x1)), hold(layer.backward(dout1))]
+    snapshots = [None if read(h) is None else read(h).copy() for h in held]
+    for _ in range(3):
+        layer.forward(x2)
+        layer.backward(dout2)
+    for h, snapshot in zip(held, snapshots):
+        value = read(h)
+        if value is not None:  # a weak reference may have died: then nothing can be read
+            np.testing.assert_array_equal(value, snapshot)
 
 
-def test_small_results_are_not_recycled():
+def test_the_columns_attribute_has_the_reference_meaning_and_is_never_rewritten():
     rng = np.random.default_rng(7)
-    layer = nnlayers.Convolution(rng.standard_normal((4, 3, 3, 3)), np.zeros(4), 1, 1)
-    x = rng.standard_normal((2, 3, 6, 5))
-    layer.forward(x)
-    layer.backward(np.ones((2, 4, 6, 5)))
-    assert not layer._results  # nothing kept for a 960-byte output
-    bn = nnlayers.BatchNormalization(np.ones(12), np.zeros(12))
-    bn.forward(rng.standard_normal((5, 12)))
-    bn.backward(np.ones((5, 12)))
-    assert not bn._results
+    W, b = rng.standard_normal((4, 3, 3, 3)), np.zeros(4)
+    x1, x2 = rng.standard_normal((2, 5, 3, 6, 5))
+    for route in ROUTES:
+        fast, slow = nnlayers.Convolution(W, b, 1, 1, route=route), ref.Convolution(W, b, 1, 1)
+        fast.forward(x1)
+        slow.forward(x1)
+        col, col_W = fast.col, fast.col_W
+        np.testing.assert_allclose(col, slow.col, rtol=0, atol=0)
+        np.testing.assert_array_equal(col_W, slow.col_W)
+        fast.forward(x2)
+        assert fast.col is not col
+        np.testing.assert_array_equal(col, slow.col)
 
 
 @pytest.mark.skipif(not nnkernels.conv_kernels_available() or nnkernels.get_num_threads() < 2,
@@ -935,17 +940,16 @@ def test_the_route_follows_the_batch(workspace_limit):
     layer = nnlayers.Convolution(W, np.zeros(64, np.float32), 1, 1)
     one = make_values(82, (1, 64, 24, 24), np.float32)
     layer.forward(one)
-    assert layer.col is not None  # one large image: the matmul route (it keeps its columns)
-    assert "col" in layer._buffers
+    assert layer._route.name == "matmul"  # one large image: threads share it by columns
     layer.forward(np.concatenate([one, one]))
-    assert layer.col is None  # two samples for two threads: the fused kernels
-    assert "col" not in layer._buffers  # the matmul route's buffer is let go
+    assert layer._route.name == "kernels"  # two samples for two threads: the fused kernels
+    layer.backward(np.ones((2, 64, 24, 24), np.float32))  # backward takes forward's route
     previous = nnkernels.set_num_threads(1)
     try:
         layer.forward(one)
-        assert layer.col is None  # one thread: one sample fills it
+        assert layer._route.name == "kernels"  # one thread: one sample fills it
     finally:
         nnkernels.set_num_threads(previous)
     small = nnlayers.Convolution(W[:4, :4], np.zeros(4, np.float32), 1, 1)
     small.forward(np.concatenate([one[:, :4, :6, :6]] * 4))
-    assert small.col is not None  # too little work to start the thread pool for
+    assert small._route.name == "matmul"  # too little work to start the thread pool for

@@ -1,4 +1,4 @@
-"""Convolution's samples shared over threads (``nnlayers._products``), the single-threaded
+"""Convolution's samples shared over threads (``nnkernels.sample_parts``), the single-threaded
 BLAS and kernel switches it relies on, and that sharing changes no result."""
 
 import os
@@ -11,8 +11,10 @@ import pytest
 import nnkernels
 import nnlayers
 from nnkernels import _jit, activations
+from nnkernels.conv_routes import ScratchPool
 from nnkernels.threads import single_threaded_blas, single_threaded_kernels
-from nnlayers import _products, reference
+from nnkernels import sample_parts as _products
+from nnlayers import reference
 from _subprocess_helpers import assert_ok, output_line, run_python
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -39,8 +41,9 @@ def threads():
 
 
 @pytest.fixture
-def always_split(monkeypatch):
-    monkeypatch.setattr(_products, "SPLIT_MIN_MACS", 0)
+def always_split():
+    with nnkernels.config_context(split_min_macs=0):
+        yield
 
 
 # ------------------------------------------------------------------ the switches
@@ -131,15 +134,18 @@ def test_single_threaded_kernels_affects_only_the_calling_thread():
 
 
 # ------------------------------------------------------------------ sample_parts / run_parts
+SPLIT = nnkernels.get_config()["split_min_macs"]
+
+
 def test_parts_cover_the_samples_in_order(threads):
     threads(2 if TWO_THREADS else 1)
-    parts = _products.sample_parts(0, 7, _products.SPLIT_MIN_MACS)
+    parts = _products.sample_parts(0, 7, SPLIT)
     assert parts[0][0] == 0 and parts[-1][1] == 7
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
     assert len(parts) == (2 if TWO_THREADS else 1)
-    offset = _products.sample_parts(10, 17, _products.SPLIT_MIN_MACS)
+    offset = _products.sample_parts(10, 17, SPLIT)
     assert offset == [(lo + 10, hi + 10) for lo, hi in parts]
-    assert _products.sample_parts(0, 7, _products.SPLIT_MIN_MACS - 1) == [(0, 7)]
+    assert _products.sample_parts(0, 7, SPLIT - 1) == [(0, 7)]
     assert _products.sample_parts(3, 4, 1 << 40) == [(3, 4)]
     threads(1)
     assert _products.sample_parts(0, 7, 1 << 40) == [(0, 7)]
@@ -150,7 +156,7 @@ def test_an_exception_in_a_helper_part_reaches_the_caller(threads):
     threads(2)
     done = []
 
-    def work(index, lo, hi):
+    def work(index, lo, hi, stop):
         if index == 1:
             raise ValueError(f"part {index} failed")
         done.append((lo, hi))
@@ -219,26 +225,26 @@ def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dt
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_threads_take_their_share_in_chunks_of_several_samples(threads, always_split, dtype,
                                                               monkeypatch):
-    monkeypatch.setattr(nnkernels._blas, "AVAILABLE", False)  # the matmul route's chunks
     case = (13, 2, 6, 5, 3, 3, 3, 1, 1)  # stride 1, same padding: P = H * W
     N, C, H, W, FN, FH, FW, stride, pad = case
     per_sample = C * FH * FW * H * W * np.dtype(dtype).itemsize
     # under the batch's 13 samples, so chunked; per thread 12 // (2 buffers x 2 threads) = 3
     # samples a chunk: shares of 6 and 7 run as 3 + 3 and 3 + 3 + 1
     limit = 12 * per_sample
-    x, weights, bias, _ = _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit)
+    with nnkernels.config_context(conv_route="matmul"):  # the matmul route's chunks
+        x, weights, bias, _ = _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit)
 
-    previous = nnlayers.set_workspace_limit(limit)
-    try:
-        layer = nnlayers.Convolution(weights, bias, stride, pad)
+    taken = []
+    original_take = ScratchPool.take
+
+    def take(pool, shape, dtype):
+        taken.append(shape)
+        return original_take(pool, shape, dtype)
+
+    monkeypatch.setattr(ScratchPool, "take", take)
+    with nnkernels.config_context(workspace_limit=limit):
+        layer = nnlayers.Convolution(weights, bias, stride, pad, route="matmul")
         out = layer.forward(x)
-        forward_chunks = layer._buffers["work0"]
+        assert taken == [(3, C * FH * FW, H * W)] * 2  # one chunk buffer per thread
         layer.backward(np.ones_like(out))
-        assert layer._buffers["work0"] is forward_chunks  # backward reuses forward's buffer
-        assert forward_chunks.shape[0] == layer._buffers["dcols1"].shape[0] == 3
-        threads(1)  # fewer threads: the second thread's buffers are let go
-        layer.backward(np.ones_like(layer.forward(x)))
-        assert "work1" not in layer._buffers and "dcols1" not in layer._buffers
-        assert layer._buffers["work0"].shape[0] == 6
-    finally:
-        nnlayers.set_workspace_limit(previous)
+        assert taken.count((3, C * FH * FW, H * W)) == 2 + 4  # dcols and columns per thread

@@ -1,16 +1,48 @@
-"""nntrain.stepbench: the training-step timing command runs and reports its ratios."""
+"""The training-step benchmark (``python -m nnbench.steps``, also ``python -m
+nntrain.stepbench``) runs and reports its ratios."""
 
 import json
+import subprocess
+import sys
 
-from nntrain import stepbench
+from nnbench import steps
 
 
 def test_stepbench_smoke(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(stepbench, "_torch_available", lambda: False)
+    monkeypatch.setattr(steps, "_torch_available", lambda: False)
     out = tmp_path / "steps.json"
-    assert stepbench.main(["--models", "simple", "--steps", "1", "--json", str(out)]) == 0
+    assert steps.main(["--models", "simple", "--steps", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "SimpleConvNet" in printed and "speedup over the reference" in printed
     medians = json.loads(out.read_text())["simple"]
     assert set(medians) == {"reference float64", "nnlayers float64", "nnlayers float32"}
     assert all(v > 0 for v in medians.values())
+
+
+def test_contenders_train_on_the_same_batches(monkeypatch):
+    """Each round draws one batch for all contenders (and seeds dropout alike)."""
+    seen = {}
+    real = steps.build_network
+
+    def spy(model, layers, dtype, seed=0):
+        net = real(model, layers, dtype, seed)
+        gradient = net.gradient
+
+        def recorded(x, t):
+            seen.setdefault((layers, dtype), []).append((x.astype("float32").sum(), t.sum()))
+            return gradient(x, t)
+        net.gradient = recorded
+        return net
+
+    monkeypatch.setattr(steps, "build_network", spy)
+    steps.numpy_step_times("simple", steps=2, warmup=1)
+    batches = list(seen.values())
+    assert len(batches) == 3 and all(len(b) == 3 for b in batches)
+    assert batches[0] == batches[1] == batches[2]
+    assert len({b[0] for b in batches[0]}) == 3  # a new batch every step
+
+
+def test_entry_point_nntrain_stepbench_still_works():
+    proc = subprocess.run([sys.executable, "-m", "nntrain.stepbench", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--quick" in proc.stdout, proc.stderr

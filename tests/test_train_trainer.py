@@ -77,12 +77,13 @@ def test_global_rng_like_the_book():
 
 @pytest.mark.parametrize("extend", [False, True], ids=["mlp", "dropout+batchnorm"])
 @pytest.mark.parametrize("rng", [5, None], ids=["seeded", "global"])
-def test_checkpoint_resume_equals_uninterrupted(tmp_path, extend, rng):
+@pytest.mark.parametrize("suffix", ["pkl", "npz"])
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, extend, rng, suffix):
     np.random.seed(123)
     full = make_trainer(epochs=3, extend=extend, rng=rng)
     full.train()
 
-    path = tmp_path / "ckpt.pkl"
+    path = tmp_path / f"ckpt.{suffix}"
     np.random.seed(123)
     first = make_trainer(epochs=2, extend=extend, rng=rng, checkpoint_path=path)
     first.train()

@@ -1,75 +1,75 @@
-"""Convolution forward+backward with its columns kept whole vs processed in chunks.
+"""Convolution workspace: columns kept whole against processed in chunks.
 
-``python tools/conv_chunking.py float32 [A,B,C,L2,L7,L12] [8192,16384]``: for each shape
-(conv A/B/C of the benchmark and DeepConvNet's layers 2, 7 and 12, as in
-``tools/conv_parts.py``), one layer per setting: "whole" (a bound too large to bind: the
-batch's column matrix is written in forward and read back in backward), "default" (no bound
-of ours: matrices above 16 MiB are chunked as under a 4 MiB bound) and each workspace bound
-given in KiB (``nnlayers.set_workspace_limit``: chunks through small per-thread buffers,
-columns recomputed in backward; ``-`` for none). With ``after-reference`` as a fourth
-argument, the reference layer's forward+backward on the same shape runs before every timed
-call, as in ``python -m nnlayers.bench`` (caches then hold the reference's arrays, not
-ours). The layers take the columns + matmul route (forced: the fused kernels never hold
-a batch's columns, so the bound does not concern them). The settings alternate call by
-call, 11 rounds; printed:
-the median ms of each and, in brackets, the median over rounds of its time divided by
-"whole"'s in the same round, which the machine's drift affects far less than the medians.
+``python tools/conv_chunking.py float32 [A,B,C,L2,L7,L12] [8192,16384] [--after-reference]``:
+for each convolution of ``nnbench.cases``, one layer per setting of
+``nnkernels.config_context(workspace_limit=...)`` on the columns + matmul route (the fused
+kernels never hold a batch's columns, so the bound does not concern them): "whole" (a
+bound too large to bind: the batch's column matrix is written in forward and read back in
+backward), "default" (``None``: matrices above ``nnkernels.config.AUTO_CHUNK_ABOVE`` are
+chunked as under ``AUTO_WORKSPACE``) and each bound given in KiB (``-`` for none): chunks
+through small per-thread buffers, columns recomputed in backward. ``--after-reference``
+runs the reference layer's forward+backward, untimed, before every timed call, as the
+comparison command does. The settings alternate call by call (``nnbench.timing``), 11
+rounds; printed: the median ms of each and, in brackets, the median over rounds of its
+time divided by "whole"'s in the same round. ``--quick``: batches of 4, 2 rounds.
 """
 
-import contextlib
-import statistics
-import sys
+import argparse
 
 import numpy as np
 
-import nnlayers
-from nnlayers import reference
-from _timing import alternating_times
-from conv_parts import SHAPES, conv_inputs, forced_route, forward_backward
+import nnkernels
+from nnbench.cases import build_contenders, cases_of_kind
+from nnbench.timing import median_ratio, time_interleaved
 
 WHOLE = 1 << 62
 
 
-def column_mib(N, C, H, W, FN, FH, FW, stride, pad, itemsize):
-    out_h = (H + 2 * pad - FH) // stride + 1
-    out_w = (W + 2 * pad - FW) // stride + 1
-    return N * C * FH * FW * out_h * out_w * itemsize / 2**20
+def column_mib(case, dtype):
+    n, c, h, w = case.shape
+    fh, fw = case.params["filter"]
+    stride, pad = case.params["stride"], case.params["pad"]
+    out = ((h + 2 * pad - fh) // stride + 1) * ((w + 2 * pad - fw) // stride + 1)
+    return n * c * fh * fw * out * np.dtype(dtype).itemsize / 2**20
 
 
-def main():
-    dtype = np.dtype(sys.argv[1] if len(sys.argv) > 1 else "float32")
-    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(SHAPES)
-    given = sys.argv[3] if len(sys.argv) > 3 else "8192,16384"
-    bounds = [] if given == "-" else [int(kib) << 10 for kib in given.split(",")]
-    after_reference = len(sys.argv) > 4 and sys.argv[4] == "after-reference"
-    rng = np.random.default_rng(0)
-    for name in names:
-        x, weights, stride, pad = conv_inputs(name, dtype, rng)
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python tools/conv_chunking.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("dtype", nargs="?", default="float32")
+    ap.add_argument("shapes", nargs="?", default="A,B,C,L2,L7,L12")
+    ap.add_argument("bounds", nargs="?", default="8192,16384", help="KiB, comma list, or -")
+    ap.add_argument("--after-reference", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None, help="default 11 (2 with --quick)")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 11)
+    bounds = [] if args.bounds == "-" else [int(kib) << 10 for kib in args.bounds.split(",")]
+    settings = {"whole": WHOLE, "default": None, **{f"{b >> 10} KiB": b for b in bounds}}
+    table = cases_of_kind("conv", default_only=False)
+    for name in args.shapes.split(","):
+        case = table[name].scaled(args.quick)
+        runs = {}
+        for label, bound in settings.items():
+            run = build_contenders(case, args.dtype, ("nnlayers",))["nnlayers"]
 
-        def setting(bound):
-            @contextlib.contextmanager
-            def bounded():
-                previous = nnlayers.set_workspace_limit(bound)
-                try:
-                    with forced_route("matmul"):  # the bound shapes only this route
-                        yield
-                finally:
-                    nnlayers.set_workspace_limit(previous)
-            return forward_backward(nnlayers, x, weights, stride, pad, bounded)
-
-        runs = {"whole": setting(WHOLE), "default": setting(None)}
-        runs.update({f"{bound >> 10} KiB": setting(bound) for bound in bounds})
-        reference_call = forward_backward(reference, x, weights, stride, pad)
-        times = alternating_times(runs, before=reference_call if after_reference else None)
-        whole = times["whole"]
-        cells = [f"{label} {statistics.median(t) * 1e3:.2f}"
-                 + ("" if label == "whole" else
-                    f" ({statistics.median(b / a for a, b in zip(whole, t)):.2f})")
-                 for label, t in times.items()]
-        mib = column_mib(*SHAPES[name], dtype.itemsize)
-        note = " after the reference" if after_reference else ""
-        print(f"{name:4s} {dtype.name}{note} columns {mib:5.1f} MiB  " + "   ".join(cells), flush=True)
+            def bounded(run=run, bound=bound):
+                with nnkernels.config_context(conv_route="matmul", workspace_limit=bound):
+                    run()
+            runs[label] = bounded
+        before = None
+        if args.after_reference:
+            reference = build_contenders(case, args.dtype, ("reference",))["reference"]
+            before = lambda _: reference()
+        timed = time_interleaved(runs, rounds, before=before)
+        whole = timed["whole"][1]
+        cells = [f"{label} {med * 1e3:.2f}"
+                 + ("" if label == "whole" else f" ({median_ratio(times, whole):.2f})")
+                 for label, (med, times) in timed.items()]
+        note = " after the reference" if args.after_reference else ""
+        print(f"{name:4s} {args.dtype}{note} columns {column_mib(case, args.dtype):5.1f} MiB  "
+              + "   ".join(cells), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,27 +1,30 @@
-"""Peak array memory of conv C forward+backward (tracemalloc), nnlayers vs the reference.
+"""Peak array memory of a convolution's forward+backward (tracemalloc), nnlayers vs the
+reference, per route and workspace setting.
 
-``python tools/conv_memory.py``: MiB for float32 and float64: the layer through the fused
-kernels (``nnkernels.conv_forward``/``conv_backward``, where available), then through
-columns and ``numpy.matmul`` (its fallback route) with the default (automatic) workspace
-setting, with the whole column matrix kept (``set_workspace_limit(1 << 62)``) and with
-``nnlayers.set_workspace_limit(16 << 20)``. A fresh layer is built inside each measured
-call, so the buffers a layer keeps are counted.
+``python tools/conv_memory.py [C]``: MiB for float32 and float64 on conv C (or the
+``nnbench.cases`` convolution named): the layer through the fused kernels (where
+available), then through columns and ``numpy.matmul`` with the default (automatic)
+workspace setting, with the whole column matrix kept (``workspace_limit=1 << 62``) and
+under a 16 MiB bound, all through ``nnkernels.config_context``. A fresh layer is built
+inside each measured call, so the buffers a layer keeps are counted. ``--quick``: batch
+of 4.
 """
 
+import argparse
 import tracemalloc
 
-import numpy as np
-
-import nnkernels._blas
+import nnkernels
 import nnlayers
+from nnbench.cases import case_data, cases_of_kind
 from nnlayers import reference
 
 
-def peak_mib(module, x, W, b, dout):
+def peak_mib(module, case, d, settings=None):
     def step():
-        layer = module.Convolution(W, b, stride=1, pad=1)
-        layer.forward(x)
-        layer.backward(dout)
+        with nnkernels.config_context(**(settings or {})):
+            layer = module.Convolution(d["W"], d["b"], case.params["stride"], case.params["pad"])
+            layer.forward(d["x"])
+            layer.backward(d["dout"])
 
     step()  # compile first
     tracemalloc.start()
@@ -34,28 +37,24 @@ def peak_mib(module, x, W, b, dout):
         tracemalloc.stop()
 
 
-def main():
-    rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        x = rng.standard_normal((64, 64, 32, 32)).astype(dtype)
-        W = (0.1 * rng.standard_normal((64, 64, 3, 3))).astype(dtype)
-        b = np.zeros(64, dtype)
-        dout = rng.standard_normal((64, 64, 32, 32)).astype(dtype)
-        ref = peak_mib(reference, x, W, b, dout)
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python tools/conv_memory.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("shape", nargs="?", default="C")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    case = cases_of_kind("conv", default_only=False)[args.shape].scaled(args.quick)
+    for dtype in ("float32", "float64"):
+        d = case_data(case, dtype)
         ours = {}
-        if nnkernels._blas.AVAILABLE:
-            ours["fused kernels"] = peak_mib(nnlayers, x, W, b, dout)
-        available, nnkernels._blas.AVAILABLE = nnkernels._blas.AVAILABLE, False
+        if nnkernels.conv_kernels_available():
+            ours["fused kernels"] = peak_mib(nnlayers, case, d, {"conv_route": "kernels"})
         for label, bound in (("default", None), ("whole", 1 << 62), ("16 MiB bound", 16 << 20)):
-            previous = nnlayers.set_workspace_limit(bound)
-            try:
-                ours[f"matmul route {label}"] = peak_mib(nnlayers, x, W, b, dout)
-            finally:
-                nnlayers.set_workspace_limit(previous)
-        nnkernels._blas.AVAILABLE = available
-        print(f"{np.dtype(dtype).name}: reference {ref:.0f} MiB, nnlayers "
-              + ", ".join(f"{label} {mib:.0f} MiB" for label, mib in ours.items()))
+            ours[f"matmul route {label}"] = peak_mib(
+                nnlayers, case, d, {"conv_route": "matmul", "workspace_limit": bound})
+        print(f"{args.shape} {dtype}: reference {peak_mib(reference, case, d):.0f} MiB, nnlayers "
+              + ", ".join(f"{label} {mib:.0f} MiB" for label, mib in ours.items()), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,75 +1,80 @@
-"""Convolution forward+backward through the fused kernels vs through columns and matmul.
+"""Convolution route choice: the fused kernels against columns + matmul.
 
-``python tools/conv_routes.py float32 [A,B,C,L2,L7,L12,predict] [after-reference]``: for each shape
-(conv A/B/C of the benchmark and DeepConvNet's layers 2, 7 and 12, as in
-``tools/conv_parts.py``), one layer per route: "matmul" (per-sample columns, ``numpy.matmul``
-and col2im, the samples shared over Python threads: what the layer does where the fused
-kernels are unavailable) and "kernels" (``nnkernels.conv_forward`` / ``conv_backward``: one
-kernel each way, calling NumPy's OpenBLAS per sample). With ``after-reference``, the
-reference layer's forward+backward on the same shape runs before every timed call, as in
-``python -m nnlayers.bench``. The routes alternate call by call, 11 rounds; printed: the
-median ms of each and the median over rounds of kernels/matmul in the same round.
-``predict`` (in the default list): ``SimpleConvNet.predict`` on one image (float32, 200 calls per route, two alternations,
-median us): a convolution too small to share, where the layer's default is the matmul
-route.
+``python tools/conv_routes.py float32 [A,B,C,L2,L7,L12,predict] [--after-reference]``: for
+each convolution of ``nnbench.cases`` (conv A/B/C and DeepConvNet's layers 2, 7 and 12),
+one layer per route (``nnkernels.config_context(conv_route=...)``): "matmul" (per-sample
+columns, ``numpy.matmul`` and col2im, the samples shared over Python threads) and
+"kernels" (``nnkernels.conv_forward`` / ``conv_backward``: one kernel each way, calling
+NumPy's OpenBLAS per sample). The routes alternate call by call (``nnbench.timing``), 11
+rounds; printed: the median ms of each and the median over rounds of kernels/matmul in the
+same round. ``--after-reference`` runs the reference layer's forward+backward on the same
+shape, untimed, before every timed call, as the comparison command does. ``predict``:
+``SimpleConvNet.predict`` on one image (float32, median of 400 calls per route), a
+convolution too small to share, where the layer's default is the matmul route.
+``--quick``: batches of 4, 2 rounds, 5 predict calls (a smoke test, not a measurement).
 """
 
-import statistics
-import sys
-import time
+import argparse
 
 import numpy as np
 
-import nnkernels._blas
-import nnlayers
-from nnlayers import reference
-from _timing import alternating_times
-from conv_parts import SHAPES, conv_inputs, forced_route, forward_backward
+import nnkernels
+from nnbench.cases import build_contenders, build_network, cases_of_kind
+from nnbench.timing import median_ratio, time_interleaved
+
+ROUTES = ("matmul", "kernels")
 
 
-def main():
-    if not nnkernels._blas.AVAILABLE:
-        sys.exit("the fused kernels are unavailable here (NumPy's BLAS is not its OpenBLAS)")
-    dtype = np.dtype(sys.argv[1] if len(sys.argv) > 1 else "float32")
-    names = sys.argv[2].split(",") if len(sys.argv) > 2 else [*SHAPES, "predict"]
-    after_reference = len(sys.argv) > 3 and sys.argv[3] == "after-reference"
-    rng = np.random.default_rng(0)
-    for name in names:
-        if name == "predict":
-            predict_one_image()
-            continue
-        x, weights, stride, pad = conv_inputs(name, dtype, rng)
-        runs = {route: forward_backward(nnlayers, x, weights, stride, pad,
-                                        lambda route=route: forced_route(route))
-                for route in ("matmul", "kernels")}
-        reference_call = forward_backward(reference, x, weights, stride, pad)
-        times = alternating_times(runs, before=reference_call if after_reference else None)
-        ratio = statistics.median(k / m for k, m in zip(times["kernels"], times["matmul"]))
-        note = " after the reference" if after_reference else ""
-        print(f"{name:4s} {dtype.name}{note}: matmul {statistics.median(times['matmul']) * 1e3:.2f} ms, "
-              f"kernels {statistics.median(times['kernels']) * 1e3:.2f} ms, kernels/matmul {ratio:.2f}",
-              flush=True)
+def under(settings, fn):
+    """``fn`` called inside ``nnkernels.config_context(**settings)``."""
+    def run():
+        with nnkernels.config_context(**settings):
+            return fn()
+    return run
 
 
-def predict_one_image():
-    from nntrain.networks import SimpleConvNet
-
-    net = SimpleConvNet(layers=nnlayers, dtype=np.float32, rng=np.random.default_rng(0))
+def predict_one_image(calls):
+    net = build_network("simple", "nnlayers", np.float32)
     x = np.random.default_rng(1).random((1, 1, 28, 28)).astype(np.float32)
-    times = {"matmul": [], "kernels": []}
-    for _ in range(2):
-        for route, runs in times.items():
-            with forced_route(route):
-                net.predict(x)
-                for _ in range(200):
-                    start = time.perf_counter()
-                    net.predict(x)
-                    runs.append(time.perf_counter() - start)
+    runs = {route: under({"conv_route": route}, lambda: net.predict(x)) for route in ROUTES}
+    timed = time_interleaved(runs, calls)
     print(f"SimpleConvNet.predict, one image, float32, threading layer "
           f"{nnkernels.threading_layer()}: "
-          + ", ".join(f"{route} {statistics.median(runs) * 1e6:.0f} us"
-                      for route, runs in times.items()), flush=True)
+          + ", ".join(f"{route} {timed[route][0] * 1e6:.0f} us" for route in ROUTES), flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python tools/conv_routes.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("dtype", nargs="?", default="float32")
+    ap.add_argument("shapes", nargs="?", default="A,B,C,L2,L7,L12,predict")
+    ap.add_argument("--after-reference", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None, help="default 11 (2 with --quick)")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    if not nnkernels.conv_kernels_available():
+        print("the fused kernels are unavailable here (NumPy's BLAS is not its OpenBLAS)")
+        return 0
+    rounds = args.rounds or (2 if args.quick else 11)
+    table = cases_of_kind("conv", default_only=False)
+    for name in args.shapes.split(","):
+        if name == "predict":
+            predict_one_image(5 if args.quick else 400)
+            continue
+        case = table[name].scaled(args.quick)
+        runs = {route: under({"conv_route": route},
+                             build_contenders(case, args.dtype, ("nnlayers",))["nnlayers"])
+                for route in ROUTES}
+        before = None
+        if args.after_reference:
+            reference = build_contenders(case, args.dtype, ("reference",))["reference"]
+            before = lambda _: reference()
+        timed = time_interleaved(runs, rounds, before=before)
+        ratio = median_ratio(timed["kernels"][1], timed["matmul"][1])
+        note = " after the reference" if args.after_reference else ""
+        print(f"{name:4s} {args.dtype}{note}: matmul {timed['matmul'][0] * 1e3:.2f} ms, "
+              f"kernels {timed['kernels'][0] * 1e3:.2f} ms, kernels/matmul {ratio:.2f}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,15 +2,17 @@
 
 ``python tools/launch_overhead.py`` (set ``NUMBA_THREADING_LAYER`` to compare layers):
 times ``a += 1`` over n float64 elements as a ``prange`` kernel and as a plain loop,
-medians of 5 rounds, microseconds per call.
+microseconds per call, the median of 5 timed batches of calls (``nnbench.timing``).
+``--quick``: 2 sizes, small batches.
 """
 
-import time
+import argparse
 
 import numpy as np
 from numba import njit, prange
 
-import nnkernels  # picks the threading layer the library uses
+import nnkernels
+from nnbench.timing import time_interleaved
 
 
 @njit(parallel=True, nogil=True)
@@ -25,27 +27,28 @@ def _add_one_serial(a):
         a[i] += 1.0
 
 
-def _per_call_us(kernel, a):
-    calls = max(10, min(5000, 2_000_000 // max(a.size, 1000)))
-    rounds = []
-    for _ in range(5):
-        start = time.perf_counter()
+def _batch(kernel, a, calls):
+    def run():
         for _ in range(calls):
             kernel(a)
-        rounds.append((time.perf_counter() - start) / calls * 1e6)
-    return float(np.median(rounds))
+    return run
 
 
-def main():
-    for n in (2, 1 << 12, 1 << 15, 1 << 17, 1 << 20):
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python tools/launch_overhead.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    sizes = (2, 1 << 15) if args.quick else (2, 1 << 12, 1 << 15, 1 << 17, 1 << 20)
+    for n in sizes:
         a = np.zeros(n)
-        _add_one_parallel(a)
-        _add_one_serial(a)
-        parallel = _per_call_us(_add_one_parallel, a)
-        serial = _per_call_us(_add_one_serial, a)
+        calls = 10 if args.quick else max(10, min(5000, 2_000_000 // max(a.size, 1000)))
+        timed = time_interleaved({"parallel": _batch(_add_one_parallel, a, calls),
+                                  "serial": _batch(_add_one_serial, a, calls)}, repeat=5)
+        parallel, serial = (timed[k][0] / calls * 1e6 for k in ("parallel", "serial"))
         print(f"n={n:>8}  parallel {parallel:8.2f} us  serial {serial:8.2f} us"
-              f"  ({nnkernels.threading_layer()})")
+              f"  ({nnkernels.threading_layer()})", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

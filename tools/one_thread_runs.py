@@ -1,108 +1,62 @@
-"""Could the single-threaded twins go? What a small call costs each way, and what the twins
-cost to compile.
+"""Could the single-threaded twins go? What a small call costs each way.
 
-``python tools/one_thread_runs.py``: microseconds per call (best of 5 loops), float32, for
-ReLU forward+backward on 4,608 elements and batch norm B (N=100, D=100) forward+backward
-through the layers, with small inputs run (a) by the twins compiled without threads (what
-the library does) and (b) by the parallel kernels with Numba's thread count set to 1 for
-the call (what dropping the twins would mean; the thread count is set through Numba's
-private per-thread setter, the cheapest way). Then, in a fresh process with an empty cache,
-the compile seconds of every twin and every parallel kernel (Numba's ``compiler_lock``
-timer) when ``nnkernels.precompile``'s groups are compiled in one process.
+``python tools/one_thread_runs.py``: microseconds per call (median of 5 timed batches of
+2000 calls, the two ways interleaved, ``nnbench.timing``), float32, for ReLU
+forward+backward on 4,608 elements and batch norm B (N=100, D=100, ``nnbench.cases``)
+forward+backward through the layers, with small inputs run (a) by the twins compiled
+without threads (the default) and (b) by the parallel kernels on one thread
+(``nnkernels.config_context(parallel_threshold=0, threads=1)``: what dropping the twins
+would mean). What the twins cost to compile is in the comparison command's cold probe
+(``python -m nnlayers.bench --no-torch --quick``: per kernel, "first" is the twin's
+compile on the probe's tiny input, "parallel" the multi-threaded kernel's).
+``--quick``: 20 calls per batch.
 """
 
-import os
-import subprocess
-import sys
-import tempfile
-import time
+import argparse
 
 import numpy as np
 
-COMPILE_SCRIPT = r"""
 import nnkernels
-from nnkernels import _jit, _precompile, activations, batchnorm, columns, pooling
+import nnlayers
+from nnbench.cases import case_data, get_cases
+from nnbench.timing import time_interleaved
 
-for name in _precompile._GROUPS:
-    _precompile._compile_group(name, ("float32", "float64"))
-kernels = [v for m in (activations, batchnorm, columns) for v in vars(m).values()
-           if isinstance(v, _jit._Kernel)]
-kernels += [pooling._forward_kernel(2, 2, 2), pooling._backward_kernel(2, 2)]
-seconds = {"parallel": 0.0, "twin": 0.0}
-for kernel in kernels:
-    for kind, k in (("parallel", kernel), ("twin", kernel._serial)):
-        if k is None or k is kernel and kind == "twin":
-            continue
-        for result in k.dispatcher.overloads.values():
-            seconds[kind] += result.metadata["timers"]["compiler_lock"]
-print(f"compile seconds, both dtypes: parallel kernels {seconds['parallel']:.1f} s, "
-      f"twins {seconds['twin']:.1f} s")
-"""
+WAYS = {"twins": {}, "parallel kernels on one thread": {"parallel_threshold": 0, "threads": 1}}
 
 
-def per_call_us(fn, loops=2000):
-    fn()
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        best = min(best, (time.perf_counter() - start) / loops * 1e6)
-    return best
+def per_call_us(fn, loops):
+    runs = {}
+    for way, settings in WAYS.items():
+        def run(settings=settings):
+            with nnkernels.config_context(**settings):
+                for _ in range(loops):
+                    fn()
+        runs[way] = run
+    return {way: med / loops * 1e6 for way, (med, _) in time_interleaved(runs, 5).items()}
 
 
-def main():
-    import numba
-    import nnkernels._jit as jit
-    import nnlayers
-    from numba.np.ufunc import parallel as numba_parallel
-
-    numba.get_num_threads()  # starts the threading layer, which binds the setters used below
-
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(4608).astype(np.float32)
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python tools/one_thread_runs.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    loops = 20 if args.quick else 2000
+    x = np.random.default_rng(0).standard_normal(4608).astype(np.float32)
     relu = nnlayers.Relu()
-    xb = rng.standard_normal((100, 100)).astype(np.float32)
-    bn = nnlayers.BatchNormalization(np.ones(100, np.float32), np.zeros(100, np.float32))
+    d = case_data(get_cases("bn_b")[0], "float32")
+    bn = nnlayers.BatchNormalization(d["gamma"], d["beta"])
 
     def relu_step():
         relu.backward(relu.forward(x))
 
     def bn_step():
-        bn.backward(bn.forward(xb))
+        bn.backward(bn.forward(d["x"]))
 
-    def on_one_thread(kernel):
-        def run(*args):
-            previous = numba_parallel._get_num_threads()
-            numba_parallel._set_num_threads(1)
-            try:
-                return kernel(*args)
-            finally:
-                numba_parallel._set_num_threads(previous)
-        return run
-
-    twin_sized = jit._Kernel.sized
-
-    def one_thread_sized(self, work):
-        chosen = twin_sized(self, work)
-        return self if chosen is self else on_one_thread(self)
-
-    relu_step()
-    bn_step()
-    for label in ("twins", "parallel kernels on one thread"):
-        jit._Kernel.sized = twin_sized if label == "twins" else one_thread_sized
-        try:
-            print(f"{label:32s} ReLU fwd+bwd {per_call_us(relu_step):6.1f} us   "
-                  f"batch norm B fwd+bwd {per_call_us(bn_step):6.1f} us")
-        finally:
-            jit._Kernel.sized = twin_sized
-
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        out = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], env=env,
-                             capture_output=True, text=True, check=True)
-        print(out.stdout.strip())
+    relu_us, bn_us = per_call_us(relu_step, loops), per_call_us(bn_step, loops)
+    for way in WAYS:
+        print(f"{way:32s} ReLU fwd+bwd {relu_us[way]:6.1f} us   "
+              f"batch norm B fwd+bwd {bn_us[way]:6.1f} us", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

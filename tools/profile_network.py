@@ -1,32 +1,34 @@
-"""Per-layer forward/backward times of one training step: ``python tools/profile_network.py deep float32``.
+"""Per-layer forward/backward times of one training step: where a network's time goes.
 
-Builds ``nntrain``'s SimpleConvNet (``simple``) or DeepConvNet (``deep``) on nnlayers,
-batch 100 of 1x28x28, and prints the mean time of every layer's forward and backward over
-10 steps (after 3 warm-up steps), largest first, and the total.
+``python tools/profile_network.py deep float32``: ``nntrain``'s DeepConvNet (``deep``) or
+SimpleConvNet (``simple``) on nnlayers (``nnbench.cases.build_network``), batch 100 of
+1x28x28, and prints the mean time of every layer's forward and backward over 10 steps
+(after 3 warm-up steps), largest first, and the total. ``--quick``: batch of 4, 1 step.
 """
 
-import sys
+import argparse
 import time
 
 import numpy as np
 
 import nnlayers
-from nntrain.networks import DeepConvNet, SimpleConvNet
+from nnbench.cases import BATCH, NETWORKS, build_network, network_batch
 
 
-def main():
-    model = sys.argv[1] if len(sys.argv) > 1 else "deep"
-    dtype = np.dtype(sys.argv[2] if len(sys.argv) > 2 else "float32")
-    net = {"simple": SimpleConvNet, "deep": DeepConvNet}[model](
-        layers=nnlayers, dtype=dtype, rng=np.random.default_rng(0))
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python tools/profile_network.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="?", default="deep", choices=list(NETWORKS))
+    ap.add_argument("dtype", nargs="?", default="float32")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    dtype = np.dtype(args.dtype)
+    net = build_network(args.model, "nnlayers", dtype)
     layers = list(net.layers.values()) if isinstance(net.layers, dict) else list(net.layers)
-    rng = np.random.default_rng(0)
-    x = rng.random((100, 1, 28, 28)).astype(dtype)
-    t = rng.integers(0, 10, 100)
-    for _ in range(3):
+    x, t = network_batch(np.random.default_rng(0), dtype, 4 if args.quick else BATCH)
+    warmup, steps = (1, 1) if args.quick else (3, 10)
+    for _ in range(warmup):
         net.gradient(x, t)
     totals = {}
-    steps = 10
     for _ in range(steps):
         out = x
         for i, layer in enumerate(layers):
@@ -42,9 +44,10 @@ def main():
             key = (i, type(layers[i]).__name__, "backward", dout.shape)
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
     for (i, name, direction, shape), seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"layer {i:2d} {name:<20} {direction:<8} {str(shape):<20} {seconds / steps * 1e3:7.2f} ms")
+        print(f"layer {i:2d} {name:<20} {direction:<8} {shape!s:<20} {seconds / steps * 1e3:7.2f} ms")
     print(f"total {sum(totals.values()) / steps * 1e3:.1f} ms per step (layers only)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

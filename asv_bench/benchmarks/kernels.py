@@ -5,9 +5,7 @@ Each ``setup`` calls every kernel once with the exact shapes and dtype it will t
 the JIT compile (or the cache load) happens there and never in the timed function.
 """
 
-import numpy as np
-
-from .common import BN, COLUMNS, CONV, DTYPES, POOL, bn_data, conv_data, pool_data, skip
+from .common import BN, COLUMNS, CONV, DTYPES, POOL, data, skip
 
 
 def _kernel(name):
@@ -27,9 +25,9 @@ class Columns:
     unfold, fold = "im2col", "col2im"
 
     def setup(self, case, dtype):
-        shape, _, k, stride, pad = COLUMNS[case]
-        self.args = (k, k, stride, pad)
-        self.x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+        spec, d = data(COLUMNS, case, dtype)
+        self.args = (*spec.params["filter"], spec.params["stride"], spec.params["pad"])
+        self.x = d["x"]
         self.im2col = _kernel(self.unfold)
         self.col2im = _kernel(self.fold)
         self.col = self.im2col(self.x, *self.args)
@@ -60,7 +58,9 @@ class Convolution:
 
         if not getattr(nnkernels, "conv_kernels_available", lambda: False)():
             skip("the fused convolution kernels are unavailable here")
-        self.x, self.W, self.b, self.dout, self.stride, self.pad = conv_data(case, dtype)
+        spec, d = data(CONV, case, dtype)
+        self.x, self.W, self.b, self.dout = d["x"], d["W"], d["b"], d["dout"]
+        self.stride, self.pad = spec.params["stride"], spec.params["pad"]
         self.forward, self.backward = nnkernels.conv_forward, nnkernels.conv_backward
         self.forward(self.x, self.W, self.b, self.stride, self.pad)
         self.backward(self.dout, self.x, self.W, self.stride, self.pad)
@@ -79,7 +79,9 @@ class MaxPool:
     param_names = ["shape", "dtype"]
 
     def setup(self, case, dtype):
-        self.x, self.dout, self.k, self.stride = pool_data(case, dtype)
+        spec, d = data(POOL, case, dtype)
+        self.x, self.dout = d["x"], d["dout"]
+        self.k, self.stride = spec.params["pool"][0], spec.params["stride"]
         self.forward = _kernel("maxpool_forward")
         self.backward = _kernel("maxpool_backward")
         _, self.argmax = self.forward(self.x, self.k, self.k, self.stride, 0)
@@ -99,7 +101,8 @@ class BatchNorm:
     param_names = ["shape", "dtype"]
 
     def setup(self, case, dtype):
-        self.x, self.gamma, self.beta, self.dout, _ = bn_data(case, dtype)
+        _, d = data(BN, case, dtype)
+        self.x, self.gamma, self.beta, self.dout = d["x"], d["gamma"], d["beta"], d["dout"]
         self.forward = _kernel("batchnorm_forward")
         self.backward = _kernel("batchnorm_backward")
         try:
@@ -123,7 +126,8 @@ class BatchNormWithoutXn:
     param_names = ["shape", "dtype"]
 
     def setup(self, case, dtype):
-        self.x, self.gamma, self.beta, self.dout, _ = bn_data(case, dtype)
+        _, d = data(BN, case, dtype)
+        self.x, self.gamma, self.beta, self.dout = d["x"], d["gamma"], d["beta"], d["dout"]
         self.forward = _kernel("batchnorm_forward")
         self.backward = _kernel("batchnorm_backward_from_input")
         _, _, self.mean, _, self.std = self.forward(self.x, self.gamma, self.beta, 1e-6,

@@ -6,7 +6,7 @@ installed; the ``reference`` contender is skipped for per-channel batch norm (ca
 ``peakmem_*`` is the process's peak resident memory during one forward+backward.
 """
 
-from .common import BN, CONV, DTYPES, IMPLS, POOL, RUNNERS
+from .common import BN, CONV, DTYPES, IMPLS, POOL, runner
 
 
 class _Layer:
@@ -17,7 +17,7 @@ class _Layer:
     repeat = (2, 10, 20.0)
 
     def setup(self, case, dtype, impl):
-        self.run = RUNNERS[self.kind](impl, case, dtype)
+        self.run = runner(self.kind, impl, case, dtype)
         self.run()
 
     def time_forward_backward(self, case, dtype, impl):

@@ -6,7 +6,16 @@ over a few interleaved rounds (A B A B ...), which is steadier than comparing tw
 separately timed benchmarks on a shared machine.
 """
 
-from .common import BN, CONV, DTYPES, POOL, RUNNERS, interleaved_medians, require_torch, skip
+from .common import (
+    BN,
+    CONV,
+    DTYPES,
+    POOL,
+    interleaved_medians,
+    require_torch,
+    runner,
+    skip,
+)
 
 CASES = [f"conv {c}" for c in CONV] + [f"pool {c}" for c in POOL] + [f"bn {c}" for c in BN]
 ROUNDS = 5
@@ -22,10 +31,10 @@ class _Speedup:
         kind, shape = case.split()
         if self.baseline == "torch":
             require_torch()
-        if self.baseline == "reference" and kind == "bn" and BN[shape][1]:
+        if self.baseline == "reference" and kind == "bn" and BN[shape].params["per_channel"]:
             skip("the reference has no per-channel batch norm")
-        self.fast = RUNNERS[kind]("nnlayers", shape, dtype)
-        self.base = RUNNERS[kind](self.baseline, shape, dtype)
+        self.fast = runner(kind, "nnlayers", shape, dtype)
+        self.base = runner(kind, self.baseline, shape, dtype)
         self.fast()
         self.base()
 

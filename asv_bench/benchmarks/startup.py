@@ -15,14 +15,11 @@ import textwrap
 
 from .common import DTYPES
 
+# conv A of nnbench.cases, built and run in the timed interpreter
 _FIRST_CONV = """
-import numpy as np
 import nnlayers
-rng = np.random.default_rng(0)
-x = rng.standard_normal((100, 1, 28, 28)).astype("{dtype}")
-W = (0.1 * rng.standard_normal((30, 1, 5, 5))).astype("{dtype}")
-layer = nnlayers.Convolution(W, np.zeros(30, "{dtype}"))
-layer.backward(np.ones_like(layer.forward(x)))
+from nnbench.cases import build_contenders, get_cases
+build_contenders(get_cases("conv_a")[0], "{dtype}", ("nnlayers",))["nnlayers"]()
 """
 
 _COLD_SETUP = """

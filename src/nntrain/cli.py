@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from . import data as datasets
+from ._io import LoadError
 from ._layers import layers_name, resolve_layers
 from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet
 from .optimizers import OPTIMIZERS, make_optimizer
@@ -68,9 +69,14 @@ def build_parser():
     parser.add_argument("--out", help="output directory: params.pkl, history.json, "
                                       "learning_curves.png")
     parser.add_argument("--checkpoint", metavar="PATH",
-                        help="save a training checkpoint here after every epoch")
+                        help="save a training checkpoint here after every epoch (a .npz "
+                             "path: a NumPy archive, no pickle)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from --checkpoint if it exists (same data and options)")
+                        help="continue from --checkpoint if it exists (same data and options); "
+                             "a pickled checkpoint may hold only plain data and arrays")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="resume with plain pickle, which runs any code the file names: "
+                             "only for a checkpoint you trust")
     parser.add_argument("--compare-reference", action="store_true",
                         help="after training (if --epochs > 0), time identical steps with "
                              "nnlayers.reference and nnlayers and print the speedup")
@@ -241,6 +247,8 @@ def main(argv=None):
         raise SystemExit("nntrain: --dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
     if args.resume and not args.checkpoint:
         raise SystemExit("nntrain: --resume needs --checkpoint")
+    if args.trust_pickle and not args.resume:
+        raise SystemExit("nntrain: --trust-pickle applies to --resume only")
     if args.threads is not None:
         set_threads(args.threads)
     dtype = np.dtype(args.dtype)
@@ -255,7 +263,11 @@ def main(argv=None):
     input_shape = x_train.shape[1:]
 
     if epochs > 0 or not args.compare_reference:
-        train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape)
+        try:
+            train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape)
+        except LoadError as exc:
+            print(f"nntrain: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     if args.compare_reference:
         if not args.quiet:
             print("\ntiming the same training steps with the reference layers ...", flush=True)
@@ -283,7 +295,7 @@ def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
                       optimizer_param=optimizer_param,
                       evaluate_sample_num_per_epoch=args.eval_samples,
                       quiet=args.quiet, rng=batch_rng, checkpoint_path=args.checkpoint,
-                      resume=args.resume)
+                      resume=args.resume, trusted=args.trust_pickle)
     if trainer.current_epoch and not args.quiet:
         print(f"resumed from {args.checkpoint} after epoch {trainer.current_epoch}")
     start = time.perf_counter()

@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._io import atomic_pickle_dump, load_pickle
+from ._io import LoadError, checked_array, checked_arrays, load_file, save_file
 from ._layers import resolve_layers
 
 __all__ = ["SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend"]
@@ -174,34 +174,56 @@ class _Network:
             setattr(layer, attr, self.params[key])
 
     def save_params(self, file_name="params.pkl"):
-        """Pickle ``params`` (a dict of arrays, the book's format) atomically to ``file_name``."""
-        atomic_pickle_dump({key: val for key, val in self.params.items()}, file_name)
+        """Write ``params`` atomically to ``file_name``: the book's pickled dict of arrays,
+        or a NumPy ``.npz`` archive (no pickle) when the name ends in ``.npz``."""
+        save_file(dict(self.params), file_name)
 
-    def load_params(self, file_name="params.pkl"):
-        """Load a pickled dict of arrays (the book's format) and rebind the layers to it.
+    def load_params(self, file_name="params.pkl", *, trusted=False, strict=True,
+                    allow_nonfinite=False):
+        """Load weights saved by ``save_params`` or the book, and rebind the layers to them.
 
-        Keys and shapes must match this network's; values are converted to its dtype.
-        Only load files you trust (pickle).
+        Parameters
+        ----------
+        file_name : str or os.PathLike
+            A ``.npz`` archive or a pickled dict of arrays (the book's format).
+        trusted : bool
+            Unpickle with plain :func:`pickle.load`, which can run arbitrary code; by
+            default only dicts, lists, tuples, strings, numbers, ``None`` and NumPy
+            arrays are unpickled.
+        strict, allow_nonfinite : bool
+            As in :meth:`set_params`.
+
+        Raises
+        ------
+        nntrain.LoadError
+            The file is damaged, holds a refused object, or does not fit this network;
+            the parameters are then unchanged.
         """
-        self.set_params(load_pickle(file_name), source=str(file_name))
+        self.set_params(load_file(file_name, trusted=trusted), source=str(file_name),
+                        strict=strict, allow_nonfinite=allow_nonfinite)
 
-    def set_params(self, params, *, source="params"):
-        """Replace the parameters from a mapping of arrays, validating keys and shapes."""
-        if not isinstance(params, dict):
-            raise ValueError(f"{source}: expected a dict of arrays, got {type(params).__name__}")
-        missing = sorted(set(self.params) - set(params))
-        unexpected = sorted(set(params) - set(self.params))
-        if missing or unexpected:
-            raise ValueError(
-                f"{source}: parameter keys do not match this network "
-                f"(missing {missing}, unexpected {unexpected})")
-        new = {}
-        for key, old in self.params.items():
-            value = np.array(params[key], dtype=self.dtype, copy=True, order="C")
-            if value.shape != old.shape:
-                raise ValueError(
-                    f"{source}: parameter {key!r} has shape {value.shape}, expected {old.shape}")
-            new[key] = value
+    def set_params(self, params, *, source="params", strict=True, allow_nonfinite=False):
+        """Replace the parameters from a dict of arrays, checking all of them first.
+
+        Parameters
+        ----------
+        params : dict
+            ``{key: floating-point array}`` with this network's keys and shapes; values
+            are copied and converted to its dtype.
+        source : str
+            Named in error messages.
+        strict : bool
+            Refuse keys this network does not have (``False``: ignore them).
+        allow_nonfinite : bool
+            Accept NaN and infinite values.
+
+        Raises
+        ------
+        nntrain.LoadError
+            Names the key, what was expected and what was found; nothing is changed.
+        """
+        new = checked_arrays(params, self.params, source=source, strict=strict,
+                             allow_nonfinite=allow_nonfinite)
         self.params.update(new)
         self._bind_params()
 
@@ -209,20 +231,50 @@ class _Network:
     def buffers(self):
         """Non-trainable state (batch-norm running mean/var), as a dict of array copies."""
         out = {}
-        for name, layer in self._named_layers():
-            if hasattr(layer, "running_mean") and hasattr(layer, "running_var"):
-                for attr in ("running_mean", "running_var"):
-                    value = getattr(layer, attr)
-                    out[f"{name}.{attr}"] = None if value is None else np.array(value)
+        for key, (layer, attr) in self._buffer_slots().items():
+            value = getattr(layer, attr)
+            out[key] = None if value is None else np.array(value)
         return out
 
-    def set_buffers(self, buffers):
-        layers = dict(self._named_layers())
-        for key, value in buffers.items():
-            name, attr = key.rsplit(".", 1)
-            if name not in layers:
-                raise ValueError(f"buffers: no layer named {name!r} in this network")
-            setattr(layers[name], attr, None if value is None else np.array(value))
+    def set_buffers(self, buffers, *, source="buffers", allow_nonfinite=False):
+        """Restore ``buffers()`` output, checking every entry (``checked_buffers``) first."""
+        slots = self._buffer_slots()
+        for key, value in self.checked_buffers(buffers, source=source,
+                                               allow_nonfinite=allow_nonfinite).items():
+            layer, attr = slots[key]
+            setattr(layer, attr, value)
+
+    def checked_buffers(self, buffers, *, source="buffers", allow_nonfinite=False):
+        """Validated copies of ``buffers`` (as ``buffers()`` returns them); changes nothing.
+
+        Each running mean/var is ``None`` (not yet computed) or a floating-point array
+        shaped like the layer's current one (like its ``gamma`` while that is ``None``).
+
+        Raises
+        ------
+        nntrain.LoadError
+            Names the buffer, what was expected and what was found.
+        """
+        slots = self._buffer_slots()
+        if not isinstance(buffers, dict) or set(buffers) != set(slots):
+            found = sorted(buffers) if isinstance(buffers, dict) else type(buffers).__name__
+            raise LoadError(f"{source}: expected batch-norm buffers {sorted(slots)}, "
+                            f"found {found}")
+        new = {}
+        for key, (layer, attr) in slots.items():
+            current = getattr(layer, attr)
+            template = layer.gamma if current is None else current
+            new[key] = None if buffers[key] is None else checked_array(
+                buffers[key], source=source, key=f"buffer {key!r}", shape=np.shape(template),
+                dtype=getattr(template, "dtype", self.dtype), allow_nonfinite=allow_nonfinite)
+        return new
+
+    def _buffer_slots(self):
+        """``{"<layer index>.running_mean": (layer, attribute), ...}``."""
+        return {f"{name}.{attr}": (layer, attr)
+                for name, layer in self._named_layers()
+                if hasattr(layer, "running_mean") and hasattr(layer, "running_var")
+                for attr in ("running_mean", "running_var")}
 
     def _named_layers(self):
         return [(str(i), layer) for i, layer in enumerate(self._layer_sequence())]

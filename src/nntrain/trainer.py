@@ -13,6 +13,7 @@ Differences from the book, all deliberate:
   per step.
 """
 
+import copy
 import math
 import os
 import sys
@@ -20,7 +21,7 @@ import time
 
 import numpy as np
 
-from ._io import atomic_pickle_dump, load_pickle
+from ._io import LoadError, checked_arrays, load_file, save_file
 from .optimizers import make_optimizer
 
 __all__ = ["Trainer"]
@@ -64,10 +65,14 @@ class Trainer:
     * ``quiet``: no progress bar and no printing (same as ``verbose=False``);
     * ``rng``: batch-sampling randomness (``None``: global ``np.random.choice`` like the
       book; an int seed or a ``Generator``/``RandomState``);
-    * ``checkpoint_path``: after every epoch, atomically pickle params, batch-norm
+    * ``checkpoint_path``: after every epoch, atomically save params, batch-norm
       buffers, optimizer state, counters, histories and RNG states there;
     * ``resume``: if ``checkpoint_path`` exists, continue from it (training then proceeds
-      exactly as the uninterrupted run would have);
+      exactly as the uninterrupted run would have); a ``.npz`` path is written without
+      pickle;
+    * ``trusted``: resume with plain :func:`pickle.load`, which can run arbitrary code
+      (default: only the plain data a checkpoint holds is unpickled, see
+      ``load_checkpoint``);
     * ``loss_after_update``: record the loss of an extra forward pass after each update,
       as the book does (costs one forward per step);
     * ``eval_batch_size``: batch size passed to ``network.accuracy`` (if it accepts one);
@@ -82,7 +87,7 @@ class Trainer:
                  mini_batch_size=100, optimizer='SGD', optimizer_param={'lr': 0.01},  # noqa: B006
                  evaluate_sample_num_per_epoch=None, verbose=True,
                  *, quiet=False, rng=None, checkpoint_path=None, resume=False,
-                 loss_after_update=False, eval_batch_size=None, file=None):
+                 trusted=False, loss_after_update=False, eval_batch_size=None, file=None):
         if len(x_train) != len(t_train):
             raise ValueError(
                 f"x_train/t_train: sample counts differ ({len(x_train)} vs {len(t_train)})")
@@ -132,7 +137,7 @@ class Trainer:
 
         self.checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)
         if resume and os.path.exists(self.checkpoint_path):
-            self.load_checkpoint(self.checkpoint_path)
+            self.load_checkpoint(self.checkpoint_path, trusted=trusted)
 
     # ------------------------------------------------------------ stepping
     def train_step(self):
@@ -267,34 +272,127 @@ class Trainer:
         }
 
     def save_checkpoint(self, path):
-        atomic_pickle_dump(self.state_dict(), path)
+        """Write ``state_dict()`` atomically to ``path`` (``.npz``: without pickle)."""
+        save_file(self.state_dict(), path)
 
-    def load_checkpoint(self, path):
-        """Restore a checkpoint written by ``save_checkpoint`` (only load files you trust)."""
-        state = load_pickle(path)
+    def load_checkpoint(self, path, *, trusted=False, allow_nonfinite=False):
+        """Restore a checkpoint written by ``save_checkpoint``, checking all of it first.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A ``.npz`` archive or a pickle.
+        trusted : bool
+            Unpickle with plain :func:`pickle.load` (can run arbitrary code); by default
+            only dicts, lists, tuples, strings, numbers, ``None`` and NumPy arrays.
+        allow_nonfinite : bool
+            Accept NaN and infinite parameters and optimizer state (a diverged run).
+
+        Raises
+        ------
+        nntrain.LoadError
+            The file is damaged, holds a refused object, or was written for another
+            network, optimizer, data size or batch size; the network, optimizer, trainer
+            and random generators are then unchanged.
+        """
+        source = os.fspath(path)
+        state = load_file(source, trusted=trusted)
         if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"{path}: not a trainer checkpoint (version {_CHECKPOINT_VERSION})")
+            raise LoadError(f"{source}: not a trainer checkpoint (version {_CHECKPOINT_VERSION})")
+        missing = sorted(set(self.state_dict()) - set(state))
+        if missing:
+            raise LoadError(f"{source}: checkpoint lacks {missing}")
         for key, mine in (("train_size", self.train_size), ("mini_batch_size", self.batch_size),
                           ("optimizer_class", type(self.optimizer).__name__)):
             if state[key] != mine:
-                raise ValueError(
-                    f"{path}: checkpoint {key} is {state[key]!r} but this trainer has {mine!r}")
+                raise LoadError(
+                    f"{source}: checkpoint {key} is {state[key]!r} but this trainer has {mine!r}")
+        apply = self._checked_checkpoint(state, source, allow_nonfinite)
+        for step in apply:
+            step()
+
+    def _checked_checkpoint(self, state, source, allow_nonfinite):
+        """Check every part of ``state``; return the calls that apply it."""
         net = self.network
-        if hasattr(net, "set_params"):
-            net.set_params(state["params"], source=str(path))
-        else:
-            for key, value in state["params"].items():
-                net.params[key][...] = value
-        if state["buffers"] and hasattr(net, "set_buffers"):
-            net.set_buffers(state["buffers"])
-        if state["optimizer_state"] is not None:
-            self.optimizer.load_state_dict(state["optimizer_state"])
-        self.current_iter = state["current_iter"]
-        self.current_epoch = state["current_epoch"]
-        self.train_loss_list = list(state["train_loss_list"])
-        self.train_acc_list = list(state["train_acc_list"])
-        self.test_acc_list = list(state["test_acc_list"])
-        self.epoch_times = list(state["epoch_times"])
-        self.eval_times = list(state["eval_times"])
-        self._set_rng_state(state["batch_rng_state"])
-        np.random.set_state(state["global_rng_state"])
+        params = checked_arrays(state["params"], net.params, source=source,
+                                allow_nonfinite=allow_nonfinite)
+        def apply_params():
+            if hasattr(net, "set_params"):
+                net.set_params(params, source=source, allow_nonfinite=True)
+            else:  # a network of the user's, whose layers may hold its arrays
+                for key, value in params.items():
+                    net.params[key][...] = value
+
+        apply = [apply_params]
+        if hasattr(net, "checked_buffers"):
+            buffers = net.checked_buffers(state["buffers"], source=source,
+                                          allow_nonfinite=allow_nonfinite)
+            apply.append(lambda: net.set_buffers(buffers, source=source, allow_nonfinite=True))
+        opt_state = state["optimizer_state"]
+        if opt_state is not None:
+            opt_state = self._checked_optimizer_state(opt_state, source, allow_nonfinite)
+            apply.append(lambda: self.optimizer.load_state_dict(opt_state))
+        counters = {}
+        for key in ("current_iter", "current_epoch"):
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise LoadError(f"{source}: {key}: expected a non-negative int, found {value!r}")
+            counters[key] = int(value)
+        histories = {}
+        for key in ("train_loss_list", "train_acc_list", "test_acc_list", "epoch_times",
+                    "eval_times"):
+            value = state[key]
+            if not isinstance(value, list) or not all(
+                    isinstance(v, (int, float, np.integer, np.floating))
+                    and not isinstance(v, bool) for v in value):
+                raise LoadError(f"{source}: {key}: expected a list of numbers")
+            histories[key] = [float(v) for v in value]
+        self._check_rng_state(self._get_rng_state, self._set_rng_state,
+                              state["batch_rng_state"], source, "batch_rng_state")
+        self._check_rng_state(np.random.get_state, np.random.set_state,
+                              state["global_rng_state"], source, "global_rng_state")
+
+        def apply_trainer_state():
+            for key, value in counters.items():
+                setattr(self, key, value)
+            for key, value in histories.items():
+                setattr(self, key, value)
+            self._set_rng_state(state["batch_rng_state"])
+            np.random.set_state(state["global_rng_state"])
+
+        return apply + [apply_trainer_state]
+
+    def _checked_optimizer_state(self, opt_state, source, allow_nonfinite):
+        """The optimizer state with its arrays checked against the network's params."""
+        opt = self.optimizer
+        if not isinstance(opt_state, dict):
+            raise LoadError(f"{source}: optimizer_state: expected a dict, found "
+                            f"{type(opt_state).__name__}")
+        checked = dict(opt_state)
+        for name in getattr(opt, "_state_names", ()):
+            if checked.get(name) is not None:
+                checked[name] = checked_arrays(
+                    checked[name], self.network.params, source=source,
+                    what=f"{type(opt).__name__} {name}", allow_nonfinite=allow_nonfinite)
+        for name in getattr(opt, "_scalar_names", ()):
+            value = checked.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise LoadError(f"{source}: optimizer_state {name!r}: expected a number, "
+                                f"found {value!r}")
+        scratch = copy.deepcopy(opt)
+        try:
+            scratch.load_state_dict(checked)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise LoadError(f"{source}: optimizer_state: {exc}") from None
+        return checked
+
+    @staticmethod
+    def _check_rng_state(get_state, set_state, new, source, key):
+        """Try ``new`` on the generator and put its own state back."""
+        old = get_state()
+        try:
+            set_state(new)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            raise LoadError(f"{source}: {key}: not a state of this generator: {exc}") from None
+        finally:
+            set_state(old)

@@ -1,6 +1,6 @@
-"""Start-up probe run by ``python -m nnlayers.bench`` in a fresh interpreter (by file path).
+"""Start-up probe the comparison command runs in a fresh interpreter.
 
-Usage: ``python _bench_probe.py cold|warm|precompile DTYPES OUT.json`` with
+Usage: ``python -m nnbench.probe cold|warm|precompile DTYPES OUT.json`` with
 ``NUMBA_CACHE_DIR`` set by the caller. It times ``import nnlayers`` from the very start
 of the process, then:
 
@@ -11,27 +11,25 @@ of the process, then:
   show what loading the kernels from a warm cache costs;
 * ``precompile``: ``nnkernels.precompile(dtypes)`` when it exists.
 
-Results go to OUT.json. Not part of the public API.
+Results go to OUT.json. ``nnbench/__init__.py`` imports nothing, so the clock starts
+before ``numpy`` and ``nnlayers`` load.
 """
 
+import contextlib
+import json
 import sys
-
-if __name__ == "__main__":
-    # run by path, sys.path[0] is this package's directory: its modules must not shadow
-    # top-level names (config, util, ...) of other packages
-    sys.path.pop(0)
-
-import json  # noqa: E402
-import time  # noqa: E402
+import time
 
 _T0 = time.perf_counter()
-import nnlayers  # noqa: E402
-import nnkernels  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+
+import nnkernels
+import nnlayers
 
 _IMPORT_S = time.perf_counter() - _T0
 
 
+# replaced by the kernel table
 def _kernel_calls(dtype):
     """``(name, call)`` for each public kernel on a tiny input of ``dtype``."""
     rng = np.random.default_rng(0)
@@ -171,6 +169,21 @@ def _timed(call):
     return time.perf_counter() - t
 
 
+@contextlib.contextmanager
+def _forced_parallel():
+    """Kernels take their multi-threaded version whatever the input's size.
+
+    ``parallel_threshold=0`` is the public way; until the kernels read that setting (the
+    runtime's config wiring), nnkernels' own switch does it.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(nnkernels.config_context(parallel_threshold=0))
+        legacy = getattr(getattr(nnkernels, "_jit", None), "forced_parallel", None)
+        if legacy is not None:  # remove once _jit reads config's parallel_threshold
+            stack.enter_context(legacy())
+        yield
+
+
 def _first_two(call, parallel_too=False):
     """Times of the first and second call, or the error the first one raised.
 
@@ -185,9 +198,7 @@ def _first_two(call, parallel_too=False):
         return {"error": f"{type(exc).__name__}: {exc}"}
     result = {"first_s": first, "parallel_first_s": None}
     if parallel_too:
-        from nnkernels._jit import forced_parallel
-
-        with forced_parallel():
+        with _forced_parallel():
             result["parallel_first_s"] = _timed(call)
     result["second_s"] = _timed(call)
     return result
@@ -204,7 +215,7 @@ def cold(dtypes):
 
 
 def warm(dtypes):
-    from nnlayers._bench_cases import build_contenders, get_cases
+    from nnbench.cases import build_contenders, get_cases
 
     case = get_cases("conv_a")[0]
     run = build_contenders(case, "float32", ("nnlayers",))["nnlayers"]

@@ -1,4 +1,10 @@
-"""The benchmark shape set and, for each case, one forward+backward callable per contender.
+"""The one table of benchmark shapes and, for each case, one callable per contender.
+
+:data:`CASES` holds every layer-level shape the benchmarks time: the column kernels, conv
+A/B/C, DeepConvNet's convolutions (layers 2, 7 and 12, which ``tools/`` time; not in the
+comparison's default set), pooling and batch norm. :data:`NETWORKS` holds the networks of
+the training-step benchmark. The comparison command, the asv suite, the step benchmark and
+``tools/`` all take their shapes from here.
 
 Contenders are ``reference`` (:mod:`nnlayers.reference`, pure NumPy), ``nnlayers`` (the
 fast layers / :mod:`nnkernels`) and ``torch`` (PyTorch CPU, only when it imports). Each
@@ -12,8 +18,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Case", "CASES", "CASE_NAMES", "DTYPES", "CONTENDERS", "get_cases", "build_contenders",
-           "torch_available"]
+__all__ = [
+    "BATCH",
+    "CASES",
+    "CASE_NAMES",
+    "CONTENDERS",
+    "DEFAULT_CASE_NAMES",
+    "DTYPES",
+    "IMAGE",
+    "NETWORKS",
+    "Case",
+    "build_contenders",
+    "build_network",
+    "case_data",
+    "cases_of_kind",
+    "get_cases",
+    "network_batch",
+    "torch_available",
+    "torch_network",
+]
 
 CONTENDERS = ("reference", "nnlayers", "torch")
 DTYPES = ("float32", "float64")
@@ -30,13 +53,21 @@ class Case:
     label: str
     shape: tuple
     params: dict = field(default_factory=dict)
+    #: in the comparison's default set (``get_cases()``); the others are named explicitly
+    default: bool = True
 
     def scaled(self, quick):
+        """This case with the batch cut to ``QUICK_BATCH`` samples when ``quick``."""
         if not quick:
             return self
         shape = (min(self.shape[0], QUICK_BATCH),) + tuple(self.shape[1:])
         label = re.sub(r"N=\d+", f"N={shape[0]}", self.label)
-        return Case(self.name, self.kind, label, shape, dict(self.params))
+        return Case(self.name, self.kind, label, shape, dict(self.params), self.default)
+
+    @property
+    def short(self):
+        """The case's letter or layer within its kind: "A", "B", "C", "L2", ..."""
+        return self.name.split("_", 1)[1].upper() if "_" in self.name else self.name
 
 
 _CONV_C_INPUT = (64, 64, 32, 32)
@@ -52,6 +83,13 @@ CASES = (
          dict(filters=32, filter=(3, 3), stride=1, pad=1)),
     Case("conv_c", "conv", "conv C: N=64 64x32x32, 64 3x3 pad 1", _CONV_C_INPUT,
          dict(filters=64, filter=(3, 3), stride=1, pad=1)),
+    # DeepConvNet's convolutions 2, 4 and 6 (layers 2, 7 and 12 of its layer list)
+    Case("conv_l2", "conv", "DeepConvNet layer 2: N=100 16x28x28, 16 3x3 pad 1",
+         (100, 16, 28, 28), dict(filters=16, filter=(3, 3), stride=1, pad=1), default=False),
+    Case("conv_l7", "conv", "DeepConvNet layer 7: N=100 32x14x14, 32 3x3 pad 2",
+         (100, 32, 14, 14), dict(filters=32, filter=(3, 3), stride=1, pad=2), default=False),
+    Case("conv_l12", "conv", "DeepConvNet layer 12: N=100 64x8x8, 64 3x3 pad 1",
+         (100, 64, 8, 8), dict(filters=64, filter=(3, 3), stride=1, pad=1), default=False),
     Case("pool_a", "pool", "pool A: N=100 30x24x24, 2x2 s2", (100, 30, 24, 24),
          dict(pool=(2, 2), stride=2)),
     Case("pool_b", "pool", "pool B: N=64 64x32x32, 3x3 s2", _CONV_C_INPUT,
@@ -63,11 +101,15 @@ CASES = (
          dict(per_channel=True)),
 )
 CASE_NAMES = tuple(c.name for c in CASES)
+DEFAULT_CASE_NAMES = tuple(c.name for c in CASES if c.default)
 
 
 def get_cases(names=None):
-    """The cases named in ``names`` (an iterable or comma-separated string), in table order."""
+    """The cases named in ``names`` (an iterable or comma-separated string), in table order;
+    ``None``: the comparison's default set; ``"all"``: every case."""
     if names is None:
+        return [c for c in CASES if c.default]
+    if names == "all":
         return list(CASES)
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
@@ -75,6 +117,11 @@ def get_cases(names=None):
     if unknown:
         raise ValueError(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASE_NAMES)}")
     return [c for c in CASES if c.name in set(names)]
+
+
+def cases_of_kind(kind, default_only=True):
+    """``{short name: case}`` of one kind ("conv", "pool", "bn", ...), in table order."""
+    return {c.short: c for c in CASES if c.kind == kind and (c.default or not default_only)}
 
 
 def torch_available():
@@ -89,8 +136,10 @@ def _conv_out(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
-def _data(case, dtype, seed=0):
-    """Input, parameters and upstream gradient for ``case`` (all of ``dtype``)."""
+def case_data(case, dtype, seed=0):
+    """Input, parameters and upstream gradient for ``case`` (all of ``dtype``), as a dict:
+    ``x``; ``col`` (im2col/col2im); ``W``, ``b``, ``dout`` (conv); ``dout`` (pool);
+    ``gamma``, ``beta``, ``dout`` (bn)."""
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
 
@@ -129,9 +178,8 @@ def _data(case, dtype, seed=0):
 def _numpy_contender(case, d, which):
     """Forward+backward callable on the reference (``which="reference"``) or fast layers."""
     import nnkernels
-
-    from . import layers as fast_layers
-    from . import reference as R
+    import nnlayers as fast_layers
+    from nnlayers import reference as R
 
     p = case.params
     x = d["x"]
@@ -227,7 +275,7 @@ def build_contenders(case, dtype, contenders=("reference", "nnlayers"), seed=0):
     The BN case with ``(N, C*H*W)`` statistics is fed as a 2-D ``(N, D)`` array to every
     contender, so PyTorch's ``batch_norm`` normalises per feature like the reference.
     """
-    d = _data(case, dtype, seed)
+    d = case_data(case, dtype, seed)
     out = {}
     for name in contenders:
         if name == "torch":
@@ -237,3 +285,51 @@ def build_contenders(case, dtype, contenders=("reference", "nnlayers"), seed=0):
         else:
             raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS}")
     return out
+
+
+# ------------------------------------------------------------------ networks
+#: the training-step benchmark's networks (``nntrain.networks``), by short name
+NETWORKS = {"simple": "SimpleConvNet", "deep": "DeepConvNet"}
+#: samples per training step, and the shape of one sample
+BATCH = 100
+IMAGE = (1, 28, 28)
+
+
+def build_network(model, layers="nnlayers", dtype=np.float32, seed=0):
+    """``nntrain``'s network ``model`` ("simple" or "deep") built from ``layers`` (a module,
+    or "nnlayers" / "reference")."""
+    from nntrain import networks
+
+    if isinstance(layers, str):
+        import nnlayers
+        from nnlayers import reference
+
+        layers = {"nnlayers": nnlayers, "reference": reference}[layers]
+    return getattr(networks, NETWORKS[model])(layers=layers, dtype=dtype,
+                                              rng=np.random.default_rng(seed))
+
+
+def network_batch(rng, dtype, batch=BATCH):
+    """One training batch: images in [0, 1) of ``IMAGE`` shape and labels 0..9."""
+    x = rng.random((batch,) + IMAGE).astype(dtype)
+    t = rng.integers(0, 10, batch)
+    return x, t
+
+
+def torch_network(model):
+    """The same architecture as ``build_network(model)`` in PyTorch (``torch.nn``)."""
+    from torch import nn
+
+    if model == "simple":
+        return nn.Sequential(
+            nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
+            nn.Linear(30 * 12 * 12, 100), nn.ReLU(), nn.Linear(100, 10))
+    layers, channels = [], 1
+    for i, (filters, pad) in enumerate([(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]):
+        layers += [nn.Conv2d(channels, filters, 3, padding=pad), nn.ReLU()]
+        channels = filters
+        if i % 2 == 1:
+            layers.append(nn.MaxPool2d(2, 2))
+    layers += [nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(0.5),
+               nn.Linear(50, 10), nn.Dropout(0.5)]
+    return nn.Sequential(*layers)
