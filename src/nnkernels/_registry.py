@@ -86,8 +86,12 @@ def groups():
 
 
 def example_calls(dtype, names=None):
-    """``[(name, call), ...]``: a no-argument callable per example of each registered
-    function (or of ``names``), building its inputs for ``dtype`` when called."""
+    """``[(name, run), ...]``, one per registered function (or per name in ``names``).
+
+    ``run()`` builds the function's example inputs for ``dtype``, calls it on each and
+    returns the results; ``run(twins_only=True)`` skips the examples whose twins the
+    library does not use at the default settings (:meth:`Example.parallel_only`).
+    """
     import numpy as np
 
     dtype = np.dtype(dtype)
