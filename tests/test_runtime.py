@@ -339,3 +339,18 @@ def test_case5_fork_in_a_signal_handler_during_a_kernel():
     result = _run(FORK_IN_SIGNAL_HANDLER, timeout=180)
     assert_ok(result)
     assert output_line(result, "STATUSES") == str([0] * 8)
+
+
+def test_threads_setting_applies_to_launches_only():
+    import numba
+    import numpy as np
+
+    import nnkernels
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 40, 40))
+    expected = nnkernels.im2col(x, 3, 3, 1, 1)
+    before = numba.get_num_threads()
+    with nnkernels.config_context(threads=1):
+        assert nnkernels.get_num_threads() == 1
+        np.testing.assert_array_equal(nnkernels.im2col(x, 3, 3, 1, 1), expected)
+    assert numba.get_num_threads() == before == nnkernels.get_num_threads()
