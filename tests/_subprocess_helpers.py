@@ -32,14 +32,15 @@ def child_env(overrides=None):
     return env
 
 
-def run_python(code, env=None, timeout=180, cwd=None, preexec_fn=None, args=()):
-    """Run ``code`` (dedented) in a fresh interpreter; return the ``CompletedProcess``.
+def run_python(code, env=None, timeout=180, cwd=None, preexec_fn=None, args=(), executable=None):
+    """Run ``code`` (dedented) in a fresh interpreter (``executable``, default this one);
+    return the ``CompletedProcess``.
 
     A timeout raises ``subprocess.TimeoutExpired`` after killing the child: callers turn
     it into a "deadlock" failure.
     """
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
+        [executable or sys.executable, "-c", textwrap.dedent(code), *args],
         env=child_env(env), cwd=cwd, timeout=timeout, capture_output=True, text=True,
         preexec_fn=preexec_fn,
     )

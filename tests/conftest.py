@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-import nnkernels._jit
+import nnkernels
 import nnlayers
 from conv_routes import ROUTES, convolution_route
 
 # Small test inputs would otherwise run the kernels' single-threaded twins; run the
 # multi-threaded kernels (where races could hide) instead. tests/test_serial_twins.py
 # checks that the twins give bit-identical results.
-nnkernels._jit.PARALLEL_THRESHOLD = 0
+nnkernels.set_config(parallel_threshold=0)
 
 settings.register_profile(
     "nnlayers",

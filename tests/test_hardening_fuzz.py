@@ -1,8 +1,10 @@
 """Hostile input across the public API: a correct result or a clear ValueError/TypeError.
 
-Each target below is a public function (``nnkernels``) or a layer's forward+backward
-(``nnlayers``) with a generator of valid arguments and an oracle (``nnlayers.reference``,
-or an obvious loop for padded pooling and per-channel batch norm). Hypothesis draws a valid
+Each target below is a public function of the kernel table (``nnkernels._registry``: every
+registered function must have an oracle here) or a layer's forward+backward (``nnlayers``)
+with a generator of valid arguments and an oracle (``nnlayers.reference``, or an obvious
+loop for padded pooling and per-channel batch norm). Besides the drawn calls, every example
+call of the kernel table is swept with every single mutation. Hypothesis draws a valid
 call and then 0-2 mutations of its arguments: memory layouts and other dtypes (benign:
 the call must still succeed), NaN/inf values (must propagate as in the oracle), wrong
 ndim/shape, zero-size batch, complex/object/string arrays, 0-d arrays, Python lists, and
@@ -17,6 +19,7 @@ never any other exception, and never a modified input.
 
 import collections
 import contextlib
+import inspect
 import re
 
 import numpy as np
@@ -27,6 +30,7 @@ from hypothesis import strategies as st
 import nnkernels
 import nnkernels._jit as jit
 import nnlayers
+from nnkernels import _registry
 from nnlayers import reference as ref
 
 FUZZ_EXAMPLES = 250
@@ -124,6 +128,17 @@ def ref_im2col_per_sample(x, fh, fw, s, p):
 def ref_col2im_per_sample(cols, shape, fh, fw, s, p):
     cols = _f64(cols)
     return (ref.col2im(cols.transpose(0, 2, 1).reshape(-1, cols.shape[1]), shape, fh, fw, s, p),)
+
+
+def ref_conv_forward(x, W, b, stride=1, pad=0):
+    return (ref.Convolution(_f64(W), _f64(b), stride, pad).forward(_f64(x)),)
+
+
+def ref_conv_backward(dout, x, W, stride=1, pad=0):
+    layer = ref.Convolution(_f64(W), 0.0, stride, pad)
+    out = layer.forward(_f64(x))
+    dx = layer.backward(_f64(dout).reshape(out.shape))
+    return dx, layer.dW, layer.db
 
 
 def ref_conv_layer(x, W, b, stride, pad, dout):
@@ -249,6 +264,12 @@ def valid_call(target, draw, rng, dtype):
             return A(dout=_arr(rng, shape, dtype), x=x, mean=mean, std=std, gamma=gamma)
         _, xn, _, _, std = nnkernels.batchnorm_forward(x, gamma, beta)
         return A(dout=_arr(rng, shape, dtype), xn=xn, std=std, gamma=gamma)
+    if target in ("conv_forward", "conv_backward"):
+        fn = draw(st.integers(1, 3))
+        x, W = _arr(rng, (n, c, h, w), dtype), _arr(rng, (fn, c, fh, fw), dtype)
+        if target == "conv_forward":
+            return A(x=x, W=W, b=_arr(rng, fn, dtype), stride=s, pad=p)
+        return A(dout=_arr(rng, (n, fn, oh, ow), dtype), x=x, W=W, stride=s, pad=p)
     if target == "Convolution":
         fn = draw(st.integers(1, 3))
         return A(x=_arr(rng, (n, c, h, w), dtype), W=_arr(rng, (fn, c, fh, fw), dtype),
@@ -256,27 +277,44 @@ def valid_call(target, draw, rng, dtype):
     if target == "Affine":
         return A(x=_arr(rng, (n, c, h), dtype), W=_arr(rng, (c * h, 3), dtype),
                  b=_arr(rng, 3, dtype), dout=_arr(rng, (n, 3), dtype))
-    raise AssertionError(target)
+    return registered_call(target, dtype)
 
+
+def registered_call(target, dtype, index=0):
+    """The kernel table's ``index``-th example of ``target`` for ``dtype``, as named arguments."""
+    entry = _registry.table()[target]
+    call = entry.make(np.dtype(dtype))[index]
+    bound = inspect.signature(entry.function).bind(*call.args, **call.kwargs)
+    return collections.OrderedDict(bound.arguments)
+
+
+#: oracle of each function of the kernel table (nnkernels._registry)
+ORACLES = {
+    "im2col": lambda x, *a: (ref.im2col(_f64(x), *a),),
+    "col2im": lambda c, *a: (ref.col2im(_f64(c), *a),),
+    "im2col_per_sample": ref_im2col_per_sample,
+    "col2im_per_sample": ref_col2im_per_sample,
+    "maxpool_forward": naive_maxpool,
+    "maxpool_backward": lambda *a: (naive_maxpool_backward(*a),),
+    "relu_forward": lambda x: (np.maximum(_f64(x), 0), _f64(x) <= 0),
+    "relu_backward": lambda d, m: (np.where(np.asarray(m), 0.0, _f64(d)),),
+    "batchnorm_forward": ref_bn_forward,
+    "batchnorm_inference": ref_bn_inference,
+    "batchnorm_backward": ref_bn_backward,
+    "batchnorm_backward_from_input": ref_bn_backward_from_input,
+    "conv_forward": ref_conv_forward,
+    "conv_backward": ref_conv_backward,
+}
+#: the kernel table's functions (the fused convolution only where it can run)
+REGISTERED = [name for name in _registry.table()
+              if nnkernels.conv_kernels_available() or not name.startswith("conv_")]
 
 # target -> (call, oracle, kernels?)   kernels: whether a raise must precede every kernel launch
 TARGETS = {
-    "im2col": (nnkernels.im2col, lambda x, *a: (ref.im2col(_f64(x), *a),), True),
+    **{name: (_registry.table()[name].function, ORACLES[name], True)
+       for name in REGISTERED if name in ORACLES},
     "nnlayers.im2col": (nnlayers.im2col, lambda x, *a: (ref.im2col(_f64(x), *a),), True),
-    "col2im": (nnkernels.col2im, lambda c, *a: (ref.col2im(_f64(c), *a),), True),
     "nnlayers.col2im": (nnlayers.col2im, lambda c, *a: (ref.col2im(_f64(c), *a),), True),
-    "im2col_per_sample": (nnkernels.im2col_per_sample, ref_im2col_per_sample, True),
-    "col2im_per_sample": (nnkernels.col2im_per_sample, ref_col2im_per_sample, True),
-    "maxpool_forward": (nnkernels.maxpool_forward, naive_maxpool, True),
-    "maxpool_backward": (nnkernels.maxpool_backward, lambda *a: (naive_maxpool_backward(*a),), True),
-    "relu_forward": (nnkernels.relu_forward, lambda x: (np.maximum(_f64(x), 0), _f64(x) <= 0), True),
-    "relu_backward": (nnkernels.relu_backward,
-                      lambda d, m: (np.where(np.asarray(m), 0.0, _f64(d)),), True),
-    "batchnorm_forward": (nnkernels.batchnorm_forward, ref_bn_forward, True),
-    "batchnorm_inference": (nnkernels.batchnorm_inference, ref_bn_inference, True),
-    "batchnorm_backward": (nnkernels.batchnorm_backward, ref_bn_backward, True),
-    "batchnorm_backward_from_input": (nnkernels.batchnorm_backward_from_input,
-                                      ref_bn_backward_from_input, True),
     "Convolution": (call_conv_layer, ref_conv_layer, False),
     "Pooling": (call_pool_layer, ref_pool_layer, False),
     "BatchNormalization": (call_bn_layer, ref_bn_layer, False),
@@ -332,7 +370,9 @@ def mutate_array(a, how):
     if how == "grow_axis":
         return np.concatenate([a, a[..., :1]], axis=-1) if a.ndim else a
     if how == "shrink_axis":
-        return a[..., :-1] if a.ndim and a.shape[-1] > 1 else a[..., :0]
+        if not a.ndim:  # already 0-d (an earlier mutation of the same argument)
+            return a
+        return a[..., :-1] if a.shape[-1] > 1 else a[..., :0]
     if how == "zero_batch":
         return a[:0] if a.ndim else a
     if how == "complex":
@@ -586,28 +626,47 @@ def test_fuzz_report(capsys):
 
 
 # ------------------------------------------------------------------ deterministic sweeps
+def test_every_registered_function_has_an_oracle():
+    assert not set(_registry.table()) - set(ORACLES), "add an oracle to ORACLES"
+
+
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_every_mutation_of_every_argument(target):
     """Each single mutation of each argument, on a fixed valid call per dtype."""
     count = 0
     for dtype in (np.float32, np.float64):
         base = valid_call(target, lambda s: _fixed(s, 1), np.random.default_rng(5), dtype)
-        assert run_case(target, collections.OrderedDict(base), []) == "ok"
-        for arg, value in base.items():
-            if arg in SHAPE_ARGS:
-                options = [("shape", h) for h in ("negative", "zero_batch", "short", "long", "float",
-                                                   "list", "array", "none", "grow", "string")]
-            elif isinstance(value, (int, np.integer)):
-                options = [("int", h) for h in INT_MUTATIONS]
-            else:
-                options = [("array", h) for h in LAYOUTS + VALUE_TYPES + NONFINITE + STRUCTURAL]
-            for kind, how in options:
-                args = collections.OrderedDict(base)
-                args[arg] = {"shape": mutate_shape, "int": mutate_int, "array": mutate_array}[kind](value, how)
-                run_case(target, args, [(arg, how, kind)])
-                count += 1
+        count += _sweep(target, base)
     STATS["sweep"] += count
     assert count > 10
+
+
+@pytest.mark.parametrize("target", REGISTERED)
+def test_every_mutation_of_every_registered_example(target):
+    """Each single mutation of each argument of the kernel table's examples (float64; the
+    first example of each function, which is the one every group has)."""
+    STATS["sweep"] += _sweep(target, registered_call(target, np.float64))
+
+
+def _sweep(target, base):
+    """Run ``base`` unmutated (it must succeed), then each single mutation of each of its
+    arguments; return the number of mutated calls."""
+    count = 0
+    assert run_case(target, collections.OrderedDict(base), []) == "ok"
+    for arg, value in base.items():
+        if arg in SHAPE_ARGS:
+            options = [("shape", h) for h in ("negative", "zero_batch", "short", "long", "float",
+                                               "list", "array", "none", "grow", "string")]
+        elif isinstance(value, (int, np.integer)):
+            options = [("int", h) for h in INT_MUTATIONS]
+        else:
+            options = [("array", h) for h in LAYOUTS + VALUE_TYPES + NONFINITE + STRUCTURAL]
+        for kind, how in options:
+            args = collections.OrderedDict(base)
+            args[arg] = {"shape": mutate_shape, "int": mutate_int, "array": mutate_array}[kind](value, how)
+            run_case(target, args, [(arg, how, kind)])
+            count += 1
+    return count
 
 
 BATCH_ARGS = {"x", "dout", "col", "cols", "argmax", "xn", "mask"}

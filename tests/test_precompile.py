@@ -8,15 +8,15 @@ pytestmark = pytest.mark.slow
 
 COUNT_MISSES = """
     import nnkernels
-    from nnkernels import _jit, activations, batchnorm, columns, convolution, pooling
+    from nnkernels import _jit
 
     nnkernels.precompile(processes=1)   # loads every kernel; compiles whatever is missing
-    kernels = [v for m in (activations, batchnorm, columns, convolution)
-               for v in vars(m).values() if isinstance(v, _jit._Kernel)]
-    kernels += [pooling._forward_kernel(2, 2, 2), pooling._backward_kernel(2, 2)]
-    kernels += [k.serial for k in kernels]  # the twins of split-path reductions stay unused
+    kernels = _jit.all_kernels()
+    kernels += [k.serial for k in kernels if k._serial is not None]
     print("MISSES", sum(sum(k.dispatcher._cache_misses.values()) for k in kernels))
     print("HITS", sum(sum(k.dispatcher._cache_hits.values()) for k in kernels))
+    print("COMPILED", sum(len(k.dispatcher.signatures) for k in kernels))
+    print("PARALLEL", sum(len(k.dispatcher.signatures) for k in _jit.all_kernels()))
 """
 
 
@@ -30,14 +30,14 @@ def test_precompile_leaves_nothing_to_compile(tmp_path, warm_up):
     result = run_python(COUNT_MISSES, env=env, timeout=600)
     assert_ok(result)
     assert output_line(result, "MISSES") == "0", result.stdout
-    # for 2 dtypes, all loaded from the cache: 18 multi-threaded kernels and 14 twins (not
-    # those of the split-path reductions, which only run on large input); where the fused
-    # convolution kernels are available, also those 2, and not the per-sample column
-    # kernels' 2 twins (the layers then do not use them)
-    import nnkernels._blas
+    # every kernel of the table for 2 dtypes (18 multi-threaded ones, 20 where the fused
+    # convolution kernels are available), with the twins in use at the default settings,
+    # all loaded from the cache
+    import nnkernels
 
-    expected = 2 * (20 + 12) if nnkernels._blas.AVAILABLE else 2 * (18 + 14)
-    assert int(output_line(result, "HITS")) == expected
+    parallel = 2 * (20 if nnkernels.conv_kernels_available() else 18)
+    assert int(output_line(result, "PARALLEL")) == parallel
+    assert int(output_line(result, "HITS")) == int(output_line(result, "COMPILED")) > parallel
 
 
 def test_processes_must_be_positive():

@@ -1,65 +1,82 @@
-"""The single-threaded twins used for small inputs give bit-identical results."""
+"""The single-threaded twins used for small inputs give bit-identical results, for every
+example call of the kernel table; and the table reaches every kernel."""
 
 import numpy as np
 import pytest
 
 import nnkernels
 import nnkernels._jit as jit
+from nnkernels import _registry
+from _subprocess_helpers import assert_ok, output_line, run_python
+
+SERIAL = 1 << 62  # a parallel_threshold no work reaches
 
 
-@pytest.fixture
-def threshold():
-    previous = jit.PARALLEL_THRESHOLD
-
-    def use(value):
-        jit.PARALLEL_THRESHOLD = value
-
-    yield use
-    jit.PARALLEL_THRESHOLD = previous
+def _flat(results):
+    for result in results:
+        for array in result if isinstance(result, tuple) else (result,):
+            if array is not None:  # batchnorm_forward(return_xn=False)'s xn
+                yield array
 
 
-def _run_everything(x4, x2):
-    results = []
-    results += list(nnkernels.relu_forward(x4))
-    results.append(nnkernels.relu_backward(x4, x4 > 0.3))
-    col = nnkernels.im2col(x4, 3, 2, 2, 1)
-    results += [col, nnkernels.col2im(col, x4.shape, 3, 2, 2, 1)]
-    cols = nnkernels.im2col_per_sample(x4, 2, 3, 1, 2)
-    results += [cols, nnkernels.col2im_per_sample(cols, x4.shape, 2, 3, 1, 2)]
-    out, argmax = nnkernels.maxpool_forward(x4, 3, 3, 2, 1)
-    results += [out, argmax, nnkernels.maxpool_backward(out, argmax, x4.shape, 3, 3, 2, 1)]
-    for x in (x2, x4):
-        n_stats = x.shape[1]
-        gamma = np.linspace(0.5, 1.5, n_stats).astype(x.dtype)
-        beta = np.linspace(-1, 1, n_stats).astype(x.dtype)
-        fwd = nnkernels.batchnorm_forward(x, gamma, beta)
-        results += list(fwd)
-        results.append(nnkernels.batchnorm_inference(x, gamma, beta, fwd[2], fwd[3]))
-        results += list(nnkernels.batchnorm_backward(x * 0.5 + 1, fwd[1], fwd[4], gamma))
-        stats = nnkernels.batchnorm_forward(x, gamma, beta, return_xn=False, stats_dtype=np.float64)
-        results += [stats[0]] + list(nnkernels.batchnorm_backward_from_input(
-            x * 0.5 + 1, x, stats[2], stats[4], gamma))
-    return results
+def _run_everything(dtype, threshold):
+    with nnkernels.config_context(parallel_threshold=threshold):
+        return {name: list(_flat(run())) for name, run in _registry.example_calls(dtype)}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_serial_and_parallel_kernels_agree_bitwise(threshold, dtype):
-    rng = np.random.default_rng(7)
-    x4 = rng.standard_normal((3, 5, 9, 7)).astype(dtype)
-    x2 = rng.standard_normal((6, 700)).astype(dtype)
-    threshold(0)
-    parallel = _run_everything(x4, x2)
-    threshold(1 << 62)
-    serial = _run_everything(x4, x2)
-    assert len(parallel) == len(serial) == 36
-    for p, s in zip(parallel, serial):
-        assert p.dtype == s.dtype and p.shape == s.shape
-        np.testing.assert_array_equal(p, s)
+def test_serial_and_parallel_kernels_agree_bitwise(dtype):
+    parallel = _run_everything(dtype, 0)
+    serial = _run_everything(dtype, SERIAL)
+    assert parallel.keys() == serial.keys() == _registry.table().keys()
+    for name in parallel:
+        assert len(parallel[name]) == len(serial[name]) > 0, name
+        for p, s in zip(parallel[name], serial[name]):
+            assert p.dtype == s.dtype and p.shape == s.shape, name
+            np.testing.assert_array_equal(p, s, err_msg=name)
 
 
-def test_small_work_uses_the_serial_twin(threshold):
+REACHED = """
+    import numpy as np
+    import nnkernels
+    from nnkernels import _jit, _registry
+    for dtype in (np.float32, np.float64):
+        for threshold in (0, 1 << 62):
+            with nnkernels.config_context(parallel_threshold=threshold):
+                for _, run in _registry.example_calls(dtype):
+                    run()
+    kernels = _jit.all_kernels()
+    missed = [k.__name__ for k in kernels if not k.dispatcher.signatures]
+    missed += [k.serial.__name__ for k in kernels
+               if k.used_sized and not k.serial.dispatcher.signatures]
+    if not nnkernels.conv_kernels_available():
+        missed = [name for name in missed if not name.startswith("_conv_")]
+    print("KERNELS", len(kernels))
+    print("MISSED", sorted(missed))
+"""
+
+
+def test_every_kernel_and_twin_in_use_is_reached_by_the_table():
+    """In a fresh process, after every example ran both ways, every kernel compiled, and
+    so did the twin of every kernel that picks by size: a kernel no registered example
+    reaches fails here."""
+    result = run_python(REACHED, env={"NUMBA_DISABLE_JIT": None}, timeout=600)
+    assert_ok(result)
+    assert int(output_line(result, "KERNELS")) >= 18
+    assert output_line(result, "MISSED") == "[]"
+
+
+def test_every_public_kernel_function_is_registered():
+    public = {name for name in nnkernels.__all__
+              if name not in ("conv_output_shape", "conv_kernels_available", "set_num_threads",
+                              "get_num_threads", "threading_layer", "precompile", "get_config",
+                              "set_config", "config_context", "show_config", "runtime_info")}
+    assert public == set(_registry.table())
+
+
+def test_small_work_uses_the_serial_twin():
     kernel = nnkernels.activations._relu_forward_kernel
-    threshold(100)
-    assert kernel.sized(99) is kernel.serial and kernel.sized(100) is kernel
-    with jit.forced_parallel():
-        assert kernel.sized(1) is kernel
+    with nnkernels.config_context(parallel_threshold=100):
+        assert kernel.sized(99) is kernel.serial and kernel.sized(100) is kernel
+        with jit.forced_parallel():
+            assert kernel.sized(1) is kernel

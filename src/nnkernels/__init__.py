@@ -2,6 +2,9 @@
 
 Pure functions on arrays: each public function validates its arguments, normalises dtype
 and memory layout (C-contiguous float32 or float64) and calls a private parallel kernel.
+Importing changes nothing in the process: the runtime (threading layer, fork safety) is
+prepared at the first parallel kernel launch (:mod:`nnkernels.runtime`,
+:func:`show_config`).
 """
 
 from .activations import relu_backward, relu_forward
@@ -12,6 +15,7 @@ from .convolution import conv_backward, conv_forward, conv_kernels_available
 from .pooling import maxpool_backward, maxpool_forward
 from ._precompile import precompile
 from .config import config_context, get_config, set_config
+from .runtime import runtime_info, show_config
 from .threads import get_num_threads, limit_blas_spin, set_num_threads, threading_layer
 
 __all__ = [
@@ -38,8 +42,8 @@ __all__ = [
     "get_config",
     "set_config",
     "config_context",
+    "show_config",
+    "runtime_info",
 ]
 
 __version__ = "0.1.0"
-
-limit_blas_spin()

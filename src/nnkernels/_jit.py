@@ -1,177 +1,37 @@
-"""The one decorator every kernel uses, and the threading layer it runs on.
+"""The one decorator every kernel uses, and the table of every kernel it made.
 
 Kernels are ``njit(parallel=True, nogil=True)`` functions with an on-disk cache that
-treats any unreadable or unwritable entry as a miss (see ``_TolerantCache``).
-
-Threading layer, unless the user chose one (``NUMBA_THREADING_LAYER``,
-``NUMBA_THREADING_LAYER_PRIORITY`` or ``numba.config``): Intel TBB when it can be loaded
-(``pip install 'nnkernels[tbb]'``), else Numba's ``workqueue``; never GNU OpenMP, whose
-forked children die. Measured here, a parallel launch costs about 2 us under TBB and
-about 125 us under workqueue (its handshakes go through condition variables twice per
-launch), which makes TBB up to 1.8x faster on the benchmark's pooling and batch-norm
-cases. pip puts ``libtbb.so.12`` in the environment's ``lib/``, which the loader does not
-search, so it is loaded here by path.
-
-Safety under each layer:
-
-* workqueue aborts the process when two Python threads launch kernels at once, so every
-  parallel launch under it holds one process-wide lock;
-* ``fork()`` waits until no parallel launch is in flight (``_LaunchGate``);
-* TBB can only shut its workers down before ``fork()`` when the forking thread is the only
-  one that ever launched a kernel; otherwise a child could hang on its first parallel
-  launch, so such a child runs every kernel's single-threaded twin (same results).
+treats any unreadable or unwritable entry as a miss (see ``_TolerantCache``). Each has a
+single-threaded twin (the same code compiled without threads) for small work. Launches go
+through :mod:`nnkernels.runtime`, which prepares the threading layer at the first one and
+keeps launches safe under threads and ``fork()``.
 """
 
 import contextlib
-import ctypes
-import glob
 import os
-import sys
 import threading
 import types
 
-import numba
 from numba import njit
 from numba.core.caching import FunctionCache
 
+from . import config, runtime
+
 __all__ = ["parallel_kernel", "inner_function", "forced_parallel", "serial_in_this_thread",
-           "PARALLEL_THRESHOLD"]
-
-_KERNEL_LOCK = threading.Lock()
-
-
-class _LaunchGate:
-    """Counts parallel launches in flight so that ``fork()`` waits until there are none.
-
-    A child forked while another thread is inside a parallel region inherits a thread pool
-    stopped half-way (TBB then warns it cannot join its workers and the child may hang) or
-    a held launch lock (workqueue). Launches still run concurrently with each other.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._active = 0
-
-    def __enter__(self):
-        with self._cond:
-            self._active += 1
-
-    def __exit__(self, *exc):
-        with self._cond:
-            self._active -= 1
-            if not self._active:
-                self._cond.notify_all()
-
-    def before_fork(self):
-        self._cond.acquire()  # held across fork: no launch can start meanwhile
-        while self._active:
-            self._cond.wait()
-
-    def after_fork_in_parent(self):
-        self._cond.release()
-
-
-_GATE = _LaunchGate()
-
-
-#: idents of the Python threads that launched a parallel kernel in this process
-_LAUNCHERS = set()
-_FORKING_THREAD = None
-#: set in a child forked when TBB could not be shut down cleanly: no parallel launches
-_SERIAL_ONLY = False
-
-
-def _before_fork():
-    global _FORKING_THREAD
-    _GATE.before_fork()
-    _KERNEL_LOCK.acquire()
-    _FORKING_THREAD = threading.get_ident()
-
-
-def _after_fork_in_parent():
-    _KERNEL_LOCK.release()
-    _GATE.after_fork_in_parent()
-
-
-def _after_fork_in_child():
-    global _KERNEL_LOCK, _GATE, _SERIAL_ONLY
-    _KERNEL_LOCK = threading.Lock()
-    _GATE = _LaunchGate()
-    if _layer_in_use() == "tbb" and _LAUNCHERS - {_FORKING_THREAD}:
-        _SERIAL_ONLY = True
-    _LAUNCHERS.clear()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
-
-
-def _load_pip_tbb():
-    """Make a pip-installed TBB visible to Numba; return True when it loaded."""
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
-        for path in sorted(glob.glob(os.path.join(prefix, "lib", "libtbb.so.12*"))):
-            try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                return True
-            except OSError:
-                continue
-    try:
-        ctypes.CDLL("libtbb.so.12", mode=ctypes.RTLD_GLOBAL)
-        return True
-    except OSError:
-        return False
-
-
-def _choose_threading_layer():
-    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
-        if numba.config.THREADING_LAYER in ("tbb", "threadsafe", "forksafe", "safe"):
-            _load_pip_tbb()  # so that a pip-installed TBB can satisfy the request
-        return
-    if os.environ.get("NUMBA_THREADING_LAYER_PRIORITY"):
-        if "tbb" in numba.config.THREADING_LAYER_PRIORITY:
-            _load_pip_tbb()
-        return
-    if _load_pip_tbb():
-        # Numba falls back to workqueue if it cannot use this TBB (workqueue always loads,
-        # so omp, which must be listed, is never reached)
-        numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
-    else:
-        numba.config.THREADING_LAYER = "workqueue"
-
-
-_choose_threading_layer()
-_LAYER = None
-
-
-def _layer_in_use():
-    """The layer Numba loaded, or None before the first parallel launch."""
-    global _LAYER
-    if _LAYER is None:
-        try:
-            _LAYER = numba.threading_layer()
-        except ValueError:
-            return None
-    return _LAYER
-
-
-def _needs_lock():
-    return _layer_in_use() in (None, "workqueue")
-
+           "all_kernels"]
 
 _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 
-#: below about this many elements of work a kernel runs single-threaded: a parallel launch
-#: (about 5-10 us in a layer under TBB, over 100 us under workqueue) would cost more than
-#: it saves
-PARALLEL_THRESHOLD = 1 << 15
+_KERNELS = []  # every parallel _Kernel made, in order of creation
 _FORCE_PARALLEL = False  # True inside forced_parallel()
 _THIS_THREAD = threading.local()  # .serial: True inside serial_in_this_thread()
 
 
 @contextlib.contextmanager
 def forced_parallel():
-    """Within this block every kernel runs its multi-threaded version, in every thread
-    (for precompiling, and for tests that must exercise the threaded kernels)."""
+    """Within this block every kernel picked by size runs its multi-threaded version, in
+    every thread (for the kernel table's checks; ``serial_in_this_thread`` does not apply).
+    Users lower the ``parallel_threshold`` setting instead."""
     global _FORCE_PARALLEL
     previous, _FORCE_PARALLEL = _FORCE_PARALLEL, True
     try:
@@ -251,10 +111,12 @@ def _compile(fn, parallel, also_reads=()):
 
 
 class _Kernel:
-    """A compiled kernel; launches hold a lock when the threading layer is not thread-safe.
+    """A compiled kernel, launched through :func:`nnkernels.runtime.launch`.
 
     Calling it runs the multi-threaded (``prange``) version; ``kernel.serial`` is the same
-    code compiled without threads, and ``kernel.sized(work)`` picks one by the amount of work.
+    code compiled without threads, and ``kernel.sized(work)`` picks one by the amount of
+    work (the ``parallel_threshold`` setting). ``used_sized`` records whether ``sized`` was
+    ever asked, i.e. whether the twin is in use.
     """
 
     def __init__(self, fn, parallel, also_reads=()):
@@ -263,22 +125,16 @@ class _Kernel:
         self._also_reads = also_reads
         self._parallel = parallel
         self._serial = None if parallel else self
+        self.used_sized = False
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
+        if parallel:
+            _KERNELS.append(self)
 
     def __call__(self, *args):
         if not self._parallel:
             return self.dispatcher(*args)
-        if _SERIAL_ONLY:
-            return self.serial.dispatcher(*args)
-        thread = threading.get_ident()
-        if thread not in _LAUNCHERS:
-            _LAUNCHERS.add(thread)
-        with _GATE:
-            if _needs_lock():
-                with _KERNEL_LOCK:
-                    return self.dispatcher(*args)
-            return self.dispatcher(*args)
+        return runtime.launch(self, args)
 
     @property
     def serial(self):
@@ -289,10 +145,12 @@ class _Kernel:
         return self._serial
 
     def sized(self, work):
-        """The parallel kernel for ``work >= PARALLEL_THRESHOLD`` elements, else the serial one."""
+        """The parallel kernel for ``work`` of at least the ``parallel_threshold`` setting
+        (elements), else the serial one."""
+        self.used_sized = True
         if _FORCE_PARALLEL:
             return self
-        if work < PARALLEL_THRESHOLD or getattr(_THIS_THREAD, "serial", False):
+        if work < config.get("parallel_threshold") or getattr(_THIS_THREAD, "serial", False):
             return self.serial
         return self
 
@@ -316,3 +174,9 @@ def inner_function(fn):
     """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher)."""
     return _compile(fn, parallel=False)
 
+
+
+def all_kernels():
+    """Every parallel kernel created so far (module-level ones exist once their module is
+    imported; kernels made by factories, once made)."""
+    return list(_KERNELS)

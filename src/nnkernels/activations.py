@@ -3,7 +3,9 @@
 import numpy as np
 from numba import prange
 
+from . import _examples
 from ._jit import inner_function, parallel_kernel
+from ._registry import example, examples
 from ._validation import as_float_array, check_shape
 
 __all__ = ["relu_forward", "relu_backward"]
@@ -43,6 +45,7 @@ def _relu_backward_kernel(dout, mask, dx):
             dx[i] = 0.0 if mask[i] else dout[i]
 
 
+@examples(lambda dtype: [example(_examples.image(dtype))], group="relu")
 def relu_forward(x):
     """``(out, mask)`` for ``x`` of any shape: ``mask = x <= 0``, ``out = where(mask, 0, x)``.
 
@@ -57,6 +60,8 @@ def relu_forward(x):
     return out, mask
 
 
+@examples(lambda dtype: [example(_examples.image(dtype), _examples.image(dtype, 1) > 0.3)],
+          group="relu")
 def relu_backward(dout, mask):
     """``where(mask, 0, dout)``: the gradient through a ReLU whose forward gave ``mask``."""
     dout = as_float_array(dout, "dout")

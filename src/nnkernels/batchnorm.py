@@ -20,7 +20,9 @@ import numpy as np
 from numba import prange
 
 from . import _jit
+from . import _examples
 from ._jit import inner_function, parallel_kernel
+from ._registry import examples
 from ._validation import as_float_array, checked_out, compute_dtype
 
 __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward",
@@ -566,6 +568,7 @@ def _check_flag(value, name):
     return bool(value)
 
 
+@examples(_examples.batchnorm_forward, group="batchnorm")
 def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return_xn=True,
                       stats_dtype=None):
     """Training-mode batch norm.
@@ -629,6 +632,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return
             std64.astype(stats_dtype, copy=False))
 
 
+@examples(_examples.batchnorm_inference, group="batchnorm")
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
     """Inference-mode batch norm with given statistics; returns ``out`` shaped like ``x``.
 
@@ -654,6 +658,7 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
     return out
 
 
+@examples(_examples.batchnorm_backward, group="batchnorm")
 def batchnorm_backward(dout, xn, std, gamma, *, out=None):
     """Gradients of training-mode batch norm.
 
@@ -683,6 +688,7 @@ def batchnorm_backward(dout, xn, std, gamma, *, out=None):
                      dtype)
 
 
+@examples(_examples.batchnorm_backward_from_input, group="batchnorm")
 def batchnorm_backward_from_input(dout, x, mean, std, gamma, *, out=None):
     """Gradients of training-mode batch norm from the forward's input rather than ``xn``.
 

@@ -16,7 +16,9 @@ converted as NumPy would (integers and bools to float64).
 import numpy as np
 from numba import prange
 
+from . import _blas, _examples
 from ._jit import inner_function, parallel_kernel
+from ._registry import example, examples
 from ._validation import (
     as_float_array,
     check_input_shape,
@@ -228,6 +230,12 @@ def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_
 
 
 # ------------------------------------------------------------------ wrappers
+def _per_sample(call):
+    """The layers run the per-sample column kernels' twins only where the fused
+    convolution kernels are unavailable: elsewhere their examples skip the twins."""
+    return call.parallel_only() if _blas.AVAILABLE else call
+
+
 def conv_output_shape(input_shape, filter_h, filter_w, stride=1, pad=0):
     """Validate window arguments for an ``(N, C, H, W)`` input; return ``(out_h, out_w)``.
 
@@ -252,6 +260,7 @@ def _checked_window_args(shape, filter_h, filter_w, stride, pad):
 
 
 
+@examples(lambda dtype: [example(_examples.image(dtype), 3, 2, 2, 1)], group="im2col/col2im")
 def im2col(x, filter_h, filter_w, stride=1, pad=0):
     """Unfold ``x`` ``(N, C, H, W)`` into the book's column matrix.
 
@@ -267,6 +276,8 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     return col
 
 
+@examples(lambda dtype: [example(_examples.rand((3 * 5 * 4, 5 * 3 * 2), dtype), _examples.IMAGE,
+                                 3, 2, 2, 1)], group="im2col/col2im")
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     """Fold the book's column matrix back into ``input_shape`` ``(N, C, H, W)``.
 
@@ -291,6 +302,8 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     return img
 
 
+@examples(lambda dtype: [_per_sample(example(_examples.image(dtype), 2, 3, 1, 2))],
+          group="im2col/col2im per sample")
 def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
     """Unfold ``x`` ``(N, C, H, W)`` into per-sample columns ``(N, C*filter_h*filter_w, out_h*out_w)``.
 
@@ -310,6 +323,9 @@ def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
     return out
 
 
+@examples(lambda dtype: [_per_sample(example(_examples.rand((3, 5 * 2 * 3, 12 * 9), dtype),
+                                             _examples.IMAGE, 2, 3, 1, 2))],
+          group="im2col/col2im per sample")
 def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
     """Fold per-sample columns ``(N, C*filter_h*filter_w, out_h*out_w)`` back into ``input_shape``.
 

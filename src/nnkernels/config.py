@@ -7,7 +7,8 @@ setting                 default      meaning
                                      count in the calling thread (``numba.get_num_threads``)
 ``threading_layer``     ``None``     Numba threading layer to request at the first parallel
                                      launch when neither the user nor other code chose one;
-                                     ``None``: TBB when it loads, else Numba's own choice
+                                     ``None``: TBB when it loads, else Numba's own choice.
+                                     Read once, at that launch
 ``parallel_threshold``  ``32768``    elements of work below which a kernel runs its
                                      single-threaded twin (same results)
 ``split_min_macs``      ``4194304``  multiply-adds below which a convolution is not shared
@@ -18,8 +19,11 @@ setting                 default      meaning
                                      kernels, where available) or ``"matmul"`` (columns and
                                      ``numpy.matmul``)
 ``blas_spin_exponent``  ``None``     opt-in: make OpenBLAS's idle workers sleep after
-                                     ``2**n`` cycles (4..30). Process-wide: it restarts
-                                     NumPy's BLAS thread pool, once, when set
+                                     ``2**n`` cycles (4..30). Process-wide: ``set_config``
+                                     restarts NumPy's BLAS thread pool, once, and only while
+                                     no other Python thread runs (``show_config`` says
+                                     whether it was applied); ``None`` restores OpenBLAS's
+                                     own timeout
 ======================  ===========  ======================================================
 
 :func:`set_config` changes the process-wide values; :func:`config_context` changes them for

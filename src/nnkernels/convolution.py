@@ -18,9 +18,10 @@ elsewhere the functions raise ``RuntimeError`` and callers use the column functi
 import numpy as np
 from numba import prange
 
-from . import _blas, columns
+from . import _blas, _examples, columns
 from ._blas import NO_TRANS, TRANS, gemm
 from ._jit import parallel_kernel
+from ._registry import example, examples
 from ._validation import (
     as_float_array, check_int, check_ndim, checked_out, compute_dtype, empty_result,
 )
@@ -32,7 +33,8 @@ __all__ = ["conv_kernels_available", "conv_forward", "conv_backward"]
 
 def conv_kernels_available():
     """Whether :func:`conv_forward` and :func:`conv_backward` can run in this process
-    (NumPy's BLAS is the OpenBLAS of its PyPI wheels)."""
+    (NumPy's BLAS is the OpenBLAS of its PyPI wheels); the first call loads that OpenBLAS
+    into LLVM's symbol table (``nnkernels.show_config()`` says why not, where not)."""
     return _blas.AVAILABLE
 
 
@@ -155,6 +157,15 @@ def _inputs(x, W, third, third_name):
     return as_float_array(x, "x", dtype=dtype), as_float_array(W, "W", dtype=dtype), third, dtype
 
 
+def _conv_examples(make):
+    """Examples only where the kernels are available; they have no twins."""
+    return lambda dtype: ([call.parallel_only() for call in make(dtype)]
+                          if _blas.AVAILABLE else [])
+
+
+@examples(_conv_examples(lambda dtype: [
+    example(_examples.image(dtype), _examples.rand((4, 5, 3, 3), dtype, 1),
+            _examples.rand(4, dtype, 2), 2, 1)]))
 def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     """Convolution (cross-correlation) of ``x`` ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
@@ -199,6 +210,9 @@ def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     return result.reshape(n_img, n_filters, out_h, out_w)
 
 
+@examples(_conv_examples(lambda dtype: [
+    example(_examples.rand((3, 4, 5, 4), dtype, 3), _examples.image(dtype),
+            _examples.rand((4, 5, 3, 3), dtype, 1), 2, 1)]))
 def conv_backward(dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_sample=None,
                   n_parts=None):
     """Gradients of :func:`conv_forward`: ``(dx, dW, db)``.

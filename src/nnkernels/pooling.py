@@ -11,7 +11,9 @@ import functools
 import numpy as np
 from numba import prange
 
+from . import _examples
 from ._jit import parallel_kernel
+from ._registry import example, examples
 from ._validation import (
     as_float_array,
     check_input_shape,
@@ -156,6 +158,7 @@ def _pool_geometry(shape, pool_h, pool_w, stride, pad):
     return pool_h, pool_w, stride, pad, out_h, out_w
 
 
+@examples(lambda dtype: [example(_examples.image(dtype), 2, 2, 2, 1)], group="max pooling")
 def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
     """Max over each ``pool_h x pool_w`` window of ``x`` ``(N, C, H, W)``.
 
@@ -177,6 +180,9 @@ def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
 
 
 
+@examples(lambda dtype: [example(_examples.rand((3, 5, 5, 4), dtype),
+                                 np.arange(300).reshape(3, 5, 5, 4) % 4, _examples.IMAGE,
+                                 2, 2, 2, 1)], group="max pooling")
 def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0):
     """Scatter ``dout`` ``(N, C, out_h, out_w)`` to the argmax cells; return ``(N, C, H, W)``.
 

@@ -1,0 +1,114 @@
+"""The table of public functions and their example calls, from which every check derives.
+
+A public function that launches kernels is declared with :func:`examples`, next to its
+definition::
+
+    @examples(lambda dtype: [example(np.ones((2, 2, 5, 5), dtype), 3, 3, 1, 1)])
+    def im2col(x, filter_h, filter_w, stride=1, pad=0): ...
+
+Precompiling, the serial-twin test, the fuzzer and the start-up probe all read this table
+(:func:`table`, :func:`example_calls`), and a test checks that running every example
+compiled every kernel (``nnkernels._jit.all_kernels``): a kernel no example reaches fails it.
+"""
+
+import dataclasses
+
+__all__ = ["examples", "example", "Example", "table", "example_calls", "groups"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One call's arguments; ``twins``: whether the library may run this call's kernels
+    single-threaded at the default settings (so precompiling compiles the twins too)."""
+
+    args: tuple
+    kwargs: dict
+    twins: bool = True
+
+    def parallel_only(self):
+        """This call, marked as reaching only multi-threaded kernels at default settings."""
+        return dataclasses.replace(self, twins=False)
+
+
+def example(*args, **kwargs):
+    """An :class:`Example` of a call with these arguments."""
+    return Example(args, kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered public function: ``make(dtype)`` returns its examples for ``dtype``;
+    ``group`` names the functions precompiled together in one process."""
+
+    function: object
+    make: object
+    group: str
+
+
+_TABLE = {}
+
+
+def examples(make, group=None):
+    """Register the decorated function with ``make(dtype) -> [Example, ...]``.
+
+    Parameters
+    ----------
+    make : callable
+        Called with a ``numpy.dtype`` (float32 or float64); returns the example calls. It
+        may call other registered functions to build inputs (a backward pass's forward).
+    group : str, optional
+        Functions precompiled in one process (those sharing kernels or inputs); default:
+        the function's module.
+    """
+    def register(function):
+        _TABLE[function.__name__] = Entry(function, make,
+                                          group or function.__module__.rsplit(".", 1)[-1])
+        return function
+    return register
+
+
+def _load_all():
+    from . import activations, batchnorm, columns, convolution, pooling  # noqa: F401
+
+
+def table():
+    """``{name: Entry}`` of every registered function, in registration order."""
+    _load_all()
+    return dict(_TABLE)
+
+
+def groups():
+    """``{group: [name, ...]}`` in registration order."""
+    result = {}
+    for name, entry in table().items():
+        result.setdefault(entry.group, []).append(name)
+    return result
+
+
+def example_calls(dtype, names=None):
+    """``[(name, run), ...]``, one per registered function (or per name in ``names``).
+
+    ``run()`` builds the function's example inputs for ``dtype``, calls it on each and
+    returns the results; ``run(twins_only=True)`` skips the examples whose twins the
+    library does not use at the default settings (:meth:`Example.parallel_only`).
+    """
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    calls = []
+    for name, entry in table().items():
+        if names is not None and name not in names:
+            continue
+        calls.append((name, _caller(entry, dtype)))
+    return calls
+
+
+def _caller(entry, dtype):
+    def run(twins_only=False):
+        results = []
+        for call in entry.make(dtype):
+            if twins_only and not call.twins:
+                continue
+            results.append(entry.function(*call.args, **call.kwargs))
+        return results
+    return run

@@ -1,0 +1,356 @@
+"""The runtime (``nnkernels.runtime``): importing changes nothing, the first launch adapts
+to the threading layer others chose, ``show_config`` reports, and forks and threads are
+safe (issue 17, cases 1-5).
+
+Every case runs in a fresh interpreter with a timeout: a threading layer is loaded once
+per process, and a hang must become a failure.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from _subprocess_helpers import assert_ok, describe, output_line, pip_tbb_available, run_python
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 240
+ENV = {"NUMBA_DISABLE_JIT": None, "NUMBA_THREADING_LAYER": None,
+       "NUMBA_THREADING_LAYER_PRIORITY": None, "OPENBLAS_THREAD_TIMEOUT": None}
+
+#: an interpreter of an environment without Intel TBB (this one, when it has none)
+WITHOUT_TBB = (os.environ.get("NNKERNELS_PYTHON_WITHOUT_TBB")
+               or (None if pip_tbb_available() else "python"))
+
+
+def _run(code, timeout=TIMEOUT, env=None, executable=None):
+    try:
+        return run_python(code, env={**ENV, **(env or {})}, timeout=timeout,
+                          executable=executable)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"deadlock: no exit within {timeout} s")
+
+
+# a few layers, with inputs large enough to launch the multi-threaded kernels
+LAYERS = r"""
+import numpy as np
+import nnlayers
+
+def run_layers(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, 3, 32, 32))
+    conv = nnlayers.Convolution(rng.standard_normal((6, 3, 3, 3)), rng.standard_normal(6), 1, 1)
+    pool = nnlayers.Pooling(2, 2, 2)
+    bn = nnlayers.BatchNormalization(np.ones(6 * 16 * 16), np.zeros(6 * 16 * 16))
+    relu = nnlayers.Relu()
+    out = relu.forward(bn.forward(pool.forward(conv.forward(x)), train_flg=True))
+    dx = conv.backward(pool.backward(bn.backward(relu.backward(np.ones_like(out)))))
+    return [out, dx, conv.dW, conv.db]
+
+def same(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+"""
+
+
+# ------------------------------------------------------------------ A: no side effects
+NO_SIDE_EFFECTS = r"""
+import io, os
+import numba
+import numba.np.ufunc.parallel as parallel
+from threadpoolctl import threadpool_info
+
+def state():
+    with open("/proc/self/maps") as maps:
+        tbb = "libtbb" in maps.read()
+    return (numba.config.THREADING_LAYER, list(numba.config.THREADING_LAYER_PRIORITY),
+            dict(os.environ), tbb, parallel._is_initialized,
+            [(i["filepath"], i["num_threads"]) for i in threadpool_info()])
+
+before = state()
+import nnkernels, nnlayers
+print("IMPORT", before == state())
+info = nnkernels.runtime_info()
+nnkernels.show_config(file=io.StringIO())
+print("SHOW", before == state())
+print("LAYER", info["threading_layer"]["in_use"])
+"""
+
+
+def test_import_and_show_config_change_nothing():
+    result = _run(NO_SIDE_EFFECTS)
+    assert_ok(result)
+    assert output_line(result, "IMPORT") == "True"
+    assert output_line(result, "SHOW") == "True"
+    assert output_line(result, "LAYER") == "None"
+
+
+USER_PROCESS = LAYERS + r"""
+import os, sys, time
+import numba
+from numba import njit, prange
+from threadpoolctl import threadpool_info
+
+numba.config.THREADING_LAYER = sys.argv[1]  # the user's choice
+
+@njit(parallel=True)
+def user_kernel(a):
+    total = 0.0
+    for i in prange(a.size):
+        total += np.sqrt(a[i]) * np.sin(a[i])
+    return total
+
+a = np.random.default_rng(3).random(4_000_000)
+
+def best_time():
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        user_kernel(a)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+def state():
+    return (numba.threading_layer(), numba.config.THREADING_LAYER,
+            list(numba.config.THREADING_LAYER_PRIORITY), numba.get_num_threads(),
+            [(i["filepath"], i["num_threads"]) for i in threadpool_info()],
+            {k: v for k, v in os.environ.items() if k.startswith(("NUMBA", "OPENBLAS", "OMP"))})
+
+result = user_kernel(a)
+before, time_before = state(), best_time()
+import nnkernels
+run_layers()
+print("LIBRARY_LAYER", nnkernels.threading_layer())
+print("STATE", before == state())
+print("RESULT", user_kernel(a) == result)
+print("SPEED", best_time() / time_before)
+"""
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "omp"])
+def test_users_own_parallel_code_is_unchanged(layer):
+    """A process running its own ``@njit(parallel=True)`` code under a chosen layer: after
+    importing the library and running layers, that code's settings, results and speed are
+    unchanged, and the library runs under the user's layer."""
+    result = run_python(USER_PROCESS, env=ENV, timeout=TIMEOUT, args=(layer,))
+    assert_ok(result)
+    assert output_line(result, "LIBRARY_LAYER") == layer
+    assert output_line(result, "STATE") == "True"
+    assert output_line(result, "RESULT") == "True"
+    assert float(output_line(result, "SPEED")) < 1.5, describe(result)
+
+
+# ------------------------------------------------------------------ B: show_config
+SHOW = LAYERS + r"""
+import io, json
+import nnkernels
+before = nnkernels.runtime_info()
+run_layers()
+after = nnkernels.runtime_info()
+text = io.StringIO()
+nnkernels.show_config(file=text)
+print("BEFORE", json.dumps(before["threading_layer"]))
+print("AFTER", json.dumps(after["threading_layer"]))
+print("KEYS", sorted(after))
+print("CONFIG", after["config"] == nnkernels.get_config())
+print("PRINTED", all(word in text.getvalue() for word in ("numba", "threading_layer", "jit_cache_dir")))
+print("CONV", json.dumps(after["conv_kernels"]))
+"""
+
+
+def test_runtime_info_and_show_config():
+    import json
+
+    result = _run(SHOW)
+    assert_ok(result)
+    before, after = json.loads(output_line(result, "BEFORE")), json.loads(output_line(result, "AFTER"))
+    assert before["in_use"] is None and before["chosen_by"].startswith("undecided")
+    assert after["in_use"] == ("tbb" if pip_tbb_available() else "omp")
+    assert after["chosen_by"] and after["fork_safety"] and after["serial_only"] is None
+    assert output_line(result, "KEYS") == str(sorted([
+        "versions", "cpu", "threading_layer", "threads", "blas", "blas_spin",
+        "single_threaded_blas", "conv_kernels", "jit_cache_dir", "config"]))
+    assert output_line(result, "CONFIG") == "True"
+    assert output_line(result, "PRINTED") == "True"
+    conv = json.loads(output_line(result, "CONV"))
+    assert conv["reason"]
+
+
+# ------------------------------------------------------------------ issue 17
+BUSY_BLAS_IMPORT = r"""
+import threading, time
+import numpy as np
+a = np.random.default_rng(0).standard_normal((1200, 1200))
+stop = threading.Event()
+
+def products():
+    while not stop.is_set():
+        a @ a
+
+other = threading.Thread(target=products)
+other.start()
+time.sleep(0.3)
+""" + LAYERS + r"""
+import nnkernels
+run_layers()
+stop.set()
+other.join()
+print("DONE")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_case1_import_while_another_thread_multiplies(attempt):
+    assert_ok(_run(BUSY_BLAS_IMPORT, timeout=120), "DONE")
+
+
+USER_THREADS = r"""
+import threading
+import numpy as np
+import numba
+from numba import njit, prange
+
+@njit(parallel=True)
+def user_kernel(a):
+    total = 0.0
+    for i in prange(a.size):
+        total += a[i] * 2.0
+    return total
+
+def from_two_threads():
+    a = np.ones(1_000_000)
+    results = []
+    threads = [threading.Thread(target=lambda: results.extend(user_kernel(a) for _ in range(50)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return set(results) == {2e6}
+""" + LAYERS + r"""
+import nnlayers
+run_layers()
+print("TWO_THREADS", from_two_threads(), numba.threading_layer())
+"""
+
+
+@pytest.mark.skipif(WITHOUT_TBB is None, reason="set NNKERNELS_PYTHON_WITHOUT_TBB to an "
+                    "interpreter of an environment without TBB")
+def test_case2_users_code_from_two_threads_survives_without_tbb():
+    result = _run(USER_THREADS, executable=None if WITHOUT_TBB == "python" else WITHOUT_TBB)
+    assert_ok(result)
+    assert output_line(result, "TWO_THREADS").startswith("True")
+
+
+USER_PRIORITY = r"""
+import numba
+from numba import njit, prange
+numba.config.THREADING_LAYER_PRIORITY = ["workqueue", "tbb", "omp"]
+
+@njit(parallel=True)
+def user_kernel(n):
+    total = 0
+    for i in prange(n):
+        total += i
+    return total
+""" + LAYERS + r"""
+import nnkernels
+run_layers()
+user_kernel(1000)
+print("PRIORITY", numba.config.THREADING_LAYER_PRIORITY)
+print("LAYER", numba.threading_layer())
+print("CHOSEN", nnkernels.runtime_info()["threading_layer"]["chosen_by"])
+"""
+
+
+def test_case3_users_priority_is_kept():
+    result = _run(USER_PRIORITY)
+    assert_ok(result)
+    assert output_line(result, "PRIORITY") == "['workqueue', 'tbb', 'omp']"
+    assert output_line(result, "LAYER") == "workqueue"
+    assert "THREADING_LAYER_PRIORITY" in output_line(result, "CHOSEN")
+
+
+OMP_THEN_FORK = r"""
+import os
+import numba
+numba.set_num_threads(2)  # starts Numba's pool before the library is imported
+""" + LAYERS + r"""
+import nnkernels
+expected = run_layers()
+print("LAYER", numba.threading_layer())
+pid = os.fork()
+if pid == 0:
+    try:
+        code = 0 if same(run_layers(), expected) else 3
+    except BaseException:
+        code = 4
+    os._exit(code)
+print("SAFETY", nnkernels.runtime_info()["threading_layer"]["fork_safety"])
+_, status = os.waitpid(pid, 0)
+print("CHILD", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_case4_fork_child_survives_a_layer_started_before_import():
+    result = _run(OMP_THEN_FORK, env={"NUMBA_NUM_THREADS": "2"})
+    assert_ok(result)
+    layer = output_line(result, "LAYER")
+    assert output_line(result, "CHILD") == "0", describe(result)
+    if layer == "omp":
+        assert "not fork-safe" in output_line(result, "SAFETY")
+
+
+FORK_IN_SIGNAL_HANDLER = r"""
+import os, signal, time
+""" + LAYERS + r"""
+rng = np.random.default_rng(0)
+x = rng.standard_normal((16, 3, 64, 64))
+pool = nnlayers.Pooling(2, 2, 2)
+expected = pool.forward(x)
+statuses = []
+
+def fork_now(signum, frame):
+    if len(statuses) >= 8:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = np.array_equal(nnlayers.Pooling(2, 2, 2).forward(x), expected)
+        except BaseException as exc:
+            print("CHILD EXCEPTION", repr(exc), flush=True)
+            os._exit(4)
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    statuses.append(os.waitstatus_to_exitcode(status))
+    signal.setitimer(signal.ITIMER_REAL, 0.003)  # the next one, once this one is done
+
+signal.signal(signal.SIGALRM, fork_now)
+signal.setitimer(signal.ITIMER_REAL, 0.003)
+deadline = time.monotonic() + 60
+while len(statuses) < 8 and time.monotonic() < deadline:
+    pool.forward(x)
+signal.setitimer(signal.ITIMER_REAL, 0)
+print("STATUSES", statuses)
+"""
+
+
+def test_case5_fork_in_a_signal_handler_during_a_kernel():
+    result = _run(FORK_IN_SIGNAL_HANDLER, timeout=180)
+    assert_ok(result)
+    assert output_line(result, "STATUSES") == str([0] * 8)
+
+
+def test_threads_setting_applies_to_launches_only():
+    import numba
+    import numpy as np
+
+    import nnkernels
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 40, 40))
+    expected = nnkernels.im2col(x, 3, 3, 1, 1)
+    before = numba.get_num_threads()
+    with nnkernels.config_context(threads=1):
+        assert nnkernels.get_num_threads() == 1
+        np.testing.assert_array_equal(nnkernels.im2col(x, 3, 3, 1, 1), expected)
+    assert numba.get_num_threads() == before == nnkernels.get_num_threads()
