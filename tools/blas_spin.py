@@ -4,7 +4,7 @@
 64x32x32, 64 filters 3x3), the column kernels and the products alone and back to back, in
 ms (median of 9, ``nnbench.timing``). Run it under ``OPENBLAS_THREAD_TIMEOUT=28``
 (OpenBLAS's default spin, about 0.1 s) and ``OPENBLAS_THREAD_TIMEOUT=16`` (what
-``nnkernels.limit_blas_spin`` sets): with the long spin, a pair costs more than its two
+``nnkernels.set_config(blas_spin_exponent=16)`` applies): with the long spin, a pair costs more than its two
 pieces. OpenBLAS reads the variable when NumPy is imported, so set it before starting
 Python. ``--quick``: batch of 4, 2 calls.
 """
