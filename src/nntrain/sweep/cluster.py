@@ -1,0 +1,121 @@
+"""Where trials run: a Dask cluster (local by default, or any scheduler by address), or
+this process (``--workers 0``, trials one after another).
+
+Both executors offer ``submit(fn, *args, **kwargs)`` returning a future with
+``result()``, ``wait_first(futures)`` returning the finished ones, ``slots()`` (trials
+that can run at once) and ``dashboard`` (a URL or ``None``).
+"""
+
+import concurrent.futures
+import contextlib
+import os
+
+from . import require
+
+#: environment of local-cluster workers: one thread for Numba and BLAS in each
+SINGLE_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                     "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class SweepSetupError(RuntimeError):
+    """A problem found before any trial ran; the message names the option."""
+
+
+class InProcessExecutor:
+    """Run trials in one background thread of this process (Ctrl-C stays responsive)."""
+
+    dashboard = None
+
+    def __init__(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="trial")
+
+    def submit(self, fn, *args, **kwargs):
+        return self._pool.submit(fn, *args, **kwargs)
+
+    @staticmethod
+    def wait_first(futures, timeout=None):
+        done, _ = concurrent.futures.wait(futures, timeout=timeout,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        return done
+
+    def slots(self):
+        return 1
+
+    def close(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Submit trials to a ``distributed.Client``; one trial per worker thread at a time."""
+
+    def __init__(self, client, cluster=None):
+        self.client, self.cluster = client, cluster
+        self.dashboard = getattr(client, "dashboard_link", None) if cluster is not None \
+            else _scheduler_dashboard(client)
+
+    def submit(self, fn, *args, **kwargs):
+        return self.client.submit(fn, *args, pure=False, **kwargs)
+
+    @staticmethod
+    def wait_first(futures, timeout=None):
+        import distributed
+        try:
+            done, _ = distributed.wait(list(futures), timeout=timeout,
+                                       return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return set()
+        return done
+
+    def slots(self):
+        return max(1, sum(self.client.nthreads().values()))
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=10)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close(timeout=10)
+
+
+def _scheduler_dashboard(client):
+    try:
+        port = client.scheduler_info().get("services", {}).get("dashboard")
+    except Exception:
+        return None
+    if not port:
+        return None
+    host = client.scheduler.address.split("://")[-1].rsplit(":", 1)[0]
+    return f"http://{host}:{port}/status"
+
+
+def open_executor(scheduler, workers, connect_timeout, local_processes=True, dashboard=True):
+    """The executor for ``--scheduler``/``--workers``; raises ``SweepSetupError``.
+
+    ``scheduler``: an address (``tcp://host:port``) or ``None`` for a local cluster of
+    ``workers`` single-threaded worker processes (``0``: run in this process).
+    """
+    if scheduler is None and workers == 0:
+        return InProcessExecutor()
+    distributed = require("distributed")
+    if scheduler is not None:
+        try:
+            client = distributed.Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SweepSetupError(
+                f"--scheduler {scheduler}: no Dask scheduler answered within "
+                f"{connect_timeout:g} s ({type(exc).__name__}: {exc})") from None
+        return DaskExecutor(client)
+    cluster = distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=local_processes,
+        host="127.0.0.1", dashboard_address="127.0.0.1:0" if dashboard else None,
+        env=SINGLE_THREAD_ENV if local_processes else None)
+    client = distributed.Client(cluster)
+    return DaskExecutor(client, cluster)
+
+
+def default_workers():
+    """One worker per core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

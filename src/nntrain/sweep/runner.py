@@ -1,0 +1,237 @@
+"""The client side of a sweep: the Optuna study, the ask/submit/tell loop, resume."""
+
+import json
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+
+from . import require
+from .trial import run_trial
+
+#: the median pruner's startup trials (as Optuna's ``MedianPruner`` default)
+PRUNER_STARTUP_TRIALS = 5
+#: failures that are the trial's own outcome and count towards ``--trials``
+OWN_FAILURES = ("error", "diverged")
+CONFIG_ATTR = "nntrain_sweep_config"
+
+
+def trial_seed(base_seed, number):
+    """The seed of trial ``number``: distinct per trial, reproducible from ``--seed``."""
+    return int(np.random.SeedSequence([base_seed, number]).generate_state(1)[0])
+
+
+def make_sampler(name, seed, trials_so_far):
+    """``random`` (as the book) or ``tpe``, seeded so that a resumed study draws anew."""
+    optuna = require("optuna")
+    seed = trial_seed(seed, 1_000_000 + trials_so_far)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def open_study(storage, study_name, config):
+    """Create the study or load it to continue; refuse one made with other options."""
+    optuna = require("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+                                load_if_exists=True)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        study.set_user_attr(CONFIG_ATTR, config)
+    elif stored != json.loads(json.dumps(config)):
+        changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        raise SystemExit(
+            f"nntrain sweep: study {study_name!r} in {storage} was created with other "
+            f"options ({', '.join(changed)} differ); use the same options to resume it or "
+            "pass --study-name NAME for a new study")
+    return study
+
+
+def is_finished(frozen):
+    """Whether a stored trial counts towards ``--trials``."""
+    state = frozen.state.name
+    if state in ("COMPLETE", "PRUNED"):
+        return True
+    return state == "FAIL" and frozen.user_attrs.get("failure") in OWN_FAILURES
+
+
+def median_thresholds(study, epochs):
+    """Per-epoch medians of the finished trials' validation accuracy (``None`` before
+    ``PRUNER_STARTUP_TRIALS`` trials completed)."""
+    optuna = require("optuna")
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(done) < PRUNER_STARTUP_TRIALS:
+        return None
+    thresholds = []
+    for step in range(epochs):
+        values = [t.intermediate_values[step] for t in done if step in t.intermediate_values]
+        thresholds.append(statistics.median(values) if values else None)
+    return thresholds
+
+
+def _attrs(result):
+    keys = ("seed", "train_acc", "val_acc", "epoch_loss", "test_acc", "seconds", "worker",
+            "status", "reason", "setup_seconds")
+    return {k: result.get(k) for k in keys if result.get(k) is not None}
+
+
+class Sweep:
+    """Run ``trials`` finished trials of ``study`` on ``executor``.
+
+    Parameters
+    ----------
+    study : optuna.Study
+    space : SearchSpace
+    executor : InProcessExecutor or DaskExecutor
+    trial_config : dict
+        Passed to every ``run_trial``.
+    results : ResultsFile
+    best_saver : callable(trial_number, result)
+        Called when a trial beats the best so far (to save its network).
+    """
+
+    def __init__(self, study, space, executor, trial_config, *, trials, seed, sampler,
+                 pruner, results, best_saver, threads=1, quiet=False):
+        self.study, self.space, self.executor = study, space, executor
+        self.trial_config = trial_config
+        self.trials, self.seed, self.pruner = trials, seed, pruner
+        self.results, self.best_saver = results, best_saver
+        self.threads, self.quiet = threads, quiet
+        self.pending = {}
+        self.lost = 0
+        self.mark_interrupted()
+        stored = study.get_trials(deepcopy=False)
+        study.sampler = make_sampler(sampler, seed, len(stored))
+        self.finished = sum(is_finished(t) for t in stored)
+        complete = [t.value for t in stored if t.state.name == "COMPLETE"]
+        self.best = max(complete) if complete else -math.inf
+
+    def mark_interrupted(self):
+        """Trials a dead client left running: ``FAIL`` with failure ``interrupted``."""
+        optuna = require("optuna")
+        running = self.study.get_trials(deepcopy=False, states=(
+            optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))
+        for frozen in running:
+            reason = "interrupted: the client stopped while the trial ran"
+            self.study._storage.set_trial_user_attr(frozen._trial_id, "failure", "interrupted")
+            self.study._storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+            self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL,
+                            skip_if_finished=True)
+            self.results.append(frozen.number, "FAIL", None,
+                                {"params": frozen.params, "reason": reason,
+                                 "failure": "interrupted", **frozen.user_attrs})
+
+    def run(self):
+        """Ask, submit and tell until ``trials`` trials are finished. Returns the study."""
+        tqdm = require("tqdm").tqdm
+        bar = tqdm(total=self.trials, initial=min(self.finished, self.trials), unit="trial",
+                   desc="trials", disable=self.quiet, dynamic_ncols=True)
+        self._show_best(bar)
+        try:
+            while self.finished + len(self.pending) < self.trials or self.pending:
+                self._fill()
+                for future in self.executor.wait_first(list(self.pending), timeout=2.0):
+                    self._collect(future, bar)
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            bar.close()
+        return self.study
+
+    def _fill(self):
+        slots = self.executor.slots()
+        while self.finished + len(self.pending) < self.trials and len(self.pending) < slots:
+            trial = self.study.ask()
+            params = self.space.suggest(trial)
+            seed = trial_seed(self.seed, trial.number)
+            trial.set_user_attr("seed", seed)
+            thresholds = (median_thresholds(self.study, self.trial_config["epochs"])
+                          if self.pruner == "median" else None)
+            future = self.executor.submit(run_trial, self.trial_config, params, seed,
+                                          thresholds, self.threads, return_params=True)
+            self.pending[future] = (trial, params, seed, time.time())
+
+    def _collect(self, future, bar):
+        optuna = require("optuna")
+        trial, params, seed, submitted = self.pending.pop(future)
+        try:
+            result = future.result()
+        except Exception as exc:  # the task never finished: worker killed, cluster gone
+            self.lost += 1
+            if self.lost > max(10, self.trials):
+                raise RuntimeError(f"{self.lost} trials lost on the cluster, the last with "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            result = {"seed": seed, "params": params, "status": "lost",
+                      "reason": f"lost: {type(exc).__name__}: {exc}"}
+        result["queued_seconds"] = max(0.0, time.time() - submitted - result.get("seconds", 0))
+        arrays = result.pop("params_arrays", None)
+        buffers = result.pop("buffers_arrays", None)
+        for step, value in enumerate(result.get("val_acc", [])):
+            trial.report(value, step)
+        for key, value in _attrs(result).items():
+            trial.set_user_attr(key, value)
+        status = result["status"]
+        state = optuna.trial.TrialState
+        if status == "complete":
+            value = result["val_acc"][-1]
+            self.study.tell(trial, value)
+            outcome = ("COMPLETE", value)
+        elif status == "pruned":
+            self.study.tell(trial, state=state.PRUNED)
+            outcome = ("PRUNED", result["val_acc"][-1])
+        else:
+            trial.set_user_attr("failure", status)
+            self.study.tell(trial, state=state.FAIL)
+            outcome = ("FAIL", None)
+        self.results.append(trial.number, *outcome, result)
+        if status in ("complete", "pruned") or status in OWN_FAILURES:
+            self.finished += 1
+            bar.update(1)
+        if status == "complete" and outcome[1] > self.best:
+            self.best = outcome[1]
+            if arrays is not None:
+                self.best_saver(trial.number, {**result, "params_arrays": arrays,
+                                                 "buffers_arrays": buffers})
+        if status in ("error", "lost") and not self.quiet:
+            bar.write(f"trial {trial.number} failed: {result['reason']}")
+        self._show_best(bar)
+
+    def _show_best(self, bar):
+        if self.best > -math.inf:
+            bar.set_postfix(best=f"{self.best:.4f}", refresh=True)
+
+    def _abandon(self):
+        """Ctrl-C or a crash of the loop: tell the trials in flight ``FAIL``/interrupted."""
+        optuna = require("optuna")
+        for future, (trial, params, seed, _) in list(self.pending.items()):
+            future.cancel()
+            reason = "interrupted: the sweep stopped while the trial ran"
+            try:
+                trial.set_user_attr("failure", "interrupted")
+                trial.set_user_attr("reason", reason)
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.results.append(trial.number, "FAIL", None,
+                                    {"params": params, "seed": seed, "reason": reason,
+                                     "failure": "interrupted"})
+            except Exception:  # the next run marks what is left RUNNING
+                pass
+        self.pending.clear()
+
+
+class ResultsFile:
+    """Results as JSON lines, appended and flushed as each trial finishes."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def append(self, number, state, value, result):
+        record = {"number": number, "state": state, "value": value,
+                  **{k: v for k, v in result.items() if k != "params_arrays"}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
