@@ -253,10 +253,10 @@ def run_sweep(args):
     space, config = prepare(args)
     stored_config = {**config, "space": space.describe(), "seed": args.seed,
                      "pruner": args.pruner}
-    study = open_study(args.storage, args.study_name, stored_config)
     executor = _start(args, config)
     start = time.perf_counter()
     try:
+        study = open_study(args.storage, args.study_name, stored_config)
         sweep = Sweep(study, space, executor, config, trials=args.trials, seed=args.seed,
                       sampler=args.sampler, pruner=args.pruner,
                       results=ResultsFile(os.path.join(args.out, "results.jsonl")),

@@ -105,10 +105,11 @@ def open_executor(scheduler, workers, connect_timeout, local_processes=True, das
                 f"--scheduler {scheduler}: no Dask scheduler answered within "
                 f"{connect_timeout:g} s ({type(exc).__name__}: {exc})") from None
         return DaskExecutor(client)
+    options = {"env": SINGLE_THREAD_ENV} if local_processes else {}
     cluster = distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=local_processes,
-        host="127.0.0.1", dashboard_address="127.0.0.1:0" if dashboard else None,
-        env=SINGLE_THREAD_ENV if local_processes else None)
+        protocol="tcp://", host="127.0.0.1",
+        dashboard_address="127.0.0.1:0" if dashboard else None, **options)
     client = distributed.Client(cluster)
     return DaskExecutor(client, cluster)
 

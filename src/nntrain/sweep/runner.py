@@ -100,9 +100,11 @@ class Sweep:
         self.trials, self.seed, self.pruner = trials, seed, pruner
         self.results, self.best_saver = results, best_saver
         self.threads, self.quiet = threads, quiet
-        self.pending = {}
+        self.pending = {}  # future -> trial number
+        self.asked = {}  # trial number -> (trial, params, seed, submitted) until told
         self.lost = 0
         self.mark_interrupted()
+        self.backfill_results()
         stored = study.get_trials(deepcopy=False)
         study.sampler = make_sampler(sampler, seed, len(stored))
         self.finished = sum(is_finished(t) for t in stored)
@@ -120,9 +122,15 @@ class Sweep:
             self.study._storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
             self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL,
                             skip_if_finished=True)
-            self.results.append(frozen.number, "FAIL", None,
-                                {"params": frozen.params, "reason": reason,
-                                 "failure": "interrupted", **frozen.user_attrs})
+
+    def backfill_results(self):
+        """Append the finished trials the results file lacks (told just before a crash)."""
+        recorded = self.results.numbers()
+        for frozen in self.study.get_trials(deepcopy=False):
+            if frozen.number in recorded or not frozen.state.is_finished():
+                continue
+            self.results.append(frozen.number, frozen.state.name, frozen.value,
+                                {"params": frozen.params, **frozen.user_attrs})
 
     def run(self):
         """Ask, submit and tell until ``trials`` trials are finished. Returns the study."""
@@ -146,18 +154,20 @@ class Sweep:
         slots = self.executor.slots()
         while self.finished + len(self.pending) < self.trials and len(self.pending) < slots:
             trial = self.study.ask()
-            params = self.space.suggest(trial)
             seed = trial_seed(self.seed, trial.number)
+            self.asked[trial.number] = (trial, {}, seed, time.time())
+            params = self.space.suggest(trial)
+            self.asked[trial.number] = (trial, params, seed, time.time())
             trial.set_user_attr("seed", seed)
             thresholds = (median_thresholds(self.study, self.trial_config["epochs"])
                           if self.pruner == "median" else None)
             future = self.executor.submit(run_trial, self.trial_config, params, seed,
                                           thresholds, self.threads, return_params=True)
-            self.pending[future] = (trial, params, seed, time.time())
+            self.pending[future] = trial.number
 
     def _collect(self, future, bar):
         optuna = require("optuna")
-        trial, params, seed, submitted = self.pending.pop(future)
+        trial, params, seed, submitted = self.asked[self.pending.pop(future)]
         try:
             result = future.result()
         except Exception as exc:  # the task never finished: worker killed, cluster gone
@@ -187,6 +197,7 @@ class Sweep:
             trial.set_user_attr("failure", status)
             self.study.tell(trial, state=state.FAIL)
             outcome = ("FAIL", None)
+        del self.asked[trial.number]
         self.results.append(trial.number, *outcome, result)
         if status in ("complete", "pruned") or status in OWN_FAILURES:
             self.finished += 1
@@ -207,8 +218,9 @@ class Sweep:
     def _abandon(self):
         """Ctrl-C or a crash of the loop: tell the trials in flight ``FAIL``/interrupted."""
         optuna = require("optuna")
-        for future, (trial, params, seed, _) in list(self.pending.items()):
+        for future in self.pending:
             future.cancel()
+        for trial, params, seed, _ in self.asked.values():
             reason = "interrupted: the sweep stopped while the trial ran"
             try:
                 trial.set_user_attr("failure", "interrupted")
@@ -220,6 +232,7 @@ class Sweep:
             except Exception:  # the next run marks what is left RUNNING
                 pass
         self.pending.clear()
+        self.asked.clear()
 
 
 class ResultsFile:
@@ -227,6 +240,19 @@ class ResultsFile:
 
     def __init__(self, path):
         self.path = os.fspath(path)
+
+    def numbers(self):
+        """The trial numbers already in the file."""
+        if not os.path.exists(self.path):
+            return set()
+        numbers = set()
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    numbers.add(json.loads(line)["number"])
+                except (ValueError, KeyError):  # a line cut short by a crash
+                    continue
+        return numbers
 
     def append(self, number, state, value, result):
         record = {"number": number, "state": state, "value": value,
