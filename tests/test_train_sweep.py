@@ -150,23 +150,26 @@ def test_median_pruner_stops_trials_below_the_median(tmp_path):
 def start_sweep(out, trials, extra=()):
     command = [sys.executable, "-m", "nntrain", "sweep", "--out", str(out), "--workers", "0",
                "--trials", str(trials), "--sampler", "random", "--dataset", "digits",
-               "--digits-size", "8", "--model", "simple", "--epochs", "1", "--quiet",
+               "--digits-size", "28", "--train-size", "500", "--model", "simple",
+               "--epochs", "1", "--quiet",
                "--param", "lr=log:1e-3:1e-2", "--optimizer", "adam", *extra]
     env = child_env({"PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])})
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
-def wait_for_results(out, count, process, timeout=120):
+def wait_for_running_trial(out, count, process, timeout=120):
+    """Wait until ``count`` trials are in the results file and another one is running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (out / "results.jsonl").exists() and len(results(out)) >= count:
+        if ((out / "results.jsonl").exists() and len(results(out)) >= count
+                and running_trials(out)):
             return
         if process.poll() is not None:
             pytest.fail(f"sweep exited early: {process.communicate()}")
         time.sleep(0.05)
     process.kill()
-    pytest.fail(f"no {count} results within {timeout} s")
+    pytest.fail(f"no {count} results and a running trial within {timeout} s")
 
 
 def running_trials(out):
@@ -180,7 +183,7 @@ def test_interrupt_and_crash_then_resume_keeps_every_trial(tmp_path):
     # Ctrl-C: the client tells the running trial FAIL (interrupted) itself
     process = start_sweep(out, trials)
     try:
-        wait_for_results(out, 1, process)
+        wait_for_running_trial(out, 1, process)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
@@ -193,12 +196,11 @@ def test_interrupt_and_crash_then_resume_keeps_every_trial(tmp_path):
     # a crash (SIGKILL): the trial is left RUNNING in the study until the next run
     process = start_sweep(out, trials)
     try:
-        wait_for_results(out, len(results(out)) + 1, process)
+        wait_for_running_trial(out, len(results(out)) + 1, process)
         process.kill()
         process.communicate(timeout=30)
     finally:
         process.kill()
-    before_resume = load_study(out).trials
 
     process = start_sweep(out, trials)
     try:
@@ -211,9 +213,7 @@ def test_interrupt_and_crash_then_resume_keeps_every_trial(tmp_path):
     assert states.count("COMPLETE") == trials
     assert set(states) <= {"COMPLETE", "FAIL"} and running_trials(out) == 0
     failures = [t.user_attrs["failure"] for t in study.trials if t.state.name == "FAIL"]
-    assert failures and set(failures) == {"interrupted"}
-    if any(t.state.name == "RUNNING" for t in before_resume):
-        assert len(failures) >= 2
+    assert failures == ["interrupted", "interrupted"]  # one per stop
     # finished trials were kept as they were; none was run twice or lost
     for number, value in kept.items():
         assert study.trials[number].value == value

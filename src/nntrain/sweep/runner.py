@@ -118,8 +118,11 @@ class Sweep:
             optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))
         for frozen in running:
             reason = "interrupted: the client stopped while the trial ran"
-            self.study._storage.set_trial_user_attr(frozen._trial_id, "failure", "interrupted")
-            self.study._storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+            storage = self.study._storage
+            storage.set_trial_user_attr(frozen._trial_id, "failure", "interrupted")
+            storage.set_trial_user_attr(frozen._trial_id, "seed",
+                                        trial_seed(self.seed, frozen.number))
+            storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
             self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL,
                             skip_if_finished=True)
 
@@ -224,6 +227,7 @@ class Sweep:
             reason = "interrupted: the sweep stopped while the trial ran"
             try:
                 trial.set_user_attr("failure", "interrupted")
+                trial.set_user_attr("seed", seed)
                 trial.set_user_attr("reason", reason)
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 self.results.append(trial.number, "FAIL", None,
