@@ -111,7 +111,8 @@ def test_small_sweep_on_an_in_process_local_cluster(tmp_path, capsys):
     assert summary["counts"] == {"COMPLETE": 4}
 
     # determinism: the best trial re-run here, alone, gives the same curves
-    params, seed = study.best_trial.params, study.best_trial.user_attrs["seed"]
+    params = study.best_trial.user_attrs["all_params"]
+    seed = study.best_trial.user_attrs["seed"]
     config = best_config(out)
     again = run_trial(config, params, seed)
     assert again["val_acc"] == study.best_trial.user_attrs["val_acc"]

@@ -158,7 +158,8 @@ def write_report(study, out_dir, quiet=False, out=None):
     best = ranked(study)
     summary = {"counts": state_counts(study),
                "best": [{"trial": t.number, "val_acc": t.value,
-                         "test_acc": t.user_attrs.get("test_acc"), "params": t.params,
+                         "test_acc": t.user_attrs.get("test_acc"),
+                         "params": t.user_attrs.get("all_params", t.params),
                          "seed": t.user_attrs.get("seed")} for t in best[:10]]}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)

@@ -162,6 +162,7 @@ class Sweep:
             params = self.space.suggest(trial)
             self.asked[trial.number] = (trial, params, seed, time.time())
             trial.set_user_attr("seed", seed)
+            trial.set_user_attr("all_params", params)  # trial.params lacks the fixed ones
             thresholds = (median_thresholds(self.study, self.trial_config["epochs"])
                           if self.pruner == "median" else None)
             future = self.executor.submit(run_trial, self.trial_config, params, seed,
