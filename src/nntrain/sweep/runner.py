@@ -170,7 +170,6 @@ class Sweep:
             self.pending[future] = trial.number
 
     def _collect(self, future, bar):
-        optuna = require("optuna")
         trial, params, seed, submitted = self.asked[self.pending.pop(future)]
         try:
             result = future.result()
@@ -184,6 +183,24 @@ class Sweep:
         result["queued_seconds"] = max(0.0, time.time() - submitted - result.get("seconds", 0))
         arrays = result.pop("params_arrays", None)
         buffers = result.pop("buffers_arrays", None)
+        state, value = self._tell(trial, result)
+        self.results.append(trial.number, state, value, result)
+        status = result["status"]
+        if status == "complete" and value > self.best:
+            self.best = value
+            if arrays is not None:
+                self.best_saver(trial.number, {**result, "params_arrays": arrays,
+                                                 "buffers_arrays": buffers})
+        self._show_best(bar)
+        if status in ("complete", "pruned") or status in OWN_FAILURES:
+            self.finished += 1
+            bar.update(1)
+        if status in ("error", "lost") and not self.quiet:
+            bar.write(f"trial {trial.number} failed: {result['reason']}")
+
+    def _tell(self, trial, result):
+        """Record ``result`` in the study; returns ``(state name, value)``."""
+        optuna = require("optuna")
         for step, value in enumerate(result.get("val_acc", [])):
             trial.report(value, step)
         for key, value in _attrs(result).items():
@@ -191,33 +208,20 @@ class Sweep:
         status = result["status"]
         state = optuna.trial.TrialState
         if status == "complete":
-            value = result["val_acc"][-1]
-            self.study.tell(trial, value)
-            outcome = ("COMPLETE", value)
+            self.study.tell(trial, result["val_acc"][-1])
         elif status == "pruned":
             self.study.tell(trial, state=state.PRUNED)
-            outcome = ("PRUNED", result["val_acc"][-1])
         else:
             trial.set_user_attr("failure", status)
             self.study.tell(trial, state=state.FAIL)
-            outcome = ("FAIL", None)
         del self.asked[trial.number]
-        self.results.append(trial.number, *outcome, result)
-        if status in ("complete", "pruned") or status in OWN_FAILURES:
-            self.finished += 1
-            bar.update(1)
-        if status == "complete" and outcome[1] > self.best:
-            self.best = outcome[1]
-            if arrays is not None:
-                self.best_saver(trial.number, {**result, "params_arrays": arrays,
-                                                 "buffers_arrays": buffers})
-        if status in ("error", "lost") and not self.quiet:
-            bar.write(f"trial {trial.number} failed: {result['reason']}")
-        self._show_best(bar)
+        if status == "complete":
+            return "COMPLETE", result["val_acc"][-1]
+        return ("PRUNED", result["val_acc"][-1]) if status == "pruned" else ("FAIL", None)
 
     def _show_best(self, bar):
         if self.best > -math.inf:
-            bar.set_postfix(best=f"{self.best:.4f}", refresh=True)
+            bar.set_postfix(best=f"{self.best:.4f}", refresh=False)
 
     def _abandon(self):
         """Ctrl-C or a crash of the loop: tell the trials in flight ``FAIL``/interrupted."""
