@@ -8,8 +8,9 @@ Architecture
 * **Client** (the ``nntrain sweep`` process) owns the Optuna study: it ``ask``s a trial,
   submits one Dask task per trial (``pure=False``) and ``tell``s the result as futures
   complete. Only the client opens the storage, so any Optuna storage URL works (SQLite
-  file by default) and workers need no access to it. At most one trial per worker thread
-  is in flight, so TPE samples with the latest results.
+  file by default) and workers need no access to it. Two trials per worker thread are in
+  flight (one running, one queued), so no worker waits while the client records a
+  result; TPE samples with all results but those of the trials in flight.
 * **Workers** run ``trial.run_trial``: set the kernels' and BLAS threads to the trial's
   share (1 per worker thread), warm the JIT cache once per process (under a file lock next
   to Numba's cache, so workers on one machine never compile into it at once; the client
@@ -17,9 +18,11 @@ Architecture
   (cached by data options; a remote worker must be able to read the dataset itself:
   digits come with scikit-learn, Fashion-MNIST from ``dataset-fashion-mnist`` or
   ``--data-dir``), train, and return curves, accuracies, time and worker as a dict.
-* **Storage**: each trial's parameters, seed, per-epoch curves (intermediate values and
-  user attributes), validation and test accuracy, seconds and worker, plus a results file
-  (JSON lines) appended as trials finish.
+* **Storage**: each trial's parameters (``all_params`` with the fixed ones), seed,
+  per-epoch curves (user attributes ``val_acc``, ``train_acc``, ``epoch_loss``: one
+  commit each, where Optuna's ``report`` would commit per epoch, about 1 s per 50-epoch
+  trial on SQLite here), validation and test accuracy, seconds and worker; plus a results
+  file (JSON lines) appended as trials finish.
 
 Failures
 --------
@@ -36,7 +39,7 @@ Failures
 Pruning
 -------
 The median pruner is applied on the worker from thresholds the client computes when it
-submits a trial (the median validation accuracy per epoch of the trials finished then, as
+submits a trial (the median validation accuracy per epoch of the trials completed then, as
 Optuna's ``MedianPruner`` with 5 startup trials). No round trip per epoch and no storage
 access from workers, so it works on remote clusters; the cost is that a trial does not see
 results that arrive while it runs. The curve up to the pruning point still depends only on

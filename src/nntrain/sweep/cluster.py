@@ -3,7 +3,8 @@ this process (``--workers 0``, trials one after another).
 
 Both executors offer ``submit(fn, *args, **kwargs)`` returning a future with
 ``result()``, ``wait_first(futures)`` returning the finished ones, ``slots()`` (trials
-that can run at once) and ``dashboard`` (a URL or ``None``).
+that can run at once), ``prefetch()`` (trials to queue beyond those) and ``dashboard``
+(a URL or ``None``).
 """
 
 import concurrent.futures
@@ -41,6 +42,9 @@ class InProcessExecutor:
     def slots(self):
         return 1
 
+    def prefetch(self):
+        return 0
+
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -68,6 +72,11 @@ class DaskExecutor:
 
     def slots(self):
         return max(1, sum(self.client.nthreads().values()))
+
+    def prefetch(self):
+        """Trials queued beyond the running ones, so that no worker waits while the
+        client records a result (an SQLite commit per value can take tens of ms)."""
+        return self.slots()
 
     def close(self):
         with contextlib.suppress(Exception):

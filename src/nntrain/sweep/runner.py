@@ -65,9 +65,10 @@ def median_thresholds(study, epochs):
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(done) < PRUNER_STARTUP_TRIALS:
         return None
+    curves = [t.user_attrs.get("val_acc", []) for t in done]
     thresholds = []
     for step in range(epochs):
-        values = [t.intermediate_values[step] for t in done if step in t.intermediate_values]
+        values = [curve[step] for curve in curves if step < len(curve)]
         thresholds.append(statistics.median(values) if values else None)
     return thresholds
 
@@ -154,7 +155,7 @@ class Sweep:
         return self.study
 
     def _fill(self):
-        slots = self.executor.slots()
+        slots = self.executor.slots() + self.executor.prefetch()
         while self.finished + len(self.pending) < self.trials and len(self.pending) < slots:
             trial = self.study.ask()
             seed = trial_seed(self.seed, trial.number)
@@ -201,8 +202,6 @@ class Sweep:
     def _tell(self, trial, result):
         """Record ``result`` in the study; returns ``(state name, value)``."""
         optuna = require("optuna")
-        for step, value in enumerate(result.get("val_acc", [])):
-            trial.report(value, step)
         for key, value in _attrs(result).items():
             trial.set_user_attr(key, value)
         status = result["status"]
