@@ -3,6 +3,7 @@ cluster, interrupt and resume against the SQLite study, determinism, multi-seed 
 
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -144,6 +145,37 @@ def test_median_pruner_stops_trials_below_the_median(tmp_path):
     states = [t.state.name for t in study.trials]
     assert len(states) == 10 and states[:5] == ["COMPLETE"] * 5
     assert "PRUNED" in states
+
+
+def test_book_preset_with_overrides_trains_the_books_network(tmp_path):
+    out = tmp_path / "book"
+    assert cli.main(["sweep", "--preset", "book", "--dataset", "digits", "--trials", "2",
+                     "--epochs", "1", "--workers", "0", "--out", str(out), "--quiet"]) == 0
+    study = load_study(out)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    stored = study.user_attrs["nntrain_sweep_config"]
+    assert stored["data"]["train_size"] == 500 and stored["data"]["val_fraction"] == 0.2
+    assert stored["defaults"]["optimizer"] == "sgd" and stored["epochs"] == 1
+    assert stored["space"] == {"hidden_layers": "6", "hidden_size": "100",
+                               "lr": "log:1e-06:0.01", "weight_decay": "log:1e-08:0.0001"}
+    for t in study.trials:
+        assert 1e-6 <= t.params["lr"] <= 1e-2 and 1e-8 <= t.params["weight_decay"] <= 1e-4
+        assert len(t.user_attrs["val_acc"]) == 1
+    best = json.loads((out / "best_trial.json").read_text())
+    assert best["params"]["hidden_layers"] == 6 and best["input_shape"] == [784]
+    with open(out / "best_params.pkl", "rb") as f:
+        params = pickle.load(f)
+    assert sorted(params) == sorted([f"W{i}" for i in range(1, 8)] + [f"b{i}" for i in range(1, 8)])
+
+
+def test_tpe_sweep_with_choices_and_batch_norm(tmp_path):
+    out = tmp_path / "tpe"
+    assert cli.main(["sweep", "--sampler", "tpe", "--trials", "3", "--workers", "0",
+                     "--out", str(out), "--quiet", "--dataset", "digits", "--digits-size", "8",
+                     "--epochs", "1", "--param", "optimizer=choice:sgd,adam",
+                     "--param", "batchnorm=choice:true,false", "--param", "dropout=float:0:0.3",
+                     "--param", "hidden_size=int:20:40"]) == 0
+    assert [t.state.name for t in load_study(out).trials] == ["COMPLETE"] * 3
 
 
 # ---------------------------------------------------------------- interrupt and resume

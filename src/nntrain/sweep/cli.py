@@ -206,9 +206,13 @@ def _start(args, config):
     workers = default_workers() if args.workers is None else args.workers
     if not args.scheduler:
         warm_jit(config["data"]["dtype"])
+        if max(workers, 1) * args.threads > default_workers():
+            print(f"nntrain: warning: {max(workers, 1)} x {args.threads} threads on "
+                  f"{default_workers()} cores oversubscribe them", file=sys.stderr)
     try:
         executor = open_executor(args.scheduler, workers, args.connect_timeout,
-                                 local_processes=args.local_cluster == "processes")
+                                 local_processes=args.local_cluster == "processes",
+                                 threads=args.threads)
     except SweepSetupError as exc:
         _fail(str(exc))
     if not args.quiet:

@@ -13,9 +13,10 @@ import os
 
 from . import require
 
-#: environment of local-cluster workers: one thread for Numba and BLAS in each
-SINGLE_THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                     "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def thread_env(threads):
+    """Environment of local-cluster workers: ``threads`` for Numba and BLAS in each."""
+    return {name: str(threads) for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 class SweepSetupError(RuntimeError):
@@ -97,11 +98,13 @@ def _scheduler_dashboard(client):
     return f"http://{host}:{port}/status"
 
 
-def open_executor(scheduler, workers, connect_timeout, local_processes=True, dashboard=True):
+def open_executor(scheduler, workers, connect_timeout, local_processes=True, dashboard=True,
+                  threads=1):
     """The executor for ``--scheduler``/``--workers``; raises ``SweepSetupError``.
 
     ``scheduler``: an address (``tcp://host:port``) or ``None`` for a local cluster of
-    ``workers`` single-threaded worker processes (``0``: run in this process).
+    ``workers`` worker processes, each running one trial at a time with ``threads``
+    threads (``workers=0``: run in this process).
     """
     if scheduler is None and workers == 0:
         return InProcessExecutor()
@@ -114,7 +117,7 @@ def open_executor(scheduler, workers, connect_timeout, local_processes=True, das
                 f"--scheduler {scheduler}: no Dask scheduler answered within "
                 f"{connect_timeout:g} s ({type(exc).__name__}: {exc})") from None
         return DaskExecutor(client)
-    options = {"env": SINGLE_THREAD_ENV} if local_processes else {}
+    options = {"env": thread_env(threads)} if local_processes else {}
     cluster = distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=local_processes,
         protocol="tcp://", host="127.0.0.1",

@@ -145,8 +145,10 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
         trials finished when this one was submitted): the trial stops after epoch ``e``
         if its best validation accuracy so far is below ``prune_below[e]``.
     threads : int
-        Threads for the kernels and BLAS in this trial.
+        Threads for the kernels and BLAS in this trial (at most ``NUMBA_NUM_THREADS``
+        of the process; the count used is in the result).
     """
+    import numba
     from nnkernels import set_num_threads
     from ..trainer import Trainer
 
@@ -155,7 +157,8 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
               "started": started, "train_acc": [], "val_acc": [], "epoch_loss": [],
               "test_acc": None, "status": "complete", "reason": None}
     try:
-        set_num_threads(threads)
+        result["threads"] = min(threads, numba.config.NUMBA_NUM_THREADS)
+        set_num_threads(result["threads"])
         warm_jit(config["data"]["dtype"])
         x_train, t_train, x_val, t_val, x_test, t_test = load_split(config["data"])
         result["setup_seconds"] = time.time() - started
