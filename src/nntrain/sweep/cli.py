@@ -71,7 +71,9 @@ def _add_common(parser):
     parser.add_argument("--quiet", action="store_true")
 
 
-def build_parser():
+def build_parser(sweep_defaults=None):
+    """The ``sweep``/``repeat`` parser; ``sweep_defaults`` replace the sweep's defaults
+    (a preset's, so that explicit options still override them)."""
     parser = argparse.ArgumentParser(prog="nntrain", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +93,7 @@ def build_parser():
                        help="Optuna storage (default: sqlite:///OUT/study.sqlite3)")
     sweep.add_argument("--study-name", default="nntrain-sweep")
     sweep.add_argument("--out", default="sweep", help="directory for results and figures")
+    sweep.set_defaults(**(sweep_defaults or {}))
     repeat = commands.add_parser("repeat", help="one configuration over several seeds",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(repeat)
@@ -100,12 +103,9 @@ def build_parser():
 
 
 def parse_args(argv):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if getattr(args, "preset", None) == "book":
-        sub = parser._subparsers._group_actions[0].choices["sweep"]
-        sub.set_defaults(**BOOK_PRESET["defaults"])
-        args = parser.parse_args(argv)
+        args = build_parser(BOOK_PRESET["defaults"]).parse_args(argv)
     return args
 
 
@@ -253,7 +253,7 @@ def prepare(args):
 
 def run_sweep(args):
     from .report import BestNetworkSaver, write_report
-    from .runner import ResultsFile, Sweep, open_study
+    from .runner import ResultsFile, Sweep, SweepAborted, open_study
     space, config = prepare(args)
     stored_config = {**config, "space": space.describe(), "seed": args.seed,
                      "pruner": args.pruner}
@@ -267,6 +267,8 @@ def run_sweep(args):
                       best_saver=BestNetworkSaver(args.out, config), threads=args.threads,
                       quiet=args.quiet)
         sweep.run()
+    except SweepAborted as exc:
+        _fail(str(exc))
     except KeyboardInterrupt:
         print("nntrain sweep: interrupted; run the same command again to continue",
               file=sys.stderr)

@@ -46,7 +46,7 @@ def best_table(study, top=10):
                      f"{attrs.get('seconds', float('nan')):.1f}", str(attrs.get("worker", "-")),
                      " ".join(f"{k}={_format_param(v)}" for k, v in t.params.items())))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
                      for r in rows)
 
 
@@ -70,7 +70,7 @@ def plot_book_figure(study, path, top=BOOK_FIGURE_TRIALS):
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
-    for rank, (t, ax) in enumerate(zip(best, axes.flat), start=1):
+    for rank, (t, ax) in enumerate(zip(best, axes.flat, strict=False), start=1):
         ax.set_visible(True)
         val = t.user_attrs.get("val_acc", [])
         train = t.user_attrs.get("train_acc", [])
@@ -90,12 +90,14 @@ def plot_book_figure(study, path, top=BOOK_FIGURE_TRIALS):
 def plot_lr_weight_decay(study, path):
     """Learning rate x weight decay, coloured by validation accuracy (log axes)."""
     plt = _pyplot()
-    points = [(t.params.get("lr", t.user_attrs.get("lr")), t.params.get("weight_decay"), t.value)
-              for t in ranked(study)]
+    points = []
+    for t in ranked(study):
+        params = t.user_attrs.get("all_params", t.params)
+        points.append((params.get("lr"), params.get("weight_decay"), t.value))
     points = [p for p in points if p[0] is not None and p[1] is not None]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if points:
-        lr, wd, acc = map(np.array, zip(*points))
+        lr, wd, acc = map(np.array, zip(*points, strict=True))
         scatter = ax.scatter(lr, wd, c=acc, cmap="viridis", edgecolors="k", linewidths=0.3)
         fig.colorbar(scatter, ax=ax, label="validation accuracy")
         ax.set_xscale("log")

@@ -18,6 +18,10 @@ OWN_FAILURES = ("error", "diverged")
 CONFIG_ATTR = "nntrain_sweep_config"
 
 
+class SweepAborted(RuntimeError):
+    """Too many trials lost on the cluster (e.g. workers that cannot import nntrain)."""
+
+
 def trial_seed(base_seed, number):
     """The seed of trial ``number``: distinct per trial, reproducible from ``--seed``."""
     return int(np.random.SeedSequence([base_seed, number]).generate_state(1)[0])
@@ -75,7 +79,7 @@ def median_thresholds(study, epochs):
 
 def _attrs(result):
     keys = ("seed", "train_acc", "val_acc", "epoch_loss", "test_acc", "seconds", "worker",
-            "status", "reason", "setup_seconds")
+            "status", "reason", "traceback", "setup_seconds", "threads")
     return {k: result.get(k) for k in keys if result.get(k) is not None}
 
 
@@ -177,7 +181,7 @@ class Sweep:
         except Exception as exc:  # the task never finished: worker killed, cluster gone
             self.lost += 1
             if self.lost > max(10, self.trials):
-                raise RuntimeError(f"{self.lost} trials lost on the cluster, the last with "
+                raise SweepAborted(f"{self.lost} trials lost on the cluster, the last with "
                                    f"{type(exc).__name__}: {exc}") from exc
             result = {"seed": seed, "params": params, "status": "lost",
                       "reason": f"lost: {type(exc).__name__}: {exc}"}

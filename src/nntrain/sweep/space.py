@@ -44,7 +44,7 @@ def _optimizer_name(text):
     return name
 
 
-#: name -> (type converter, lowest allowed value, value allowed below which: exclusive?)
+#: name -> (type converter, lowest allowed value or None, is the lowest value excluded?)
 PARAMETERS = {
     "lr": (float, 0.0, True),
     "weight_decay": (float, 0.0, False),
@@ -100,13 +100,14 @@ class Dimension:
         else:
             if len(values) != 2:
                 raise SpaceError(f"{option}: {name}: {kind} needs LOW:HIGH, got {values!r}")
-            if kind in ("int", "logint") and PARAMETERS[name][0] is not int:
-                raise SpaceError(f"{option}: {name} is not an integer parameter; use log or float")
-            if kind in ("log", "float") and PARAMETERS[name][0] not in (float, int):
+            convert = PARAMETERS[name][0]
+            if convert not in (int, float):
                 raise SpaceError(f"{option}: {name} takes choice:... or a fixed value")
+            if (convert is int) != (kind in ("int", "logint")):
+                what, hint = (("an integer", "int or logint") if convert is int
+                              else ("a real", "log or float"))
+                raise SpaceError(f"{option}: {name} is {what} parameter; use {hint}")
             low, high = (_convert(name, v, option) for v in values)
-            if kind in ("log", "float") and PARAMETERS[name][0] is int:
-                raise SpaceError(f"{option}: {name} is an integer parameter; use int or logint")
             if not low < high:
                 raise SpaceError(f"{option}: {name}: low must be < high, got {low} >= {high}")
             if kind in ("log", "logint") and low <= 0:
