@@ -192,11 +192,12 @@ def check_data(args, config):
         return
     from .trial import load_split
     try:
-        x_train, *_ = load_split(config["data"])
+        x_train, _, x_val, *_ = load_split(config["data"])
     except (FileNotFoundError, ValueError) as exc:
         _fail(f"--dataset {args.dataset}: {exc}")
-    if len(x_train) < 1:
-        _fail("--train-size/--val-fraction leave no training images")
+    if len(x_train) < 1 or len(x_val) < 1:
+        _fail(f"--train-size/--val-fraction leave {len(x_train)} training and {len(x_val)} "
+              "validation images; both need at least one")
 
 
 def _start(args, config):

@@ -40,15 +40,19 @@ def open_study(storage, study_name, config):
     """Create the study or load it to continue; refuse one made with other options."""
     optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name,
+                                    direction="maximize", load_if_exists=True)
+    except Exception as exc:  # SQLAlchemy's and Optuna's errors have no common base
+        raise SystemExit(f"nntrain: --storage {storage}: cannot open the study "
+                         f"({type(exc).__name__}: {exc})") from None
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         study.set_user_attr(CONFIG_ATTR, config)
     elif stored != json.loads(json.dumps(config)):
         changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
         raise SystemExit(
-            f"nntrain sweep: study {study_name!r} in {storage} was created with other "
+            f"nntrain: study {study_name!r} in {storage} was created with other "
             f"options ({', '.join(changed)} differ); use the same options to resume it or "
             "pass --study-name NAME for a new study")
     return study
