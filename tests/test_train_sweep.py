@@ -135,6 +135,16 @@ def test_diverging_and_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     assert all(r["status"] == "diverged" and "non-finite" in r["reason"] for r in results(out))
 
 
+def test_a_raising_trial_returns_its_reason():
+    config = {"model": "mlp", "epochs": 1, "defaults": {"optimizer": "sgd", "batch_size": 50},
+              "data": {"dataset": "digits", "data_dir": None, "digits_size": 8,
+                       "flatten": True, "dtype": "float32", "train_size": 200,
+                       "val_fraction": 0.2, "split_seed": 0}}
+    result = run_trial(config, {"lr": -1.0}, seed=1)
+    assert result["status"] == "error" and result["test_acc"] is None
+    assert result["reason"].startswith("ValueError: lr") and "Traceback" in result["traceback"]
+
+
 def test_median_pruner_stops_trials_below_the_median(tmp_path):
     out = tmp_path / "sweep"
     cli.main(["sweep", "--out", str(out), "--trials", "10", "--workers", "0",
