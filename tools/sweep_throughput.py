@@ -2,6 +2,7 @@
 with the same trials run one after another in one process with 2 threads.
 
     python tools/sweep_throughput.py [--trials 20] [extra nntrain sweep options]
+    python tools/sweep_throughput.py --quick   # smoke run: 2 tiny trials per mode
 
 Every mode samples the same trials (random sampler, same seed, fresh study). Printed per
 mode: wall time of the sweep loop (cluster start-up excluded), trials per minute, the sum
@@ -20,6 +21,8 @@ import tempfile
 import time
 
 DEFAULT = ["--preset", "book", "--dataset", "digits", "--epochs", "20"]
+QUICK = ["--dataset", "digits", "--digits-size", "8", "--epochs", "1",
+         "--param", "lr=log:1e-3:1e-1"]
 MODES = (("1 worker", ["--workers", "1"], 1),
          ("2 workers", ["--workers", "2"], 2),
          ("1 process, 2 threads", ["--workers", "0", "--threads", "2"], 1))
@@ -39,7 +42,11 @@ def run(mode_args, trials, extra, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--quick", action="store_true",
+                        help="2 one-epoch trials on 8x8 digits per mode (a smoke test)")
     args, extra = parser.parse_known_args()
+    if args.quick:
+        args.trials, extra = 2, QUICK + extra
     extra = extra or DEFAULT
     print(f"nntrain sweep {' '.join(extra)} --trials {args.trials}; load average before: "
           f"{os.getloadavg()[0]:.2f}")
