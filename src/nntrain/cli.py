@@ -8,6 +8,11 @@ Fashion-MNIST from Debian's ``dataset-fashion-mnist``, the book's DeepConvNet::
 
     python -m nntrain --dataset fashion-mnist --model deep --epochs 5 --out runs/deep
 
+Hyperparameter search and multi-seed runs on Dask (``pip install 'nnkernels[sweep]'``)::
+
+    python -m nntrain sweep --preset book --dataset fashion-mnist
+    python -m nntrain repeat --param lr=0.01 --seeds 10
+
 Time identical training steps with the pure-NumPy reference layers and with nnlayers::
 
     python -m nntrain --compare-reference
@@ -238,6 +243,10 @@ def compare_reference(args, x_train, t_train, input_shape, dtype, out=None):
 
 # ---------------------------------------------------------------- main
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("sweep", "repeat"):  # nntrain sweep / repeat: nntrain.sweep
+        from .sweep.cli import main as sweep_main
+        return sweep_main(argv)
     args = build_parser().parse_args(argv)
     for name in ("epochs", "batch_size", "compare_steps", "threads", "eval_samples"):
         value = getattr(args, name)

@@ -1,0 +1,294 @@
+"""nntrain sweep / repeat end to end on tiny data: option errors, an in-process local
+cluster, interrupt and resume against the SQLite study, determinism, multi-seed runs."""
+
+import json
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("optuna")
+pytest.importorskip("distributed")
+
+import optuna  # noqa: E402
+
+from nntrain import cli  # noqa: E402
+from nntrain.sweep.runner import trial_seed  # noqa: E402
+from nntrain.sweep.trial import run_trial  # noqa: E402
+
+from _subprocess_helpers import SRC, child_env  # noqa: E402
+
+TINY = ["--dataset", "digits", "--digits-size", "8", "--model", "mlp", "--epochs", "2",
+        "--param", "lr=log:1e-3:3e-1", "--param", "weight_decay=log:1e-8:1e-4", "--quiet"]
+
+
+def results(out):
+    with open(out / "results.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def load_study(out, name="nntrain-sweep"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.sqlite3'}")
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("extra, message", [
+    (["--param", "foo=log:1:2"], "--param foo=log:1:2: unknown parameter 'foo'"),
+    (["--param", "lr=log:0.1:0.01"], "lr: low must be < high"),
+    (["--param", "lr=log:0:1"], "lr: a log range needs a positive low bound"),
+    (["--param", "lr=log:1e-3:1", "--space", "/nonexistent/space.toml"],
+     "--space /nonexistent/space.toml: cannot read the file"),
+    (["--param", "lr=log:1e-3:1", "--storage", "sqlite:////proc/no/such/study.db"],
+     "--storage sqlite:////proc/no/such/study.db: cannot create"),
+    (["--param", "lr=0.1"], "nothing to search"),
+    (["--param", "lr=log:1e-3:1", "--trials", "0"], "--trials must be positive"),
+])
+def test_bad_input_is_a_clear_error_before_any_work(tmp_path, extra, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["sweep", "--out", str(out), *extra])
+    assert message in str(info.value)
+    assert not (out / "study.sqlite3").exists()
+
+
+def test_unknown_sampler_names_the_option(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--out", str(tmp_path), "--sampler", "grid"])
+    assert "argument --sampler: invalid choice: 'grid'" in capsys.readouterr().err
+
+
+def test_unreadable_toml_is_an_error(tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text("[space]\nlr = {log = [1e-4,\n")
+    with pytest.raises(SystemExit, match=r"--space .*space.toml: not valid TOML"):
+        cli.main(["sweep", "--out", str(tmp_path / "out"), "--space", str(space)])
+
+
+def test_unwritable_storage_path_is_an_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    url = f"sqlite:///{blocker}/study.db"
+    with pytest.raises(SystemExit, match=f"--storage {url}: cannot create"):
+        cli.main(["sweep", "--out", str(tmp_path / "out"), "--storage", url, *TINY])
+
+
+def test_unreachable_scheduler_fails_within_the_timeout(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(SystemExit, match=r"--scheduler tcp://127.0.0.1:9: no Dask scheduler "
+                                         r"answered within 2 s"):
+        cli.main(["sweep", "--out", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9",
+                  "--connect-timeout", "2", *TINY])
+    assert time.monotonic() - start < 15
+    assert not (tmp_path / "study.sqlite3").exists()
+
+
+# ---------------------------------------------------------------- a sweep
+def test_small_sweep_on_an_in_process_local_cluster(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "--out", str(out), "--trials", "4", "--workers", "2",
+                     "--local-cluster", "threads", "--sampler", "random", *TINY[:-1]]) == 0
+    printed = capsys.readouterr().out
+    assert "dashboard http://127.0.0.1:" in printed and "val acc" in printed
+    study = load_study(out)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4
+    for t in done:
+        attrs = t.user_attrs
+        assert len(attrs["val_acc"]) == 2 and len(attrs["train_acc"]) == 2
+        assert 0 <= attrs["test_acc"] <= 1 and attrs["worker"].startswith("tcp://127.0.0.1:")
+        assert attrs["seed"] == trial_seed(0, t.number) and t.value == attrs["val_acc"][-1]
+    assert sorted(r["number"] for r in results(out)) == [0, 1, 2, 3]
+    for name in ("best_curves.png", "lr_weight_decay.png", "history.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    best = json.loads((out / "best_trial.json").read_text())
+    assert best["trial"] == study.best_trial.number
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"COMPLETE": 4}
+
+    # determinism: the best trial re-run here, alone, gives the same curves
+    params = study.best_trial.user_attrs["all_params"]
+    seed = study.best_trial.user_attrs["seed"]
+    config = best_config(out)
+    again = run_trial(config, params, seed)
+    assert again["val_acc"] == study.best_trial.user_attrs["val_acc"]
+    assert again["epoch_loss"] == study.best_trial.user_attrs["epoch_loss"]
+
+
+def best_config(out):
+    """The trial configuration of the sweep in ``out`` (as stored with the study)."""
+    stored = load_study(out).user_attrs["nntrain_sweep_config"]
+    return {k: stored[k] for k in ("model", "epochs", "data", "defaults")}
+
+
+def test_diverging_and_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "sweep"
+    cli.main(["sweep", "--out", str(out), "--trials", "3", "--workers", "0",
+              "--dataset", "digits", "--digits-size", "8", "--epochs", "2", "--quiet",
+              "--param", "lr=log:1e6:1e8", "--optimizer", "sgd"])
+    states = {t.state.name for t in load_study(out).trials}
+    assert states == {"FAIL"}
+    assert all(r["status"] == "diverged" and "non-finite" in r["reason"] for r in results(out))
+
+
+def test_a_raising_trial_returns_its_reason():
+    config = {"model": "mlp", "epochs": 1, "defaults": {"optimizer": "sgd", "batch_size": 50},
+              "data": {"dataset": "digits", "data_dir": None, "digits_size": 8,
+                       "flatten": True, "dtype": "float32", "train_size": 200,
+                       "val_fraction": 0.2, "split_seed": 0}}
+    result = run_trial(config, {"lr": -1.0}, seed=1)
+    assert result["status"] == "error" and result["test_acc"] is None
+    assert result["reason"].startswith("ValueError: lr") and "Traceback" in result["traceback"]
+
+
+def test_median_pruner_stops_trials_below_the_median(tmp_path):
+    out = tmp_path / "sweep"
+    cli.main(["sweep", "--out", str(out), "--trials", "10", "--workers", "0",
+              "--pruner", "median", "--sampler", "random", "--dataset", "digits",
+              "--digits-size", "8", "--epochs", "3", "--quiet",
+              "--param", "lr=log:1e-5:1e-1"])
+    study = load_study(out)
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 10 and states[:5] == ["COMPLETE"] * 5
+    assert "PRUNED" in states
+
+
+def test_book_preset_with_overrides_trains_the_books_network(tmp_path):
+    out = tmp_path / "book"
+    assert cli.main(["sweep", "--preset", "book", "--dataset", "digits", "--trials", "2",
+                     "--epochs", "1", "--workers", "0", "--out", str(out), "--quiet"]) == 0
+    study = load_study(out)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    stored = study.user_attrs["nntrain_sweep_config"]
+    assert stored["data"]["train_size"] == 500 and stored["data"]["val_fraction"] == 0.2
+    assert stored["defaults"]["optimizer"] == "sgd" and stored["epochs"] == 1
+    assert stored["space"] == {"hidden_layers": "6", "hidden_size": "100",
+                               "lr": "log:1e-06:0.01", "weight_decay": "log:1e-08:0.0001"}
+    for t in study.trials:
+        assert 1e-6 <= t.params["lr"] <= 1e-2 and 1e-8 <= t.params["weight_decay"] <= 1e-4
+        assert len(t.user_attrs["val_acc"]) == 1
+    best = json.loads((out / "best_trial.json").read_text())
+    assert best["params"]["hidden_layers"] == 6 and best["input_shape"] == [784]
+    with open(out / "best_params.pkl", "rb") as f:
+        params = pickle.load(f)
+    assert sorted(params) == sorted([f"W{i}" for i in range(1, 8)] + [f"b{i}" for i in range(1, 8)])
+
+
+def test_tpe_sweep_with_choices_and_batch_norm(tmp_path):
+    out = tmp_path / "tpe"
+    assert cli.main(["sweep", "--sampler", "tpe", "--trials", "3", "--workers", "0",
+                     "--out", str(out), "--quiet", "--dataset", "digits", "--digits-size", "8",
+                     "--epochs", "1", "--param", "optimizer=choice:sgd,adam",
+                     "--param", "batchnorm=choice:true,false", "--param", "dropout=float:0:0.3",
+                     "--param", "hidden_size=int:20:40"]) == 0
+    assert [t.state.name for t in load_study(out).trials] == ["COMPLETE"] * 3
+
+
+# ---------------------------------------------------------------- interrupt and resume
+def start_sweep(out, trials, extra=()):
+    command = [sys.executable, "-m", "nntrain", "sweep", "--out", str(out), "--workers", "0",
+               "--trials", str(trials), "--sampler", "random", "--dataset", "digits",
+               "--digits-size", "28", "--train-size", "500", "--model", "simple",
+               "--epochs", "1", "--quiet",
+               "--param", "lr=log:1e-3:1e-2", "--optimizer", "adam", *extra]
+    env = child_env({"PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])})
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_running_trial(out, count, process, timeout=120):
+    """Wait until ``count`` trials are in the results file and another one is running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ((out / "results.jsonl").exists() and len(results(out)) >= count
+                and running_trials(out)):
+            return
+        if process.poll() is not None:
+            pytest.fail(f"sweep exited early: {process.communicate()}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"no {count} results and a running trial within {timeout} s")
+
+
+def running_trials(out):
+    with sqlite3.connect(out / "study.sqlite3") as db:
+        return db.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+
+
+def test_interrupt_and_crash_then_resume_keeps_every_trial(tmp_path):
+    out = tmp_path / "sweep"
+    trials = 6
+    # Ctrl-C: the client tells the running trial FAIL (interrupted) itself
+    process = start_sweep(out, trials)
+    try:
+        wait_for_running_trial(out, 1, process)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "run the same command again to continue" in err
+    assert running_trials(out) == 0
+    kept = {r["number"]: r["value"] for r in results(out) if r["state"] == "COMPLETE"}
+
+    # a crash (SIGKILL): the trial is left RUNNING in the study until the next run
+    process = start_sweep(out, trials)
+    try:
+        wait_for_running_trial(out, len(results(out)) + 1, process)
+        process.kill()
+        process.communicate(timeout=30)
+    finally:
+        process.kill()
+
+    process = start_sweep(out, trials)
+    try:
+        _, err = process.communicate(timeout=180)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    study = load_study(out)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == trials
+    assert set(states) <= {"COMPLETE", "FAIL"} and running_trials(out) == 0
+    failures = [t.user_attrs["failure"] for t in study.trials if t.state.name == "FAIL"]
+    assert failures == ["interrupted", "interrupted"]  # one per stop
+    # finished trials were kept as they were; none was run twice or lost
+    for number, value in kept.items():
+        assert study.trials[number].value == value
+    numbers = [r["number"] for r in results(out)]
+    assert sorted(numbers) == sorted(set(numbers)) == list(range(len(study.trials)))
+    seeds = [t.user_attrs["seed"] for t in study.trials]
+    assert len(set(seeds)) == len(seeds)
+    lrs = [t.params["lr"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(set(lrs)) == len(lrs)
+
+
+def test_changed_options_refuse_to_resume_the_study(tmp_path):
+    out = tmp_path / "sweep"
+    base = ["sweep", "--out", str(out), "--trials", "1", "--workers", "0", *TINY]
+    cli.main(base)
+    with pytest.raises(SystemExit, match="was created with other options .*epochs"):
+        cli.main(base + ["--epochs", "3"])
+
+
+# ---------------------------------------------------------------- repeat
+def test_repeat_reports_mean_and_spread_over_seeds(tmp_path, capsys):
+    out = tmp_path / "repeat"
+    assert cli.main(["repeat", "--out", str(out), "--seeds", "3", "--workers", "0",
+                     "--dataset", "digits", "--digits-size", "8", "--epochs", "2",
+                     "--param", "lr=0.05", "--param", "hidden_layers=3"]) == 0
+    assert "3/3 seeds completed" in capsys.readouterr().out
+    record = json.loads((out / "repeat.json").read_text())
+    assert [r["seed"] for r in record["runs"]] == [0, 1, 2]
+    summary = record["summary"]
+    assert len(summary["val_acc"]["mean"]) == 2 and summary["final_val_acc"]["std"] > 0
+    assert (out / "repeat.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_repeat_refuses_ranges(tmp_path):
+    with pytest.raises(SystemExit, match="repeat takes fixed values only; lr"):
+        cli.main(["repeat", "--out", str(tmp_path), "--param", "lr=log:1e-3:1e-1"])
