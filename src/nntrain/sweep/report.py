@@ -3,10 +3,10 @@
 import json
 import math
 import os
-import pickle
 
 import numpy as np
 
+from .._io import save_file
 from .trial import build_network
 
 #: how many trials the book's figure shows (chapter 6 plots the best 20)
@@ -146,8 +146,7 @@ class BestNetworkSaver:
         network.set_params(arrays, source=f"trial {number}")
         network.save_params(os.path.join(self.out_dir, "best_params.pkl"))
         if result.get("buffers_arrays"):  # batch-norm running statistics
-            with open(os.path.join(self.out_dir, "best_buffers.pkl"), "wb") as f:
-                pickle.dump(result["buffers_arrays"], f)
+            save_file(dict(result["buffers_arrays"]), os.path.join(self.out_dir, "best_buffers.pkl"))
         record = {"trial": number, "model": self.trial_config["model"], "params": merged,
                   "seed": result["seed"], "val_acc": result["val_acc"][-1],
                   "test_acc": result.get("test_acc"), "input_shape": result["input_shape"]}

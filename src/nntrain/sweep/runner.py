@@ -249,6 +249,10 @@ class Sweep:
                 pass
         self.pending.clear()
         self.asked.clear()
+        try:  # a trial asked but not yet tracked when the interrupt came
+            self.mark_interrupted()
+        except Exception:  # the next run marks it
+            pass
 
 
 class ResultsFile:
