@@ -51,6 +51,7 @@ _FEATURE_BLOCK_BYTES = 2048
 _MIN_TASK = 16384  # elements a task should reduce at least, when the shape allows
 _TARGET_TASKS = 16  # split rows/images until about this many tasks exist
 _LANES = 8  # independent partial sums per 3-D run (so the adds pipeline / vectorise)
+_ROW_TASK = 4096  # elements a task of the split (N, D) normalise and backward covers at least
 
 
 # ------------------------------------------------------------------ task grid
@@ -65,6 +66,8 @@ def _row_blocks(rows, other_tasks, row_elems):
 
 def _runs(xv):
     """The runs both paths sum the kernel view ``xv`` (``(N, D)`` or ``(N, C, L)``) in."""
+    if xv.size < 2 * _MIN_TASK:  # no two runs could have _MIN_TASK elements each
+        return 1
     if xv.ndim == 2:
         n, d = xv.shape
         feature_block = _feature_block(xv)
@@ -77,6 +80,13 @@ def _runs(xv):
 def _run_bounds(r, n, n_runs):
     """First and past-the-end row of run ``r`` of ``n_runs`` equal runs of ``n`` rows."""
     return (r * n) // n_runs, ((r + 1) * n) // n_runs
+
+
+@inner_function
+def _feature_range(block, feature_block, d):
+    """First feature and width of block ``block`` of ``feature_block`` features of ``d``."""
+    j0 = np.int64(block) * feature_block
+    return j0, min(d, j0 + feature_block) - j0
 
 
 # ------------------------------------------------------------------ statistics
@@ -102,34 +112,49 @@ def _gradient_terms(sum_d, centred, inv_scale, gamma, std, count):
     return dgamma, sum_d / count, (dgamma / count) * inv_scale, gamma / std
 
 
+# ------------------------------------------------------------------ sums
+# The sums take one of three forms, chosen by which arguments are None (Numba compiles each
+# form on its own, without the other forms' work):
+#   shift None:   s0 = sum(a)                                      the first pass
+#   b None:       s0 = sum(a - shift), s1 = sum((a - shift)**2)    the second pass
+#   neither:      s0 = sum(a),         s1 = sum(a * (b - shift))   the backward
+@inner_function
+def _add_terms(a, b, k, shift, s0, s1, lane):
+    """Add the terms of value ``k`` of ``a`` (and ``b``) to ``s0[lane]``/``s1[lane]``;
+    ``shift`` is a float64 or None."""
+    u = np.float64(a[k])
+    if shift is None:
+        s0[lane] += u
+    elif b is None:
+        u -= shift
+        s0[lane] += u
+        s1[lane] += u * u
+    else:
+        s0[lane] += u
+        s1[lane] += u * (np.float64(b[k]) - shift)
+
+
 # ------------------------------------------------------------------ block helpers (N, D)
 # The (N, D) arrays arrive flattened, with ``d`` their row length; a block is the features
 # ``j0:j0 + width`` of the rows ``i0:i1``. Per-feature arrays are indexed by feature (length
 # d); indices are cast to uint64 (never negative) so Numba drops its wraparound check and
 # LLVM vectorises over features.
 @inner_function
-def _feature_range(block, feature_block, d):
-    """First feature and width of block ``block`` of ``feature_block`` features of ``d``."""
-    j0 = np.int64(block) * feature_block
-    return j0, min(d, j0 + feature_block) - j0
-
-
-@inner_function
-def _block_sums_2d(a, b, d, j0, width, i0, i1, shift_a, shift_b, s0, s1):
-    """Add ``sum(a - shift_a)`` to ``s0`` and ``sum((a - shift_a) * (b - shift_b))`` to
-    ``s1`` (float64 ``(width,)``), over the block's rows in order."""
+def _block_sums_2d(a, b, d, j0, width, i0, i1, shift, s0, s1):
+    """Add the block's terms (see :func:`_add_terms`) to ``s0``/``s1`` (float64
+    ``(width,)``), over its rows in order; ``shift`` is None or float64 ``(d,)``."""
     for i in range(i0, i1):
         row = i * d + j0
         for j in range(width):
             k = np.uint64(row + j)
-            f = np.uint64(j0 + j)
-            u = np.float64(a[k]) - shift_a[f]
-            s0[np.uint64(j)] += u
-            s1[np.uint64(j)] += u * (np.float64(b[k]) - shift_b[f])
+            if shift is None:  # resolved when compiling
+                _add_terms(a, b, k, None, s0, s1, np.uint64(j))
+            else:
+                _add_terms(a, b, k, shift[np.uint64(j0 + j)], s0, s1, np.uint64(j))
 
 
 @inner_function
-def _column_sums_2d(a, b, d, j0, width, n, n_runs, shift_a, shift_b):
+def _column_sums_2d(a, b, d, j0, width, n, n_runs, shift):
     """The :func:`_block_sums_2d` of the features ``j0:j0 + width`` over all ``n`` rows, as
     two float64 ``(width,)`` arrays: each run's sums from zero, added in run order (as the
     split path merges)."""
@@ -141,7 +166,7 @@ def _column_sums_2d(a, b, d, j0, width, n, n_runs, shift_a, shift_b):
         i0, i1 = _run_bounds(r, n, n_runs)
         s0[:] = 0.0
         s1[:] = 0.0
-        _block_sums_2d(a, b, d, j0, width, i0, i1, shift_a, shift_b, s0, s1)
+        _block_sums_2d(a, b, d, j0, width, i0, i1, shift, s0, s1)
         for j in range(width):
             t0[j] += s0[j]
             t1[j] += s1[j]
@@ -178,43 +203,38 @@ def _backward_rows(dout, v, d, j0, width, i0, i1, shift, coef, mean_d, slope, dx
 
 # ------------------------------------------------------------------ block helpers (N, C, L)
 @inner_function
-def _block_sums_3d(a, b, c, i0, i1, shift_a, shift_b):
-    """``(sum(a - shift_a), sum((a - shift_a) * (b - shift_b)))`` over channel ``c`` of the
-    images ``i0:i1`` of ``(N, C, L)`` arrays, in float64: value ``k`` of each image goes to
-    lane ``k % _LANES``, and the lanes are added in order at the end."""
+def _block_sums_3d(a, b, c, i0, i1, shift):
+    """The terms (see :func:`_add_terms`) of channel ``c`` of the images ``i0:i1`` of
+    ``(N, C, L)`` arrays summed in float64, as two floats; ``shift`` is a float64 or None.
+    Value ``k`` of each image goes to lane ``k % _LANES``; the lanes are added in
+    order at the end."""
     length = a.shape[2]
     full = length - length % _LANES
-    acc = np.zeros(_LANES)
-    dot = np.zeros(_LANES)
+    s0 = np.zeros(_LANES)
+    s1 = np.zeros(_LANES)
     for i in range(i0, i1):
-        ra = a[i, c]
-        rb = b[i, c]
         for k0 in range(0, full, _LANES):
             for k in range(_LANES):
-                u = np.float64(ra[k0 + k]) - shift_a
-                acc[k] += u
-                dot[k] += u * (np.float64(rb[k0 + k]) - shift_b)
+                _add_terms(a, b, (i, c, k0 + k), shift, s0, s1, k)
         for k in range(full, length):
-            u = np.float64(ra[k]) - shift_a
-            acc[k - full] += u
-            dot[k - full] += u * (np.float64(rb[k]) - shift_b)
+            _add_terms(a, b, (i, c, k), shift, s0, s1, k - full)
     t0 = 0.0
     t1 = 0.0
     for k in range(_LANES):
-        t0 += acc[k]
-        t1 += dot[k]
+        t0 += s0[k]
+        t1 += s1[k]
     return t0, t1
 
 
 @inner_function
-def _channel_sums_3d(a, b, c, n_runs, shift_a, shift_b):
+def _channel_sums_3d(a, b, c, n_runs, shift):
     """The :func:`_block_sums_3d` of channel ``c`` over all images: each run's sums added
     in run order (as the split path merges)."""
     t0 = 0.0
     t1 = 0.0
     for r in range(n_runs):
         i0, i1 = _run_bounds(r, a.shape[0], n_runs)
-        s0, s1 = _block_sums_3d(a, b, c, i0, i1, shift_a, shift_b)
+        s0, s1 = _block_sums_3d(a, b, c, i0, i1, shift)
         t0 += s0
         t1 += s1
     return t0, t1
@@ -253,15 +273,14 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, n_runs, xn, out, mean,
     xf = x.reshape(-1)
     xnf = xn.reshape(-1)
     of = out.reshape(-1)
-    zero = np.zeros(d)
     shift = np.empty(d)
     inv = np.empty(d)
     for block in prange(n_blocks):
         j0, width = _feature_range(block, feature_block, d)
-        s, _ = _column_sums_2d(xf, xf, d, j0, width, n, n_runs, zero, zero)
+        s, _ = _column_sums_2d(xf, None, d, j0, width, n, n_runs, None)
         for j in range(width):
             shift[j0 + j] = s[j] / n
-        r, q = _column_sums_2d(xf, xf, d, j0, width, n, n_runs, shift, shift)
+        r, q = _column_sums_2d(xf, None, d, j0, width, n, n_runs, shift)
         for j in range(width):
             f = j0 + j
             m, v, sd = _moments(shift[f], r[j], q[j], n, eps)
@@ -284,13 +303,12 @@ def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, n_r
     df = dout.reshape(-1)
     vf = v.reshape(-1)
     dxf = dx.reshape(-1)
-    zero = np.zeros(d)
     mean_d = np.empty(d)
     slope = np.empty(d)
     coef = np.empty(d)
     for block in prange(n_blocks):
         j0, width = _feature_range(block, feature_block, d)
-        s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, zero, shift)
+        s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, shift)
         for j in range(width):
             f = j0 + j
             dg, md, sl, cf = _gradient_terms(s0[j], s1[j], inv_scale[f],
@@ -312,9 +330,9 @@ def _forward_3d_fused(x, gamma, beta, eps, n_runs, xn, out, mean, var, std, writ
     count = n * length
     for channel in prange(channels):
         c = np.int64(channel)
-        s, _ = _channel_sums_3d(x, x, c, n_runs, 0.0, 0.0)
+        s, _ = _channel_sums_3d(x, None, c, n_runs, None)
         shift = s / count
-        r, q = _channel_sums_3d(x, x, c, n_runs, shift, shift)
+        r, q = _channel_sums_3d(x, None, c, n_runs, shift)
         m, v, sd = _moments(shift, r, q, count, eps)
         inv = 1.0 / sd
         g = np.float64(gamma[c])
@@ -334,26 +352,23 @@ def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma
     count = n * length
     for channel in prange(channels):
         c = np.int64(channel)
-        mu = shift[c]
-        sum_d, centred = _channel_sums_3d(dout, v, c, n_runs, 0.0, mu)
+        sum_d, centred = _channel_sums_3d(dout, v, c, n_runs, shift[c])
         dg, md, sl, cf = _gradient_terms(sum_d, centred, inv_scale[c], np.float64(gamma[c]),
                                          std[c], count)
         for i in range(n):
-            _backward_plane(dout[i, c], v[i, c], mu, cf, md, sl, dx[i, c])
+            _backward_plane(dout[i, c], v[i, c], shift[c], cf, md, sl, dx[i, c])
         dbeta[c] = sum_d
         dgamma[c] = dg
 
 
 # ------------------------------------------------------------------ split kernels
 @parallel_kernel
-def _sums_2d(a, b, shift_a, shift_b, n_runs, feature_block, partial):
-    """partial[r, 0] / partial[r, 1] (float64 ``(n_runs, 2, D)``) = the
-    :func:`_block_sums_2d` of run ``r`` of C-contiguous ``(N, D)`` ``a``, ``b``; one task
-    per (run, block of ``feature_block`` features)."""
-    n, d = a.shape
+def _sums_2d(a, b, n, d, shift, n_runs, feature_block, partial):
+    """partial[r, 0] / partial[r, 1] (float64 ``(n_runs, 2, d)``) = the
+    :func:`_block_sums_2d` of run ``r`` of the flattened C-contiguous ``(n, d)`` ``a`` and
+    ``b`` (or None), with ``shift`` float64 ``(d,)`` or None; one task per (run, block of
+    ``feature_block`` features)."""
     n_feat_blocks = (d + feature_block - 1) // feature_block
-    af = a.reshape(-1)
-    bf = b.reshape(-1)
     for task in prange(n_runs * n_feat_blocks):
         t = np.int64(task)
         r = t // n_feat_blocks
@@ -361,24 +376,28 @@ def _sums_2d(a, b, shift_a, shift_b, n_runs, feature_block, partial):
         i0, i1 = _run_bounds(r, n, n_runs)
         s0 = np.zeros(width)
         s1 = np.zeros(width)
-        _block_sums_2d(af, bf, d, j0, width, i0, i1, shift_a, shift_b, s0, s1)
+        _block_sums_2d(a, b, d, j0, width, i0, i1, shift, s0, s1)
         for j in range(width):
             partial[r, 0, j0 + j] = s0[j]
             partial[r, 1, j0 + j] = s1[j]
 
 
 @parallel_kernel
-def _sums_3d(a, b, shift_a, shift_b, n_runs, partial):
+def _sums_3d(a, b, shift, n_runs, partial):
     """partial[r, 0, c] / partial[r, 1, c] (float64 ``(n_runs, 2, C)``) = the
     :func:`_block_sums_3d` of run ``r`` of channel ``c`` of C-contiguous ``(N, C, L)``
-    ``a``, ``b``; one task per (run, channel)."""
+    ``a`` and ``b`` (or None), with ``shift`` float64 ``(C,)`` or None; one task per (run,
+    channel)."""
     n, channels, _ = a.shape
     for task in prange(n_runs * channels):
         t = np.int64(task)
         r = t // channels
         c = t - r * channels
         i0, i1 = _run_bounds(r, n, n_runs)
-        s0, s1 = _block_sums_3d(a, b, c, i0, i1, shift_a[c], shift_b[c])
+        if shift is None:  # resolved when compiling
+            s0, s1 = _block_sums_3d(a, b, c, i0, i1, None)
+        else:
+            s0, s1 = _block_sums_3d(a, b, c, i0, i1, shift[c])
         partial[r, 0, c] = s0
         partial[r, 1, c] = s1
 
@@ -386,15 +405,15 @@ def _sums_3d(a, b, shift_a, shift_b, n_runs, partial):
 @parallel_kernel
 def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
     """xn = (x - shift) * inv_scale; out = gamma * xn + beta, per feature of a C-contiguous
-    ``(N, D)`` array (float64 ``(D,)`` ``shift``, ``inv_scale``), one row per task."""
+    ``(N, D)`` array (float64 ``(D,)`` ``shift``, ``inv_scale``), a run of rows per task."""
     n, d = x.shape
     xf = x.reshape(-1)
     xnf = xn.reshape(-1)
     of = out.reshape(-1)
-    for i in prange(n):
-        row = np.int64(i)
-        _normalize_rows(xf, d, 0, d, row, row + 1, shift, inv_scale, gamma, beta, xnf, of,
-                        write_xn)
+    n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
+    for task in prange(n_tasks):
+        i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
+        _normalize_rows(xf, d, 0, d, i0, i1, shift, inv_scale, gamma, beta, xnf, of, write_xn)
 
 
 @parallel_kernel
@@ -413,14 +432,16 @@ def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
 @parallel_kernel
 def _backward_2d(dout, v, shift, coef, mean_d, slope, dx):
     """dx = coef * (dout - mean_d - (v - shift) * slope) per feature of C-contiguous
-    ``(N, D)`` arrays (float64 ``(D,)`` terms of :func:`_gradient_terms`), one row per task."""
+    ``(N, D)`` arrays (float64 ``(D,)`` terms of :func:`_gradient_terms`), a run of rows
+    per task."""
     n, d = dout.shape
     df = dout.reshape(-1)
     vf = v.reshape(-1)
     dxf = dx.reshape(-1)
-    for i in prange(n):
-        row = np.int64(i)
-        _backward_rows(df, vf, d, 0, d, row, row + 1, shift, coef, mean_d, slope, dxf)
+    n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
+    for task in prange(n_tasks):
+        i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
+        _backward_rows(df, vf, d, 0, d, i0, i1, shift, coef, mean_d, slope, dxf)
 
 
 @parallel_kernel
@@ -435,16 +456,18 @@ def _backward_3d(dout, v, shift, coef, mean_d, slope, dx):
         _backward_plane(dout[i, c], v[i, c], shift[c], coef[c], mean_d[c], slope[c], dx[i, c])
 
 
-def _split_sums(a, b, shift_a, shift_b):
+def _split_sums(a, b, shift):
     """The split path's :func:`_column_sums_2d` / :func:`_channel_sums_3d` for every
-    feature/channel of C-contiguous ``(N, D)`` or ``(N, C, L)`` ``a`` and ``b``: the runs'
-    sums as tasks, added in run order. Returns two float64 ``(D,)``/``(C,)`` arrays."""
+    feature/channel of C-contiguous ``(N, D)`` or ``(N, C, L)`` ``a`` and ``b`` (or None),
+    ``shift`` float64 ``(D,)``/``(C,)`` or None: the runs' sums as tasks, added in run
+    order. Returns two float64 ``(D,)``/``(C,)`` arrays."""
     n_runs = _runs(a)
     partial = np.zeros((n_runs, 2, a.shape[1]))
     if a.size and a.ndim == 2:
-        _sums_2d.sized(a.size)(a, b, shift_a, shift_b, n_runs, _feature_block(a), partial)
+        _sums_2d.sized(a.size)(a.reshape(-1), None if b is None else b.reshape(-1), *a.shape,
+                               shift, n_runs, _feature_block(a), partial)
     elif a.size:
-        _sums_3d.sized(a.size)(a, b, shift_a, shift_b, n_runs, partial)
+        _sums_3d.sized(a.size)(a, b, shift, n_runs, partial)
     totals = np.zeros((2, a.shape[1]))
     for r in range(n_runs):
         totals += partial[r]
@@ -497,11 +520,9 @@ def _fused(xv):
     split kernels, whose tasks divide the rows/images too (the same bits either way)."""
     if xv.size == 0:
         return False
-    if xv.size < config.get("parallel_threshold"):
+    if xv.shape[1] >= (2 * _feature_block(xv) if xv.ndim == 2 else 8):
         return True
-    if xv.ndim == 2:
-        return xv.shape[1] >= 2 * _feature_block(xv)
-    return xv.shape[1] >= 8
+    return xv.size < config.get("parallel_threshold")
 
 
 def _feature_block(x):
@@ -587,8 +608,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return
     out = checked_out(out, x.shape, dtype, name="out", inputs=given + ((xn,) if return_xn else ()))
     # the kernels take an array either way; without xn, one nobody reads (never written)
     xn_arg = xn if return_xn else out
-    mean64, var64, std64 = _forward(xv, gamma, beta, eps, xn_arg.reshape(xv.shape),
-                                    out.reshape(xv.shape), return_xn)
+    mean64, var64, std64 = _forward(xv, gamma, beta, eps, xn_arg, out, return_xn)
     return (out, xn, mean64.astype(stats_dtype, copy=False), var64.astype(stats_dtype, copy=False),
             std64.astype(stats_dtype, copy=False))
 
@@ -684,10 +704,12 @@ def _check_count(dout):
 
 
 def _forward(xv, gamma, beta, eps, xn, out, write_xn):
-    """Training forward of the kernel view ``xv`` into ``xn``/``out`` (views of its shape);
+    """Training forward of the kernel view ``xv`` into ``xn``/``out`` (shaped like the input);
     returns the float64 ``(mean, var, std)``."""
     count = xv.shape[0] * (xv.shape[2] if xv.ndim == 3 else 1)
     size = xv.shape[1]
+    if xn.ndim != xv.ndim:
+        xn, out = xn.reshape(xv.shape), out.reshape(xv.shape)
     if _fused(xv):
         mean, var, std = np.empty(size), np.empty(size), np.empty(size)
         if xv.ndim == 2:
@@ -697,9 +719,8 @@ def _forward(xv, gamma, beta, eps, xn, out, write_xn):
             _forward_3d_fused.sized(xv.size)(xv, gamma, beta, eps, _runs(xv), xn, out, mean,
                                              var, std, write_xn)
         return mean, var, std
-    zero = np.zeros(size)
-    shift = _split_sums(xv, xv, zero, zero)[0] / count
-    centred, squares = _split_sums(xv, xv, shift, shift)
+    shift = _split_sums(xv, None, None)[0] / count
+    centred, squares = _split_sums(xv, None, shift)
     # the kernels' formula on NumPy arrays: elementwise IEEE operations, the same bits
     mean, var, std = _moments.py_func(shift, centred, squares, count, eps)
     normalize = _normalize_2d if xv.ndim == 2 else _normalize_3d
@@ -713,8 +734,7 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
     statistic float64 (one compiled signature per dtype whichever public function calls)."""
     count = _reduced_count(dout)
     size, dv = _features(dout)
-    vv = v.reshape(dv.shape)
-    dxv = dx.reshape(dv.shape)
+    vv, dxv = (v, dx) if dout.ndim == 2 else (v.reshape(dv.shape), dx.reshape(dv.shape))
     if _fused(dv):
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
         if dv.ndim == 2:
@@ -725,7 +745,7 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
             _backward_3d_fused.sized(dv.size)(dv, vv, shift, inv_scale, gamma, std64,
                                               _runs(dv), dxv, dgamma64, dbeta64)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
-    dbeta64, centred = _split_sums(dv, vv, np.zeros(size), shift)
+    dbeta64, centred = _split_sums(dv, vv, shift)
     # the kernels' formulas on NumPy arrays: elementwise IEEE operations, the same bits
     dgamma64, mean_d, slope, coef = _gradient_terms.py_func(
         dbeta64, centred, inv_scale, gamma.astype(np.float64), std64, count)
