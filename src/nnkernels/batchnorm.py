@@ -85,7 +85,7 @@ def _run_bounds(r, n, n_runs):
 @inner_function
 def _feature_range(block, feature_block, d):
     """First feature and width of block ``block`` of ``feature_block`` features of ``d``."""
-    j0 = np.int64(block) * feature_block
+    j0 = block * feature_block
     return j0, min(d, j0 + feature_block) - j0
 
 
@@ -158,14 +158,12 @@ def _column_sums_2d(a, b, d, j0, width, n, n_runs, shift):
     """The :func:`_block_sums_2d` of the features ``j0:j0 + width`` over all ``n`` rows, as
     two float64 ``(width,)`` arrays: each run's sums from zero, added in run order (as the
     split path merges)."""
-    s0 = np.empty(width)
-    s1 = np.empty(width)
     t0 = np.zeros(width)
     t1 = np.zeros(width)
     for r in range(n_runs):
         i0, i1 = _run_bounds(r, n, n_runs)
-        s0[:] = 0.0
-        s1[:] = 0.0
+        s0 = np.zeros(width)
+        s1 = np.zeros(width)
         _block_sums_2d(a, b, d, j0, width, i0, i1, shift, s0, s1)
         for j in range(width):
             t0[j] += s0[j]
@@ -276,7 +274,7 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, n_runs, xn, out, mean,
     shift = np.empty(d)
     inv = np.empty(d)
     for block in prange(n_blocks):
-        j0, width = _feature_range(block, feature_block, d)
+        j0, width = _feature_range(np.int64(block), feature_block, d)
         s, _ = _column_sums_2d(xf, None, d, j0, width, n, n_runs, None)
         for j in range(width):
             shift[j0 + j] = s[j] / n
@@ -288,7 +286,8 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, n_runs, xn, out, mean,
             var[f] = v
             std[f] = sd
             inv[f] = 1.0 / sd  # one division per feature, a multiply per element
-        _normalize_rows(xf, d, j0, width, 0, n, mean, inv, gamma, beta, xnf, of, write_xn)
+        _normalize_rows(xf, d, j0, width, np.int64(0), n, mean, inv, gamma, beta, xnf, of,
+                        write_xn)
 
 
 @parallel_kernel
@@ -307,7 +306,7 @@ def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, n_r
     slope = np.empty(d)
     coef = np.empty(d)
     for block in prange(n_blocks):
-        j0, width = _feature_range(block, feature_block, d)
+        j0, width = _feature_range(np.int64(block), feature_block, d)
         s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, shift)
         for j in range(width):
             f = j0 + j
@@ -318,7 +317,7 @@ def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, n_r
             mean_d[f] = md
             slope[f] = sl
             coef[f] = cf
-        _backward_rows(df, vf, d, j0, width, 0, n, shift, coef, mean_d, slope, dxf)
+        _backward_rows(df, vf, d, j0, width, np.int64(0), n, shift, coef, mean_d, slope, dxf)
 
 
 @parallel_kernel
@@ -413,7 +412,8 @@ def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
     n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
     for task in prange(n_tasks):
         i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
-        _normalize_rows(xf, d, 0, d, i0, i1, shift, inv_scale, gamma, beta, xnf, of, write_xn)
+        _normalize_rows(xf, d, np.int64(0), d, i0, i1, shift, inv_scale, gamma, beta, xnf, of,
+                        write_xn)
 
 
 @parallel_kernel
@@ -441,7 +441,7 @@ def _backward_2d(dout, v, shift, coef, mean_d, slope, dx):
     n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
     for task in prange(n_tasks):
         i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
-        _backward_rows(df, vf, d, 0, d, i0, i1, shift, coef, mean_d, slope, dxf)
+        _backward_rows(df, vf, d, np.int64(0), d, i0, i1, shift, coef, mean_d, slope, dxf)
 
 
 @parallel_kernel
