@@ -140,31 +140,25 @@ def _add_terms(a, b, k, shift, s0, s1, lane):
 # d); indices are cast to uint64 (never negative) so Numba drops its wraparound check and
 # LLVM vectorises over features.
 @inner_function
-def _block_sums_2d(a, b, d, j0, width, i0, i1, shift, s0, s1):
-    """Add the block's terms (see :func:`_add_terms`) to ``s0``/``s1`` (float64
-    ``(width,)``), over its rows in order; ``shift`` is None or float64 ``(d,)``."""
-    for i in range(i0, i1):
-        row = i * d + j0
-        for j in range(width):
-            k = np.uint64(row + j)
-            if shift is None:  # resolved when compiling
-                _add_terms(a, b, k, None, s0, s1, np.uint64(j))
-            else:
-                _add_terms(a, b, k, shift[np.uint64(j0 + j)], s0, s1, np.uint64(j))
-
-
-@inner_function
-def _column_sums_2d(a, b, d, j0, width, n, n_runs, shift):
-    """The :func:`_block_sums_2d` of the features ``j0:j0 + width`` over all ``n`` rows, as
-    two float64 ``(width,)`` arrays: each run's sums from zero, added in run order (as the
-    split path merges)."""
+def _column_sums_2d(a, b, d, j0, width, n, n_runs, r0, r1, shift):
+    """The terms (see :func:`_add_terms`) of the features ``j0:j0 + width`` summed over the
+    runs ``r0:r1`` of ``n_runs`` equal runs of the ``n`` rows, as two float64 ``(width,)``
+    arrays: each run's rows in order from zero, then the runs in order; ``shift`` is None
+    or float64 ``(d,)``."""
     t0 = np.zeros(width)
     t1 = np.zeros(width)
-    for r in range(n_runs):
+    for r in range(r0, r1):
         i0, i1 = _run_bounds(r, n, n_runs)
         s0 = np.zeros(width)
         s1 = np.zeros(width)
-        _block_sums_2d(a, b, d, j0, width, i0, i1, shift, s0, s1)
+        for i in range(i0, i1):
+            row = i * d + j0
+            for j in range(width):
+                k = np.uint64(row + j)
+                if shift is None:  # resolved when compiling
+                    _add_terms(a, b, k, None, s0, s1, np.uint64(j))
+                else:
+                    _add_terms(a, b, k, shift[np.uint64(j0 + j)], s0, s1, np.uint64(j))
         for j in range(width):
             t0[j] += s0[j]
             t1[j] += s1[j]
@@ -201,40 +195,32 @@ def _backward_rows(dout, v, d, j0, width, i0, i1, shift, coef, mean_d, slope, dx
 
 # ------------------------------------------------------------------ block helpers (N, C, L)
 @inner_function
-def _block_sums_3d(a, b, c, i0, i1, shift):
-    """The terms (see :func:`_add_terms`) of channel ``c`` of the images ``i0:i1`` of
-    ``(N, C, L)`` arrays summed in float64, as two floats; ``shift`` is a float64 or None.
-    Value ``k`` of each image goes to lane ``k % _LANES``; the lanes are added in
-    order at the end."""
+def _channel_sums_3d(a, b, c, n_runs, r0, r1, shift):
+    """The terms (see :func:`_add_terms`) of channel ``c`` of ``(N, C, L)`` arrays summed
+    over the runs ``r0:r1`` of ``n_runs`` equal runs of the images, as two float64s;
+    ``shift`` is a float64 or None. In a run, value ``k`` of each image goes to lane
+    ``k % _LANES`` and the lanes are added in order at the end; then the runs in order."""
     length = a.shape[2]
     full = length - length % _LANES
-    s0 = np.zeros(_LANES)
-    s1 = np.zeros(_LANES)
-    for i in range(i0, i1):
-        for k0 in range(0, full, _LANES):
-            for k in range(_LANES):
-                _add_terms(a, b, (i, c, k0 + k), shift, s0, s1, k)
-        for k in range(full, length):
-            _add_terms(a, b, (i, c, k), shift, s0, s1, k - full)
     t0 = 0.0
     t1 = 0.0
-    for k in range(_LANES):
-        t0 += s0[k]
-        t1 += s1[k]
-    return t0, t1
-
-
-@inner_function
-def _channel_sums_3d(a, b, c, n_runs, shift):
-    """The :func:`_block_sums_3d` of channel ``c`` over all images: each run's sums added
-    in run order (as the split path merges)."""
-    t0 = 0.0
-    t1 = 0.0
-    for r in range(n_runs):
+    for r in range(r0, r1):
         i0, i1 = _run_bounds(r, a.shape[0], n_runs)
-        s0, s1 = _block_sums_3d(a, b, c, i0, i1, shift)
-        t0 += s0
-        t1 += s1
+        s0 = np.zeros(_LANES)
+        s1 = np.zeros(_LANES)
+        for i in range(i0, i1):
+            for k0 in range(0, full, _LANES):
+                for k in range(_LANES):
+                    _add_terms(a, b, (i, c, k0 + k), shift, s0, s1, k)
+            for k in range(full, length):
+                _add_terms(a, b, (i, c, k), shift, s0, s1, k - full)
+        u0 = 0.0
+        u1 = 0.0
+        for k in range(_LANES):
+            u0 += s0[k]
+            u1 += s1[k]
+        t0 += u0
+        t1 += u1
     return t0, t1
 
 
@@ -275,10 +261,10 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, n_runs, xn, out, mean,
     inv = np.empty(d)
     for block in prange(n_blocks):
         j0, width = _feature_range(np.int64(block), feature_block, d)
-        s, _ = _column_sums_2d(xf, None, d, j0, width, n, n_runs, None)
+        s, _ = _column_sums_2d(xf, None, d, j0, width, n, n_runs, np.int64(0), n_runs, None)
         for j in range(width):
             shift[j0 + j] = s[j] / n
-        r, q = _column_sums_2d(xf, None, d, j0, width, n, n_runs, shift)
+        r, q = _column_sums_2d(xf, None, d, j0, width, n, n_runs, np.int64(0), n_runs, shift)
         for j in range(width):
             f = j0 + j
             m, v, sd = _moments(shift[f], r[j], q[j], n, eps)
@@ -307,7 +293,7 @@ def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, n_r
     coef = np.empty(d)
     for block in prange(n_blocks):
         j0, width = _feature_range(np.int64(block), feature_block, d)
-        s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, shift)
+        s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, np.int64(0), n_runs, shift)
         for j in range(width):
             f = j0 + j
             dg, md, sl, cf = _gradient_terms(s0[j], s1[j], inv_scale[f],
@@ -329,9 +315,9 @@ def _forward_3d_fused(x, gamma, beta, eps, n_runs, xn, out, mean, var, std, writ
     count = n * length
     for channel in prange(channels):
         c = np.int64(channel)
-        s, _ = _channel_sums_3d(x, None, c, n_runs, None)
+        s, _ = _channel_sums_3d(x, None, c, n_runs, np.int64(0), n_runs, None)
         shift = s / count
-        r, q = _channel_sums_3d(x, None, c, n_runs, shift)
+        r, q = _channel_sums_3d(x, None, c, n_runs, np.int64(0), n_runs, shift)
         m, v, sd = _moments(shift, r, q, count, eps)
         inv = 1.0 / sd
         g = np.float64(gamma[c])
@@ -351,7 +337,7 @@ def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma
     count = n * length
     for channel in prange(channels):
         c = np.int64(channel)
-        sum_d, centred = _channel_sums_3d(dout, v, c, n_runs, shift[c])
+        sum_d, centred = _channel_sums_3d(dout, v, c, n_runs, np.int64(0), n_runs, shift[c])
         dg, md, sl, cf = _gradient_terms(sum_d, centred, inv_scale[c], np.float64(gamma[c]),
                                          std[c], count)
         for i in range(n):
@@ -364,7 +350,7 @@ def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma
 @parallel_kernel
 def _sums_2d(a, b, n, d, shift, n_runs, feature_block, partial):
     """partial[r, 0] / partial[r, 1] (float64 ``(n_runs, 2, d)``) = the
-    :func:`_block_sums_2d` of run ``r`` of the flattened C-contiguous ``(n, d)`` ``a`` and
+    :func:`_column_sums_2d` of run ``r`` of the flattened C-contiguous ``(n, d)`` ``a`` and
     ``b`` (or None), with ``shift`` float64 ``(d,)`` or None; one task per (run, block of
     ``feature_block`` features)."""
     n_feat_blocks = (d + feature_block - 1) // feature_block
@@ -372,10 +358,7 @@ def _sums_2d(a, b, n, d, shift, n_runs, feature_block, partial):
         t = np.int64(task)
         r = t // n_feat_blocks
         j0, width = _feature_range(t - r * n_feat_blocks, feature_block, d)
-        i0, i1 = _run_bounds(r, n, n_runs)
-        s0 = np.zeros(width)
-        s1 = np.zeros(width)
-        _block_sums_2d(a, b, d, j0, width, i0, i1, shift, s0, s1)
+        s0, s1 = _column_sums_2d(a, b, d, j0, width, n, n_runs, r, r + 1, shift)
         for j in range(width):
             partial[r, 0, j0 + j] = s0[j]
             partial[r, 1, j0 + j] = s1[j]
@@ -384,19 +367,18 @@ def _sums_2d(a, b, n, d, shift, n_runs, feature_block, partial):
 @parallel_kernel
 def _sums_3d(a, b, shift, n_runs, partial):
     """partial[r, 0, c] / partial[r, 1, c] (float64 ``(n_runs, 2, C)``) = the
-    :func:`_block_sums_3d` of run ``r`` of channel ``c`` of C-contiguous ``(N, C, L)``
+    :func:`_channel_sums_3d` of run ``r`` of channel ``c`` of C-contiguous ``(N, C, L)``
     ``a`` and ``b`` (or None), with ``shift`` float64 ``(C,)`` or None; one task per (run,
     channel)."""
-    n, channels, _ = a.shape
+    channels = a.shape[1]
     for task in prange(n_runs * channels):
         t = np.int64(task)
         r = t // channels
         c = t - r * channels
-        i0, i1 = _run_bounds(r, n, n_runs)
         if shift is None:  # resolved when compiling
-            s0, s1 = _block_sums_3d(a, b, c, i0, i1, None)
+            s0, s1 = _channel_sums_3d(a, b, c, n_runs, r, r + 1, None)
         else:
-            s0, s1 = _block_sums_3d(a, b, c, i0, i1, shift[c])
+            s0, s1 = _channel_sums_3d(a, b, c, n_runs, r, r + 1, shift[c])
         partial[r, 0, c] = s0
         partial[r, 1, c] = s1
 
