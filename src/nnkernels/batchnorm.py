@@ -52,6 +52,7 @@ _MIN_TASK = 16384  # elements a task should reduce at least, when the shape allo
 _TARGET_TASKS = 16  # split rows/images until about this many tasks exist
 _LANES = 8  # independent partial sums per 3-D run (so the adds pipeline / vectorise)
 _ROW_TASK = 4096  # elements a task of the split (N, D) normalise and backward covers at least
+_PLAIN, _SHIFTED, _PAIRED = 0, 1, 2  # the forms of the sums (see _add_terms), as numbers
 
 
 # ------------------------------------------------------------------ task grid
@@ -348,35 +349,42 @@ def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma
 
 # ------------------------------------------------------------------ split kernels
 @parallel_kernel
-def _sums_2d(a, b, n, d, shift, n_runs, feature_block, partial):
+def _sums_2d(a, b, n, d, shift, form, n_runs, feature_block, partial):
     """partial[r, 0] / partial[r, 1] (float64 ``(n_runs, 2, d)``) = the
     :func:`_column_sums_2d` of run ``r`` of the flattened C-contiguous ``(n, d)`` ``a`` and
-    ``b`` (or None), with ``shift`` float64 ``(d,)`` or None; one task per (run, block of
-    ``feature_block`` features)."""
+    ``b``, with float64 ``(d,)`` ``shift``, in the form ``form`` (see :func:`_split_sums`);
+    one task per (run, block of ``feature_block`` features)."""
     n_feat_blocks = (d + feature_block - 1) // feature_block
     for task in prange(n_runs * n_feat_blocks):
         t = np.int64(task)
         r = t // n_feat_blocks
         j0, width = _feature_range(t - r * n_feat_blocks, feature_block, d)
-        s0, s1 = _column_sums_2d(a, b, d, j0, width, n, n_runs, r, r + 1, shift)
+        if form == _PLAIN:
+            s0, s1 = _column_sums_2d(a, None, d, j0, width, n, n_runs, r, r + 1, None)
+        elif form == _SHIFTED:
+            s0, s1 = _column_sums_2d(a, None, d, j0, width, n, n_runs, r, r + 1, shift)
+        else:
+            s0, s1 = _column_sums_2d(a, b, d, j0, width, n, n_runs, r, r + 1, shift)
         for j in range(width):
             partial[r, 0, j0 + j] = s0[j]
             partial[r, 1, j0 + j] = s1[j]
 
 
 @parallel_kernel
-def _sums_3d(a, b, shift, n_runs, partial):
+def _sums_3d(a, b, shift, form, n_runs, partial):
     """partial[r, 0, c] / partial[r, 1, c] (float64 ``(n_runs, 2, C)``) = the
     :func:`_channel_sums_3d` of run ``r`` of channel ``c`` of C-contiguous ``(N, C, L)``
-    ``a`` and ``b`` (or None), with ``shift`` float64 ``(C,)`` or None; one task per (run,
-    channel)."""
+    ``a`` and ``b``, with float64 ``(C,)`` ``shift``, in the form ``form`` (see
+    :func:`_split_sums`); one task per (run, channel)."""
     channels = a.shape[1]
     for task in prange(n_runs * channels):
         t = np.int64(task)
         r = t // channels
         c = t - r * channels
-        if shift is None:  # resolved when compiling
-            s0, s1 = _channel_sums_3d(a, b, c, n_runs, r, r + 1, None)
+        if form == _PLAIN:
+            s0, s1 = _channel_sums_3d(a, None, c, n_runs, r, r + 1, None)
+        elif form == _SHIFTED:
+            s0, s1 = _channel_sums_3d(a, None, c, n_runs, r, r + 1, shift[c])
         else:
             s0, s1 = _channel_sums_3d(a, b, c, n_runs, r, r + 1, shift[c])
         partial[r, 0, c] = s0
@@ -443,13 +451,17 @@ def _split_sums(a, b, shift):
     feature/channel of C-contiguous ``(N, D)`` or ``(N, C, L)`` ``a`` and ``b`` (or None),
     ``shift`` float64 ``(D,)``/``(C,)`` or None: the runs' sums as tasks, added in run
     order. Returns two float64 ``(D,)``/``(C,)`` arrays."""
+    form = _PLAIN if shift is None else _SHIFTED if b is None else _PAIRED
+    # one compiled kernel serves the three forms: unused arguments get stand-ins
+    b = a if b is None else b
+    shift = np.zeros(a.shape[1]) if shift is None else shift
     n_runs = _runs(a)
     partial = np.zeros((n_runs, 2, a.shape[1]))
     if a.size and a.ndim == 2:
-        _sums_2d.sized(a.size)(a.reshape(-1), None if b is None else b.reshape(-1), *a.shape,
-                               shift, n_runs, _feature_block(a), partial)
+        _sums_2d.sized(a.size)(a.reshape(-1), b.reshape(-1), *a.shape, shift, form, n_runs,
+                               _feature_block(a), partial)
     elif a.size:
-        _sums_3d.sized(a.size)(a, b, shift, n_runs, partial)
+        _sums_3d.sized(a.size)(a, b, shift, form, n_runs, partial)
     totals = np.zeros((2, a.shape[1]))
     for r in range(n_runs):
         totals += partial[r]
