@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnkernels import (batchnorm_backward, batchnorm_backward_from_input, batchnorm_forward,
-                       batchnorm_inference)
+                       batchnorm_inference, config_context)
+from nnkernels import batchnorm as bn_module
 from nnlayers.reference import BatchNormalization
 from strategies import bad_out_arrays
 
@@ -334,6 +335,91 @@ def test_fused_and_split_paths_match_numpy(shape, dtype):
     close(dbeta, w_dbeta, dtype, float(np.sqrt(x.size)) * 10)
     running = batchnorm_inference(x, gamma, beta, mean, var)
     close(running, w_out, dtype, scale)
+
+
+def _every_result(x, dout, gamma, beta):
+    """Everything the four public functions return for one input, as a list of arrays."""
+    out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
+    grads = batchnorm_backward(dout, xn, std, gamma)
+    out2, _, mean64, var64, std64 = batchnorm_forward(x, gamma, beta, return_xn=False,
+                                                      stats_dtype=np.float64)
+    grads2 = batchnorm_backward_from_input(dout, x, mean64, std64, gamma)
+    return [out, xn, mean, var, std, *grads, out2, mean64, var64, std64, *grads2]
+
+
+def _on_path(monkeypatch, fused, call):
+    with monkeypatch.context() as patch:
+        patch.setattr(bn_module, "_fused", lambda xv: xv.size > 0 and fused)
+        return call()
+
+
+def _assert_same_bits(first, second):
+    for a, b in zip(first, second, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+# (N, D) with several row runs and feature blocks, (N, C, L) with several image runs, and
+# shapes that take either path by default
+_BOTH_PATH_SHAPES = [(7, 5), (4000, 100), (3000, 300), (40, 1300), (2, 600),
+                     (64, 2, 32, 32), (9, 3, 7, 5), (2, 12, 5, 5)]
+
+
+@pytest.mark.parametrize("shape", _BOTH_PATH_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_and_split_paths_give_the_same_bits(shape, dtype, monkeypatch):
+    """The module's promise: both paths sum the same runs in the same order with the same
+    formulas, so every result is identical whichever path a shape is forced down."""
+    x, dout, gamma, beta = _case(shape, dtype, loc=40.0)
+    fused = _on_path(monkeypatch, True, lambda: _every_result(x, dout, gamma, beta))
+    split = _on_path(monkeypatch, False, lambda: _every_result(x, dout, gamma, beta))
+    _assert_same_bits(fused, split)
+    xv = x if x.ndim == 2 else x.reshape(shape[0], shape[1], -1)
+    if shape in ((4000, 100), (3000, 300), (64, 2, 32, 32)):
+        assert bn_module._runs(xv) > 1  # the runs are merged, not one sum per feature
+
+
+@pytest.mark.parametrize("shape", [(4000, 100), (64, 2, 32, 32)])
+def test_parallel_threshold_moves_a_shape_between_paths_without_changing_results(shape):
+    x, dout, gamma, beta = _case(shape, np.float32)
+    xv = x if x.ndim == 2 else x.reshape(shape[0], shape[1], -1)
+    with config_context(parallel_threshold=0):
+        assert not bn_module._fused(xv)
+        split = _every_result(x, dout, gamma, beta)
+    with config_context(parallel_threshold=x.size + 1):
+        assert bn_module._fused(xv)
+        fused = _every_result(x, dout, gamma, beta)
+    _assert_same_bits(fused, split)
+
+
+@SETTINGS
+@given(bn_cases())
+def test_fused_and_split_paths_give_the_same_bits_on_drawn_cases(case):
+    x, gamma, beta = case
+    dout = np.random.default_rng(4).standard_normal(x.shape).astype(x.dtype)
+    results = []
+    for fused in (True, False):
+        original = bn_module._fused
+        bn_module._fused = lambda xv, fused=fused: xv.size > 0 and fused
+        try:
+            results.append(_every_result(x, dout, gamma, beta))
+        finally:
+            bn_module._fused = original
+    _assert_same_bits(*results)
+
+
+@pytest.mark.parametrize("shape", [(300, 3), (3000, 3), (50, 2, 9, 9)])
+def test_variance_of_data_far_from_zero_is_accurate_on_both_paths(shape, monkeypatch):
+    """A mean 1e6 standard deviations from zero: sums of squares would lose about 12 of the
+    16 digits (n * u * mean**2 / var); the shifted sums keep them."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(shape) + 1e6
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    mean = np.mean(x, axis=axes, keepdims=True)
+    want = np.mean((x - mean) ** 2, axis=axes)
+    for fused in (True, False):
+        var = _on_path(monkeypatch, fused, lambda: batchnorm_forward(x, 1.0, 0.0)[3])
+        np.testing.assert_allclose(var, want, rtol=1e-9)
 
 
 # ------------------------------------------------------------------ xn_out / out

@@ -12,8 +12,9 @@ from ._registry import example
 #: (N, C, H, W) of the image examples
 IMAGE = (3, 5, 9, 7)
 #: batch-norm inputs: (N, D) and (N, C, H, W) taking the one-launch kernels, then the few
-#: features/channels over many elements that take the split path (its reductions)
-BATCHNORM_FUSED = ((6, 700), IMAGE)
+#: features/channels over many elements that take the split path (its reductions); the
+#: third fused input has enough channels to take the one-launch kernels at any threshold
+BATCHNORM_FUSED = ((6, 1100), IMAGE, (2, 8, 5, 4))
 BATCHNORM_SPLIT = ((400, 100), (4, 2, 80, 80))
 
 

@@ -1,16 +1,34 @@
 """Batch normalisation reductions: per feature on ``(N, D)``, per channel on ``(N, C, H, W)``.
 
-Statistics are two-pass (the mean, then the mean of squared deviations), accumulated in
-float64 whatever the compute dtype. Reductions are race-free and deterministic: the work is
-cut into a fixed grid of tasks that depends only on the input shape (never on the number
-of threads or on scheduling); each task writes its own partial sums, which are then merged
-serially in task order.
+Statistics are accumulated in float64 whatever the compute dtype, by one formula: shifted
+sums with the plain mean ``m0 = sum(x) / n`` of a first pass as the shift. The second pass
+sums ``r = sum(x - m0)`` and ``q = sum((x - m0)**2)``, and
 
-* ``(N, D)``: tasks are (block of features) x (block of rows); a task sums its rows in
-  order with a contiguous inner loop over its features.
-* ``(N, C, H, W)``: tasks are (channel) x (block of images), so a few channels over a large
-  batch still split over threads; inside a task a fixed set of lanes accumulates the
-  contiguous ``H*W`` run of each image.
+    mean = m0 + r / n,    var = (q - r * r / n) / n
+
+(the corrected two-pass algorithm of Chan, Golub and LeVeque: ``r`` is the first pass's
+rounding error, which the correction takes out of both results). The variance's relative
+error is then about ``n * u + (n * u)**2 * (1 + mean**2 / var)`` with ``u = 2**-53``, where
+one pass of sums and squares would give ``n * u * (1 + mean**2 / var)``: the offset of the
+data hardly matters.
+
+Reductions are race-free and deterministic: the rows (``(N, D)``) or images
+(``(N, C, H, W)``) are cut into a fixed number of equal runs that depends only on the
+input's shape and dtype (never on the number of threads, on scheduling, or on which path
+runs); the sums of each run start from zero and are added in run order.
+
+* ``(N, D)``: a run sums its rows in order with a contiguous inner loop over features
+  (each feature's sum is independent of the others).
+* ``(N, C, H, W)``: a run sums the contiguous ``H*W`` values of each of its images in a
+  fixed set of lanes, added in lane order at the end of the run.
+
+Two paths run the same block-level helpers: the fused kernels (one launch; a task owns a
+block of features or one channel and makes every pass over it, while it stays in cache),
+for many features/channels or under ``parallel_threshold`` elements; and the split kernels
+(sums of every (run, feature block) or (run, channel) as tasks, merged in run order, then
+one launch that normalises), for few features/channels over many rows/images. Both apply
+the same float64 operations in the same order, so they return the same bits: results
+depend on the shape and dtype only, never on the path, the threshold or the thread count.
 """
 
 import math
@@ -19,8 +37,7 @@ import numbers
 import numpy as np
 from numba import prange
 
-from . import _jit
-from . import _examples
+from . import _examples, config
 from ._jit import inner_function, parallel_kernel
 from ._registry import examples
 from ._validation import as_float_array, checked_out, compute_dtype
@@ -34,12 +51,14 @@ __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward",
 _FEATURE_BLOCK_BYTES = 2048
 _MIN_TASK = 16384  # elements a task should reduce at least, when the shape allows
 _TARGET_TASKS = 16  # split rows/images until about this many tasks exist
-_LANES = 8  # independent partial sums per 4-D task (so the adds pipeline / vectorise)
+_LANES = 8  # independent partial sums per 3-D run (so the adds pipeline / vectorise)
+_ROW_TASK = 4096  # elements a task of the split (N, D) normalise and backward covers at least
+_PLAIN, _SHIFTED, _PAIRED = 0, 1, 2  # the forms of the sums (see _add_terms), as numbers
 
 
 # ------------------------------------------------------------------ task grid
 def _row_blocks(rows, other_tasks, row_elems):
-    """Number of row (or image) blocks: enough tasks for the threads, but not tiny ones."""
+    """Number of row (or image) runs: enough tasks for the threads, but not tiny ones."""
     if rows <= 1 or other_tasks == 0 or other_tasks >= _TARGET_TASKS:  # 0: no features
         return 1
     by_target = -(-_TARGET_TASKS // other_tasks)
@@ -47,430 +66,408 @@ def _row_blocks(rows, other_tasks, row_elems):
     return int(max(1, min(rows, by_target, by_size)))
 
 
-# ------------------------------------------------------------------ kernels (N, D)
-@parallel_kernel
-def _sums_2d(a, b, center, n_row_blocks, feature_block, partial):
-    """partial[r, 0, j] = sum over block r's rows of a[:, j], or of (a[:, j] - center[j])**2
-    when ``center`` is non-empty; with ``b`` non-empty also partial[r, 1, j] = sum of
-    a * (b - center) (``center`` then always given: zeros for b as is).
+def _runs(xv):
+    """The runs both paths sum the kernel view ``xv`` (``(N, D)`` or ``(N, C, L)``) in."""
+    if xv.size < 2 * _MIN_TASK:  # no two runs could have _MIN_TASK elements each
+        return 1
+    if xv.ndim == 2:
+        n, d = xv.shape
+        feature_block = _feature_block(xv)
+        return _row_blocks(n, -(-d // feature_block), min(d, feature_block))
+    n, channels, length = xv.shape
+    return _row_blocks(n, channels, length)
 
-    Rows are split into ``n_row_blocks`` equal runs. Indices are cast to uint64 (never
-    negative) so Numba drops its wraparound and LLVM vectorises over features.
+
+@inner_function
+def _run_bounds(r, n, n_runs):
+    """First and past-the-end row of run ``r`` of ``n_runs`` equal runs of ``n`` rows."""
+    return (r * n) // n_runs, ((r + 1) * n) // n_runs
+
+
+@inner_function
+def _feature_range(block, feature_block, d):
+    """First feature and width of block ``block`` of ``feature_block`` features of ``d``."""
+    j0 = block * feature_block
+    return j0, min(d, j0 + feature_block) - j0
+
+
+# ------------------------------------------------------------------ statistics
+@inner_function
+def _moments(shift, centred, squares, count, eps):
+    """``(mean, var, std)`` from the sums ``centred = sum(x - shift)`` and
+    ``squares = sum((x - shift)**2)`` over ``count`` values, float64 scalars or arrays."""
+    mean = shift + centred / count
+    var = (squares - centred * centred / count) / count
+    return mean, var, np.sqrt(var + eps)
+
+
+@inner_function
+def _gradient_terms(sum_d, centred, inv_scale, gamma, std, count):
+    """``(dgamma, mean(dout), slope, coef)`` from ``sum_d = sum(dout)`` and
+    ``centred = sum(dout * (v - shift))`` with ``xn = (v - shift) * inv_scale``, so that
+    ``dx = coef * (dout - mean(dout) - (v - shift) * slope)``; float64 scalars or arrays.
+
+    The scale is applied once per feature (1 for ``v = xn``: the same bits as summing
+    ``dout * xn``).
     """
-    n, d = a.shape
-    n_feat_blocks = (d + feature_block - 1) // feature_block
-    paired = b.shape[0] > 0
-    centered = center.shape[0] > 0
-    af = a.reshape(-1)
-    bf = b.reshape(-1)
-    for task in prange(n_row_blocks * n_feat_blocks):
-        t = np.int64(task)
-        r = t // n_feat_blocks
-        fb = t - r * n_feat_blocks
-        j0 = fb * feature_block
-        width = min(d, j0 + feature_block) - j0
-        i0 = (r * n) // n_row_blocks
-        i1 = ((r + 1) * n) // n_row_blocks
+    dgamma = centred * inv_scale
+    return dgamma, sum_d / count, (dgamma / count) * inv_scale, gamma / std
+
+
+# ------------------------------------------------------------------ sums
+# The sums take one of three forms, chosen by which arguments are None (Numba compiles each
+# form on its own, without the other forms' work):
+#   shift None:   s0 = sum(a)                                      the first pass
+#   b None:       s0 = sum(a - shift), s1 = sum((a - shift)**2)    the second pass
+#   neither:      s0 = sum(a),         s1 = sum(a * (b - shift))   the backward
+@inner_function
+def _add_terms(a, b, k, shift, s0, s1, lane):
+    """Add the terms of value ``k`` of ``a`` (and ``b``) to ``s0[lane]``/``s1[lane]``;
+    ``shift`` is a float64 or None."""
+    u = np.float64(a[k])
+    if shift is None:
+        s0[lane] += u
+    elif b is None:
+        u -= shift
+        s0[lane] += u
+        s1[lane] += u * u
+    else:
+        s0[lane] += u
+        s1[lane] += u * (np.float64(b[k]) - shift)
+
+
+# ------------------------------------------------------------------ block helpers (N, D)
+# The (N, D) arrays arrive flattened, with ``d`` their row length; a block is the features
+# ``j0:j0 + width`` of the rows ``i0:i1``. Per-feature arrays are indexed by feature (length
+# d); indices are cast to uint64 (never negative) so Numba drops its wraparound check and
+# LLVM vectorises over features.
+@inner_function
+def _column_sums_2d(a, b, d, j0, width, n, n_runs, r0, r1, shift):
+    """The terms (see :func:`_add_terms`) of the features ``j0:j0 + width`` summed over the
+    runs ``r0:r1`` of ``n_runs`` equal runs of the ``n`` rows, as two float64 ``(width,)``
+    arrays: each run's rows in order from zero, then the runs in order; ``shift`` is None
+    or float64 ``(d,)``."""
+    t0 = np.zeros(width)
+    t1 = np.zeros(width)
+    for r in range(r0, r1):
+        i0, i1 = _run_bounds(r, n, n_runs)
         s0 = np.zeros(width)
         s1 = np.zeros(width)
-        mu = np.zeros(width)
-        if centered:
+        for i in range(i0, i1):
+            row = i * d + j0
             for j in range(width):
-                mu[np.uint64(j)] = center[np.uint64(j0 + j)]
-        if paired:
-            for i in range(i0, i1):
-                row = i * d + j0
-                for j in range(width):
-                    u = np.float64(af[np.uint64(row + j)])
-                    t = np.float64(bf[np.uint64(row + j)]) - mu[np.uint64(j)]
-                    s0[np.uint64(j)] += u
-                    s1[np.uint64(j)] += u * t
-        elif centered:
-            for i in range(i0, i1):
-                row = i * d + j0
-                for j in range(width):
-                    u = np.float64(af[np.uint64(row + j)]) - mu[np.uint64(j)]
-                    s0[np.uint64(j)] += u * u
-        else:
-            for i in range(i0, i1):
-                row = i * d + j0
-                for j in range(width):
-                    s0[np.uint64(j)] += np.float64(af[np.uint64(row + j)])
+                k = np.uint64(row + j)
+                if shift is None:  # resolved when compiling
+                    _add_terms(a, b, k, None, s0, s1, np.uint64(j))
+                else:
+                    _add_terms(a, b, k, shift[np.uint64(j0 + j)], s0, s1, np.uint64(j))
         for j in range(width):
-            partial[r, 0, j0 + j] = s0[np.uint64(j)]
-            partial[r, 1, j0 + j] = s1[np.uint64(j)]
+            t0[j] += s0[j]
+            t1[j] += s1[j]
+    return t0, t1
 
 
-@parallel_kernel
-def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
-    """xn = (x - shift) * inv_scale; out = gamma * xn + beta, per feature (last axis)."""
-    n, d = x.shape
-    xf = x.reshape(-1)
-    xnf = xn.reshape(-1)
-    of = out.reshape(-1)
-    for i in prange(n):
-        row = np.int64(i) * d
-        if write_xn:
-            for j in range(d):
-                k = np.uint64(row + j)
-                v = (np.float64(xf[k]) - shift[np.uint64(j)]) * inv_scale[np.uint64(j)]
-                xnf[k] = v
-                of[k] = gamma[np.uint64(j)] * v + beta[np.uint64(j)]
-        else:
-            for j in range(d):
-                k = np.uint64(row + j)
-                v = (np.float64(xf[k]) - shift[np.uint64(j)]) * inv_scale[np.uint64(j)]
-                of[k] = gamma[np.uint64(j)] * v + beta[np.uint64(j)]
-
-
-@parallel_kernel
-def _backward_2d(dout, v, shift, coef, mean_d, slope, dx):
-    """dx = coef * (dout - mean_d - (v - shift) * slope), per feature (last axis): with
-    xn = (v - shift) * scale, slope is mean(dout * xn) * scale. ``v`` is xn itself (shift 0,
-    scale 1) or the forward's input."""
-    n, d = dout.shape
-    df = dout.reshape(-1)
-    vf = v.reshape(-1)
-    dxf = dx.reshape(-1)
-    for i in prange(n):
-        row = np.int64(i) * d
-        for j in range(d):
-            k = np.uint64(row + j)
-            u = np.uint64(j)
-            t = np.float64(vf[k]) - shift[u]
-            dxf[k] = coef[u] * (np.float64(df[k]) - mean_d[u] - t * slope[u])
-
-
-@parallel_kernel
-def _forward_2d_fused(x, gamma, beta, eps, feature_block, xn, out, mean, var, std, write_xn):
-    """Training forward of (N, D) in one launch: each task owns a block of features and
-    makes three passes over its column block (sum, centred sum of squares, normalise),
-    which stays in cache. Sums in float64, rows in order: deterministic. ``xn`` is
+@inner_function
+def _normalize_rows(x, d, j0, width, i0, i1, shift, inv_scale, gamma, beta, xn, out, write_xn):
+    """xn = (x - shift) * inv_scale and out = gamma * xn + beta over the block; ``xn`` is
     written only with ``write_xn``."""
+    for i in range(i0, i1):
+        row = i * d + j0
+        for j in range(width):
+            k = np.uint64(row + j)
+            f = np.uint64(j0 + j)
+            t = (np.float64(x[k]) - shift[f]) * inv_scale[f]
+            if write_xn:
+                xn[k] = t
+            out[k] = gamma[f] * t + beta[f]
+
+
+@inner_function
+def _backward_rows(dout, v, d, j0, width, i0, i1, shift, coef, mean_d, slope, dx):
+    """dx = coef * (dout - mean_d - (v - shift) * slope) over the block (see
+    :func:`_gradient_terms`)."""
+    for i in range(i0, i1):
+        row = i * d + j0
+        for j in range(width):
+            k = np.uint64(row + j)
+            f = np.uint64(j0 + j)
+            t = np.float64(v[k]) - shift[f]
+            dx[k] = coef[f] * (np.float64(dout[k]) - mean_d[f] - t * slope[f])
+
+
+# ------------------------------------------------------------------ block helpers (N, C, L)
+@inner_function
+def _channel_sums_3d(a, b, c, n_runs, r0, r1, shift):
+    """The terms (see :func:`_add_terms`) of channel ``c`` of ``(N, C, L)`` arrays summed
+    over the runs ``r0:r1`` of ``n_runs`` equal runs of the images, as two float64s;
+    ``shift`` is a float64 or None. In a run, value ``k`` of each image goes to lane
+    ``k % _LANES`` and the lanes are added in order at the end; then the runs in order."""
+    length = a.shape[2]
+    full = length - length % _LANES
+    t0 = 0.0
+    t1 = 0.0
+    for r in range(r0, r1):
+        i0, i1 = _run_bounds(r, a.shape[0], n_runs)
+        s0 = np.zeros(_LANES)
+        s1 = np.zeros(_LANES)
+        for i in range(i0, i1):
+            for k0 in range(0, full, _LANES):
+                for k in range(_LANES):
+                    _add_terms(a, b, (i, c, k0 + k), shift, s0, s1, k)
+            for k in range(full, length):
+                _add_terms(a, b, (i, c, k), shift, s0, s1, k - full)
+        u0 = 0.0
+        u1 = 0.0
+        for k in range(_LANES):
+            u0 += s0[k]
+            u1 += s1[k]
+        t0 += u0
+        t1 += u1
+    return t0, t1
+
+
+@inner_function
+def _normalize_plane(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
+    """xn = (x - shift) * inv_scale and out = gamma * xn + beta along one ``(L,)`` run of a
+    channel (float64 scalars); ``xn`` is written only with ``write_xn``."""
+    for k in range(x.shape[0]):
+        t = (np.float64(x[k]) - shift) * inv_scale
+        if write_xn:
+            xn[k] = t
+        out[k] = gamma * t + beta
+
+
+@inner_function
+def _backward_plane(dout, v, shift, coef, mean_d, slope, dx):
+    """dx = coef * (dout - mean_d - (v - shift) * slope) along one ``(L,)`` run of a
+    channel (float64 scalars)."""
+    for k in range(dout.shape[0]):
+        t = np.float64(v[k]) - shift
+        dx[k] = coef * (np.float64(dout[k]) - mean_d - t * slope)
+
+
+# ------------------------------------------------------------------ fused kernels
+@parallel_kernel
+def _forward_2d_fused(x, gamma, beta, eps, feature_block, n_runs, xn, out, mean, var, std,
+                      write_xn):
+    """Training forward of a C-contiguous ``(N, D)`` array in one launch: a task owns a block
+    of ``feature_block`` features and makes every pass over it (sums, shifted sums,
+    normalise). Writes ``out`` (and ``xn`` with ``write_xn``) shaped like ``x``, and the
+    float64 ``(D,)`` ``mean``, ``var`` and ``std``."""
     n, d = x.shape
     n_blocks = (d + feature_block - 1) // feature_block
     xf = x.reshape(-1)
     xnf = xn.reshape(-1)
     of = out.reshape(-1)
+    shift = np.empty(d)
+    inv = np.empty(d)
     for block in prange(n_blocks):
-        j0 = np.int64(block) * feature_block
-        width = min(d, j0 + feature_block) - j0
-        s = np.zeros(width)
-        for i in range(n):
-            row = i * d + j0
-            for j in range(width):
-                s[np.uint64(j)] += np.float64(xf[np.uint64(row + j)])
-        mu0 = s / n
-        q = np.zeros(width)
-        c = np.zeros(width)
-        for i in range(n):
-            row = i * d + j0
-            for j in range(width):
-                u = np.float64(xf[np.uint64(row + j)]) - mu0[np.uint64(j)]
-                c[np.uint64(j)] += u
-                q[np.uint64(j)] += u * u
-        # corrected two-pass: the residual sum c removes the first pass's rounding error
-        mu = mu0 + c / n
-        v = (q - c * c / n) / n
-        sd = np.sqrt(v + eps)
-        inv = 1.0 / sd  # one division per feature, a multiply per element
-        for i in range(n):
-            row = i * d + j0
-            for j in range(width):
-                k = np.uint64(row + j)
-                u = np.uint64(j)
-                t = (np.float64(xf[k]) - mu[u]) * inv[u]
-                if write_xn:
-                    xnf[k] = t
-                of[k] = gamma[np.uint64(j0 + j)] * t + beta[np.uint64(j0 + j)]
+        j0, width = _feature_range(np.int64(block), feature_block, d)
+        s, _ = _column_sums_2d(xf, None, d, j0, width, n, n_runs, np.int64(0), n_runs, None)
         for j in range(width):
-            mean[j0 + j] = mu[j]
-            var[j0 + j] = v[j]
-            std[j0 + j] = sd[j]
+            shift[j0 + j] = s[j] / n
+        r, q = _column_sums_2d(xf, None, d, j0, width, n, n_runs, np.int64(0), n_runs, shift)
+        for j in range(width):
+            f = j0 + j
+            m, v, sd = _moments(shift[f], r[j], q[j], n, eps)
+            mean[f] = m
+            var[f] = v
+            std[f] = sd
+            inv[f] = 1.0 / sd  # one division per feature, a multiply per element
+        _normalize_rows(xf, d, j0, width, np.int64(0), n, mean, inv, gamma, beta, xnf, of,
+                        write_xn)
 
 
 @parallel_kernel
-def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, dx, dgamma, dbeta):
-    """Backward of (N, D) in one launch, one block of features per task (see the forward);
-    xn = (v - shift) * inv_scale (``v`` is xn itself, or the forward's input)."""
+def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, n_runs, dx,
+                       dgamma, dbeta):
+    """Backward of a C-contiguous ``(N, D)`` array in one launch, one block of features per
+    task (see :func:`_forward_2d_fused`); xn = (v - shift) * inv_scale with float64 ``(D,)``
+    ``shift``, ``inv_scale`` and ``std``. Writes ``dx`` and the float64 ``(D,)`` ``dgamma``
+    and ``dbeta``."""
     n, d = dout.shape
     n_blocks = (d + feature_block - 1) // feature_block
     df = dout.reshape(-1)
     vf = v.reshape(-1)
     dxf = dx.reshape(-1)
+    mean_d = np.empty(d)
+    slope = np.empty(d)
+    coef = np.empty(d)
     for block in prange(n_blocks):
-        j0 = np.int64(block) * feature_block
-        width = min(d, j0 + feature_block) - j0
-        s0 = np.zeros(width)
-        s1 = np.zeros(width)
-        mu = np.empty(width)
-        sc = np.empty(width)
+        j0, width = _feature_range(np.int64(block), feature_block, d)
+        s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, np.int64(0), n_runs, shift)
         for j in range(width):
-            mu[j] = shift[j0 + j]
-            sc[j] = inv_scale[j0 + j]
-        for i in range(n):
-            row = i * d + j0
-            for j in range(width):
-                k = np.uint64(row + j)
-                u = np.uint64(j)
-                g = np.float64(df[k])
-                s0[u] += g
-                s1[u] += g * (np.float64(vf[k]) - mu[u])
-        # scaled once per feature (scale 1 for xn: the same bits as summing dout * xn)
-        md = np.empty(width)
-        slope = np.empty(width)
-        coef = np.empty(width)
-        for j in range(width):
-            s1[j] *= sc[j]
-            md[j] = s0[j] / n
-            slope[j] = (s1[j] / n) * sc[j]  # mean(dout * xn) per unit of v - shift
-            coef[j] = np.float64(gamma[j0 + j]) / np.float64(std[j0 + j])
-        for i in range(n):
-            row = i * d + j0
-            for j in range(width):
-                k = np.uint64(row + j)
-                u = np.uint64(j)
-                t = np.float64(vf[k]) - mu[u]
-                dxf[k] = coef[u] * (np.float64(df[k]) - md[u] - t * slope[u])
-        for j in range(width):
-            dbeta[j0 + j] = s0[j]
-            dgamma[j0 + j] = s1[j]
-
-
-# ------------------------------------------------------------------ kernels (N, C, L)
-@inner_function
-def _lane_sum(row, center, acc, sq):
-    """acc[k % _LANES] += row[k] - center, and sq[...] += (row[k] - center)**2, in float64.
-
-    Fixed lanes and order (deterministic); the unrolled lanes let LLVM vectorise.
-    """
-    length = row.shape[0]
-    full = length - length % _LANES
-    for k0 in range(0, full, _LANES):
-        for k in range(_LANES):
-            u = np.float64(row[k0 + k]) - center
-            acc[k] += u
-            sq[k] += u * u
-    for k in range(full, length):
-        u = np.float64(row[k]) - center
-        acc[k - full] += u
-        sq[k - full] += u * u
-
-
-@inner_function
-def _lane_dot(row, other, shift, acc, dot):
-    """acc[k % _LANES] += row[k] and dot[...] += row[k] * (other[k] - shift), in float64."""
-    length = row.shape[0]
-    full = length - length % _LANES
-    for k0 in range(0, full, _LANES):
-        for k in range(_LANES):
-            u = np.float64(row[k0 + k])
-            acc[k] += u
-            dot[k] += u * (np.float64(other[k0 + k]) - shift)
-    for k in range(full, length):
-        u = np.float64(row[k])
-        acc[k - full] += u
-        dot[k - full] += u * (np.float64(other[k]) - shift)
+            f = j0 + j
+            dg, md, sl, cf = _gradient_terms(s0[j], s1[j], inv_scale[f],
+                                             np.float64(gamma[f]), std[f], n)
+            dbeta[f] = s0[j]
+            dgamma[f] = dg
+            mean_d[f] = md
+            slope[f] = sl
+            coef[f] = cf
+        _backward_rows(df, vf, d, j0, width, np.int64(0), n, shift, coef, mean_d, slope, dxf)
 
 
 @parallel_kernel
-def _forward_3d_fused(x, gamma, beta, eps, xn, out, mean, var, std, write_xn):
-    """Training forward of (N, C, L) per channel in one launch: a task owns one channel and
-    makes three passes over its N runs of L values (sum, centred squares, normalise),
-    in a fixed order with fixed lanes: deterministic, float64 sums. ``xn`` is written only
-    with ``write_xn``."""
+def _forward_3d_fused(x, gamma, beta, eps, n_runs, xn, out, mean, var, std, write_xn):
+    """Training forward of a C-contiguous ``(N, C, L)`` array per channel in one launch: a
+    task owns one channel and makes every pass over its N runs of L values. Writes ``out``
+    (and ``xn`` with ``write_xn``) and the float64 ``(C,)`` ``mean``, ``var``, ``std``."""
     n, channels, length = x.shape
     count = n * length
     for channel in prange(channels):
         c = np.int64(channel)
-        s = np.zeros(_LANES)
-        unused = np.zeros(_LANES)
-        for i in range(n):
-            _lane_sum(x[i, c], 0.0, s, unused)
-        mu0 = s.sum() / count
-        r = np.zeros(_LANES)
-        q = np.zeros(_LANES)
-        for i in range(n):
-            _lane_sum(x[i, c], mu0, r, q)
-        res = r.sum()
-        mu = mu0 + res / count  # corrected two-pass
-        v = (q.sum() - res * res / count) / count
-        sd = np.sqrt(v + eps)
+        s, _ = _channel_sums_3d(x, None, c, n_runs, np.int64(0), n_runs, None)
+        shift = s / count
+        r, q = _channel_sums_3d(x, None, c, n_runs, np.int64(0), n_runs, shift)
+        m, v, sd = _moments(shift, r, q, count, eps)
         inv = 1.0 / sd
         g = np.float64(gamma[c])
         b = np.float64(beta[c])
         for i in range(n):
-            src = x[i, c]
-            dst_n = xn[i, c]
-            dst_o = out[i, c]
-            for k in range(length):
-                t = (np.float64(src[k]) - mu) * inv
-                if write_xn:
-                    dst_n[k] = t
-                dst_o[k] = g * t + b
-        mean[c] = mu
+            _normalize_plane(x[i, c], m, inv, g, b, xn[i, c], out[i, c], write_xn)
+        mean[c] = m
         var[c] = v
         std[c] = sd
 
 
 @parallel_kernel
-def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, dx, dgamma, dbeta):
-    """Backward of (N, C, L) per channel in one launch, one channel per task;
-    xn = (v - shift) * inv_scale (``v`` is xn itself, or the forward's input)."""
+def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma, dbeta):
+    """Backward of a C-contiguous ``(N, C, L)`` array per channel in one launch, one channel
+    per task; arguments as in :func:`_backward_2d_fused`."""
     n, channels, length = dout.shape
     count = n * length
     for channel in prange(channels):
         c = np.int64(channel)
-        mu = shift[c]
-        sc = inv_scale[c]
-        s0 = np.zeros(_LANES)
-        s1 = np.zeros(_LANES)
+        sum_d, centred = _channel_sums_3d(dout, v, c, n_runs, np.int64(0), n_runs, shift[c])
+        dg, md, sl, cf = _gradient_terms(sum_d, centred, inv_scale[c], np.float64(gamma[c]),
+                                         std[c], count)
         for i in range(n):
-            _lane_dot(dout[i, c], v[i, c], mu, s0, s1)
-        sum_d = s0.sum()
-        sum_dxn = s1.sum() * sc  # scale 1 for xn: the same bits as summing dout * xn
-        md = sum_d / count
-        slope = (sum_dxn / count) * sc  # mean(dout * xn) per unit of v - shift
-        coef = np.float64(gamma[c]) / np.float64(std[c])
-        for i in range(n):
-            g = dout[i, c]
-            src = v[i, c]
-            dst = dx[i, c]
-            for k in range(length):
-                t = np.float64(src[k]) - mu
-                dst[k] = coef * (np.float64(g[k]) - md - t * slope)
+            _backward_plane(dout[i, c], v[i, c], shift[c], cf, md, sl, dx[i, c])
         dbeta[c] = sum_d
-        dgamma[c] = sum_dxn
+        dgamma[c] = dg
+
+
+# ------------------------------------------------------------------ split kernels
+@parallel_kernel
+def _sums_2d(a, b, n, d, shift, form, n_runs, feature_block, partial):
+    """partial[r, 0] / partial[r, 1] (float64 ``(n_runs, 2, d)``) = the
+    :func:`_column_sums_2d` of run ``r`` of the flattened C-contiguous ``(n, d)`` ``a`` and
+    ``b``, with float64 ``(d,)`` ``shift``, in the form ``form`` (see :func:`_split_sums`);
+    one task per (run, block of ``feature_block`` features)."""
+    n_feat_blocks = (d + feature_block - 1) // feature_block
+    for task in prange(n_runs * n_feat_blocks):
+        t = np.int64(task)
+        r = t // n_feat_blocks
+        j0, width = _feature_range(t - r * n_feat_blocks, feature_block, d)
+        if form == _PLAIN:
+            s0, s1 = _column_sums_2d(a, None, d, j0, width, n, n_runs, r, r + 1, None)
+        elif form == _SHIFTED:
+            s0, s1 = _column_sums_2d(a, None, d, j0, width, n, n_runs, r, r + 1, shift)
+        else:
+            s0, s1 = _column_sums_2d(a, b, d, j0, width, n, n_runs, r, r + 1, shift)
+        for j in range(width):
+            partial[r, 0, j0 + j] = s0[j]
+            partial[r, 1, j0 + j] = s1[j]
 
 
 @parallel_kernel
-def _sums_3d(a, b, center, n_img_blocks, partial):
-    """Per channel of ``a`` (N, C, L): like :func:`_sums_2d` with tasks (image block, channel).
-
-    partial[r, 0, c] / partial[r, 1, c] hold block r's sums for channel c.
-    """
-    n, channels, length = a.shape
-    paired = b.shape[0] > 0
-    centered = center.shape[0] > 0
-    for task in prange(n_img_blocks * channels):
+def _sums_3d(a, b, shift, form, n_runs, partial):
+    """partial[r, 0, c] / partial[r, 1, c] (float64 ``(n_runs, 2, C)``) = the
+    :func:`_channel_sums_3d` of run ``r`` of channel ``c`` of C-contiguous ``(N, C, L)``
+    ``a`` and ``b``, with float64 ``(C,)`` ``shift``, in the form ``form`` (see
+    :func:`_split_sums`); one task per (run, channel)."""
+    channels = a.shape[1]
+    for task in prange(n_runs * channels):
         t = np.int64(task)
         r = t // channels
         c = t - r * channels
-        i0 = (r * n) // n_img_blocks
-        i1 = ((r + 1) * n) // n_img_blocks
-        s0 = np.zeros(_LANES)
-        s1 = np.zeros(_LANES)
-        mu = center[c] if centered else 0.0
-        full = length - length % _LANES
-        for i in range(i0, i1):
-            if paired:
-                for k0 in range(0, full, _LANES):
-                    for k in range(_LANES):
-                        u = np.float64(a[i, c, k0 + k])
-                        s0[k] += u
-                        s1[k] += u * (np.float64(b[i, c, k0 + k]) - mu)
-                for k in range(full, length):
-                    u = np.float64(a[i, c, k])
-                    s0[k - full] += u
-                    s1[k - full] += u * (np.float64(b[i, c, k]) - mu)
-            elif centered:
-                for k0 in range(0, full, _LANES):
-                    for k in range(_LANES):
-                        u = np.float64(a[i, c, k0 + k]) - mu
-                        s0[k] += u * u
-                for k in range(full, length):
-                    u = np.float64(a[i, c, k]) - mu
-                    s0[k - full] += u * u
-            else:
-                for k0 in range(0, full, _LANES):
-                    for k in range(_LANES):
-                        s0[k] += np.float64(a[i, c, k0 + k])
-                for k in range(full, length):
-                    s0[k - full] += np.float64(a[i, c, k])
-        total0 = 0.0
-        total1 = 0.0
-        for k in range(_LANES):
-            total0 += s0[k]
-            total1 += s1[k]
-        partial[r, 0, c] = total0
-        partial[r, 1, c] = total1
+        if form == _PLAIN:
+            s0, s1 = _channel_sums_3d(a, None, c, n_runs, r, r + 1, None)
+        elif form == _SHIFTED:
+            s0, s1 = _channel_sums_3d(a, None, c, n_runs, r, r + 1, shift[c])
+        else:
+            s0, s1 = _channel_sums_3d(a, b, c, n_runs, r, r + 1, shift[c])
+        partial[r, 0, c] = s0
+        partial[r, 1, c] = s1
+
+
+@parallel_kernel
+def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
+    """xn = (x - shift) * inv_scale; out = gamma * xn + beta, per feature of a C-contiguous
+    ``(N, D)`` array (float64 ``(D,)`` ``shift``, ``inv_scale``), a run of rows per task."""
+    n, d = x.shape
+    xf = x.reshape(-1)
+    xnf = xn.reshape(-1)
+    of = out.reshape(-1)
+    n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
+    for task in prange(n_tasks):
+        i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
+        _normalize_rows(xf, d, np.int64(0), d, i0, i1, shift, inv_scale, gamma, beta, xnf, of,
+                        write_xn)
 
 
 @parallel_kernel
 def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
-    """xn = (x - shift) * inv_scale; out = gamma * xn + beta, per channel (axis 1)."""
-    n, channels, length = x.shape
+    """As :func:`_normalize_2d` per channel of a C-contiguous ``(N, C, L)`` array, one
+    ``(L,)`` run per task."""
+    n, channels, _ = x.shape
     for plane in prange(n * channels):
         p = np.int64(plane)
         i = p // channels
         c = p - i * channels
-        mu = shift[c]
-        inv = inv_scale[c]
-        g = gamma[c]
-        bt = beta[c]
-        for k in range(length):
-            v = (np.float64(x[i, c, k]) - mu) * inv
-            if write_xn:
-                xn[i, c, k] = v
-            out[i, c, k] = g * v + bt
+        _normalize_plane(x[i, c], shift[c], inv_scale[c], np.float64(gamma[c]),
+                         np.float64(beta[c]), xn[i, c], out[i, c], write_xn)
+
+
+@parallel_kernel
+def _backward_2d(dout, v, shift, coef, mean_d, slope, dx):
+    """dx = coef * (dout - mean_d - (v - shift) * slope) per feature of C-contiguous
+    ``(N, D)`` arrays (float64 ``(D,)`` terms of :func:`_gradient_terms`), a run of rows
+    per task."""
+    n, d = dout.shape
+    df = dout.reshape(-1)
+    vf = v.reshape(-1)
+    dxf = dx.reshape(-1)
+    n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
+    for task in prange(n_tasks):
+        i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
+        _backward_rows(df, vf, d, np.int64(0), d, i0, i1, shift, coef, mean_d, slope, dxf)
 
 
 @parallel_kernel
 def _backward_3d(dout, v, shift, coef, mean_d, slope, dx):
-    """dx = coef * (dout - mean_d - (v - shift) * slope), per channel (axis 1); see
-    :func:`_backward_2d`."""
-    n, channels, length = dout.shape
+    """As :func:`_backward_2d` per channel of C-contiguous ``(N, C, L)`` arrays, one
+    ``(L,)`` run per task."""
+    n, channels, _ = dout.shape
     for plane in prange(n * channels):
         p = np.int64(plane)
         i = p // channels
         c = p - i * channels
-        cf = coef[c]
-        md = mean_d[c]
-        sl = slope[c]
-        mu = shift[c]
-        for k in range(length):
-            t = np.float64(v[i, c, k]) - mu
-            dx[i, c, k] = cf * (np.float64(dout[i, c, k]) - md - t * sl)
+        _backward_plane(dout[i, c], v[i, c], shift[c], coef[c], mean_d[c], slope[c], dx[i, c])
 
 
-# ------------------------------------------------------------------ reductions
-_EMPTY = np.empty(0)
-
-
-def _channel_sums(a, b=None, center=None):
-    """Sums over every axis but the feature/channel one, in float64.
-
-    ``a`` is a C-contiguous ``(N, D)`` or ``(N, C, L)`` array. Returns ``sum(a)``, or
-    ``sum((a - center)**2)`` when only ``center`` is given, or
-    ``(sum(a), sum(a * (b - center)))`` when ``b`` and ``center`` are given.
-    Deterministic: fixed task grid, partials merged in task order.
-    """
-    b_arr = b if b is not None else a[:0]
-    center_arr = center if center is not None else _EMPTY
-    if a.ndim == 2:
-        n, d = a.shape
-        feature_block = _feature_block(a)
-        n_feat_blocks = -(-d // feature_block)
-        blocks = _row_blocks(n, n_feat_blocks, min(d, feature_block))
-        partial = np.empty((blocks, 2, d))
-        if a.size:
-            _sums_2d.sized(a.size)(a, b_arr, center_arr, blocks, feature_block, partial)
-        else:
-            partial[...] = 0.0
-    else:
-        n, channels, length = a.shape
-        blocks = _row_blocks(n, channels, length)
-        partial = np.empty((blocks, 2, channels))
-        if a.size:
-            _sums_3d.sized(a.size)(a, b_arr, center_arr, blocks, partial)
-        else:
-            partial[...] = 0.0
-    totals = partial[0].copy()
-    for r in range(1, blocks):
+def _split_sums(a, b, shift):
+    """The split path's :func:`_column_sums_2d` / :func:`_channel_sums_3d` for every
+    feature/channel of C-contiguous ``(N, D)`` or ``(N, C, L)`` ``a`` and ``b`` (or None),
+    ``shift`` float64 ``(D,)``/``(C,)`` or None: the runs' sums as tasks, added in run
+    order. Returns two float64 ``(D,)``/``(C,)`` arrays. The split path is taken only from
+    ``parallel_threshold`` elements up, so its kernels are always launched multi-threaded."""
+    form = _PLAIN if shift is None else _SHIFTED if b is None else _PAIRED
+    # one compiled kernel serves the three forms: unused arguments get stand-ins
+    b = a if b is None else b
+    shift = np.zeros(a.shape[1]) if shift is None else shift
+    n_runs = _runs(a)
+    partial = np.zeros((n_runs, 2, a.shape[1]))
+    if a.size and a.ndim == 2:
+        _sums_2d(a.reshape(-1), b.reshape(-1), *a.shape, shift, form, n_runs,
+                 _feature_block(a), partial)
+    elif a.size:
+        _sums_3d(a, b, shift, form, n_runs, partial)
+    totals = np.zeros((2, a.shape[1]))
+    for r in range(n_runs):
         totals += partial[r]
-    if b is not None:
-        return totals[0], totals[1]
-    return totals[0]
+    return totals[0], totals[1]
 
 
 # ------------------------------------------------------------------ validation
@@ -512,20 +509,16 @@ def _features(x):
     return c, x.reshape(n, c, h * w)
 
 
-_SMALL = 1 << 15  # below this many elements the one-launch kernels are always used
-
-
-def _fused_3d(x):
-    """Whether to use the one-launch per-channel kernels: enough channels to share out over
-    threads, or little work. Few channels over a large batch split the images instead.
-    The choice depends on the shape only, so results never depend on the thread count."""
-    return x.ndim == 4 and x.size > 0 and (x.shape[1] >= 8 or x.size < _SMALL)
-
-
-def _fused_2d(x):
-    """Whether to use the one-launch (N, D) kernels: enough feature blocks to share out, or
-    little work. Few features over very many rows split the rows instead (shape only)."""
-    return x.ndim == 2 and x.size > 0 and (x.shape[1] >= 2 * _feature_block(x) or x.size < _SMALL)
+def _fused(xv):
+    """Whether the kernel view ``xv`` takes the fused kernels: enough feature blocks
+    (``(N, D)``) or channels (``(N, C, L)``) to share out over threads, or fewer elements
+    than ``parallel_threshold``. Few features or channels over many rows or images take the
+    split kernels, whose tasks divide the rows/images too (the same bits either way)."""
+    if xv.size == 0:
+        return False
+    if xv.shape[1] >= (2 * _feature_block(xv) if xv.ndim == 2 else 8):
+        return True
+    return xv.size < config.get("parallel_threshold")
 
 
 def _feature_block(x):
@@ -612,22 +605,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return
     out = checked_out(out, x.shape, dtype, name="out", inputs=given + ((xn,) if return_xn else ()))
     # the kernels take an array either way; without xn, one nobody reads (never written)
     xn_arg = xn if return_xn else out
-    if _fused_2d(x):
-        mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
-        _forward_2d_fused.sized(x.size)(x, gamma, beta, eps, _feature_block(x), xn_arg, out,
-                                         mean64, var64, std64, return_xn)
-    elif _fused_3d(x):
-        mean64, var64, std64 = np.empty(size), np.empty(size), np.empty(size)
-        _forward_3d_fused.sized(x.size)(xv, gamma, beta, eps, xn_arg.reshape(xv.shape),
-                                         out.reshape(xv.shape), mean64, var64, std64, return_xn)
-    else:
-        mean64 = _channel_sums(xv) / count
-        var64 = _channel_sums(xv, center=mean64) / count
-        std64 = np.sqrt(var64 + eps)
-        normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
-        if x.size:
-            normalize.sized(x.size)(xv, mean64, 1.0 / std64, gamma, beta,
-                                    xn_arg.reshape(xv.shape), out.reshape(xv.shape), return_xn)
+    mean64, var64, std64 = _forward(xv, gamma, beta, eps, xn_arg, out, return_xn)
     return (out, xn, mean64.astype(stats_dtype, copy=False), var64.astype(stats_dtype, copy=False),
             std64.astype(stats_dtype, copy=False))
 
@@ -725,28 +703,53 @@ def _check_count(dout):
         raise ValueError(f"dout must have at least one element per feature/channel, got shape {dout.shape}")
 
 
+def _forward(xv, gamma, beta, eps, xn, out, write_xn):
+    """Training forward of the kernel view ``xv`` into ``xn``/``out`` (shaped like the input);
+    returns the float64 ``(mean, var, std)``."""
+    count = xv.shape[0] * (xv.shape[2] if xv.ndim == 3 else 1)
+    size = xv.shape[1]
+    if xn.ndim != xv.ndim:
+        xn, out = xn.reshape(xv.shape), out.reshape(xv.shape)
+    if _fused(xv):
+        mean, var, std = np.empty(size), np.empty(size), np.empty(size)
+        if xv.ndim == 2:
+            _forward_2d_fused.sized(xv.size)(xv, gamma, beta, eps, _feature_block(xv), _runs(xv),
+                                             xn, out, mean, var, std, write_xn)
+        else:
+            _forward_3d_fused.sized(xv.size)(xv, gamma, beta, eps, _runs(xv), xn, out, mean,
+                                             var, std, write_xn)
+        return mean, var, std
+    shift = _split_sums(xv, None, None)[0] / count
+    centred, squares = _split_sums(xv, None, shift)
+    # the kernels' formula on NumPy arrays: elementwise IEEE operations, the same bits
+    mean, var, std = _moments.py_func(shift, centred, squares, count, eps)
+    normalize = _normalize_2d if xv.ndim == 2 else _normalize_3d
+    if xv.size:
+        normalize.sized(xv.size)(xv, mean, 1.0 / std, gamma, beta, xn, out, write_xn)
+    return mean, var, std
+
+
 def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
     """The backward kernels on validated arrays, xn = (v - shift) * inv_scale; every
     statistic float64 (one compiled signature per dtype whichever public function calls)."""
     count = _reduced_count(dout)
     size, dv = _features(dout)
-    vv = v.reshape(dv.shape)
-    if _fused_2d(dout):
+    vv, dxv = (v, dx) if dout.ndim == 2 else (v.reshape(dv.shape), dx.reshape(dv.shape))
+    if _fused(dv):
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
-        _backward_2d_fused.sized(dout.size)(dout, v, shift, inv_scale, gamma, std64,
-                                            _feature_block(dout), dx, dgamma64, dbeta64)
+        if dv.ndim == 2:
+            _backward_2d_fused.sized(dv.size)(dv, vv, shift, inv_scale, gamma, std64,
+                                              _feature_block(dv), _runs(dv), dxv, dgamma64,
+                                              dbeta64)
+        else:
+            _backward_3d_fused.sized(dv.size)(dv, vv, shift, inv_scale, gamma, std64,
+                                              _runs(dv), dxv, dgamma64, dbeta64)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
-    if _fused_3d(dout):
-        dgamma64, dbeta64 = np.empty(size), np.empty(size)
-        _backward_3d_fused.sized(dout.size)(dv, vv, shift, inv_scale, gamma, std64,
-                                            dx.reshape(dv.shape), dgamma64, dbeta64)
-        return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
-
-    dbeta64, centred = _channel_sums(dv, b=vv, center=shift)
-    dgamma64 = centred * inv_scale  # scale 1 for xn: the same bits as summing dout * xn
-    coef = gamma.astype(np.float64) / std64
+    dbeta64, centred = _split_sums(dv, vv, shift)
+    # the kernels' formulas on NumPy arrays: elementwise IEEE operations, the same bits
+    dgamma64, mean_d, slope, coef = _gradient_terms.py_func(
+        dbeta64, centred, inv_scale, gamma.astype(np.float64), std64, count)
     backward = _backward_2d if dout.ndim == 2 else _backward_3d
-    if dout.size:
-        backward.sized(dout.size)(dv, vv, shift, coef, dbeta64 / count,
-                                  (dgamma64 / count) * inv_scale, dx.reshape(dv.shape))
+    if dv.size:
+        backward(dv, vv, shift, coef, mean_d, slope, dxv)
     return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
