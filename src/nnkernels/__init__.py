@@ -7,6 +7,7 @@ prepared at the first parallel kernel launch (:mod:`nnkernels.runtime`,
 :func:`show_config`).
 """
 
+from . import _compat  # noqa: F401 - first: an untested Numba raises ImportError here
 from .activations import relu_backward, relu_forward
 from .batchnorm import (batchnorm_backward, batchnorm_backward_from_input, batchnorm_forward,
                         batchnorm_inference)

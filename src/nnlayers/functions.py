@@ -87,7 +87,9 @@ def cross_entropy_error(y, t):
         t = t.reshape(y.shape).argmax(axis=1)
     batch_size = y.shape[0]
     t = _label_indices(t, batch_size)
-    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+    total = -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7))
+    # divided in total's own dtype: NumPy < 2 would turn a float32 scalar / int into float64
+    return total / total.dtype.type(batch_size)
 
 
 def softmax_loss(X, t):
