@@ -41,7 +41,11 @@ def run_python(code, env=None, timeout=180, cwd=None, preexec_fn=None, args=(), 
     """
     return subprocess.run(
         [executable or sys.executable, "-c", textwrap.dedent(code), *args],
-        env=child_env(env), cwd=cwd, timeout=timeout, capture_output=True, text=True,
+        env=child_env(env),
+        cwd=cwd,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
         preexec_fn=preexec_fn,
     )
 
@@ -50,14 +54,20 @@ def start_python(code, env=None, cwd=None):
     """Start ``code`` without waiting (for concurrent runs); returns the ``Popen``."""
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env=child_env(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=child_env(env),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def describe(result):
     """Exit status and the tail of both streams, for assertion messages."""
-    return (f"returncode={result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}"
-            f"\n--- stderr ---\n{result.stderr[-4000:]}")
+    return (
+        f"returncode={result.returncode}\n--- stdout ---\n{result.stdout[-3000:]}"
+        f"\n--- stderr ---\n{result.stderr[-4000:]}"
+    )
 
 
 def assert_ok(result, expect=None):
@@ -71,7 +81,7 @@ def output_line(result, key):
     """The rest of the child's stdout line that starts with ``key`` and a space."""
     for line in result.stdout.splitlines():
         if line.startswith(key + " "):
-            return line[len(key) + 1:]
+            return line[len(key) + 1 :]
     raise AssertionError(f"no {key} line\n" + describe(result))
 
 
@@ -96,8 +106,9 @@ def copy_packages(dest):
     """
     root = Path(dest) / "src"
     for name in PACKAGES:
-        shutil.copytree(SRC / name, root / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+        shutil.copytree(
+            SRC / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc")
+        )
     return root
 
 
@@ -118,8 +129,12 @@ def can_drop_permission_override():
     if os.geteuid() != 0:
         return False
     try:
-        result = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=drop_permission_override,
-                                timeout=60, capture_output=True)
+        result = subprocess.run(
+            [sys.executable, "-c", "pass"],
+            preexec_fn=drop_permission_override,
+            timeout=60,
+            capture_output=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return result.returncode == 0

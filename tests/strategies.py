@@ -104,13 +104,16 @@ class Window:
 
     @property
     def out_hw(self):
-        return ((self.h + 2 * self.pad - self.fh) // self.stride + 1,
-                (self.w + 2 * self.pad - self.fw) // self.stride + 1)
+        return (
+            (self.h + 2 * self.pad - self.fh) // self.stride + 1,
+            (self.w + 2 * self.pad - self.fw) // self.stride + 1,
+        )
 
 
 @st.composite
-def windows(draw, max_n=3, max_c=3, max_hw=9, max_k=5, max_stride=3, max_pad=2,
-            pad_below_window=False):
+def windows(
+    draw, max_n=3, max_c=3, max_hw=9, max_k=5, max_stride=3, max_pad=2, pad_below_window=False
+):
     """Geometry with batch 1..max_n, any (often non-square) image and window that fits.
 
     ``pad_below_window`` keeps ``pad < fh`` and ``pad < fw`` (what pooling requires).

@@ -20,15 +20,27 @@ from nnbench.timing import median_ratio, time_interleaved
 
 def test_quick_run_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = bench.main(["--quick", "--repeat", "1", "--warmup", "0", "--no-torch", "--no-extras",
-                     "--dtype", "float32", "--json", str(out)])
+    rc = bench.main(
+        [
+            "--quick",
+            "--repeat",
+            "1",
+            "--warmup",
+            "0",
+            "--no-torch",
+            "--no-extras",
+            "--dtype",
+            "float32",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "speedup vs ref" in text and "conv A" in text and "batchnorm C" in text
     data = json.loads(out.read_text())
     rows = data["results"]
-    assert {(r["case"], r["dtype"]) for r in rows} == {
-        (c, "float32") for c in DEFAULT_CASE_NAMES}
+    assert {(r["case"], r["dtype"]) for r in rows} == {(c, "float32") for c in DEFAULT_CASE_NAMES}
     for r in rows:
         assert r["torch_s"] is None
         if r["nnlayers_s"] is not None:
@@ -41,8 +53,22 @@ def test_quick_run_prints_table_and_writes_json(tmp_path, capsys):
 
 
 def test_markdown_and_case_subset(capsys):
-    bench.main(["--quick", "--repeat", "1", "--warmup", "0", "--no-torch", "--no-extras",
-                "--dtype", "float64", "--cases", "conv_a,pool_a,bn_b", "--markdown"])
+    bench.main(
+        [
+            "--quick",
+            "--repeat",
+            "1",
+            "--warmup",
+            "0",
+            "--no-torch",
+            "--no-extras",
+            "--dtype",
+            "float64",
+            "--cases",
+            "conv_a,pool_a,bn_b",
+            "--markdown",
+        ]
+    )
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|")]
     assert lines[0].startswith("| case | dtype |")
     assert len(lines) == 2 + 3  # header, rule, three cases
@@ -78,10 +104,28 @@ def test_contenders_compute_the_same_forward_backward():
 def test_torch_separate_process(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "nnlayers.bench", "--quick", "--repeat", "1", "--warmup", "0",
-         "--no-extras", "--dtype", "float32", "--cases", "conv_a", "--torch-separate",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "nnlayers.bench",
+            "--quick",
+            "--repeat",
+            "1",
+            "--warmup",
+            "0",
+            "--no-extras",
+            "--dtype",
+            "float32",
+            "--cases",
+            "conv_a",
+            "--torch-separate",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["results"]
     assert all(r["torch_s"] > 0 and r["ratio_vs_torch"] > 0 for r in rows)
@@ -154,8 +198,12 @@ def test_negative_warmup_time_is_refused():
 
 def test_entry_point_nnlayers_bench_lists_the_cases():
     """``python -m nnlayers.bench`` still works: it runs nnbench's comparison command."""
-    proc = subprocess.run([sys.executable, "-m", "nnlayers.bench", "--list", "--cases", "all"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnlayers.bench", "--list", "--cases", "all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[0] for line in proc.stdout.splitlines()] == list(CASE_NAMES)
 
@@ -170,8 +218,12 @@ def test_case_table_defaults_and_deep_layers():
 
 def test_before_hook_runs_untimed_ahead_of_every_call():
     seen = []
-    timed = time_interleaved({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")},
-                             repeat=2, warmup=1, before=lambda name: seen.append(f"<{name}"))
+    timed = time_interleaved(
+        {"a": lambda: seen.append("a"), "b": lambda: seen.append("b")},
+        repeat=2,
+        warmup=1,
+        before=lambda name: seen.append(f"<{name}"),
+    )
     assert seen == ["<a", "a", "<b", "b"] * 3
     assert median_ratio(timed["a"][1], timed["a"][1]) == 1.0
 
@@ -179,8 +231,12 @@ def test_before_hook_runs_untimed_ahead_of_every_call():
 def test_probe_runs_in_a_fresh_interpreter_without_path_tricks(tmp_path):
     """``python -m nnbench.probe warm`` (what the comparison's warm start runs)."""
     out = tmp_path / "probe.json"
-    proc = subprocess.run([sys.executable, "-m", "nnbench.probe", "warm", "float32", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnbench.probe", "warm", "float32", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["import_s"] > 0 and result["second_s"] > 0
@@ -196,7 +252,14 @@ def test_the_product_never_imports_nnbench():
         for path in (src / package).rglob("*.py"):
             if path not in entry_points:
                 assert "nnbench" not in path.read_text(), path
-    done = subprocess.run([sys.executable, "-c", "import sys, nnlayers, nntrain, nnkernels; "
-                           "print('nnbench' in sys.modules)"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, nnlayers, nntrain, nnkernels; print('nnbench' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.stdout.strip() == "False", done.stderr

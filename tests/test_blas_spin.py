@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
+import nnkernels
 from _subprocess_helpers import assert_ok, child_env, output_line, run_python
 
-import nnkernels
-
 threadpoolctl = pytest.importorskip("threadpoolctl")
-NUMPY_ON_OPENBLAS = any(info["internal_api"] == "openblas"
-                        for info in threadpoolctl.threadpool_info())
+NUMPY_ON_OPENBLAS = any(
+    info["internal_api"] == "openblas" for info in threadpoolctl.threadpool_info()
+)
 
 CHECK_BLAS = """
     import os
@@ -65,7 +65,8 @@ def test_user_setting_is_left_alone():
 
 
 def test_not_applied_while_other_threads_run():
-    result = run_python("""
+    result = run_python(
+        """
         import threading
         import nnkernels
         from nnkernels.threads import spin_state
@@ -76,7 +77,9 @@ def test_not_applied_while_other_threads_run():
         stop.set()
         other.join()
         print("applied", spin_state()["applied"], spin_state()["note"].startswith("not applied"))
-    """, env=child_env({"OPENBLAS_THREAD_TIMEOUT": None}))
+    """,
+        env=child_env({"OPENBLAS_THREAD_TIMEOUT": None}),
+    )
     assert_ok(result)
     assert output_line(result, "applied") == "False True"
 
@@ -88,7 +91,8 @@ def test_library_found_without_threadpoolctl():
         import sys
         import numpy as np
         from threadpoolctl import threadpool_info
-        expected = sorted(i["filepath"] for i in threadpool_info() if i["internal_api"] == "openblas")
+        infos = threadpool_info()
+        expected = sorted(i["filepath"] for i in infos if i["internal_api"] == "openblas")
         sys.modules["threadpoolctl"] = None
         from nnkernels.threads import _openblas_paths
         print("same", _openblas_paths() == expected and len(expected) > 0)

@@ -83,12 +83,15 @@ def test_im2col_known_values_with_padding():
     x = np.arange(1.0, 7.0).reshape(1, 1, 2, 3)  # [[1 2 3] [4 5 6]]
     col = nnkernels.im2col(x, 2, 2, stride=2, pad=1)
     # out 2x2; windows start at (-1,-1), (-1,1), (1,-1), (1,1)
-    expected = np.array([
-        [0, 0, 0, 1],
-        [0, 0, 2, 3],
-        [0, 4, 0, 0],
-        [5, 6, 0, 0],
-    ], dtype=float)
+    expected = np.array(
+        [
+            [0, 0, 0, 1],
+            [0, 0, 2, 3],
+            [0, 4, 0, 0],
+            [5, 6, 0, 0],
+        ],
+        dtype=float,
+    )
     np.testing.assert_array_equal(col, expected)
 
 
@@ -192,8 +195,9 @@ def test_col2im_per_sample_is_the_adjoint(g, dtype, layout, seed):
     tol = 1e-12 if dtype == np.float64 else 1e-5
     assert abs(lhs - rhs) <= tol * scale
     # and it agrees with the reference col2im on the same columns in the book's layout
-    expected = ref.col2im(_book_from_per_sample(c.astype(dtype), g), g.x_shape, g.fh, g.fw,
-                          g.stride, g.pad)
+    expected = ref.col2im(
+        _book_from_per_sample(c.astype(dtype), g), g.x_shape, g.fh, g.fw, g.stride, g.pad
+    )
     assert_close(folded, expected, dtype)
 
 
@@ -243,8 +247,12 @@ def test_col2im_per_sample_bad_out_raises(out, forbid_kernels):
 
 
 # ------------------------------------------------------------------ output size
-@given(size=st.integers(1, 30), window=st.integers(1, 8), stride=st.integers(1, 4),
-       pad=st.integers(0, 3))
+@given(
+    size=st.integers(1, 30),
+    window=st.integers(1, 8),
+    stride=st.integers(1, 4),
+    pad=st.integers(0, 3),
+)
 def test_conv_output_size_is_the_integer_formula(size, window, stride, pad):
     if window > size + 2 * pad:
         with pytest.raises(ValueError, match="larger than the padded"):
@@ -255,7 +263,9 @@ def test_conv_output_size_is_the_integer_formula(size, window, stride, pad):
     assert got == (size + 2 * pad - window) // stride + 1
     assert got == int(ref.conv_output_size(size, window, stride, pad))
     assert nnkernels.conv_output_shape((1, 1, size, size + 1), window, 1, stride, pad) == (
-        got, (size + 1 + 2 * pad - 1) // stride + 1)
+        got,
+        (size + 1 + 2 * pad - 1) // stride + 1,
+    )
 
 
 def test_out_sharing_memory_with_the_input_raises(forbid_kernels):
@@ -269,5 +279,7 @@ def test_out_sharing_memory_with_the_input_raises(forbid_kernels):
         nnkernels.im2col_per_sample(x, 2, 3, 1, 0, out=cols_in_x)
     cols = make_values(11, (2, 2 * 2 * 3, 3 * 2))
     with pytest.raises(ValueError, match="out must not share memory"):
-        nnkernels.col2im_per_sample(cols, (2, 2, 4, 4), 2, 3, 1, 0, out=cols.reshape(-1)[:64].reshape(2, 2, 4, 4))
+        nnkernels.col2im_per_sample(
+            cols, (2, 2, 4, 4), 2, 3, 1, 0, out=cols.reshape(-1)[:64].reshape(2, 2, 4, 4)
+        )
     np.testing.assert_array_equal(x, before)

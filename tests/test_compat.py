@@ -16,8 +16,9 @@ print("imported")
 """
 
 
-@pytest.mark.parametrize("version", ["0.60.0", "0.64.2", "0.68.1", "0.68.0rc1",
-                                     "0.62.0+3.g1234abc", numba.__version__])
+@pytest.mark.parametrize(
+    "version", ["0.60.0", "0.64.2", "0.68.1", "0.68.0rc1", "0.62.0+3.g1234abc", numba.__version__]
+)
 def test_tested_versions_pass(version):
     assert _compat.numba_version_problem(version) is None
 
@@ -32,8 +33,7 @@ def test_untested_versions_are_named_with_the_range_and_the_fix(version):
 
 @pytest.mark.parametrize("version", ["0.69.0", "0.59.1"])
 def test_import_refuses_an_untested_numba(version):
-    result = run_python(IMPORT_AS.format(version=version),
-                        env={_compat.ALLOW_UNTESTED_NUMBA: None})
+    result = run_python(IMPORT_AS.format(version=version), env={_compat.ALLOW_UNTESTED_NUMBA: None})
     assert result.returncode != 0, describe(result)
     assert "ImportError: nnkernels is tested with Numba 0.60 to 0.68.x" in result.stderr
     assert f"found Numba {version}" in result.stderr
@@ -42,8 +42,7 @@ def test_import_refuses_an_untested_numba(version):
 
 
 def test_import_warns_instead_when_allowed():
-    result = run_python(IMPORT_AS.format(version="0.69.0"),
-                        env={_compat.ALLOW_UNTESTED_NUMBA: "1"})
+    result = run_python(IMPORT_AS.format(version="0.69.0"), env={_compat.ALLOW_UNTESTED_NUMBA: "1"})
     assert result.returncode == 0, describe(result)
     assert "imported" in result.stdout
     assert "RuntimeWarning: nnkernels is tested with Numba 0.60 to 0.68.x" in result.stderr

@@ -10,12 +10,22 @@ from hypothesis import strategies as st
 import nnkernels
 import nnlayers.reference as ref
 from strategies import (
+    Window,
+    assert_close,
+    bad_out_arrays,
     conv_arrays,
-    Window, assert_close, bad_out_arrays, dtypes, in_layout, layouts, make_values, seeds, windows,
+    dtypes,
+    in_layout,
+    layouts,
+    make_values,
+    seeds,
+    windows,
 )
 
-pytestmark = pytest.mark.skipif(not nnkernels.conv_kernels_available(),
-                                reason="NumPy's BLAS here is not its OpenBLAS wheel build")
+pytestmark = pytest.mark.skipif(
+    not nnkernels.conv_kernels_available(),
+    reason="NumPy's BLAS here is not its OpenBLAS wheel build",
+)
 
 
 def _by_columns_and_matmul(x, W, b, dout, stride, pad):
@@ -32,8 +42,15 @@ def _by_columns_and_matmul(x, W, b, dout, stride, pad):
 
 
 @settings(max_examples=60)
-@given(g=windows(max_n=4), fn=st.integers(1, 4), dtype=dtypes, layout=layouts, seed=seeds,
-       n_parts=st.integers(1, 5), keep=st.booleans())
+@given(
+    g=windows(max_n=4),
+    fn=st.integers(1, 4),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+    n_parts=st.integers(1, 5),
+    keep=st.booleans(),
+)
 def test_matches_the_reference_layer(g, fn, dtype, layout, seed, n_parts, keep):
     x, W, b, dout = conv_arrays(seed, g, fn, dtype)
     xin, doutin, Win = in_layout(x, layout), in_layout(dout, layout), in_layout(W, layout)
@@ -41,8 +58,9 @@ def test_matches_the_reference_layer(g, fn, dtype, layout, seed, n_parts, keep):
     k, p = g.c * g.fh * g.fw, g.out_hw[0] * g.out_hw[1]
     col = np.empty((g.n, k, p), dtype) if keep else None
     out = nnkernels.conv_forward(xin, Win, b, g.stride, g.pad, col=col, n_parts=n_parts)
-    dx, dW, db = nnkernels.conv_backward(doutin, xin, Win, g.stride, g.pad, col=col,
-                                         n_parts=n_parts)
+    dx, dW, db = nnkernels.conv_backward(
+        doutin, xin, Win, g.stride, g.pad, col=col, n_parts=n_parts
+    )
     slow = ref.Convolution(W.astype(np.float64), b.astype(np.float64), g.stride, g.pad)
     assert out.dtype == dx.dtype == dW.dtype == db.dtype == dtype
     assert_close(out, slow.forward(x.astype(np.float64)), dtype)
@@ -50,15 +68,21 @@ def test_matches_the_reference_layer(g, fn, dtype, layout, seed, n_parts, keep):
     assert_close(dW, slow.dW, dtype)
     assert_close(db, slow.db, dtype)
     if keep:
-        np.testing.assert_array_equal(col, nnkernels.im2col_per_sample(x, g.fh, g.fw, g.stride,
-                                                                      g.pad))
+        np.testing.assert_array_equal(
+            col, nnkernels.im2col_per_sample(x, g.fh, g.fw, g.stride, g.pad)
+        )
     for array, before in zip((xin, doutin, Win), saved):
         np.testing.assert_array_equal(array, before)  # inputs are never modified
 
 
 @settings(max_examples=40)
-@given(g=windows(max_n=5, max_c=4, max_hw=10), fn=st.integers(2, 5), dtype=dtypes, seed=seeds,
-       n_parts=st.integers(1, 4))
+@given(
+    g=windows(max_n=5, max_c=4, max_hw=10),
+    fn=st.integers(2, 5),
+    dtype=dtypes,
+    seed=seeds,
+    n_parts=st.integers(1, 4),
+)
 def test_same_bits_as_columns_and_matmul(g, fn, dtype, seed, n_parts):
     # NumPy takes matrix-vector routes when a product has a dimension of one; elsewhere
     # both routes make the same BLAS calls per sample, whatever the number of parts
@@ -123,14 +147,17 @@ def test_empty_batch_no_channels_and_no_filters():
     np.testing.assert_array_equal(dW, np.zeros_like(W))
     np.testing.assert_array_equal(db, np.zeros(3))
     out = nnkernels.conv_forward(np.ones((2, 0, 4, 4)), np.ones((3, 0, 3, 3)), [1.0, 2.0, 3.0])
-    np.testing.assert_array_equal(out, np.broadcast_to([1.0, 2.0, 3.0], (2, 2, 2, 3))
-                                  .transpose(0, 3, 1, 2))
-    dx, dW, db = nnkernels.conv_backward(np.ones((2, 0, 2, 2)), np.ones((2, 3, 4, 4)),
-                                         np.ones((0, 3, 3, 3)))
+    np.testing.assert_array_equal(
+        out, np.broadcast_to([1.0, 2.0, 3.0], (2, 2, 2, 3)).transpose(0, 3, 1, 2)
+    )
+    dx, dW, db = nnkernels.conv_backward(
+        np.ones((2, 0, 2, 2)), np.ones((2, 3, 4, 4)), np.ones((0, 3, 3, 3))
+    )
     np.testing.assert_array_equal(dx, np.zeros((2, 3, 4, 4)))
     assert dW.shape == (0, 3, 3, 3) and db.shape == (0,)
-    assert nnkernels.conv_forward(np.ones((1, 1, 3, 3)), np.ones((0, 1, 2, 2)), np.zeros(0)).shape \
-        == (1, 0, 2, 2)
+    assert nnkernels.conv_forward(
+        np.ones((1, 1, 3, 3)), np.ones((0, 1, 2, 2)), np.zeros(0)
+    ).shape == (1, 0, 2, 2)
 
 
 def test_nan_and_inf_propagate():
@@ -145,23 +172,27 @@ def test_nan_and_inf_propagate():
 X, W3, B3 = np.ones((2, 2, 5, 5)), np.ones((3, 2, 3, 3)), np.zeros(3)
 
 
-@pytest.mark.parametrize("args, kwargs, error, message", [
-    ((np.ones((2, 5, 5)), W3, B3), {}, ValueError, "x must be 4-D"),
-    ((X, np.ones((3, 2, 3)), B3), {}, ValueError, "W must be 4-D"),
-    ((X, np.ones((3, 4, 3, 3)), B3), {}, ValueError, "x has 2 channels .* but W expects 4"),
-    ((X, W3, None), {}, TypeError, "b must be a real numeric array, got None"),
-    ((X, W3, "abc"), {}, TypeError, "b must be a real numeric array"),
-    ((X, W3, np.zeros(2)), {}, ValueError, "b must have 3 elements"),
-    ((X, np.ones((3, 2, 9, 3)), B3), {}, ValueError, "filter_h=9 is larger"),
-    ((X, W3, B3, 0), {}, ValueError, "stride must be >= 1"),
-    ((X, W3, B3, 1, -1), {}, ValueError, "pad must be >= 0"),
-    ((X, W3, B3, 1.5), {}, TypeError, "stride must be an integer"),
-    ((X.astype(complex), W3, B3), {}, TypeError, "complex"),
-    ((X, W3, B3), {"n_parts": 0}, ValueError, "n_parts must be >= 1"),
-    ((X, W3, B3, 1, 1), {"col": np.empty((2, 18, 24))}, ValueError, "col must be"),
-])
-def test_forward_bad_arguments_raise_before_any_kernel(args, kwargs, error, message,
-                                                       forbid_kernels):
+@pytest.mark.parametrize(
+    "args, kwargs, error, message",
+    [
+        ((np.ones((2, 5, 5)), W3, B3), {}, ValueError, "x must be 4-D"),
+        ((X, np.ones((3, 2, 3)), B3), {}, ValueError, "W must be 4-D"),
+        ((X, np.ones((3, 4, 3, 3)), B3), {}, ValueError, "x has 2 channels .* but W expects 4"),
+        ((X, W3, None), {}, TypeError, "b must be a real numeric array, got None"),
+        ((X, W3, "abc"), {}, TypeError, "b must be a real numeric array"),
+        ((X, W3, np.zeros(2)), {}, ValueError, "b must have 3 elements"),
+        ((X, np.ones((3, 2, 9, 3)), B3), {}, ValueError, "filter_h=9 is larger"),
+        ((X, W3, B3, 0), {}, ValueError, "stride must be >= 1"),
+        ((X, W3, B3, 1, -1), {}, ValueError, "pad must be >= 0"),
+        ((X, W3, B3, 1.5), {}, TypeError, "stride must be an integer"),
+        ((X.astype(complex), W3, B3), {}, TypeError, "complex"),
+        ((X, W3, B3), {"n_parts": 0}, ValueError, "n_parts must be >= 1"),
+        ((X, W3, B3, 1, 1), {"col": np.empty((2, 18, 24))}, ValueError, "col must be"),
+    ],
+)
+def test_forward_bad_arguments_raise_before_any_kernel(
+    args, kwargs, error, message, forbid_kernels
+):
     forbid_kernels()
     with pytest.raises(error, match=message):
         nnkernels.conv_forward(*args, **kwargs)
@@ -177,22 +208,27 @@ def test_forward_bad_out_raises(out, forbid_kernels):
 def test_forward_col_sharing_memory_with_x_raises(forbid_kernels):
     forbid_kernels()
     storage = np.ones(2 * 18 * 25 + X.size)
-    x = storage[:X.size].reshape(X.shape)
+    x = storage[: X.size].reshape(X.shape)
     with pytest.raises(ValueError, match="col must not share memory"):
-        nnkernels.conv_forward(x, W3, B3, 1, 1, col=storage[:2 * 18 * 25].reshape(2, 18, 25))
+        nnkernels.conv_forward(x, W3, B3, 1, 1, col=storage[: 2 * 18 * 25].reshape(2, 18, 25))
 
 
-@pytest.mark.parametrize("dout, kwargs, message", [
-    (np.ones((2, 3, 4, 4)), {}, "dout must have shape \\(2, 3, 5, 5\\)"),
-    (np.ones((2, 4, 5, 5)), {}, "dout must have shape"),
-    (np.ones((2, 3, 25, 1)), {}, "dout must have shape"),  # the right size, not shape
-    (np.ones((2, 3, 5, 5)), {"dx": np.empty((2, 2, 5, 4))}, "dx must be"),
-    (np.ones((2, 3, 5, 5)), {"dW_per_sample": np.empty((2, 3, 18))}, "dW_per_sample must be"),
-    (np.ones((2, 3, 5, 5)), {"col": np.empty((2, 18, 25), np.float32)}, "col must be"),
-    (np.ones((2, 3, 5, 5)), {"col": np.lib.stride_tricks.as_strided(np.empty((2, 18, 25)),
-                                                                    writeable=False)},
-     "col must be a writeable"),
-])
+@pytest.mark.parametrize(
+    "dout, kwargs, message",
+    [
+        (np.ones((2, 3, 4, 4)), {}, "dout must have shape \\(2, 3, 5, 5\\)"),
+        (np.ones((2, 4, 5, 5)), {}, "dout must have shape"),
+        (np.ones((2, 3, 25, 1)), {}, "dout must have shape"),  # the right size, not shape
+        (np.ones((2, 3, 5, 5)), {"dx": np.empty((2, 2, 5, 4))}, "dx must be"),
+        (np.ones((2, 3, 5, 5)), {"dW_per_sample": np.empty((2, 3, 18))}, "dW_per_sample must be"),
+        (np.ones((2, 3, 5, 5)), {"col": np.empty((2, 18, 25), np.float32)}, "col must be"),
+        (
+            np.ones((2, 3, 5, 5)),
+            {"col": np.lib.stride_tricks.as_strided(np.empty((2, 18, 25)), writeable=False)},
+            "col must be a writeable",
+        ),
+    ],
+)
 def test_backward_bad_arguments_raise_before_any_kernel(dout, kwargs, message, forbid_kernels):
     forbid_kernels()
     with pytest.raises(ValueError, match=message):
@@ -202,8 +238,10 @@ def test_backward_bad_arguments_raise_before_any_kernel(dout, kwargs, message, f
 def test_without_the_blas_symbols_a_clear_error(monkeypatch):
     monkeypatch.setattr(nnkernels._blas, "AVAILABLE", False)
     assert not nnkernels.conv_kernels_available()
-    for call in (lambda: nnkernels.conv_forward(X, W3, B3),
-                 lambda: nnkernels.conv_backward(np.ones((2, 3, 3, 3)), X, W3)):
+    for call in (
+        lambda: nnkernels.conv_forward(X, W3, B3),
+        lambda: nnkernels.conv_backward(np.ones((2, 3, 3, 3)), X, W3),
+    ):
         with pytest.raises(RuntimeError, match="need NumPy's OpenBLAS"):
             call()
 

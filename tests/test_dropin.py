@@ -12,11 +12,28 @@ import nnlayers.layers
 import nnlayers.reference as ref
 from strategies import assert_close, make_values
 
-LAYER_NAMES = ("Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-               "Convolution", "Pooling")
-FUNCTION_NAMES = ("identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu",
-                  "relu_grad", "softmax", "sum_squared_error", "cross_entropy_error",
-                  "softmax_loss")
+LAYER_NAMES = (
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "SoftmaxWithLoss",
+    "Dropout",
+    "BatchNormalization",
+    "Convolution",
+    "Pooling",
+)
+FUNCTION_NAMES = (
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "sum_squared_error",
+    "cross_entropy_error",
+    "softmax_loss",
+)
 # what ``from common.layers import *`` gives a script in the book's code
 COMMON_LAYERS_NAMES = {"np", "im2col", "col2im", *LAYER_NAMES, *FUNCTION_NAMES}
 
@@ -59,8 +76,11 @@ def test_star_import_names_are_the_fast_ones_not_the_reference():
 
 def _positional_params(obj):
     target = obj.__init__ if inspect.isclass(obj) else obj
-    return [p for p in inspect.signature(target).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+    return [
+        p
+        for p in inspect.signature(target).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(set(ref.__all__)))
@@ -71,7 +91,7 @@ def test_signatures_extend_the_reference(name):
     assert [p.name for p in our_params[: len(ref_params)]] == [p.name for p in ref_params]
     for a, b in zip(our_params, ref_params):
         assert a.default == b.default, (name, a.name)
-    for extra in our_params[len(ref_params):]:
+    for extra in our_params[len(ref_params) :]:
         assert extra.default is not inspect.Parameter.empty, (name, extra.name)
 
 
@@ -80,8 +100,9 @@ def test_signatures_extend_the_reference(name):
 def test_method_signatures_match_the_reference(layer, name):
     ours = inspect.signature(getattr(getattr(nnlayers, layer), name))
     theirs = inspect.signature(getattr(getattr(ref, layer), name))
-    assert [(p.name, p.default) for p in ours.parameters.values()] == \
-        [(p.name, p.default) for p in theirs.parameters.values()]
+    assert [(p.name, p.default) for p in ours.parameters.values()] == [
+        (p.name, p.default) for p in theirs.parameters.values()
+    ]
 
 
 def test_constructor_defaults():
@@ -106,7 +127,7 @@ def test_layers_are_found_by_class_and_key_like_the_book_networks_do():
     assert flags == [False, False, False, True]
     assert isinstance(layers["Dropout1"], nnlayers.layers.Dropout)
     assert [k for k in layers if "BatchNorm" in k] == ["BatchNorm1"]
-    for key, layer in layers.items():
+    for layer in layers.values():
         assert type(layer).__name__ in ("Affine", "BatchNormalization", "Relu", "Dropout")
 
 
@@ -250,8 +271,12 @@ def test_float32_network_parameters_stay_float32_and_are_not_copied():
 def test_numerical_gradient_through_shared_parameters_matches_backprop():
     """The book's gradient check: perturb params in place, the next forward must see it."""
     rng = np.random.default_rng(26)
-    params = {"W1": rng.standard_normal((2, 1, 3, 3)), "b1": rng.standard_normal(2),
-              "W2": rng.standard_normal((2 * 2 * 2, 3)), "b2": rng.standard_normal(3)}
+    params = {
+        "W1": rng.standard_normal((2, 1, 3, 3)),
+        "b1": rng.standard_normal(2),
+        "W2": rng.standard_normal((2 * 2 * 2, 3)),
+        "b2": rng.standard_normal(3),
+    }
     layers = OrderedDict()
     layers["Conv1"] = nnlayers.Convolution(params["W1"], params["b1"], 1, 0)
     layers["Relu1"] = nnlayers.Relu()
@@ -270,8 +295,12 @@ def test_numerical_gradient_through_shared_parameters_matches_backprop():
     d = weights
     for layer in reversed(list(layers.values())):
         d = layer.backward(d)
-    grads = {"W1": layers["Conv1"].dW, "b1": layers["Conv1"].db,
-             "W2": layers["Affine1"].dW, "b2": layers["Affine1"].db}
+    grads = {
+        "W1": layers["Conv1"].dW,
+        "b1": layers["Conv1"].db,
+        "W2": layers["Affine1"].dW,
+        "b2": layers["Affine1"].db,
+    }
     for key, value in params.items():
         saved = value.copy()
         numeric = nnlayers.numerical_gradient(loss, value, h=1e-5)
@@ -314,9 +343,12 @@ def test_simple_convnet_loss_and_gradients_equal_the_reference(side, label_form)
     rng = np.random.default_rng(side)
     pooled = 30 * ((side - 4) // 2) ** 2
     params = {
-        "W1": 0.1 * rng.standard_normal((30, 1, 5, 5)), "b1": 0.1 * rng.standard_normal(30),
-        "W2": 0.1 * rng.standard_normal((pooled, 100)), "b2": 0.1 * rng.standard_normal(100),
-        "W3": 0.1 * rng.standard_normal((100, 10)), "b3": 0.1 * rng.standard_normal(10),
+        "W1": 0.1 * rng.standard_normal((30, 1, 5, 5)),
+        "b1": 0.1 * rng.standard_normal(30),
+        "W2": 0.1 * rng.standard_normal((pooled, 100)),
+        "b2": 0.1 * rng.standard_normal(100),
+        "W3": 0.1 * rng.standard_normal((100, 10)),
+        "b3": 0.1 * rng.standard_normal(10),
     }
     snapshot = {k: v.copy() for k, v in params.items()}
     x = rng.random((4, 1, side, side))
@@ -330,8 +362,9 @@ def test_simple_convnet_loss_and_gradients_equal_the_reference(side, label_form)
         assert grads[key].shape == params[key].shape and grads[key].dtype == np.float64
         scale = np.max(np.abs(ref_grads[key]))
         assert scale > 0, key
-        np.testing.assert_allclose(grads[key], ref_grads[key], rtol=1e-10, atol=1e-10 * scale,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            grads[key], ref_grads[key], rtol=1e-10, atol=1e-10 * scale, err_msg=key
+        )
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-10 * np.max(np.abs(ref_dx)))
     for key in params:  # the forward/backward passes never write the parameters
         np.testing.assert_array_equal(params[key], snapshot[key])
@@ -340,19 +373,28 @@ def test_simple_convnet_loss_and_gradients_equal_the_reference(side, label_form)
 def test_simple_convnet_float32_stays_float32_and_close_to_the_reference():
     rng = np.random.default_rng(99)
     params = {
-        "W1": 0.1 * rng.standard_normal((30, 1, 5, 5)), "b1": np.zeros(30),
-        "W2": 0.1 * rng.standard_normal((30 * 4 * 4, 100)), "b2": np.zeros(100),
-        "W3": 0.1 * rng.standard_normal((100, 10)), "b3": np.zeros(10),
+        "W1": 0.1 * rng.standard_normal((30, 1, 5, 5)),
+        "b1": np.zeros(30),
+        "W2": 0.1 * rng.standard_normal((30 * 4 * 4, 100)),
+        "b2": np.zeros(100),
+        "W3": 0.1 * rng.standard_normal((100, 10)),
+        "b3": np.zeros(10),
     }
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
     x = rng.random((4, 1, 12, 12)).astype(np.float32)
     t = rng.integers(0, 10, size=4)
     loss, grads, dx = _loss_and_grads(nnlayers, p32, x, t)
-    ref_loss, ref_grads, _ = _loss_and_grads(ref, {k: v.astype(np.float64) for k, v in p32.items()},
-                                             x.astype(np.float64), t)
+    ref_loss, ref_grads, _ = _loss_and_grads(
+        ref, {k: v.astype(np.float64) for k, v in p32.items()}, x.astype(np.float64), t
+    )
     assert np.asarray(loss).dtype == np.float32 and dx.dtype == np.float32
     assert abs(float(loss) - ref_loss) <= 1e-4 * abs(ref_loss)
     for key in params:
         assert grads[key].dtype == np.float32, key
-        assert_close(grads[key], ref_grads[key], np.float32,
-                     scale=float(np.max(np.abs(ref_grads[key]))), err_msg=key)
+        assert_close(
+            grads[key],
+            ref_grads[key],
+            np.float32,
+            scale=float(np.max(np.abs(ref_grads[key]))),
+            err_msg=key,
+        )

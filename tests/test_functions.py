@@ -38,8 +38,13 @@ def test_step_function_accepts_lists():
 
 
 @settings(max_examples=30)
-@given(shape=shapes, dtype=dtypes, layout=layouts, seed=seeds,
-       shift=st.sampled_from([0.0, 500.0, -500.0]))
+@given(
+    shape=shapes,
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+    shift=st.sampled_from([0.0, 500.0, -500.0]),
+)
 def test_softmax_matches_reference_over_the_last_axis(shape, dtype, layout, seed, shift):
     x = make_values(seed, shape, dtype) * 5 + np.asarray(shift, dtype)
     xin = in_layout(x, layout)
@@ -60,8 +65,13 @@ def test_softmax_nan_propagates_like_the_reference():
 
 
 @settings(max_examples=30)
-@given(n=st.integers(1, 5), k=st.integers(2, 5), dtype=dtypes, seed=seeds,
-       form=st.sampled_from(["labels", "column", "one-hot", "1-D y labels", "1-D y one-hot"]))
+@given(
+    n=st.integers(1, 5),
+    k=st.integers(2, 5),
+    dtype=dtypes,
+    seed=seeds,
+    form=st.sampled_from(["labels", "column", "one-hot", "1-D y labels", "1-D y one-hot"]),
+)
 def test_cross_entropy_error_matches_reference(n, k, dtype, seed, form):
     y = nnlayers.softmax(make_values(seed, (n, k), dtype) * 2)
     labels = np.random.default_rng(seed).integers(0, k, size=n)
@@ -81,8 +91,11 @@ def test_cross_entropy_error_matches_reference(n, k, dtype, seed, form):
     expected = ref.cross_entropy_error(*ref_args)
     assert np.ndim(got) == 0
     assert_close(got, expected, dtype)
-    assert_close(nnlayers.softmax_loss(np.log(args[0]), args[1]),
-                 ref.softmax_loss(np.log(ref_args[0]), ref_args[1]), dtype)
+    assert_close(
+        nnlayers.softmax_loss(np.log(args[0]), args[1]),
+        ref.softmax_loss(np.log(ref_args[0]), ref_args[1]),
+        dtype,
+    )
 
 
 def test_cross_entropy_error_known_value():
@@ -94,8 +107,7 @@ def test_cross_entropy_error_known_value():
 
 def test_sum_squared_error_matches_reference():
     y, t = make_values(1, (3, 4)), make_values(2, (3, 4))
-    assert nnlayers.sum_squared_error(y, t) == pytest.approx(ref.sum_squared_error(y, t),
-                                                              rel=1e-12)
+    assert nnlayers.sum_squared_error(y, t) == pytest.approx(ref.sum_squared_error(y, t), rel=1e-12)
 
 
 # ------------------------------------------------------------------ numerical_gradient
@@ -104,7 +116,7 @@ def test_numerical_gradient_matches_reference_and_restores_x():
     saved = x.copy()
 
     def f(_):
-        return np.sum(np.sin(x) * x ** 2)
+        return np.sum(np.sin(x) * x**2)
 
     got = nnlayers.numerical_gradient(f, x)
     np.testing.assert_array_equal(x, saved)
@@ -112,7 +124,7 @@ def test_numerical_gradient_matches_reference_and_restores_x():
     np.testing.assert_array_equal(x, saved)
     assert got.shape == x.shape and got.dtype == x.dtype
     assert_close(got, expected)
-    analytic = np.cos(x) * x ** 2 + 2 * x * np.sin(x)
+    analytic = np.cos(x) * x**2 + 2 * x * np.sin(x)
     np.testing.assert_allclose(got, analytic, rtol=1e-6, atol=1e-7)
 
 
@@ -133,8 +145,9 @@ def test_numerical_gradient_perturbs_shared_array_in_place():
 
 def test_numerical_gradient_custom_step_and_float32():
     x = np.array([1.0, 2.0, 3.0], dtype=np.float32)
-    grad = nnlayers.numerical_gradient(lambda v: float(np.sum(v.astype(np.float64) ** 3)), x,
-                                       h=1e-2)
+    grad = nnlayers.numerical_gradient(
+        lambda v: float(np.sum(v.astype(np.float64) ** 3)), x, h=1e-2
+    )
     assert grad.dtype == np.float32
     np.testing.assert_allclose(grad, 3 * x.astype(np.float64) ** 2, rtol=1e-3)
 
@@ -143,6 +156,6 @@ def test_numerical_gradient_on_a_strided_view_writes_through():
     base = make_values(5, (4, 6))
     view = base[::2, ::3]
     before = base.copy()
-    grad = nnlayers.numerical_gradient(lambda _: float(np.sum(base ** 2)), view)
+    grad = nnlayers.numerical_gradient(lambda _: float(np.sum(base**2)), view)
     assert_close(grad, 2 * view, scale=1.0)
     np.testing.assert_array_equal(base, before)

@@ -35,7 +35,9 @@ def check_layer(layer, x, forward_kwargs=None, params=(), grads=(), seed=0):
 
     loss()
     dx = layer.backward(G.copy())
-    analytic = {name: np.array(getattr(layer, grad), copy=True) for name, grad in zip(params, grads)}
+    analytic = {
+        name: np.array(getattr(layer, grad), copy=True) for name, grad in zip(params, grads)
+    }
     errors = {"dx": rel_error(nnlayers.numerical_gradient(loss, x, h=H), dx)}
     for name in params:
         value = getattr(layer, name)
@@ -97,21 +99,23 @@ def test_pooling_gradients(case, negative):
 
 
 # ------------------------------------------------------------------ BatchNormalization
-@pytest.mark.parametrize("shape, per_channel", [
-    ((4, 5), False),
-    ((3, 2, 3, 2), False),
-    ((3, 2, 3, 2), True),
-    ((2, 3, 2, 2), True),
-    ((5, 3), True),
-])
+@pytest.mark.parametrize(
+    "shape, per_channel",
+    [
+        ((4, 5), False),
+        ((3, 2, 3, 2), False),
+        ((3, 2, 3, 2), True),
+        ((2, 3, 2, 2), True),
+        ((5, 3), True),
+    ],
+)
 def test_batchnorm_gradients(shape, per_channel):
     x = make_values(5, shape) * 2 + 1
     n_stats = shape[1] if per_channel or len(shape) == 2 else int(np.prod(shape[1:]))
     gamma = make_values(6, (n_stats,)) + 1.5
     beta = make_values(7, (n_stats,))
     layer = nnlayers.BatchNormalization(gamma, beta, per_channel=per_channel)
-    check_layer(layer, x, dict(train_flg=True), params=("gamma", "beta"),
-                grads=("dgamma", "dbeta"))
+    check_layer(layer, x, dict(train_flg=True), params=("gamma", "beta"), grads=("dgamma", "dbeta"))
 
 
 # ------------------------------------------------------------------ Affine / activations

@@ -68,13 +68,18 @@ print("RESULT OK")
 def _report(result):
     for line in result.stdout.splitlines():
         if line.startswith("CACHE "):
-            return json.loads(line[len("CACHE "):])
+            return json.loads(line[len("CACHE ") :])
     raise AssertionError("child printed no cache report\n" + describe(result))
 
 
 def _run(src, cache_dir, timeout=240, preexec_fn=None, **extra):
-    env = {"PYTHONPATH": src, "NUMBA_CACHE_DIR": cache_dir, "EXPECT_SRC": src,
-           "NUMBA_DISABLE_JIT": None, **extra}
+    env = {
+        "PYTHONPATH": src,
+        "NUMBA_CACHE_DIR": cache_dir,
+        "EXPECT_SRC": src,
+        "NUMBA_DISABLE_JIT": None,
+        **extra,
+    }
     return run_python(CHILD, env=env, timeout=timeout, preexec_fn=preexec_fn)
 
 
@@ -109,8 +114,10 @@ def test_cache_dir_read_only_for_root(tmp_path, src):
         cache.chmod(0o755)
 
 
-@pytest.mark.skipif(not can_drop_permission_override(),
-                    reason="needs root with CAP_SETPCAP to make permission bits bind")
+@pytest.mark.skipif(
+    not can_drop_permission_override(),
+    reason="needs root with CAP_SETPCAP to make permission bits bind",
+)
 def test_cache_dir_and_every_fallback_read_only(tmp_path, src):
     """No writable cache location at all: the cache dir, the package dir and HOME are 0o555."""
     cache = tmp_path / "ro_cache"
@@ -122,8 +129,13 @@ def test_cache_dir_and_every_fallback_read_only(tmp_path, src):
         path.chmod(0o555)
     try:
         for _ in range(2):
-            result = _run(src, cache, preexec_fn=drop_permission_override, HOME=home,
-                          XDG_CACHE_HOME=home / ".cache")
+            result = _run(
+                src,
+                cache,
+                preexec_fn=drop_permission_override,
+                HOME=home,
+                XDG_CACHE_HOME=home / ".cache",
+            )
             assert_ok(result, "RESULT OK")
         assert _cache_files(tmp_path) == []
     finally:
@@ -134,7 +146,9 @@ def test_cache_dir_and_every_fallback_read_only(tmp_path, src):
 def _corrupt(path, mode):
     data = path.read_bytes()
     if mode == "garbage":
-        path.write_bytes((b"\xffnot a numba cache file\n" * (len(data) // 24 + 1))[: max(len(data), 64)])
+        path.write_bytes(
+            (b"\xffnot a numba cache file\n" * (len(data) // 24 + 1))[: max(len(data), 64)]
+        )
     elif mode == "truncated":
         path.write_bytes(data[: len(data) // 2])
     elif mode == "empty":
@@ -154,7 +168,6 @@ def warm_cache(tmp_path_factory):
     assert _report(first)["_relu_forward_kernel"]["misses"] == 1
     assert {p.suffix for p in _cache_files(cache)} == {".nbi", ".nbc"}
     return src, cache
-
 
 
 @pytest.mark.parametrize("which", [".nbi", ".nbc"])
@@ -178,10 +191,11 @@ def test_stale_cache_index_of_an_older_layout(tmp_path, warm_cache):
     cache = tmp_path / "cache"
     subprocess.run(["cp", "-a", str(warm), str(cache)], check=True)
     import pickle
+
     for index in (p for p in _cache_files(cache) if p.suffix == ".nbi"):
         data = index.read_bytes()
         version = pickle.loads(data)
-        rest = data[len(pickle.dumps(version, protocol=-1)):]
+        rest = data[len(pickle.dumps(version, protocol=-1)) :]
         index.write_bytes(pickle.dumps("0.0.0-not-this-numba", protocol=-1) + rest)
     result = _run(src, cache)
     assert_ok(result, "RESULT OK")
@@ -234,8 +248,13 @@ def test_concurrent_first_compile_into_one_empty_cache(tmp_path, src):
     rounds = []
     for round_no, (n_procs, columns) in enumerate(((3, ""), (2, "1"))):
         cache = tmp_path / f"shared{round_no}"
-        env = {"PYTHONPATH": src, "NUMBA_CACHE_DIR": cache, "EXPECT_SRC": src,
-               "WITH_COLUMNS": columns, "NUMBA_DISABLE_JIT": None}
+        env = {
+            "PYTHONPATH": src,
+            "NUMBA_CACHE_DIR": cache,
+            "EXPECT_SRC": src,
+            "WITH_COLUMNS": columns,
+            "NUMBA_DISABLE_JIT": None,
+        }
         procs = [start_python(CHILD, env=env) for _ in range(n_procs)]
         deadline = time.monotonic() + 300
         outcomes = []
@@ -260,18 +279,32 @@ def test_kernel_tests_pass_with_jit_disabled():
     """``NUMBA_DISABLE_JIT=1``: the kernels run as plain Python (coverage, debugging) and the
     kernel tests still pass."""
     tests_dir = Path(__file__).parent
-    files = [str(tests_dir / name) for name in
-             ("test_columns.py", "test_kernels_pooling.py", "test_kernels_batchnorm.py")
-             if (tests_dir / name).exists()]
+    files = [
+        str(tests_dir / name)
+        for name in ("test_columns.py", "test_kernels_pooling.py", "test_kernels_batchnorm.py")
+        if (tests_dir / name).exists()
+    ]
     if not files:
         pytest.skip("no kernel test files present")
     result = run_python(
         "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
         # deselected: its 1e-11 tolerance on inputs near -100 (cancellation) is missed by
         # 1.04e-11 in plain-Python arithmetic - reported to the batch-norm tests' owner
-        args=(*files, "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
-              "--deselect", "tests/test_kernels_batchnorm.py::test_forward_matches_numpy"),
-        env={"NUMBA_DISABLE_JIT": "1"}, timeout=600, cwd=str(tests_dir.parent))
+        args=(
+            *files,
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "not slow",
+            "--deselect",
+            "tests/test_kernels_batchnorm.py::test_forward_matches_numpy",
+        ),
+        env={"NUMBA_DISABLE_JIT": "1"},
+        timeout=600,
+        cwd=str(tests_dir.parent),
+    )
     assert_ok(result)
     assert " passed" in result.stdout, describe(result)
 
@@ -291,7 +324,9 @@ def test_convolution_works_with_jit_disabled():
         np.testing.assert_allclose(fast.backward(dout), slow.backward(dout), rtol=1e-12)
         print("AVAILABLE", nnkernels.conv_kernels_available())
         """,
-        env={"NUMBA_DISABLE_JIT": "1"}, timeout=600)
+        env={"NUMBA_DISABLE_JIT": "1"},
+        timeout=600,
+    )
     assert_ok(result)
     assert output_line(result, "AVAILABLE") == "False"
 
@@ -299,7 +334,7 @@ def test_convolution_works_with_jit_disabled():
 def test_a_change_to_a_file_a_kernel_compiles_in_invalidates_its_cache(tmp_path, monkeypatch):
     """Numba checks a kernel's own source file only; the fused convolution kernels also
     compile in columns.py's and _blas.py's code, so their stamps cover those files too."""
-    from nnkernels import _jit, _blas, columns, convolution
+    from nnkernels import _blas, _jit, columns, convolution
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     helper = tmp_path / "helper.py"

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 240
 
 TBB_SKIP = pytest.mark.skipif(
-    not pip_tbb_available(), reason="Intel TBB is not installed (pip install 'nnkernels[tbb]')")
+    not pip_tbb_available(), reason="Intel TBB is not installed (pip install 'nnkernels[tbb]')"
+)
 
 LAYERS = [
     pytest.param(None, id="default"),
@@ -48,7 +49,8 @@ ROUTES = ["kernels", "matmul"] if nnkernels.conv_kernels_available() else ["matm
 
 def make_stack(worker):
     rng = np.random.default_rng(100 + worker)
-    conv = Convolution(rng.standard_normal((6, 3, 3, 3)) * 0.3, rng.standard_normal(6), stride=1, pad=1)
+    W = rng.standard_normal((6, 3, 3, 3)) * 0.3
+    conv = Convolution(W, rng.standard_normal(6), stride=1, pad=1)
     pool = Pooling(2, 2, stride=2)
     bn = BatchNormalization(rng.uniform(0.5, 1.5, 6 * 4 * 4), rng.standard_normal(6 * 4 * 4))
     return conv, pool, bn
@@ -73,7 +75,9 @@ def same(a, b):
     return all(np.array_equal(u, v) for ra, rb in zip(a, b) for u, v in zip(ra, rb))
 """
 
-THREADS_CHILD = COMMON + r"""
+THREADS_CHILD = (
+    COMMON
+    + r"""
 import concurrent.futures as cf
 
 serial = [run_worker(w) for w in range(N_WORKERS)]
@@ -81,12 +85,15 @@ for attempt in range(2):
     with cf.ThreadPoolExecutor(max_workers=N_WORKERS) as pool_:
         threaded = list(pool_.map(run_worker, range(N_WORKERS)))
     for w in range(N_WORKERS):
-        assert same(serial[w], threaded[w]), f"worker {w} differs from serial use (attempt {attempt})"
+        assert same(serial[w], threaded[w]), f"worker {w} differs from serial (attempt {attempt})"
 print("LAYER", numba.threading_layer())
 print("RESULT OK")
 """
+)
 
-FORK_CHILD = COMMON + r"""
+FORK_CHILD = (
+    COMMON
+    + r"""
 import multiprocessing as mp
 import signal
 
@@ -139,8 +146,11 @@ print("MPFORK", codes, results, flush=True)
 print("LAYER", numba.threading_layer())
 print("RESULT OK")
 """
+)
 
-FORK_WHILE_BUSY_CHILD = COMMON + r"""
+FORK_WHILE_BUSY_CHILD = (
+    COMMON
+    + r"""
 expected = run_worker(0)
 stop = threading.Event()
 
@@ -189,6 +199,7 @@ print("LAYER", numba.threading_layer())
 assert len(statuses) == ATTEMPTS and set(statuses) <= {0, 1}, statuses
 print("RESULT OK")
 """
+)
 
 
 def _layer_env(layer):
@@ -199,7 +210,9 @@ def _run(code, layer):
     try:
         return run_python(code, env=_layer_env(layer), timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"deadlock: no exit within {TIMEOUT} s under threading layer {layer or 'default'}")
+        pytest.fail(
+            f"deadlock: no exit within {TIMEOUT} s under threading layer {layer or 'default'}"
+        )
 
 
 def _expected_layer(layer):
@@ -255,7 +268,7 @@ def test_fork_after_kernels_ran_under_gnu_openmp():
 
 @pytest.mark.parametrize("layer", FORK_LAYERS)
 def test_fork_while_other_threads_run_kernels(layer):
-    """A fork while other Python threads are inside kernels: the child must not inherit a held lock."""
+    """A fork while other Python threads are inside kernels: the child inherits no held lock."""
     result = _run(FORK_WHILE_BUSY_CHILD, layer)
     assert_ok(result, "RESULT OK")
     statuses = output_line(result, "STATUSES")
@@ -264,14 +277,17 @@ def test_fork_while_other_threads_run_kernels(layer):
 
 
 def test_tbb_requested_by_environment_works_when_pip_tbb_is_installed():
-    """``NUMBA_THREADING_LAYER=tbb`` with pip's TBB installed: the library must load libtbb itself."""
+    """``NUMBA_THREADING_LAYER=tbb`` with pip's TBB installed: the library loads libtbb."""
     if not pip_tbb_available():
         pytest.skip("Intel TBB is not installed (pip install 'nnkernels[tbb]')")
-    result = _run("""
+    result = _run(
+        """
         import numpy as np, nnkernels
         nnkernels.set_config(parallel_threshold=0)  # a tiny input would run the serial twin
         nnkernels.im2col(np.ones((1, 1, 3, 3)), 2, 2)
         print("LAYER", nnkernels.threading_layer())
-        """, "tbb")
+        """,
+        "tbb",
+    )
     assert_ok(result)
     assert output_line(result, "LAYER") == "tbb"

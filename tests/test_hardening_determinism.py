@@ -56,8 +56,10 @@ def _compute_all(dtype):
     res["pool.dx"] = pool.backward(v["dout"])
     res["conv.dx"] = conv.backward(res["pool.dx"])
     res["conv.dW"], res["conv.db"] = conv.dW, conv.db
-    for name, per_channel, gamma, beta in (("bn", False, "gamma", "beta"),
-                                           ("bn_c", True, "gamma_c", "beta_c")):
+    for name, per_channel, gamma, beta in (
+        ("bn", False, "gamma", "beta"),
+        ("bn_c", True, "gamma_c", "beta_c"),
+    ):
         bn = nnlayers.BatchNormalization(v[gamma], v[beta], per_channel=per_channel)
         res[f"{name}.out"] = bn.forward(res["pool.out"], train_flg=True)
         res[f"{name}.dx"] = bn.backward(v["dout"])
@@ -65,8 +67,12 @@ def _compute_all(dtype):
         res[f"{name}.running_var"] = bn.running_var
         res[f"{name}.test_out"] = bn.forward(res["pool.out"], train_flg=False)
     # one step of Conv -> Relu -> Pool -> Affine -> SoftmaxWithLoss
-    net = [nnlayers.Convolution(v["W"], v["b"], 1, 1), nnlayers.Relu(), nnlayers.Pooling(2, 2, 2),
-           nnlayers.Affine(v["W_aff"], v["b_aff"])]
+    net = [
+        nnlayers.Convolution(v["W"], v["b"], 1, 1),
+        nnlayers.Relu(),
+        nnlayers.Pooling(2, 2, 2),
+        nnlayers.Affine(v["W_aff"], v["b_aff"]),
+    ]
     h = v["x"]
     for layer in net:
         h = layer.forward(h)
@@ -82,8 +88,10 @@ def _compute_all(dtype):
 
 
 def digests(results):
-    return {k: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() + str(a.dtype)
-            for k, a in results.items()}
+    return {
+        k: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() + str(a.dtype)
+        for k, a in results.items()
+    }
 
 
 @pytest.fixture
@@ -114,11 +122,15 @@ print("DIGESTS " + json.dumps(digests(compute_all(np.float32))))
 
 
 def _child_digests(n_threads):
-    result = run_python(CHILD, args=(str(Path(__file__).parent), str(n_threads)),
-                        env={"NUMBA_DISABLE_JIT": None}, timeout=180)
+    result = run_python(
+        CHILD,
+        args=(str(Path(__file__).parent), str(n_threads)),
+        env={"NUMBA_DISABLE_JIT": None},
+        timeout=180,
+    )
     assert_ok(result)
     line = next(s for s in result.stdout.splitlines() if s.startswith("DIGESTS "))
-    return json.loads(line[len("DIGESTS "):])
+    return json.loads(line[len("DIGESTS ") :])
 
 
 @pytest.mark.slow
@@ -143,7 +155,8 @@ def test_thread_count_changes_only_within_rounding(threads, capsys):
         two = by_threads[2][name]
         if not np.array_equal(one, two):
             differing.append(name)
-        np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(one).max())),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            two, one, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(one).max())), err_msg=name
+        )
     with capsys.disabled():
         print(f"\n[determinism] differ bitwise between 1 and 2 threads: {differing or 'nothing'}")

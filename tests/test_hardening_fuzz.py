@@ -85,7 +85,11 @@ def _bn_view(x):
 
 
 def _bn_unview(v, shape):
-    return v if len(shape) == 2 else v.reshape(shape[0], shape[2], shape[3], shape[1]).transpose(0, 3, 1, 2)
+    return (
+        v
+        if len(shape) == 2
+        else v.reshape(shape[0], shape[2], shape[3], shape[1]).transpose(0, 3, 1, 2)
+    )
 
 
 def ref_bn_forward(x, gamma, beta, eps=1e-6):
@@ -221,11 +225,23 @@ def valid_call(target, draw, rng, dtype):
     if target in ("im2col", "nnlayers.im2col", "im2col_per_sample"):
         return A(x=_arr(rng, (n, c, h, w), dtype), filter_h=fh, filter_w=fw, stride=s, pad=p)
     if target in ("col2im", "nnlayers.col2im"):
-        return A(col=_arr(rng, (n * oh * ow, c * fh * fw), dtype), input_shape=(n, c, h, w),
-                 filter_h=fh, filter_w=fw, stride=s, pad=p)
+        return A(
+            col=_arr(rng, (n * oh * ow, c * fh * fw), dtype),
+            input_shape=(n, c, h, w),
+            filter_h=fh,
+            filter_w=fw,
+            stride=s,
+            pad=p,
+        )
     if target == "col2im_per_sample":
-        return A(cols=_arr(rng, (n, c * fh * fw, oh * ow), dtype), input_shape=(n, c, h, w),
-                 filter_h=fh, filter_w=fw, stride=s, pad=p)
+        return A(
+            cols=_arr(rng, (n, c * fh * fw, oh * ow), dtype),
+            input_shape=(n, c, h, w),
+            filter_h=fh,
+            filter_w=fw,
+            stride=s,
+            pad=p,
+        )
     if target in ("maxpool_forward", "maxpool_backward", "Pooling"):
         p = min(p, fh - 1, fw - 1)
         if fh > h + 2 * p or fw > w + 2 * p:
@@ -235,10 +251,19 @@ def valid_call(target, draw, rng, dtype):
         if target == "maxpool_forward":
             return A(x=x, pool_h=fh, pool_w=fw, stride=s, pad=p)
         if target == "Pooling":
-            return A(x=x, pool_h=fh, pool_w=fw, stride=s, pad=p, dout=_arr(rng, (n, c, oh, ow), dtype))
+            return A(
+                x=x, pool_h=fh, pool_w=fw, stride=s, pad=p, dout=_arr(rng, (n, c, oh, ow), dtype)
+            )
         _, argmax = nnkernels.maxpool_forward(x, fh, fw, s, p)
-        return A(dout=_arr(rng, (n, c, oh, ow), dtype), argmax=argmax, input_shape=(n, c, h, w),
-                 pool_h=fh, pool_w=fw, stride=s, pad=p)
+        return A(
+            dout=_arr(rng, (n, c, oh, ow), dtype),
+            argmax=argmax,
+            input_shape=(n, c, h, w),
+            pool_h=fh,
+            pool_w=fw,
+            stride=s,
+            pad=p,
+        )
     if target in ("relu_forward",):
         return A(x=_arr(rng, (n, c, h), dtype))
     if target == "relu_backward":
@@ -252,15 +277,25 @@ def valid_call(target, draw, rng, dtype):
         if target == "batchnorm_forward":
             return A(x=x, gamma=gamma, beta=beta)
         if target == "batchnorm_inference":
-            return A(x=x, gamma=gamma, beta=beta, running_mean=_arr(rng, feats, dtype),
-                     running_var=rng.uniform(0.1, 2.0, feats).astype(dtype))
+            return A(
+                x=x,
+                gamma=gamma,
+                beta=beta,
+                running_mean=_arr(rng, feats, dtype),
+                running_var=rng.uniform(0.1, 2.0, feats).astype(dtype),
+            )
         if target == "BatchNormalization":
             d = int(np.prod(shape[1:]))
-            return A(x=x, gamma=rng.uniform(0.5, 1.5, d).astype(dtype), beta=_arr(rng, d, dtype),
-                     dout=_arr(rng, shape, dtype))
+            return A(
+                x=x,
+                gamma=rng.uniform(0.5, 1.5, d).astype(dtype),
+                beta=_arr(rng, d, dtype),
+                dout=_arr(rng, shape, dtype),
+            )
         if target == "batchnorm_backward_from_input":
-            _, _, mean, _, std = nnkernels.batchnorm_forward(x, gamma, beta, return_xn=False,
-                                                             stats_dtype=np.float64)
+            _, _, mean, _, std = nnkernels.batchnorm_forward(
+                x, gamma, beta, return_xn=False, stats_dtype=np.float64
+            )
             return A(dout=_arr(rng, shape, dtype), x=x, mean=mean, std=std, gamma=gamma)
         _, xn, _, _, std = nnkernels.batchnorm_forward(x, gamma, beta)
         return A(dout=_arr(rng, shape, dtype), xn=xn, std=std, gamma=gamma)
@@ -272,11 +307,21 @@ def valid_call(target, draw, rng, dtype):
         return A(dout=_arr(rng, (n, fn, oh, ow), dtype), x=x, W=W, stride=s, pad=p)
     if target == "Convolution":
         fn = draw(st.integers(1, 3))
-        return A(x=_arr(rng, (n, c, h, w), dtype), W=_arr(rng, (fn, c, fh, fw), dtype),
-                 b=_arr(rng, fn, dtype), stride=s, pad=p, dout=_arr(rng, (n, fn, oh, ow), dtype))
+        return A(
+            x=_arr(rng, (n, c, h, w), dtype),
+            W=_arr(rng, (fn, c, fh, fw), dtype),
+            b=_arr(rng, fn, dtype),
+            stride=s,
+            pad=p,
+            dout=_arr(rng, (n, fn, oh, ow), dtype),
+        )
     if target == "Affine":
-        return A(x=_arr(rng, (n, c, h), dtype), W=_arr(rng, (c * h, 3), dtype),
-                 b=_arr(rng, 3, dtype), dout=_arr(rng, (n, 3), dtype))
+        return A(
+            x=_arr(rng, (n, c, h), dtype),
+            W=_arr(rng, (c * h, 3), dtype),
+            b=_arr(rng, 3, dtype),
+            dout=_arr(rng, (n, 3), dtype),
+        )
     return registered_call(target, dtype)
 
 
@@ -306,13 +351,19 @@ ORACLES = {
     "conv_backward": ref_conv_backward,
 }
 #: the kernel table's functions (the fused convolution only where it can run)
-REGISTERED = [name for name in _registry.table()
-              if nnkernels.conv_kernels_available() or not name.startswith("conv_")]
+REGISTERED = [
+    name
+    for name in _registry.table()
+    if nnkernels.conv_kernels_available() or not name.startswith("conv_")
+]
 
 # target -> (call, oracle, kernels?)   kernels: whether a raise must precede every kernel launch
 TARGETS = {
-    **{name: (_registry.table()[name].function, ORACLES[name], True)
-       for name in REGISTERED if name in ORACLES},
+    **{
+        name: (_registry.table()[name].function, ORACLES[name], True)
+        for name in REGISTERED
+        if name in ORACLES
+    },
     "nnlayers.im2col": (nnlayers.im2col, lambda x, *a: (ref.im2col(_f64(x), *a),), True),
     "nnlayers.col2im": (nnlayers.col2im, lambda c, *a: (ref.col2im(_f64(c), *a),), True),
     "Convolution": (call_conv_layer, ref_conv_layer, False),
@@ -329,11 +380,40 @@ SHAPE_ARGS = {"input_shape"}
 LAYOUTS = ("F", "reversed", "broadcast", "readonly", "list", "stepped")
 VALUE_TYPES = ("int8", "bool", "float16", "uint8")
 NONFINITE = ("nan", "inf")
-STRUCTURAL = ("0d", "add_axis", "drop_axis", "grow_axis", "shrink_axis", "zero_batch",
-              "complex", "object", "str", "none", "scalar")
-SHAPE_MUTATIONS = {"0d", "add_axis", "drop_axis", "grow_axis", "shrink_axis", "zero_batch", "scalar"}
-INT_MUTATIONS = ("negative", "zero", "float_int", "float_frac", "string", "none", "huge",
-                 "np_int", "bool", "array")
+STRUCTURAL = (
+    "0d",
+    "add_axis",
+    "drop_axis",
+    "grow_axis",
+    "shrink_axis",
+    "zero_batch",
+    "complex",
+    "object",
+    "str",
+    "none",
+    "scalar",
+)
+SHAPE_MUTATIONS = {
+    "0d",
+    "add_axis",
+    "drop_axis",
+    "grow_axis",
+    "shrink_axis",
+    "zero_batch",
+    "scalar",
+}
+INT_MUTATIONS = (
+    "negative",
+    "zero",
+    "float_int",
+    "float_frac",
+    "string",
+    "none",
+    "huge",
+    "np_int",
+    "bool",
+    "array",
+)
 
 
 def mutate_array(a, how):
@@ -341,7 +421,9 @@ def mutate_array(a, how):
     if how == "F":
         return np.asfortranarray(a)
     if how == "reversed":
-        return np.ascontiguousarray(a[(slice(None, None, -1),) * a.ndim])[(slice(None, None, -1),) * a.ndim]
+        return np.ascontiguousarray(a[(slice(None, None, -1),) * a.ndim])[
+            (slice(None, None, -1),) * a.ndim
+        ]
     if how == "broadcast":
         return np.broadcast_to(a[(slice(0, 1),) * a.ndim] if a.size else a, a.shape)
     if how == "readonly":
@@ -366,7 +448,11 @@ def mutate_array(a, how):
     if how == "add_axis":
         return a[np.newaxis]
     if how == "drop_axis":
-        return a.reshape(a.shape[:-2] + (-1,)) if a.ndim >= 2 else np.asarray(a.flat[0] if a.size else 0.0)
+        return (
+            a.reshape(a.shape[:-2] + (-1,))
+            if a.ndim >= 2
+            else np.asarray(a.flat[0] if a.size else 0.0)
+        )
     if how == "grow_axis":
         return np.concatenate([a, a[..., :1]], axis=-1) if a.ndim else a
     if how == "shrink_axis":
@@ -389,17 +475,34 @@ def mutate_array(a, how):
 
 
 def mutate_int(v, how):
-    return {"negative": -1 - v % 3, "zero": 0, "float_int": float(v), "float_frac": v + 0.5,
-            "string": str(v), "none": None, "huge": 10**6, "np_int": np.int64(v),
-            "bool": True, "array": np.array([v, v])}[how]
+    return {
+        "negative": -1 - v % 3,
+        "zero": 0,
+        "float_int": float(v),
+        "float_frac": v + 0.5,
+        "string": str(v),
+        "none": None,
+        "huge": 10**6,
+        "np_int": np.int64(v),
+        "bool": True,
+        "array": np.array([v, v]),
+    }[how]
 
 
 def mutate_shape(shape, how):
     shape = tuple(shape)
-    return {"negative": (shape[0], -1) + shape[2:], "zero_batch": (0,) + shape[1:],
-            "short": shape[:3], "long": shape + (1,), "float": tuple(float(s) for s in shape),
-            "list": list(shape), "array": np.array(shape), "none": None,
-            "grow": shape[:-1] + (shape[-1] + 1,), "string": "NCHW"}[how]
+    return {
+        "negative": (shape[0], -1) + shape[2:],
+        "zero_batch": (0,) + shape[1:],
+        "short": shape[:3],
+        "long": shape + (1,),
+        "float": tuple(float(s) for s in shape),
+        "list": list(shape),
+        "array": np.array(shape),
+        "none": None,
+        "grow": shape[:-1] + (shape[-1] + 1,),
+        "string": "NCHW",
+    }[how]
 
 
 BENIGN = set(LAYOUTS) | {"np_int", "list", "array_shape"}
@@ -417,8 +520,10 @@ def _benign(arg, how, target, value_kind):
         return True
     if how in VALUE_TYPES + NONFINITE:
         # values change, the call stays valid (the oracle sees the same values)
-        return (not (target.startswith("batchnorm_backward") and arg in ("std", "xn", "x", "mean"))
-                or how in NONFINITE)
+        return (
+            not (target.startswith("batchnorm_backward") and arg in ("std", "xn", "x", "mean"))
+            or how in NONFINITE
+        )
     return False
 
 
@@ -477,7 +582,9 @@ def _snapshot(args):
 
 def _assert_unchanged(args, snap):
     for k, before in snap.items():
-        np.testing.assert_array_equal(np.asarray(args[k]), before, err_msg=f"input {k} was modified")
+        np.testing.assert_array_equal(
+            np.asarray(args[k]), before, err_msg=f"input {k} was modified"
+        )
 
 
 def _as_tuple(out):
@@ -495,9 +602,12 @@ def _expected_dtype(args, include_lists, no_promotion=NO_PROMOTION):
     Integer and bool arrays never count. Kernel functions promote lists as NumPy does
     (a list of floats is float64); for layers, whose outputs each follow their own inputs,
     only ndarrays count and the check is just "no float64-only call returns float32"."""
-    kinds = [np.asarray(v).dtype for k, v in args.items()
-             if isinstance(v, (np.ndarray, list) if include_lists else np.ndarray)
-             and k not in INT_ARRAYS | BOOL_ARRAYS | no_promotion]
+    kinds = [
+        np.asarray(v).dtype
+        for k, v in args.items()
+        if isinstance(v, (np.ndarray, list) if include_lists else np.ndarray)
+        and k not in INT_ARRAYS | BOOL_ARRAYS | no_promotion
+    ]
     floats = [d for d in kinds if d.kind == "f"]
     if floats and all(d.itemsize <= 4 for d in floats):
         return np.dtype(np.float32)
@@ -515,24 +625,35 @@ def _compare(got, want, dtype, name, exact_dtype, low_precision=False):
     if exact_dtype:
         assert got.dtype == dtype, f"{name}: dtype {got.dtype}, expected {dtype}"
     else:  # layers: the promoted dtype of what fed this output; never a loss of precision
-        allowed = (np.float16, np.float32, np.float64) if low_precision else (np.float32, np.float64)
+        allowed = (
+            (np.float16, np.float32, np.float64) if low_precision else (np.float32, np.float64)
+        )
         assert got.dtype in allowed, f"{name}: dtype {got.dtype}"
-        assert dtype == np.float32 or got.dtype == np.float64, f"{name}: float64 inputs gave {got.dtype}"
+        assert dtype == np.float32 or got.dtype == np.float64, (
+            f"{name}: float64 inputs gave {got.dtype}"
+        )
     want = want.astype(np.float64)
     finite = np.isfinite(want)
-    np.testing.assert_array_equal(np.isfinite(got), finite, err_msg=f"{name}: non-finite cells differ")
+    np.testing.assert_array_equal(
+        np.isfinite(got), finite, err_msg=f"{name}: non-finite cells differ"
+    )
     if finite.any():
         scale = max(1.0, float(np.abs(want[finite]).max()))
         low = dtype == np.float32 or got.dtype == np.float32 or low_precision
         rtol, atol = (1e-4, 1e-5) if low else (1e-9, 1e-11)
         if got.dtype == np.float16:
             rtol, atol = 2e-3, 2e-3
-        np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=atol * scale, err_msg=name)
+        np.testing.assert_allclose(
+            got[finite], want[finite], rtol=rtol, atol=atol * scale, err_msg=name
+        )
 
 
-ARG_NAMES = re.compile(r"\b(x|input_data|W|b|col|cols|dout|argmax|mask|input_shape|input|filter_h|filter_w|"
-                       r"pool_h|pool_w|stride|pad|gamma|beta|running_mean|running_var|xn|std|mean|"
-                       r"eps|t|nbytes|channels|features|batch)\b", re.I)
+ARG_NAMES = re.compile(
+    r"\b(x|input_data|W|b|col|cols|dout|argmax|mask|input_shape|input|filter_h|filter_w|"
+    r"pool_h|pool_w|stride|pad|gamma|beta|running_mean|running_var|xn|std|mean|"
+    r"eps|t|nbytes|channels|features|batch)\b",
+    re.I,
+)
 
 
 def run_case(target, args, mutations):
@@ -561,18 +682,29 @@ def run_case(target, args, mutations):
             # the oracle cannot do empty batches; ours returned empty results: check shapes only
             assert all(isinstance(a, np.ndarray) for a in got)
             return "empty"
-        raise AssertionError(f"{target} accepted {mutations} but the oracle fails: {exc!r}") from exc
+        raise AssertionError(
+            f"{target} accepted {mutations} but the oracle fails: {exc!r}"
+        ) from exc
     assert len(got) == len(want), target
     no_promotion = NO_PROMOTION | NO_PROMOTION_IN.get(target, set())
     dtype = _expected_dtype(args, include_lists=is_kernel_fn, no_promotion=no_promotion)
-    floats = [v.dtype for k, v in args.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-              and k not in no_promotion]
+    floats = [
+        v.dtype
+        for k, v in args.items()
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and k not in no_promotion
+    ]
     low_precision = any(d.itemsize <= 4 for d in floats)
     if not is_kernel_fn:  # layers: only a call made entirely of float64 arrays must give float64
         dtype = np.dtype(np.float32) if low_precision or not floats else np.dtype(np.float64)
     for i, (g, w) in enumerate(zip(got, want)):
-        _compare(g, w, dtype, f"{target} output {i} with {mutations}", exact_dtype=is_kernel_fn,
-                 low_precision=low_precision)
+        _compare(
+            g,
+            w,
+            dtype,
+            f"{target} output {i} with {mutations}",
+            exact_dtype=is_kernel_fn,
+            low_precision=low_precision,
+        )
     return "ok"
 
 
@@ -587,8 +719,22 @@ def fuzz_cases(draw):
         arg = draw(st.sampled_from(list(args)))
         value = args[arg]
         if arg in SHAPE_ARGS:
-            how = draw(st.sampled_from(("negative", "zero_batch", "short", "long", "float", "list",
-                                        "array", "none", "grow", "string")))
+            how = draw(
+                st.sampled_from(
+                    (
+                        "negative",
+                        "zero_batch",
+                        "short",
+                        "long",
+                        "float",
+                        "list",
+                        "array",
+                        "none",
+                        "grow",
+                        "string",
+                    )
+                )
+            )
             args[arg] = mutate_shape(value, how)
             kind = "shape"
         elif isinstance(value, (int, np.integer)):
@@ -605,9 +751,16 @@ def fuzz_cases(draw):
     return target, args, mutations
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 @given(fuzz_cases())
 def test_fuzz_public_api(case):
     target, args, mutations = case
@@ -621,8 +774,11 @@ def test_fuzz_public_api(case):
 def test_fuzz_report(capsys):
     """Prints how many inputs the fuzz test tried (runs after it in file order)."""
     with capsys.disabled():
-        print(f"\n[fuzz] examples={STATS['examples']} ok={STATS['ok']} raised={STATS['raised']} "
-              f"empty={STATS['empty']} distinct mutations={sum(1 for k in STATS if k.startswith('mutation:'))}")
+        distinct = sum(1 for k in STATS if k.startswith("mutation:"))
+        print(
+            f"\n[fuzz] examples={STATS['examples']} ok={STATS['ok']} raised={STATS['raised']} "
+            f"empty={STATS['empty']} distinct mutations={distinct}"
+        )
 
 
 # ------------------------------------------------------------------ deterministic sweeps
@@ -655,15 +811,30 @@ def _sweep(target, base):
     assert run_case(target, collections.OrderedDict(base), []) == "ok"
     for arg, value in base.items():
         if arg in SHAPE_ARGS:
-            options = [("shape", h) for h in ("negative", "zero_batch", "short", "long", "float",
-                                               "list", "array", "none", "grow", "string")]
+            options = [
+                ("shape", h)
+                for h in (
+                    "negative",
+                    "zero_batch",
+                    "short",
+                    "long",
+                    "float",
+                    "list",
+                    "array",
+                    "none",
+                    "grow",
+                    "string",
+                )
+            ]
         elif isinstance(value, (int, np.integer)):
             options = [("int", h) for h in INT_MUTATIONS]
         else:
             options = [("array", h) for h in LAYOUTS + VALUE_TYPES + NONFINITE + STRUCTURAL]
         for kind, how in options:
             args = collections.OrderedDict(base)
-            args[arg] = {"shape": mutate_shape, "int": mutate_int, "array": mutate_array}[kind](value, how)
+            args[arg] = {"shape": mutate_shape, "int": mutate_int, "array": mutate_array}[kind](
+                value, how
+            )
             run_case(target, args, [(arg, how, kind)])
             count += 1
     return count
@@ -677,7 +848,9 @@ def test_zero_size_batch_is_consistent(target):
     """N=0 in every batch-shaped argument: always empty results, or always ValueError."""
     outcomes = set()
     for seed in range(4):
-        args = valid_call(target, lambda s: _fixed(s, seed), np.random.default_rng(seed), np.float64)
+        args = valid_call(
+            target, lambda s, seed=seed: _fixed(s, seed), np.random.default_rng(seed), np.float64
+        )
         for k, v in args.items():
             if k in BATCH_ARGS:
                 args[k] = v[:0]
@@ -694,8 +867,10 @@ ZERO_BATCH = {}
 
 def test_zero_batch_report(capsys):
     with capsys.disabled():
-        print(f"\n[fuzz] N=0 behaviour: {ZERO_BATCH}; single-mutation sweep calls: "
-              f"{STATS['sweep']}; known-bug inputs skipped: {STATS['known-bug']}")
+        print(
+            f"\n[fuzz] N=0 behaviour: {ZERO_BATCH}; single-mutation sweep calls: "
+            f"{STATS['sweep']}; known-bug inputs skipped: {STATS['known-bug']}"
+        )
 
 
 def _fixed(strategy, seed):

@@ -37,8 +37,12 @@ class SmallConvNet:
             "b2": np.zeros(5, dtype=dtype),
         }
         p = self.params
-        self.layers = [nnlayers.Convolution(p["W1"], p["b1"], 1, 1), nnlayers.Relu(),
-                       nnlayers.Pooling(2, 2, stride=2), nnlayers.Affine(p["W2"], p["b2"])]
+        self.layers = [
+            nnlayers.Convolution(p["W1"], p["b1"], 1, 1),
+            nnlayers.Relu(),
+            nnlayers.Pooling(2, 2, stride=2),
+            nnlayers.Affine(p["W2"], p["b2"]),
+        ]
         self.loss_layer = nnlayers.SoftmaxWithLoss()
 
     def step(self, x, t, lr=0.01):
@@ -51,7 +55,7 @@ class SmallConvNet:
             d = layer.backward(d)
         conv, affine = self.layers[0], self.layers[3]
         for key, grad in (("W1", conv.dW), ("b1", conv.db), ("W2", affine.dW), ("b2", affine.db)):
-            self.params[key] -= lr * grad   # in place, as the book's optimizers do
+            self.params[key] -= lr * grad  # in place, as the book's optimizers do
         return float(loss)
 
 
@@ -59,8 +63,10 @@ class SmallConvNet:
 def test_thousand_training_steps_leave_memory_flat(dtype):
     rng = np.random.default_rng(7)
     net = SmallConvNet(dtype, rng)
-    batches = [(rng.standard_normal((8, 1, 10, 10)).astype(dtype), rng.integers(0, 5, 8))
-               for _ in range(16)]
+    batches = [
+        (rng.standard_normal((8, 1, 10, 10)).astype(dtype), rng.integers(0, 5, 8))
+        for _ in range(16)
+    ]
     for i in range(WARMUP_STEPS):
         net.step(*batches[i % len(batches)])
     gc.collect()
@@ -82,8 +88,10 @@ def test_thousand_training_steps_leave_memory_flat(dtype):
     assert np.mean(losses[-100:]) < np.mean(losses[:100])  # it trains, so it really ran
     traced_growth = traced_after - traced_before
     rss_growth = rss_after - rss_before
-    print(f"\n[memory] {STEPS} steps: traced growth {traced_growth} B (peak {traced_peak} B), "
-          f"RSS growth {rss_growth / 2**20:.2f} MiB")
+    print(
+        f"\n[memory] {STEPS} steps: traced growth {traced_growth} B (peak {traced_peak} B), "
+        f"RSS growth {rss_growth / 2**20:.2f} MiB"
+    )
     # a leak of one small array per step would be >= 1000 * 8*4*10*10*4 B ~ 12 MiB; the
     # first half may still fill the layers' state (their last activations), the second not
     assert traced_growth < 256 * 1024

@@ -5,9 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnkernels import (batchnorm_backward, batchnorm_backward_from_input, batchnorm_forward,
-                       batchnorm_inference, config_context)
 from nnkernels import batchnorm as bn_module
+from nnkernels import (
+    batchnorm_backward,
+    batchnorm_backward_from_input,
+    batchnorm_forward,
+    batchnorm_inference,
+    config_context,
+)
 from nnlayers.reference import BatchNormalization
 from strategies import bad_out_arrays
 
@@ -25,7 +30,9 @@ def numpy_batchnorm(x, gamma, beta, eps=EPS):
     var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
     std = np.sqrt(var + eps)
     xn = (x - mean.reshape(shape)) / std.reshape(shape)
-    out = np.asarray(gamma, np.float64).reshape(shape) * xn + np.asarray(beta, np.float64).reshape(shape)
+    out = np.asarray(gamma, np.float64).reshape(shape) * xn + np.asarray(beta, np.float64).reshape(
+        shape
+    )
     return out, xn, mean, var, std
 
 
@@ -38,7 +45,8 @@ def numpy_backward(dout, xn, std, gamma):
     dgamma = (xn * dout).sum(axis=axes)
     m = dout.size // dbeta.size
     dx = (np.asarray(gamma, np.float64) / np.asarray(std, np.float64)).reshape(shape) * (
-        dout - (dbeta / m).reshape(shape) - xn * (dgamma / m).reshape(shape))
+        dout - (dbeta / m).reshape(shape) - xn * (dgamma / m).reshape(shape)
+    )
     return dx, dgamma, dbeta
 
 
@@ -171,7 +179,8 @@ def test_inference_matches_numpy(case):
     out = batchnorm_inference(x, gamma, beta, running_mean, running_var)
     shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
     want = gamma.astype(np.float64).reshape(shape) * (
-        (x.astype(np.float64) - running_mean.reshape(shape)) / np.sqrt(running_var + EPS).reshape(shape)
+        (x.astype(np.float64) - running_mean.reshape(shape))
+        / np.sqrt(running_var + EPS).reshape(shape)
     ) + beta.astype(np.float64).reshape(shape)
     assert out.dtype == x.dtype and out.shape == x.shape
     close(out, want, x.dtype, max(1.0, float(np.abs(want).max())))
@@ -181,7 +190,9 @@ def test_inference_2d_matches_reference_test_mode():
     rng = np.random.default_rng(11)
     x = rng.standard_normal((20, 7))
     gamma, beta = rng.standard_normal(7), rng.standard_normal(7)
-    ref = BatchNormalization(gamma, beta, running_mean=rng.standard_normal(7), running_var=rng.random(7))
+    ref = BatchNormalization(
+        gamma, beta, running_mean=rng.standard_normal(7), running_var=rng.random(7)
+    )
     want = ref.forward(x, train_flg=False)
     out = batchnorm_inference(x, gamma, beta, ref.running_mean, ref.running_var)
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-13)
@@ -264,45 +275,66 @@ X2 = np.zeros((4, 3))
 G = np.ones(3)
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda: batchnorm_forward(np.zeros((4, 3, 2)), G, G), ValueError, "x"),
-    (lambda: batchnorm_forward(X2, np.ones(4), G), ValueError, "gamma"),
-    (lambda: batchnorm_forward(X2, G, np.ones((3, 1))), ValueError, "beta"),
-    (lambda: batchnorm_forward(np.zeros((2, 3, 4, 4)), np.ones(48), G), ValueError, "gamma"),
-    (lambda: batchnorm_forward(X2, G, G, eps=0.0), ValueError, "eps"),
-    (lambda: batchnorm_forward(X2, G, G, eps=-1e-5), ValueError, "eps"),
-    (lambda: batchnorm_forward(X2, G, G, eps=float("nan")), ValueError, "eps"),
-    (lambda: batchnorm_forward(X2, G, G, eps=float("inf")), ValueError, "eps"),
-    (lambda: batchnorm_forward(X2, G, G, eps="1e-6"), TypeError, "eps"),
-    (lambda: batchnorm_forward(X2, G, G, eps=True), TypeError, "eps"),
-    (lambda: batchnorm_forward(np.zeros((0, 3)), G, G), ValueError, "x"),
-    (lambda: batchnorm_forward(X2.astype(complex), G, G), TypeError, "dtype"),
-    (lambda: batchnorm_inference(X2, G, G, np.zeros(2), G), ValueError, "running_mean"),
-    (lambda: batchnorm_inference(X2, G, G, np.zeros(3), np.ones(4)), ValueError, "running_var"),
-    (lambda: batchnorm_inference(X2, G, G, np.zeros(3), G, eps=0), ValueError, "eps"),
-    (lambda: batchnorm_inference(np.zeros(3), G, G, np.zeros(3), G), ValueError, "x"),
-    (lambda: batchnorm_backward(np.zeros(3), X2, G, G), ValueError, "dout"),
-    (lambda: batchnorm_backward(X2, np.zeros((4, 2)), G, G), ValueError, "xn"),
-    (lambda: batchnorm_backward(X2, X2, np.ones(2), G), ValueError, "std"),
-    (lambda: batchnorm_backward(X2, X2, G, np.ones(2)), ValueError, "gamma"),
-    (lambda: batchnorm_forward(X2, G, G, return_xn=False, xn_out=np.empty((4, 3))), ValueError,
-     "xn_out was given with return_xn=False"),
-    (lambda: batchnorm_forward(X2, G, G, stats_dtype=np.float16), ValueError, "stats_dtype"),
-    (lambda: batchnorm_forward(X2, G, G, stats_dtype="bogus"), ValueError, "stats_dtype"),
-    (lambda: batchnorm_forward(X2, G, G, return_xn="no"), TypeError, "return_xn"),
-    (lambda: batchnorm_forward(X2, G, G, return_xn=None), TypeError, "return_xn"),
-    (lambda: batchnorm_forward(X2.astype(np.float32), G.astype(np.float32), G.astype(np.float32),
-                               stats_dtype=np.int64), ValueError, "stats_dtype"),
-    (lambda: batchnorm_backward_from_input(np.zeros(3), X2, G, G, G), ValueError, "dout"),
-    (lambda: batchnorm_backward_from_input(X2, np.zeros((4, 2)), G, G, G), ValueError, "x must have"),
-    (lambda: batchnorm_backward_from_input(X2, X2, np.ones(2), G, G), ValueError, "mean"),
-    (lambda: batchnorm_backward_from_input(X2, X2, G, np.ones((3, 1)), G), ValueError, "std"),
-    (lambda: batchnorm_backward_from_input(X2, X2, G, G, np.ones(2)), ValueError, "gamma"),
-    (lambda: batchnorm_backward_from_input(np.zeros((0, 3)), np.zeros((0, 3)), G, G, G),
-     ValueError, "dout"),
-    (lambda: batchnorm_backward_from_input(X2, X2.astype(complex), G, G, G), TypeError, "x"),
-    (lambda: batchnorm_backward_from_input(X2, X2, G.astype(complex), G, G), TypeError, "mean"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: batchnorm_forward(np.zeros((4, 3, 2)), G, G), ValueError, "x"),
+        (lambda: batchnorm_forward(X2, np.ones(4), G), ValueError, "gamma"),
+        (lambda: batchnorm_forward(X2, G, np.ones((3, 1))), ValueError, "beta"),
+        (lambda: batchnorm_forward(np.zeros((2, 3, 4, 4)), np.ones(48), G), ValueError, "gamma"),
+        (lambda: batchnorm_forward(X2, G, G, eps=0.0), ValueError, "eps"),
+        (lambda: batchnorm_forward(X2, G, G, eps=-1e-5), ValueError, "eps"),
+        (lambda: batchnorm_forward(X2, G, G, eps=float("nan")), ValueError, "eps"),
+        (lambda: batchnorm_forward(X2, G, G, eps=float("inf")), ValueError, "eps"),
+        (lambda: batchnorm_forward(X2, G, G, eps="1e-6"), TypeError, "eps"),
+        (lambda: batchnorm_forward(X2, G, G, eps=True), TypeError, "eps"),
+        (lambda: batchnorm_forward(np.zeros((0, 3)), G, G), ValueError, "x"),
+        (lambda: batchnorm_forward(X2.astype(complex), G, G), TypeError, "dtype"),
+        (lambda: batchnorm_inference(X2, G, G, np.zeros(2), G), ValueError, "running_mean"),
+        (lambda: batchnorm_inference(X2, G, G, np.zeros(3), np.ones(4)), ValueError, "running_var"),
+        (lambda: batchnorm_inference(X2, G, G, np.zeros(3), G, eps=0), ValueError, "eps"),
+        (lambda: batchnorm_inference(np.zeros(3), G, G, np.zeros(3), G), ValueError, "x"),
+        (lambda: batchnorm_backward(np.zeros(3), X2, G, G), ValueError, "dout"),
+        (lambda: batchnorm_backward(X2, np.zeros((4, 2)), G, G), ValueError, "xn"),
+        (lambda: batchnorm_backward(X2, X2, np.ones(2), G), ValueError, "std"),
+        (lambda: batchnorm_backward(X2, X2, G, np.ones(2)), ValueError, "gamma"),
+        (
+            lambda: batchnorm_forward(X2, G, G, return_xn=False, xn_out=np.empty((4, 3))),
+            ValueError,
+            "xn_out was given with return_xn=False",
+        ),
+        (lambda: batchnorm_forward(X2, G, G, stats_dtype=np.float16), ValueError, "stats_dtype"),
+        (lambda: batchnorm_forward(X2, G, G, stats_dtype="bogus"), ValueError, "stats_dtype"),
+        (lambda: batchnorm_forward(X2, G, G, return_xn="no"), TypeError, "return_xn"),
+        (lambda: batchnorm_forward(X2, G, G, return_xn=None), TypeError, "return_xn"),
+        (
+            lambda: batchnorm_forward(
+                X2.astype(np.float32),
+                G.astype(np.float32),
+                G.astype(np.float32),
+                stats_dtype=np.int64,
+            ),
+            ValueError,
+            "stats_dtype",
+        ),
+        (lambda: batchnorm_backward_from_input(np.zeros(3), X2, G, G, G), ValueError, "dout"),
+        (
+            lambda: batchnorm_backward_from_input(X2, np.zeros((4, 2)), G, G, G),
+            ValueError,
+            "x must have",
+        ),
+        (lambda: batchnorm_backward_from_input(X2, X2, np.ones(2), G, G), ValueError, "mean"),
+        (lambda: batchnorm_backward_from_input(X2, X2, G, np.ones((3, 1)), G), ValueError, "std"),
+        (lambda: batchnorm_backward_from_input(X2, X2, G, G, np.ones(2)), ValueError, "gamma"),
+        (
+            lambda: batchnorm_backward_from_input(np.zeros((0, 3)), np.zeros((0, 3)), G, G, G),
+            ValueError,
+            "dout",
+        ),
+        (lambda: batchnorm_backward_from_input(X2, X2.astype(complex), G, G, G), TypeError, "x"),
+        (lambda: batchnorm_backward_from_input(X2, X2, G.astype(complex), G, G), TypeError, "mean"),
+    ],
+)
 def test_validation_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
@@ -312,7 +344,9 @@ def test_validation_errors(call, exc, match):
 # Inputs with many features (or little work) take the one-launch kernels; few features over
 # many rows (or few channels over a large batch) split the rows into tasks instead. Both
 # paths must agree with NumPy.
-@pytest.mark.parametrize("shape", [(400, 100), (3, 700), (40, 1300), (2000, 3), (64, 2, 16, 16), (2, 12, 5, 5)])
+@pytest.mark.parametrize(
+    "shape", [(400, 100), (3, 700), (40, 1300), (2000, 3), (64, 2, 16, 16), (2, 12, 5, 5)]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_and_split_paths_match_numpy(shape, dtype):
     rng = np.random.default_rng(sum(shape))
@@ -341,8 +375,9 @@ def _every_result(x, dout, gamma, beta):
     """Everything the four public functions return for one input, as a list of arrays."""
     out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
     grads = batchnorm_backward(dout, xn, std, gamma)
-    out2, _, mean64, var64, std64 = batchnorm_forward(x, gamma, beta, return_xn=False,
-                                                      stats_dtype=np.float64)
+    out2, _, mean64, var64, std64 = batchnorm_forward(
+        x, gamma, beta, return_xn=False, stats_dtype=np.float64
+    )
     grads2 = batchnorm_backward_from_input(dout, x, mean64, std64, gamma)
     return [out, xn, mean, var, std, *grads, out2, mean64, var64, std64, *grads2]
 
@@ -361,8 +396,16 @@ def _assert_same_bits(first, second):
 
 # (N, D) with several row runs and feature blocks, (N, C, L) with several image runs, and
 # shapes that take either path by default
-_BOTH_PATH_SHAPES = [(7, 5), (4000, 100), (3000, 300), (40, 1300), (2, 600),
-                     (64, 2, 32, 32), (9, 3, 7, 5), (2, 12, 5, 5)]
+_BOTH_PATH_SHAPES = [
+    (7, 5),
+    (4000, 100),
+    (3000, 300),
+    (40, 1300),
+    (2, 600),
+    (64, 2, 32, 32),
+    (9, 3, 7, 5),
+    (2, 12, 5, 5),
+]
 
 
 @pytest.mark.parametrize("shape", _BOTH_PATH_SHAPES)
@@ -423,8 +466,11 @@ def test_variance_of_data_far_from_zero_is_accurate_on_both_paths(shape, monkeyp
 
 
 # ------------------------------------------------------------------ xn_out / out
-@pytest.mark.parametrize("shape", [(7, 5), (6, 700), (3, 4, 5, 6), (400, 100), (4, 2, 80, 80)],
-                         ids=["2d-small", "2d-fused", "4d", "2d-split", "4d-split"])
+@pytest.mark.parametrize(
+    "shape",
+    [(7, 5), (6, 700), (3, 4, 5, 6), (400, 100), (4, 2, 80, 80)],
+    ids=["2d-small", "2d-fused", "4d", "2d-split", "4d-split"],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_given_output_arrays_are_filled_and_returned(shape, dtype):
     rng = np.random.default_rng(5)
@@ -456,8 +502,11 @@ def _backward_with(array):
 
 
 @pytest.mark.parametrize("array", bad_out_arrays((4, 6), np.float64))
-@pytest.mark.parametrize("call", [lambda a: _forward_with("xn_out", a), lambda a: _forward_with("out", a),
-                                  _backward_with], ids=["forward-xn_out", "forward-out", "backward-out"])
+@pytest.mark.parametrize(
+    "call",
+    [lambda a: _forward_with("xn_out", a), lambda a: _forward_with("out", a), _backward_with],
+    ids=["forward-xn_out", "forward-out", "backward-out"],
+)
 def test_bad_output_array_raises_before_any_kernel(call, array, forbid_kernels):
     forbid_kernels()
     with pytest.raises(ValueError, match=r"(xn_out|out) must be a writeable C-contiguous float64"):
@@ -474,7 +523,9 @@ def test_forward_output_sharing_memory_with_an_input_raises(name, target, forbid
     before = {k: v.copy() for k, v in args.items()}
     forbid_kernels()
     with pytest.raises(ValueError, match=f"{name} must not share memory"):
-        batchnorm_forward(args["x"], args["gamma"], args["beta"], **{name: store[:24].reshape(4, 6)})
+        batchnorm_forward(
+            args["x"], args["gamma"], args["beta"], **{name: store[:24].reshape(4, 6)}
+        )
     for k in args:
         np.testing.assert_array_equal(args[k], before[k])
 
@@ -482,7 +533,9 @@ def test_forward_output_sharing_memory_with_an_input_raises(name, target, forbid
 def test_forward_outputs_sharing_memory_raise(forbid_kernels):
     both = np.empty((4, 6))
     forbid_kernels()
-    with pytest.raises(ValueError, match="out must not share memory with the inputs or other outputs"):
+    with pytest.raises(
+        ValueError, match="out must not share memory with the inputs or other outputs"
+    ):
         batchnorm_forward(np.ones((4, 6)), np.ones(6), np.zeros(6), xn_out=both, out=both)
 
 
@@ -519,8 +572,9 @@ def test_forward_without_xn_gives_the_same_output_and_statistics(shape, dtype):
     x, _, gamma, beta = _case(shape, dtype)
     full = batchnorm_forward(x, gamma, beta)
     out_given = np.full(shape, np.nan, dtype=dtype)
-    out, xn, mean64, var64, std64 = batchnorm_forward(x, gamma, beta, return_xn=False,
-                                                      stats_dtype=np.float64, out=out_given)
+    out, xn, mean64, var64, std64 = batchnorm_forward(
+        x, gamma, beta, return_xn=False, stats_dtype=np.float64, out=out_given
+    )
     assert xn is None and out is out_given
     np.testing.assert_array_equal(out, full[0])
     for got, want in zip((mean64, var64, std64), full[2:]):
@@ -539,7 +593,9 @@ def test_backward_from_input_matches_backward_from_xn(shape, dtype):
     float32, the recomputed one is not; float64: xn's scale is applied once per feature)."""
     x, dout, gamma, beta = _case(shape, dtype)
     _, xn, _, _, std = batchnorm_forward(x, gamma, beta)
-    _, _, mean64, _, std64 = batchnorm_forward(x, gamma, beta, return_xn=False, stats_dtype=np.float64)
+    _, _, mean64, _, std64 = batchnorm_forward(
+        x, gamma, beta, return_xn=False, stats_dtype=np.float64
+    )
     copies = [a.copy() for a in (dout, x, mean64, std64, gamma)]
     from_xn = batchnorm_backward(dout, xn, std, gamma)
     from_x = batchnorm_backward_from_input(dout, x, mean64, std64, gamma)
@@ -551,8 +607,9 @@ def test_backward_from_input_matches_backward_from_xn(shape, dtype):
     close(from_x[0], from_xn[0], dtype, 10.0 * float(np.abs(gamma / std64).max()))
     close(from_x[1], from_xn[1], dtype, 10.0 * np.sqrt(m))
     np.testing.assert_array_equal(from_x[2], from_xn[2])  # dbeta = sum(dout) either way
-    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, (x.astype(np.float64) - _bcast(mean64, x))
-                                             / _bcast(std64, x), std64, gamma)
+    w_dx, w_dgamma, w_dbeta = numpy_backward(
+        dout, (x.astype(np.float64) - _bcast(mean64, x)) / _bcast(std64, x), std64, gamma
+    )
     close(from_x[0], w_dx, dtype, 10.0 * float(np.abs(gamma / std64).max()))
     close(from_x[1], w_dgamma, dtype, 10.0 * np.sqrt(m))
     close(from_x[2], w_dbeta, dtype, 10.0 * np.sqrt(m))
@@ -568,14 +625,16 @@ def test_backward_from_input_matches_the_reference(case):
     """Hypothesis-drawn shapes, layouts and offsets: forward without xn, backward from x,
     against the reference layer in float64."""
     x, gamma, beta = case
-    out, xn, mean, var, std = batchnorm_forward(x, gamma, beta, return_xn=False,
-                                                stats_dtype=np.float64)
+    out, xn, mean, var, std = batchnorm_forward(
+        x, gamma, beta, return_xn=False, stats_dtype=np.float64
+    )
     assert xn is None
     dout = np.random.default_rng(3).standard_normal(x.shape).astype(x.dtype)
     dx, dgamma, dbeta = batchnorm_backward_from_input(dout, x, mean, std, gamma)
     x64 = x.astype(np.float64)
-    w_xn = (x64 - _bcast(x64.mean(axis=_axes(x)), x)) / _bcast(np.sqrt(
-        x64.var(axis=_axes(x)) + EPS), x)
+    w_xn = (x64 - _bcast(x64.mean(axis=_axes(x)), x)) / _bcast(
+        np.sqrt(x64.var(axis=_axes(x)) + EPS), x
+    )
     w_std = np.sqrt(x64.var(axis=_axes(x)) + EPS)
     w_dx, w_dgamma, w_dbeta = numpy_backward(dout, w_xn, w_std, gamma)
     m = dout.size // w_dbeta.size
@@ -630,8 +689,13 @@ def test_backward_from_input_numerical_gradient():
 @pytest.mark.parametrize("target", ["dout", "x", "mean", "std", "gamma"])
 def test_backward_from_input_out_sharing_memory_with_an_input_raises(target, forbid_kernels):
     store = np.linspace(-1.0, 1.0, 24)
-    args = {"dout": np.ones((4, 6)), "x": np.zeros((4, 6)), "mean": np.zeros(6), "std": np.ones(6),
-            "gamma": np.ones(6)}
+    args = {
+        "dout": np.ones((4, 6)),
+        "x": np.zeros((4, 6)),
+        "mean": np.zeros(6),
+        "std": np.ones(6),
+        "gamma": np.ones(6),
+    }
     args[target] = store[: args[target].size].reshape(args[target].shape)
     before = {k: v.copy() for k, v in args.items()}
     forbid_kernels()
@@ -647,8 +711,10 @@ def test_no_features_or_channels_give_empty_results(shape):
     empty = np.zeros(0)
     out, xn, mean, var, std = batchnorm_forward(x, empty, empty)
     assert out.shape == xn.shape == shape and mean.shape == var.shape == std.shape == (0,)
-    for dx, dgamma, dbeta in (batchnorm_backward(x, xn, std, empty),
-                              batchnorm_backward_from_input(x, x, mean, std, empty)):
+    for dx, dgamma, dbeta in (
+        batchnorm_backward(x, xn, std, empty),
+        batchnorm_backward_from_input(x, x, mean, std, empty),
+    ):
         assert dx.shape == shape and dgamma.shape == dbeta.shape == (0,)
 
 
@@ -664,13 +730,17 @@ def test_backward_out_overlapping_a_non_contiguous_input_raises(fn, forbid_kerne
         if fn == "xn":
             batchnorm_backward(dout, strided, ones, ones, out=store.reshape(4, 3))
         else:
-            batchnorm_backward_from_input(dout, strided, np.zeros(3), ones, ones, out=store.reshape(4, 3))
+            batchnorm_backward_from_input(
+                dout, strided, np.zeros(3), ones, ones, out=store.reshape(4, 3)
+            )
     np.testing.assert_array_equal(strided, before)
 
 
 def test_backward_from_input_zero_std_gives_non_finite_values_like_the_xn_path():
     x = np.arange(12.0).reshape(4, 3)
     with pytest.warns(RuntimeWarning, match="divide by zero"):
-        dx, _, _ = batchnorm_backward_from_input(np.ones((4, 3)), x, np.zeros(3), np.zeros(3), np.ones(3))
+        dx, _, _ = batchnorm_backward_from_input(
+            np.ones((4, 3)), x, np.zeros(3), np.zeros(3), np.ones(3)
+        )
     assert not np.isfinite(dx).all()
     assert not np.isfinite(batchnorm_backward(np.ones((4, 3)), x, np.zeros(3), np.ones(3))[0]).all()

@@ -133,8 +133,9 @@ def test_forward_padding_never_wins():
     assert arg[0, 0, 0, 0] == 3
 
 
-@pytest.mark.parametrize("shape,pool,stride", [((4, 3, 24, 24), 2, 2), ((2, 5, 32, 32), 3, 2),
-                                               ((2, 2, 33, 17), 3, 1)])
+@pytest.mark.parametrize(
+    "shape,pool,stride", [((4, 3, 24, 24), 2, 2), ((2, 5, 32, 32), 3, 2), ((2, 2, 33, 17), 3, 1)]
+)
 @pytest.mark.parametrize("pad", [0, 1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_forward_benchmark_shapes(shape, pool, stride, pad, dtype):
@@ -205,17 +206,20 @@ def test_backward_accepts_int32_argmax_and_keeps_float32():
 X = np.zeros((2, 3, 6, 6))
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(pool_h=0, pool_w=2), ValueError, "pool_h"),
-    (dict(pool_h=2, pool_w=0), ValueError, "pool_w"),
-    (dict(pool_h=2.0, pool_w=2), TypeError, "pool_h"),
-    (dict(pool_h=2, pool_w=2, stride=0), ValueError, "stride"),
-    (dict(pool_h=2, pool_w=2, pad=-1), ValueError, "pad"),
-    (dict(pool_h=2, pool_w=3, pad=2), ValueError, "pad"),
-    (dict(pool_h=3, pool_w=2, pad=2), ValueError, "pad"),
-    (dict(pool_h=7, pool_w=2), ValueError, "pool_h"),
-    (dict(pool_h=2, pool_w=7), ValueError, "pool_w"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(pool_h=0, pool_w=2), ValueError, "pool_h"),
+        (dict(pool_h=2, pool_w=0), ValueError, "pool_w"),
+        (dict(pool_h=2.0, pool_w=2), TypeError, "pool_h"),
+        (dict(pool_h=2, pool_w=2, stride=0), ValueError, "stride"),
+        (dict(pool_h=2, pool_w=2, pad=-1), ValueError, "pad"),
+        (dict(pool_h=2, pool_w=3, pad=2), ValueError, "pad"),
+        (dict(pool_h=3, pool_w=2, pad=2), ValueError, "pad"),
+        (dict(pool_h=7, pool_w=2), ValueError, "pool_h"),
+        (dict(pool_h=2, pool_w=7), ValueError, "pool_w"),
+    ],
+)
 def test_forward_rejects_bad_window(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         maxpool_forward(X, **kwargs)

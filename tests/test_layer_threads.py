@@ -13,8 +13,8 @@ import pytest
 
 import nnkernels
 import nnlayers
-from conv_routes import ROUTES
 from _subprocess_helpers import assert_ok, output_line, run_python
+from conv_routes import ROUTES
 
 TWO_THREADS = numba.config.NUMBA_NUM_THREADS >= 2
 
@@ -54,8 +54,9 @@ def test_one_convolution_shared_by_threads_gives_each_call_its_own_output(route)
 def test_pooling_and_batchnorm_inference_shared_by_threads():
     rng = np.random.default_rng(1)
     pool = nnlayers.Pooling(2, 2, stride=2)
-    bn = nnlayers.BatchNormalization(np.ones(8), np.zeros(8), per_channel=True,
-                                     running_mean=np.zeros(8), running_var=np.ones(8))
+    bn = nnlayers.BatchNormalization(
+        np.ones(8), np.zeros(8), per_channel=True, running_mean=np.zeros(8), running_var=np.ones(8)
+    )
     inputs = [rng.standard_normal((8, 8, 12, 12)) for _ in range(3)]
     for forward in (pool.forward, lambda x: bn.forward(x, train_flg=False)):
         layer = type("Layer", (), {"forward": staticmethod(forward)})

@@ -13,8 +13,16 @@ import nnlayers
 import nnlayers.reference as ref
 from conv_routes import ROUTES, convolution_route
 from strategies import (
+    Window,
+    assert_close,
     conv_arrays,
-    Window, assert_close, dtypes, in_layout, layouts, make_values, seeds, value_styles, windows,
+    dtypes,
+    in_layout,
+    layouts,
+    make_values,
+    seeds,
+    value_styles,
+    windows,
 )
 
 
@@ -26,8 +34,7 @@ def conv_cases(draw, max_n=3):
     return g, fn
 
 
-def _check_conv_against_reference(x, W, b, dout, stride, pad, expect_dtype, xin=None,
-                                  dout_in=None):
+def _check_conv_against_reference(x, W, b, dout, stride, pad, expect_dtype, xin=None, dout_in=None):
     """Forward and backward of both implementations; compare out, dx, dW, db."""
     xin = x if xin is None else xin
     dout_in = dout if dout_in is None else dout_in
@@ -60,8 +67,17 @@ def test_convolution_matches_reference(case, dtype, layout, seed, route):
     g, fn = case
     x, W, b, dout = conv_arrays(seed, g, fn, dtype)
     with convolution_route(route):
-        _check_conv_against_reference(x, W, b, dout, g.stride, g.pad, np.dtype(dtype),
-                                      xin=in_layout(x, layout), dout_in=in_layout(dout, layout))
+        _check_conv_against_reference(
+            x,
+            W,
+            b,
+            dout,
+            g.stride,
+            g.pad,
+            np.dtype(dtype),
+            xin=in_layout(x, layout),
+            dout_in=in_layout(dout, layout),
+        )
 
 
 @settings(max_examples=25)
@@ -163,17 +179,21 @@ def test_workspace_limit_was_restored():
     assert nnlayers.get_workspace_limit() is None
 
 
-@pytest.mark.parametrize("x_dtype, W_dtype, b_dtype, expected", [
-    (np.float32, np.float64, np.float64, np.float64),
-    (np.float64, np.float32, np.float32, np.float64),
-    (np.float32, np.float32, np.float64, np.float64),
-    (np.float32, np.float32, np.float32, np.float32),
-    (np.int64, np.float32, np.float32, np.float64),
-    (np.bool_, np.float64, np.float64, np.float64),
-    (np.int32, np.int32, np.int32, np.float64),
-])
-def test_convolution_mixed_dtypes_follow_numpy_promotion(x_dtype, W_dtype, b_dtype, expected,
-                                                         conv_route):
+@pytest.mark.parametrize(
+    "x_dtype, W_dtype, b_dtype, expected",
+    [
+        (np.float32, np.float64, np.float64, np.float64),
+        (np.float64, np.float32, np.float32, np.float64),
+        (np.float32, np.float32, np.float64, np.float64),
+        (np.float32, np.float32, np.float32, np.float32),
+        (np.int64, np.float32, np.float32, np.float64),
+        (np.bool_, np.float64, np.float64, np.float64),
+        (np.int32, np.int32, np.int32, np.float64),
+    ],
+)
+def test_convolution_mixed_dtypes_follow_numpy_promotion(
+    x_dtype, W_dtype, b_dtype, expected, conv_route
+):
     g = Window(2, 3, 6, 5, 3, 2, 1, 1)
     x = make_values(21, g.x_shape, style="ties").astype(x_dtype)
     W = make_values(22, (4, 3, 3, 2), style="ties" if W_dtype == np.int32 else "normal")
@@ -189,8 +209,7 @@ def test_convolution_dout_dtype_promotes_the_gradient(workspace_limit, conv_rout
     for limit in (None, 1):
         workspace_limit(limit)
         # float32 forward, float64 dout -> float64 gradients equal to the reference's
-        _check_conv_against_reference(x, W, b, dout.astype(np.float64), 1, 0,
-                                      np.dtype(np.float32))
+        _check_conv_against_reference(x, W, b, dout.astype(np.float64), 1, 0, np.dtype(np.float32))
 
 
 @pytest.mark.parametrize("b", [0, 0.5, np.float64(-1.0), "vector"])
@@ -270,13 +289,14 @@ def _naive_maxpool_backward(dout, arg, x_shape, ph, pw, stride, pad):
             for oy in range(oh):
                 for ox in range(ow):
                     k = arg[n, c, oy, ox]
-                    dx[n, c, oy * stride + k // pw - pad, ox * stride + k % pw - pad] += dout[n, c, oy, ox]
+                    dx[n, c, oy * stride + k // pw - pad, ox * stride + k % pw - pad] += dout[
+                        n, c, oy, ox
+                    ]
     return dx
 
 
 @settings(max_examples=50)
-@given(g=windows(max_k=4, max_pad=0), dtype=dtypes, layout=layouts, seed=seeds,
-       style=value_styles)
+@given(g=windows(max_k=4, max_pad=0), dtype=dtypes, layout=layouts, seed=seeds, style=value_styles)
 def test_pooling_matches_reference_without_padding(g, dtype, layout, seed, style):
     x = make_values(seed, g.x_shape, dtype, style)
     dout = make_values(seed + 1, (g.n, g.c, *g.out_hw), dtype)
@@ -296,8 +316,13 @@ def test_pooling_matches_reference_without_padding(g, dtype, layout, seed, style
 
 
 @settings(max_examples=40)
-@given(g=windows(max_k=4, max_hw=7, pad_below_window=True), dtype=dtypes, layout=layouts,
-       seed=seeds, style=value_styles)
+@given(
+    g=windows(max_k=4, max_hw=7, pad_below_window=True),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+    style=value_styles,
+)
 def test_pooling_with_padding_matches_naive_loops(g, dtype, layout, seed, style):
     x = make_values(seed, g.x_shape, dtype, style)
     dout = make_values(seed + 1, (g.n, g.c, *g.out_hw), dtype)
@@ -309,8 +334,9 @@ def test_pooling_with_padding_matches_naive_loops(g, dtype, layout, seed, style)
     np.testing.assert_array_equal(fast.arg_max, arg.transpose(0, 2, 3, 1).ravel())
     dx = fast.backward(in_layout(dout, layout))
     assert dx.dtype == dtype
-    assert_close(dx, _naive_maxpool_backward(dout, arg, x.shape, g.fh, g.fw, g.stride, g.pad),
-                 dtype)
+    assert_close(
+        dx, _naive_maxpool_backward(dout, arg, x.shape, g.fh, g.fw, g.stride, g.pad), dtype
+    )
 
 
 def test_pooling_padding_never_wins_on_negative_input():
@@ -322,8 +348,9 @@ def test_pooling_padding_never_wins_on_negative_input():
     np.testing.assert_array_equal(out[0, 0], expected)
     dx = layer.backward(np.ones_like(out))
     assert dx.sum() == out.size  # every gradient lands inside the image
-    np.testing.assert_array_equal(dx[0, 0], [[1, 1, 0, 1], [1, 1, 0, 1], [0, 0, 0, 0],
-                                             [1, 1, 0, 1]])
+    np.testing.assert_array_equal(
+        dx[0, 0], [[1, 1, 0, 1], [1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1]]
+    )
 
 
 @pytest.mark.parametrize("ph, pw, stride", [(3, 3, 1), (3, 2, 2), (4, 3, 1), (2, 2, 1)])
@@ -351,7 +378,9 @@ def test_pooling_ties_give_the_gradient_to_the_first_maximum():
     layer = nnlayers.Pooling(2, 2, stride=2)
     layer.forward(x)
     np.testing.assert_array_equal(layer.arg_max, [0])
-    np.testing.assert_array_equal(layer.backward(np.full((1, 1, 1, 1), 3.0))[0, 0], [[3, 0], [0, 0]])
+    np.testing.assert_array_equal(
+        layer.backward(np.full((1, 1, 1, 1), 3.0))[0, 0], [[3, 0], [0, 0]]
+    )
 
 
 def test_pooling_nan_propagates_like_the_reference():
@@ -395,8 +424,14 @@ def bn_shapes(draw):
 
 
 @settings(max_examples=40)
-@given(shape=bn_shapes(), dtype=dtypes, layout=layouts, seed=seeds,
-       momentum=st.sampled_from([0.9, 0.5, 0.0]), steps=st.integers(1, 3))
+@given(
+    shape=bn_shapes(),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+    momentum=st.sampled_from([0.9, 0.5, 0.0]),
+    steps=st.integers(1, 3),
+)
 def test_batchnorm_matches_reference(shape, dtype, layout, seed, momentum, steps):
     D = int(np.prod(shape[1:]))
     gamma = make_values(seed, (D,), dtype) + np.asarray(1.0, dtype)
@@ -415,9 +450,14 @@ def test_batchnorm_matches_reference(shape, dtype, layout, seed, momentum, steps
         assert_close(out, expected, dtype, scale=max(1.0, float(np.abs(gamma).max()) * cond))
         dx = fast.backward(dout_in)
         assert dx.dtype == dtype and dx.shape == shape
-        assert_close(dx, slow.backward(dout.astype(np.float64)), dtype,
-                     scale=max(1.0, float(np.abs(gamma).max() * np.abs(dout).max()) * cond
-                               / float(slow.std.min())))
+        assert_close(
+            dx,
+            slow.backward(dout.astype(np.float64)),
+            dtype,
+            scale=max(
+                1.0, float(np.abs(gamma).max() * np.abs(dout).max()) * cond / float(slow.std.min())
+            ),
+        )
         assert_close(fast.dgamma, slow.dgamma, dtype)
         assert_close(fast.dbeta, slow.dbeta, dtype)
         assert_close(fast.running_mean, slow.running_mean, dtype)
@@ -427,8 +467,12 @@ def test_batchnorm_matches_reference(shape, dtype, layout, seed, momentum, steps
     x = make_values(seed + 99, shape, dtype)
     out = fast.forward(in_layout(x, layout), train_flg=False)
     assert out.dtype == dtype
-    assert_close(out, slow.forward(x.astype(np.float64), train_flg=False), dtype,
-                 scale=float(np.abs(slow.forward(x.astype(np.float64), False)).max()) + 1.0)
+    assert_close(
+        out,
+        slow.forward(x.astype(np.float64), train_flg=False),
+        dtype,
+        scale=float(np.abs(slow.forward(x.astype(np.float64), False)).max()) + 1.0,
+    )
 
 
 def test_batchnorm_attributes_match_reference():
@@ -477,14 +521,17 @@ def test_batchnorm_nan_propagates_like_the_reference():
     assert_close(out, expected)
 
 
-@pytest.mark.parametrize("x_dtype, param_dtype, expected", [
-    (np.int64, np.float64, np.float64),
-    (np.int32, np.float32, np.float64),
-    (np.bool_, np.float64, np.float64),
-    (np.float32, np.float64, np.float64),
-    (np.float64, np.float32, np.float64),
-    (np.float32, np.float32, np.float32),
-])
+@pytest.mark.parametrize(
+    "x_dtype, param_dtype, expected",
+    [
+        (np.int64, np.float64, np.float64),
+        (np.int32, np.float32, np.float64),
+        (np.bool_, np.float64, np.float64),
+        (np.float32, np.float64, np.float64),
+        (np.float64, np.float32, np.float64),
+        (np.float32, np.float32, np.float32),
+    ],
+)
 def test_batchnorm_dtypes_follow_numpy_promotion(x_dtype, param_dtype, expected):
     x = make_values(110, (6, 4), style="ties")
     x = (x > 0).astype(x_dtype) if x_dtype == np.bool_ else x.astype(x_dtype)
@@ -499,8 +546,12 @@ def test_batchnorm_dtypes_follow_numpy_promotion(x_dtype, param_dtype, expected)
     dx = fast.backward(dout)
     assert dx.dtype == expected
     # 1/std reaches 1e3 for a constant column: scale the tolerance by it
-    assert_close(dx, slow.backward(dout.astype(np.float64)), expected,
-                 scale=float(np.abs(gamma).max() / slow.std.min()))
+    assert_close(
+        dx,
+        slow.backward(dout.astype(np.float64)),
+        expected,
+        scale=float(np.abs(gamma).max() / slow.std.min()),
+    )
     assert_close(fast.dgamma, slow.dgamma, expected)
 
 
@@ -516,14 +567,25 @@ def _torch_style_batchnorm2d_backward(dout, xn, var, gamma, eps=1e-6):
     dbeta = dout.sum(axis=(0, 2, 3))
     dgamma = (dout * xn).sum(axis=(0, 2, 3))
     dxn = dout * gamma[None, :, None, None]
-    dx = (dxn - dxn.mean(axis=(0, 2, 3), keepdims=True)
-          - xn * (dxn * xn).mean(axis=(0, 2, 3), keepdims=True)) / std
+    dx = (
+        dxn
+        - dxn.mean(axis=(0, 2, 3), keepdims=True)
+        - xn * (dxn * xn).mean(axis=(0, 2, 3), keepdims=True)
+    ) / std
     return dx, dgamma, dbeta
 
 
 @settings(max_examples=30)
-@given(n=st.integers(1, 4), c=st.integers(1, 4), h=st.integers(1, 4), w=st.integers(1, 5),
-       dtype=dtypes, layout=layouts, seed=seeds, steps=st.integers(1, 3))
+@given(
+    n=st.integers(1, 4),
+    c=st.integers(1, 4),
+    h=st.integers(1, 4),
+    w=st.integers(1, 5),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+    steps=st.integers(1, 3),
+)
 def test_batchnorm_per_channel_matches_batchnorm2d_math(n, c, h, w, dtype, layout, seed, steps):
     shape = (n, c, h, w)
     gamma = make_values(seed, (c,), dtype) + np.asarray(1.0, dtype)
@@ -545,7 +607,8 @@ def test_batchnorm_per_channel_matches_batchnorm2d_math(n, c, h, w, dtype, layou
         assert_close(layer.running_var, run_var, dtype)
         dx = layer.backward(in_layout(dout, layout))
         dx_e, dgamma_e, dbeta_e = _torch_style_batchnorm2d_backward(
-            dout.astype(np.float64), xn, var, g64)
+            dout.astype(np.float64), xn, var, g64
+        )
         assert dx.dtype == dtype
         assert_close(dx, dx_e, dtype, scale=max(1.0, float(np.abs(dx_e).max())))
         assert_close(layer.dgamma, dgamma_e, dtype)
@@ -553,8 +616,12 @@ def test_batchnorm_per_channel_matches_batchnorm2d_math(n, c, h, w, dtype, layou
     x = make_values(seed + 50, shape, dtype)
     out = layer.forward(x, train_flg=False)
     x64 = x.astype(np.float64)
-    expected = (g64[None, :, None, None] * (x64 - run_mean[None, :, None, None])
-                / np.sqrt(run_var + 1e-6)[None, :, None, None] + b64[None, :, None, None])
+    expected = (
+        g64[None, :, None, None]
+        * (x64 - run_mean[None, :, None, None])
+        / np.sqrt(run_var + 1e-6)[None, :, None, None]
+        + b64[None, :, None, None]
+    )
     assert_close(out, expected, dtype, scale=float(np.abs(expected).max()) + 1.0)
 
 
@@ -568,8 +635,12 @@ def test_batchnorm_per_channel_on_2d_input_is_per_feature():
 
 # ================================================================== Relu / Sigmoid
 @settings(max_examples=30)
-@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple), dtype=dtypes,
-       layout=layouts, seed=seeds)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+)
 def test_relu_matches_reference_and_does_not_mutate_dout(shape, dtype, layout, seed):
     x = make_values(seed, shape, dtype, "ties")  # exact zeros included
     dout = make_values(seed + 1, shape, dtype)
@@ -631,8 +702,12 @@ def test_relu_integer_input_becomes_float64(dtype):
 
 
 @settings(max_examples=30)
-@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple), dtype=dtypes,
-       layout=layouts, seed=seeds)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+)
 def test_sigmoid_matches_reference(shape, dtype, layout, seed):
     x = make_values(seed, shape, dtype) * 4
     dout = make_values(seed + 1, shape, dtype)
@@ -648,9 +723,15 @@ def test_sigmoid_matches_reference(shape, dtype, layout, seed):
 
 # ================================================================== Affine
 @settings(max_examples=30)
-@given(n=st.integers(1, 4), in_shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
-       m=st.integers(1, 5), dtype=dtypes, layout=layouts, seed=seeds,
-       scalar_b=st.booleans())
+@given(
+    n=st.integers(1, 4),
+    in_shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    m=st.integers(1, 5),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+    scalar_b=st.booleans(),
+)
 def test_affine_matches_reference(n, in_shape, m, dtype, layout, seed, scalar_b):
     shape = (n, *in_shape)
     D = int(np.prod(in_shape))
@@ -675,8 +756,14 @@ def test_affine_matches_reference(n, in_shape, m, dtype, layout, seed, scalar_b)
 
 # ================================================================== SoftmaxWithLoss
 @settings(max_examples=30)
-@given(n=st.integers(1, 6), k=st.integers(2, 6), dtype=dtypes, layout=layouts, seed=seeds,
-       label_form=st.sampled_from(["(N,)", "(N,1)", "one-hot"]))
+@given(
+    n=st.integers(1, 6),
+    k=st.integers(2, 6),
+    dtype=dtypes,
+    layout=layouts,
+    seed=seeds,
+    label_form=st.sampled_from(["(N,)", "(N,1)", "one-hot"]),
+)
 def test_softmax_with_loss_matches_reference(n, k, dtype, layout, seed, label_form):
     x = make_values(seed, (n, k), dtype) * 3
     labels = np.random.default_rng(seed).integers(0, k, size=n)
@@ -755,8 +842,9 @@ def test_dropout_default_ratio_and_mask_density():
     assert layer.mask.dtype == np.bool_
 
 
-@pytest.mark.parametrize("make_rng", [lambda: 42, lambda: np.random.default_rng(42)],
-                         ids=["int", "Generator"])
+@pytest.mark.parametrize(
+    "make_rng", [lambda: 42, lambda: np.random.default_rng(42)], ids=["int", "Generator"]
+)
 def test_dropout_rng_is_reproducible_and_ignores_global_state(make_rng):
     x = make_values(123, (6, 7))
     a, b = nnlayers.Dropout(0.3, rng=make_rng()), nnlayers.Dropout(0.3, rng=make_rng())
@@ -814,8 +902,9 @@ def test_batchnorm_xn_and_xc_are_the_forward_normalisation(per_channel, dtype):
     assert layer.xn.dtype == dtype and layer.std.dtype == dtype
     np.testing.assert_array_equal(layer.xn, want_xn)
     np.testing.assert_array_equal(layer.std, want_std)
-    np.testing.assert_array_equal(layer.xc, want_xn * want_std.reshape(
-        (1, -1, 1, 1) if per_channel else (1, -1)))
+    np.testing.assert_array_equal(
+        layer.xc, want_xn * want_std.reshape((1, -1, 1, 1) if per_channel else (1, -1))
+    )
     layer.forward(x * 2, train_flg=False)  # inference leaves the training state alone
     np.testing.assert_array_equal(layer.xn, want_xn)
 
@@ -861,15 +950,18 @@ def test_batchnorm_backward_uses_the_training_input_it_kept():
     fast.forward(x)
     slow.forward(x.copy())
     fast.forward(rng.standard_normal((8, 30)), train_flg=False)
-    np.testing.assert_allclose(fast.backward(dout), slow.backward(dout.copy()), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        fast.backward(dout), slow.backward(dout.copy()), rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(fast.dgamma, slow.dgamma, rtol=1e-10, atol=1e-12)
 
 
 # ------------------------------------------------------------------ returned arrays stay intact
 def _batchnorm(rng, per_channel):
     n_stats = 3 if per_channel else 3 * 4 * 5
-    return nnlayers.BatchNormalization(rng.uniform(0.5, 1.5, n_stats), rng.standard_normal(n_stats),
-                                       per_channel=per_channel)
+    return nnlayers.BatchNormalization(
+        rng.uniform(0.5, 1.5, n_stats), rng.standard_normal(n_stats), per_channel=per_channel
+    )
 
 
 def _conv(rng, route):
@@ -879,8 +971,14 @@ def _conv(rng, route):
 RESULT_LAYERS = {  # name: (layer factory, x shape, dout shape); large enough to be worth reusing
     "batchnorm": (lambda rng: _batchnorm(rng, False), (600, 3, 4, 5), (600, 3, 4, 5)),
     "batchnorm-per-channel": (lambda rng: _batchnorm(rng, True), (600, 3, 4, 5), (600, 3, 4, 5)),
-    **{f"convolution-{route}": (lambda rng, route=route: _conv(rng, route), (400, 3, 16, 15),
-                                (400, 4, 16, 15)) for route in ROUTES},
+    **{
+        f"convolution-{route}": (
+            lambda rng, route=route: _conv(rng, route),
+            (400, 3, 16, 15),
+            (400, 4, 16, 15),
+        )
+        for route in ROUTES
+    },
 }
 
 HOLDERS = {  # how a user may keep a result: (hold, read back)
@@ -930,8 +1028,10 @@ def test_the_columns_attribute_has_the_reference_meaning_and_is_never_rewritten(
         np.testing.assert_array_equal(col, slow.col)
 
 
-@pytest.mark.skipif(not nnkernels.conv_kernels_available() or nnkernels.get_num_threads() < 2,
-                    reason="needs the fused kernels and 2 threads")
+@pytest.mark.skipif(
+    not nnkernels.conv_kernels_available() or nnkernels.get_num_threads() < 2,
+    reason="needs the fused kernels and 2 threads",
+)
 def test_the_route_follows_the_batch(workspace_limit):
     # the fused kernels give each thread whole samples and always start the thread pool:
     # they take batches that fill every thread with enough work

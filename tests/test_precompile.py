@@ -20,10 +20,14 @@ COUNT_MISSES = """
 """
 
 
-@pytest.mark.parametrize("warm_up", [
-    "from nnkernels.precompile import main; main(['--processes', '2'])",
-    "import nnkernels; print(nnkernels.precompile(processes=1))",
-], ids=["cli-two-workers", "in-process"])
+@pytest.mark.parametrize(
+    "warm_up",
+    [
+        "from nnkernels.precompile import main; main(['--processes', '2'])",
+        "import nnkernels; print(nnkernels.precompile(processes=1))",
+    ],
+    ids=["cli-two-workers", "in-process"],
+)
 def test_precompile_leaves_nothing_to_compile(tmp_path, warm_up):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_DISABLE_JIT": None}
     assert_ok(run_python(warm_up, env=env, timeout=600))

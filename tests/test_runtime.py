@@ -16,18 +16,22 @@ from _subprocess_helpers import assert_ok, describe, output_line, pip_tbb_availa
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 240
-ENV = {"NUMBA_DISABLE_JIT": None, "NUMBA_THREADING_LAYER": None,
-       "NUMBA_THREADING_LAYER_PRIORITY": None, "OPENBLAS_THREAD_TIMEOUT": None}
+ENV = {
+    "NUMBA_DISABLE_JIT": None,
+    "NUMBA_THREADING_LAYER": None,
+    "NUMBA_THREADING_LAYER_PRIORITY": None,
+    "OPENBLAS_THREAD_TIMEOUT": None,
+}
 
 #: an interpreter of an environment without Intel TBB (this one, when it has none)
-WITHOUT_TBB = (os.environ.get("NNKERNELS_PYTHON_WITHOUT_TBB")
-               or (None if pip_tbb_available() else "python"))
+WITHOUT_TBB = os.environ.get("NNKERNELS_PYTHON_WITHOUT_TBB") or (
+    None if pip_tbb_available() else "python"
+)
 
 
 def _run(code, timeout=TIMEOUT, env=None, executable=None):
     try:
-        return run_python(code, env={**ENV, **(env or {})}, timeout=timeout,
-                          executable=executable)
+        return run_python(code, env={**ENV, **(env or {})}, timeout=timeout, executable=executable)
     except subprocess.TimeoutExpired:
         pytest.fail(f"deadlock: no exit within {timeout} s")
 
@@ -85,7 +89,9 @@ def test_import_and_show_config_change_nothing():
     assert output_line(result, "LAYER") == "None"
 
 
-USER_PROCESS = LAYERS + r"""
+USER_PROCESS = (
+    LAYERS
+    + r"""
 import os, sys, time
 import numba
 from numba import njit, prange
@@ -125,6 +131,7 @@ print("STATE", before == state())
 print("RESULT", user_kernel(a) == result)
 print("SPEED", best_time() / time_before)
 """
+)
 
 
 @pytest.mark.parametrize("layer", ["workqueue", "omp"])
@@ -141,7 +148,9 @@ def test_users_own_parallel_code_is_unchanged(layer):
 
 
 # ------------------------------------------------------------------ B: show_config
-SHOW = LAYERS + r"""
+SHOW = (
+    LAYERS
+    + r"""
 import io, json
 import nnkernels
 before = nnkernels.runtime_info()
@@ -153,9 +162,11 @@ print("BEFORE", json.dumps(before["threading_layer"]))
 print("AFTER", json.dumps(after["threading_layer"]))
 print("KEYS", sorted(after))
 print("CONFIG", after["config"] == nnkernels.get_config())
-print("PRINTED", all(word in text.getvalue() for word in ("numba", "threading_layer", "jit_cache_dir")))
+words = ("numba", "threading_layer", "jit_cache_dir")
+print("PRINTED", all(word in text.getvalue() for word in words))
 print("CONV", json.dumps(after["conv_kernels"]))
 """
+)
 
 
 def test_runtime_info_and_show_config():
@@ -163,13 +174,29 @@ def test_runtime_info_and_show_config():
 
     result = _run(SHOW)
     assert_ok(result)
-    before, after = json.loads(output_line(result, "BEFORE")), json.loads(output_line(result, "AFTER"))
+    before, after = (
+        json.loads(output_line(result, "BEFORE")),
+        json.loads(output_line(result, "AFTER")),
+    )
     assert before["in_use"] is None and before["chosen_by"].startswith("undecided")
     assert after["in_use"] == ("tbb" if pip_tbb_available() else "omp")
     assert after["chosen_by"] and after["fork_safety"] and after["serial_only"] is None
-    assert output_line(result, "KEYS") == str(sorted([
-        "versions", "cpu", "threading_layer", "threads", "blas", "blas_spin",
-        "single_threaded_blas", "conv_kernels", "jit_cache_dir", "config"]))
+    assert output_line(result, "KEYS") == str(
+        sorted(
+            [
+                "versions",
+                "cpu",
+                "threading_layer",
+                "threads",
+                "blas",
+                "blas_spin",
+                "single_threaded_blas",
+                "conv_kernels",
+                "jit_cache_dir",
+                "config",
+            ]
+        )
+    )
     assert output_line(result, "CONFIG") == "True"
     assert output_line(result, "PRINTED") == "True"
     conv = json.loads(output_line(result, "CONV"))
@@ -177,7 +204,8 @@ def test_runtime_info_and_show_config():
 
 
 # ------------------------------------------------------------------ issue 17
-BUSY_BLAS_IMPORT = r"""
+BUSY_BLAS_IMPORT = (
+    r"""
 import threading, time
 import numpy as np
 a = np.random.default_rng(0).standard_normal((1200, 1200))
@@ -190,13 +218,16 @@ def products():
 other = threading.Thread(target=products)
 other.start()
 time.sleep(0.3)
-""" + LAYERS + r"""
+"""
+    + LAYERS
+    + r"""
 import nnkernels
 run_layers()
 stop.set()
 other.join()
 print("DONE")
 """
+)
 
 
 @pytest.mark.parametrize("attempt", range(3))
@@ -204,7 +235,8 @@ def test_case1_import_while_another_thread_multiplies(attempt):
     assert_ok(_run(BUSY_BLAS_IMPORT, timeout=120), "DONE")
 
 
-USER_THREADS = r"""
+USER_THREADS = (
+    r"""
 import threading
 import numpy as np
 import numba
@@ -227,22 +259,28 @@ def from_two_threads():
     for t in threads:
         t.join()
     return set(results) == {2e6}
-""" + LAYERS + r"""
+"""
+    + LAYERS
+    + r"""
 import nnlayers
 run_layers()
 print("TWO_THREADS", from_two_threads(), numba.threading_layer())
 """
+)
 
 
-@pytest.mark.skipif(WITHOUT_TBB is None, reason="set NNKERNELS_PYTHON_WITHOUT_TBB to an "
-                    "interpreter of an environment without TBB")
+@pytest.mark.skipif(
+    WITHOUT_TBB is None,
+    reason="set NNKERNELS_PYTHON_WITHOUT_TBB to an interpreter of an environment without TBB",
+)
 def test_case2_users_code_from_two_threads_survives_without_tbb():
     result = _run(USER_THREADS, executable=None if WITHOUT_TBB == "python" else WITHOUT_TBB)
     assert_ok(result)
     assert output_line(result, "TWO_THREADS").startswith("True")
 
 
-USER_PRIORITY = r"""
+USER_PRIORITY = (
+    r"""
 import numba
 from numba import njit, prange
 numba.config.THREADING_LAYER_PRIORITY = ["workqueue", "tbb", "omp"]
@@ -253,7 +291,9 @@ def user_kernel(n):
     for i in prange(n):
         total += i
     return total
-""" + LAYERS + r"""
+"""
+    + LAYERS
+    + r"""
 import nnkernels
 run_layers()
 user_kernel(1000)
@@ -261,6 +301,7 @@ print("PRIORITY", numba.config.THREADING_LAYER_PRIORITY)
 print("LAYER", numba.threading_layer())
 print("CHOSEN", nnkernels.runtime_info()["threading_layer"]["chosen_by"])
 """
+)
 
 
 def test_case3_users_priority_is_kept():
@@ -271,11 +312,14 @@ def test_case3_users_priority_is_kept():
     assert "THREADING_LAYER_PRIORITY" in output_line(result, "CHOSEN")
 
 
-OMP_THEN_FORK = r"""
+OMP_THEN_FORK = (
+    r"""
 import os
 import numba
 numba.set_num_threads(2)  # starts Numba's pool before the library is imported
-""" + LAYERS + r"""
+"""
+    + LAYERS
+    + r"""
 import nnkernels
 expected = run_layers()
 print("LAYER", numba.threading_layer())
@@ -290,6 +334,7 @@ print("SAFETY", nnkernels.runtime_info()["threading_layer"]["fork_safety"])
 _, status = os.waitpid(pid, 0)
 print("CHILD", os.waitstatus_to_exitcode(status))
 """
+)
 
 
 def test_case4_fork_child_survives_a_layer_started_before_import():
@@ -301,9 +346,12 @@ def test_case4_fork_child_survives_a_layer_started_before_import():
         assert "not fork-safe" in output_line(result, "SAFETY")
 
 
-FORK_IN_SIGNAL_HANDLER = r"""
+FORK_IN_SIGNAL_HANDLER = (
+    r"""
 import os, signal, time
-""" + LAYERS + r"""
+"""
+    + LAYERS
+    + r"""
 rng = np.random.default_rng(0)
 x = rng.standard_normal((16, 3, 64, 64))
 pool = nnlayers.Pooling(2, 2, 2)
@@ -333,6 +381,7 @@ while len(statuses) < 8 and time.monotonic() < deadline:
 signal.setitimer(signal.ITIMER_REAL, 0)
 print("STATUSES", statuses)
 """
+)
 
 
 def test_case5_fork_in_a_signal_handler_during_a_kernel():

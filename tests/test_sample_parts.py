@@ -10,16 +10,17 @@ import pytest
 
 import nnkernels
 import nnlayers
+from _subprocess_helpers import assert_ok, output_line, run_python
 from nnkernels import _jit, activations
+from nnkernels import sample_parts as _products
 from nnkernels.conv_routes import ScratchPool
 from nnkernels.threads import single_threaded_blas, single_threaded_kernels
-from nnkernels import sample_parts as _products
 from nnlayers import reference
-from _subprocess_helpers import assert_ok, output_line, run_python
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
-NUMPY_ON_OPENBLAS = any(info["internal_api"] == "openblas"
-                        for info in threadpoolctl.threadpool_info())
+NUMPY_ON_OPENBLAS = any(
+    info["internal_api"] == "openblas" for info in threadpoolctl.threadpool_info()
+)
 TWO_THREADS = numba.config.NUMBA_NUM_THREADS >= 2
 
 
@@ -104,8 +105,10 @@ FORK_INSIDE_A_BLOCK = """
 """
 
 
-@pytest.mark.skipif(not (NUMPY_ON_OPENBLAS and TWO_THREADS and hasattr(os, "fork")),
-                    reason="needs OpenBLAS, 2 threads and fork")
+@pytest.mark.skipif(
+    not (NUMPY_ON_OPENBLAS and TWO_THREADS and hasattr(os, "fork")),
+    reason="needs OpenBLAS, 2 threads and fork",
+)
 def test_a_child_forked_inside_a_block_gets_its_blas_threads_back():
     result = run_python(FORK_INSIDE_A_BLOCK, timeout=120)
     assert_ok(result)
@@ -216,15 +219,17 @@ def _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit):
 @pytest.mark.parametrize("limit", [None, 600], ids=["whole-batch", "workspace-bound"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
-def test_shared_samples_give_the_one_thread_bits(threads, always_split, case, dtype, limit,
-                                                 conv_route):
+def test_shared_samples_give_the_one_thread_bits(
+    threads, always_split, case, dtype, limit, conv_route
+):
     _assert_shared_gives_the_one_thread_bits(threads, case, dtype, limit)
 
 
 @pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_threads_take_their_share_in_chunks_of_several_samples(threads, always_split, dtype,
-                                                              monkeypatch):
+def test_threads_take_their_share_in_chunks_of_several_samples(
+    threads, always_split, dtype, monkeypatch
+):
     case = (13, 2, 6, 5, 3, 3, 3, 1, 1)  # stride 1, same padding: P = H * W
     N, C, H, W, FN, FH, FW, stride, pad = case
     per_sample = C * FH * FW * H * W * np.dtype(dtype).itemsize

@@ -6,8 +6,8 @@ import pytest
 
 import nnkernels
 import nnkernels._jit as jit
-from nnkernels import _registry
 from _subprocess_helpers import assert_ok, output_line, run_python
+from nnkernels import _registry
 
 SERIAL = 1 << 62  # a parallel_threshold no work reaches
 
@@ -67,10 +67,24 @@ def test_every_kernel_and_twin_in_use_is_reached_by_the_table():
 
 
 def test_every_public_kernel_function_is_registered():
-    public = {name for name in nnkernels.__all__
-              if name not in ("conv_output_shape", "conv_kernels_available", "set_num_threads",
-                              "get_num_threads", "threading_layer", "precompile", "get_config",
-                              "set_config", "config_context", "show_config", "runtime_info")}
+    public = {
+        name
+        for name in nnkernels.__all__
+        if name
+        not in (
+            "conv_output_shape",
+            "conv_kernels_available",
+            "set_num_threads",
+            "get_num_threads",
+            "threading_layer",
+            "precompile",
+            "get_config",
+            "set_config",
+            "config_context",
+            "show_config",
+            "runtime_info",
+        )
+    }
     assert public == set(_registry.table())
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from _subprocess_helpers import child_env, describe
 
 TOOLS = sorted((Path(__file__).resolve().parents[1] / "tools").glob("*.py"))
@@ -20,8 +21,13 @@ def test_the_tools_are_there():
 
 @pytest.mark.parametrize("tool", TOOLS, ids=lambda p: p.stem)
 def test_tool_quick_mode_runs(tool):
-    done = subprocess.run([sys.executable, str(tool), "--quick"], env=child_env(),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(tool), "--quick"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, describe(done)
     assert done.stdout.strip(), describe(done)
 

@@ -85,20 +85,35 @@ def _corrupt(tmp_path, raw, name="train-images-idx3-ubyte"):
 GOOD = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
 
 
-@pytest.mark.parametrize("raw, message", [
-    (idx_bytes(GOOD)[:-1], "truncated IDX data"),
-    (idx_bytes(GOOD) + b"\0", "trailing bytes"),
-    (idx_bytes(GOOD)[:10], "truncated IDX header"),
-    (b"\0\0", "too short"),
-    (b"\x12\x34" + idx_bytes(GOOD)[2:], "magic number"),
-    (b"\0\0\x07\x03" + idx_bytes(GOOD)[4:], "magic number"),
-    (b"\0\0\x08\x00", "0 dimensions"),
-    (idx_bytes(np.zeros((0, 2), np.uint8)), "empty dimension"),
-    (gzip.compress(idx_bytes(GOOD))[:-12], "gzip"),
-    (b"\x1f\x8b" + b"garbage" * 5, "gzip"),
-    (gzip.compress(idx_bytes(GOOD)[:-3]), "truncated IDX data"),
-], ids=["short-data", "extra-data", "short-header", "tiny", "bad-zeros", "bad-type",
-        "no-dims", "zero-dim", "truncated-gz", "corrupt-gz", "gz-short-data"])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (idx_bytes(GOOD)[:-1], "truncated IDX data"),
+        (idx_bytes(GOOD) + b"\0", "trailing bytes"),
+        (idx_bytes(GOOD)[:10], "truncated IDX header"),
+        (b"\0\0", "too short"),
+        (b"\x12\x34" + idx_bytes(GOOD)[2:], "magic number"),
+        (b"\0\0\x07\x03" + idx_bytes(GOOD)[4:], "magic number"),
+        (b"\0\0\x08\x00", "0 dimensions"),
+        (idx_bytes(np.zeros((0, 2), np.uint8)), "empty dimension"),
+        (gzip.compress(idx_bytes(GOOD))[:-12], "gzip"),
+        (b"\x1f\x8b" + b"garbage" * 5, "gzip"),
+        (gzip.compress(idx_bytes(GOOD)[:-3]), "truncated IDX data"),
+    ],
+    ids=[
+        "short-data",
+        "extra-data",
+        "short-header",
+        "tiny",
+        "bad-zeros",
+        "bad-type",
+        "no-dims",
+        "zero-dim",
+        "truncated-gz",
+        "corrupt-gz",
+        "gz-short-data",
+    ],
+)
 def test_read_idx_rejects_corrupt_files(tmp_path, raw, message):
     path = _corrupt(tmp_path, raw)
     with pytest.raises(ValueError, match=message) as info:
@@ -146,8 +161,9 @@ def test_load_digits_options():
         load_digits(test_fraction=1.5)
 
 
-@pytest.mark.skipif(data.find_fashion_mnist() is None,
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    data.find_fashion_mnist() is None, reason="Debian's dataset-fashion-mnist is not installed"
+)
 def test_debian_fashion_mnist_test_split():
     directory = data.find_fashion_mnist()
     images = read_idx(data._find_file(directory, data.IDX_FILES["test_images"]), ndim=3)

@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 
 import nnlayers.reference as reference
+from _subprocess_helpers import child_env
 from nntrain import LoadError, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, cli
 from nntrain._io import _host_tag, load_file
-
-from _subprocess_helpers import child_env
 from test_train_trainer import make_trainer
 
 DATA = Path(__file__).parent / "data"
@@ -76,9 +75,13 @@ def test_numpy1_fixture_loads_without_warnings(protocol, stored, dtype):
 
 
 def test_checkpoint_data_round_trips_restricted(tmp_path):
-    state = {"rng": np.random.RandomState(3).get_state(),
-             "gen": np.random.default_rng(3).bit_generator.state, "n": np.int64(7),
-             "x": [1.5, None, "s", (True, 2 ** 100)], "a": np.arange(6, dtype=np.uint32)[::2]}
+    state = {
+        "rng": np.random.RandomState(3).get_state(),
+        "gen": np.random.default_rng(3).bit_generator.state,
+        "n": np.int64(7),
+        "x": [1.5, None, "s", (True, 2**100)],
+        "a": np.arange(6, dtype=np.uint32)[::2],
+    }
     for protocol in (2, 3, 4, 5):
         loaded = load_file(dump(state, tmp_path / "s.pkl", protocol))
         assert loaded["gen"] == state["gen"] and loaded["x"] == state["x"]
@@ -129,8 +132,11 @@ def test_malicious_pickles_are_refused_before_running(tmp_path, name, protocol):
 
 def test_object_arrays_are_refused(tmp_path):
     marker = tmp_path / "marker"
-    path = dump({"W1": np.array([None, Reduces(os.system, f"touch {marker}")], dtype=object)},
-                tmp_path / "obj.pkl", 2)
+    path = dump(
+        {"W1": np.array([None, Reduces(os.system, f"touch {marker}")], dtype=object)},
+        tmp_path / "obj.pkl",
+        2,
+    )
     with pytest.raises(LoadError, match="refused"):
         load_file(path)
     assert not marker.exists()
@@ -147,8 +153,11 @@ def test_a_dtype_state_setting_the_object_flag_is_refused(tmp_path):
         load_file(path)
 
 
-@pytest.mark.parametrize("make", [lambda: np.matrix([[1.0]]), lambda: {1, 2},
-                                  lambda: Fraction(1, 3)], ids=["matrix", "set", "Fraction"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: np.matrix([[1.0]]), lambda: {1, 2}, lambda: Fraction(1, 3)],
+    ids=["matrix", "set", "Fraction"],
+)
 def test_other_objects_are_refused_and_trusted_loads_them(tmp_path, make):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PendingDeprecationWarning)  # np.matrix
@@ -182,22 +191,32 @@ def bad_params(net):
     raw = pickle.dumps(good)
     cases = {
         "empty": (b"", "the file is empty"),
-        "truncated": (raw[:len(raw) // 2], "not a pickle file, or a truncated one"),
+        "truncated": (raw[: len(raw) // 2], "not a pickle file, or a truncated one"),
         "text": (b"W1 = [[0.1, 0.2]]\n", "not a pickle file"),
         "list": ([good["W1"]], "expected a dict of parameter arrays, found a list"),
-        "missing": ({k: v for k, v in good.items() if k != "b2"},
-                    r"missing \['b2'\], unexpected \[\]"),
+        "missing": (
+            {k: v for k, v in good.items() if k != "b2"},
+            r"missing \['b2'\], unexpected \[\]",
+        ),
         "unknown": ({**good, "W9": good["W1"]}, r"missing \[\], unexpected \['W9'\]"),
-        "shape": ({**good, "W2": good["W2"][:-1]},
-                  r"'W2': expected shape \(3, 2\), found \(2, 2\)"),
-        "int": ({**good, "b1": np.arange(3)},
-                "'b1': expected a floating-point array, found dtype int64"),
+        "shape": (
+            {**good, "W2": good["W2"][:-1]},
+            r"'W2': expected shape \(3, 2\), found \(2, 2\)",
+        ),
+        "int": (
+            {**good, "b1": np.arange(3)},
+            "'b1': expected a floating-point array, found dtype int64",
+        ),
         "none": ({**good, "b1": np.array([None] * 3)}, "refused NumPy dtype"),
-        "complex": ({**good, "b1": good["b1"] + 1j},
-                    "'b1': expected a floating-point array, found dtype complex128"),
+        "complex": (
+            {**good, "b1": good["b1"] + 1j},
+            "'b1': expected a floating-point array, found dtype complex128",
+        ),
         "nan": ({**good, "W1": np.full((4, 3), np.nan)}, "'W1': 12 of 12 values are NaN"),
-        "checkpoint": ({"version": 1, "params": good},
-                       r"missing \['W1', 'W2', 'b1', 'b2'\], unexpected \['params', 'version'\]"),
+        "checkpoint": (
+            {"version": 1, "params": good},
+            r"missing \['W1', 'W2', 'b1', 'b2'\], unexpected \['params', 'version'\]",
+        ),
     }
     return cases
 
@@ -246,10 +265,15 @@ def test_keywords_accept_nonfinite_values_and_unknown_keys(tmp_path):
 
 
 def trainer_state(trainer):
-    return (trainer.current_iter, list(trainer.train_loss_list), snapshot(trainer.network),
-            {k: v.copy() for k, v in (trainer.optimizer.m or {}).items()},
-            trainer._get_rng_state(), np.random.get_state()[1].copy(),
-            trainer.network.buffers())
+    return (
+        trainer.current_iter,
+        list(trainer.train_loss_list),
+        snapshot(trainer.network),
+        {k: v.copy() for k, v in (trainer.optimizer.m or {}).items()},
+        trainer._get_rng_state(),
+        np.random.get_state()[1].copy(),
+        trainer.network.buffers(),
+    )
 
 
 def assert_trainer_unchanged(trainer, before):
@@ -280,13 +304,13 @@ def checkpoint_corruptions():
     def bad_history(state):
         state["train_loss_list"] = ["loss"]
 
-    return {"other network": (other_network,
-                              r"'W1': expected shape \(10, 16\), found \(10, 17\)"),
-            "nan in Adam": (nan_in_adam, "Adam v 'W2': 1 of"),
-            "buffer": (bad_buffer,
-                       r"'BatchNorm1.running_var': expected shape \(16,\), found \(5,\)"),
-            "rng": (bad_rng, "batch_rng_state: not a state of this generator"),
-            "history": (bad_history, "train_loss_list: expected a list of numbers")}
+    return {
+        "other network": (other_network, r"'W1': expected shape \(10, 16\), found \(10, 17\)"),
+        "nan in Adam": (nan_in_adam, "Adam v 'W2': 1 of"),
+        "buffer": (bad_buffer, r"'BatchNorm1.running_var': expected shape \(16,\), found \(5,\)"),
+        "rng": (bad_rng, "batch_rng_state: not a state of this generator"),
+        "history": (bad_history, "train_loss_list: expected a list of numbers"),
+    }
 
 
 @pytest.mark.parametrize("case", sorted(checkpoint_corruptions()))
@@ -337,8 +361,20 @@ def test_suffix_and_content_must_agree(tmp_path):
 def test_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path, capsys):
     marker = tmp_path / "marker"
     ckpt = dump({"version": 1, "x": Reduces(os.system, f"touch {marker}")}, tmp_path / "c.pkl")
-    argv = ["--quiet", "--model", "mlp", "--layers", "reference", "--epochs", "1",
-            "--digits-size", "8", "--checkpoint", str(ckpt), "--resume"]
+    argv = [
+        "--quiet",
+        "--model",
+        "mlp",
+        "--layers",
+        "reference",
+        "--epochs",
+        "1",
+        "--digits-size",
+        "8",
+        "--checkpoint",
+        str(ckpt),
+        "--resume",
+    ]
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
     assert info.value.code == 2
@@ -375,9 +411,13 @@ def test_a_killed_save_keeps_the_old_file_and_its_temp_file_is_removed(tmp_path)
     path = tmp_path / "params.pkl"
     small_net(rng=1).save_params(path)
     before = path.read_bytes()
-    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)],
-                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(path)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not temp_files(tmp_path) and time.monotonic() < deadline:
@@ -400,10 +440,12 @@ def test_a_killed_save_keeps_the_old_file_and_its_temp_file_is_removed(tmp_path)
 
 def test_temp_files_of_live_writers_are_kept(tmp_path):
     path = tmp_path / "params.pkl"
-    dead = 2 ** 22 + 1  # above Linux's largest PID
-    kept = [tmp_path / f".params.pkl.{os.getpid()}-{_host_tag()}.abc_123.tmp",  # live
-            tmp_path / f".params.pkl.{dead}-00000000.abc_123.tmp",  # another machine's
-            tmp_path / f".other.pkl.{dead}-{_host_tag()}.abc_123.tmp"]  # another file's
+    dead = 2**22 + 1  # above Linux's largest PID
+    kept = [
+        tmp_path / f".params.pkl.{os.getpid()}-{_host_tag()}.abc_123.tmp",  # live
+        tmp_path / f".params.pkl.{dead}-00000000.abc_123.tmp",  # another machine's
+        tmp_path / f".other.pkl.{dead}-{_host_tag()}.abc_123.tmp",
+    ]  # another file's
     for name in kept:
         name.write_bytes(b"in flight")
     small_net().save_params(path)
@@ -412,9 +454,13 @@ def test_temp_files_of_live_writers_are_kept(tmp_path):
 
 
 def test_resume_with_the_deep_network_refuses_a_simple_checkpoint(tmp_path):
-    simple = SimpleConvNet(input_dim=(1, 8, 8), hidden_size=5, layers=reference, rng=0,
-                           conv_param={"filter_num": 2, "filter_size": 3, "pad": 1,
-                                       "stride": 1})
+    simple = SimpleConvNet(
+        input_dim=(1, 8, 8),
+        hidden_size=5,
+        layers=reference,
+        rng=0,
+        conv_param={"filter_num": 2, "filter_size": 3, "pad": 1, "stride": 1},
+    )
     path = tmp_path / "simple.npz"
     simple.save_params(path)
     net = MultiLayerNetExtend(10, [16, 16], 3, use_batchnorm=True, layers=reference)

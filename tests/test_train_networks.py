@@ -20,9 +20,16 @@ def _fast_layers():
 
 
 FAST = _fast_layers()
-LAYER_MODULES = [pytest.param(reference, id="reference"),
-                 pytest.param(FAST, id="nnlayers", marks=pytest.mark.skipif(
-                     FAST is None, reason="nnlayers top-level exports not available yet"))]
+LAYER_MODULES = [
+    pytest.param(reference, id="reference"),
+    pytest.param(
+        FAST,
+        id="nnlayers",
+        marks=pytest.mark.skipif(
+            FAST is None, reason="nnlayers top-level exports not available yet"
+        ),
+    ),
+]
 needs_fast = pytest.mark.skipif(FAST is None, reason="nnlayers top-level exports not available yet")
 
 TINY_CONV = {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1}
@@ -34,15 +41,24 @@ TINY_DEEP = dict(
     conv_param_4={"filter_num": 3, "filter_size": 3, "pad": 2, "stride": 1},
     conv_param_5={"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1},
     conv_param_6={"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1},
-    hidden_size=6, output_size=5)
+    hidden_size=6,
+    output_size=5,
+)
 
 
 def make_net(kind, layers, rng=0, dtype=np.float64):
     """Small networks of every kind, deterministic given ``rng``."""
     if kind == "simple":
-        return SimpleConvNet(input_dim=(2, 6, 6), conv_param=TINY_CONV, hidden_size=7,
-                             output_size=5, weight_init_std=0.1, layers=layers, rng=rng,
-                             dtype=dtype)
+        return SimpleConvNet(
+            input_dim=(2, 6, 6),
+            conv_param=TINY_CONV,
+            hidden_size=7,
+            output_size=5,
+            weight_init_std=0.1,
+            layers=layers,
+            rng=rng,
+            dtype=dtype,
+        )
     if kind == "deep":
         net = DeepConvNet(**TINY_DEEP, layers=layers, rng=rng, dtype=dtype)
         for layer in net.layers:  # ratio 0: masks are all ones, so losses are deterministic
@@ -50,11 +66,28 @@ def make_net(kind, layers, rng=0, dtype=np.float64):
                 layer.dropout_ratio = 0.0
         return net
     if kind == "mlp":
-        return MultiLayerNet(12, [8, 6], 5, activation="sigmoid", weight_init_std="xavier",
-                             weight_decay_lambda=0.1, layers=layers, rng=rng, dtype=dtype)
+        return MultiLayerNet(
+            12,
+            [8, 6],
+            5,
+            activation="sigmoid",
+            weight_init_std="xavier",
+            weight_decay_lambda=0.1,
+            layers=layers,
+            rng=rng,
+            dtype=dtype,
+        )
     if kind == "mlp-bn":
-        return MultiLayerNetExtend(12, [8, 6], 5, weight_decay_lambda=0.05, use_batchnorm=True,
-                                   layers=layers, rng=rng, dtype=dtype)
+        return MultiLayerNetExtend(
+            12,
+            [8, 6],
+            5,
+            weight_decay_lambda=0.05,
+            use_batchnorm=True,
+            layers=layers,
+            rng=rng,
+            dtype=dtype,
+        )
     raise AssertionError(kind)
 
 
@@ -88,8 +121,14 @@ def test_params_are_the_layer_arrays(kind, layers):
 def test_simple_conv_net_book_shapes_and_layer_names():
     net = SimpleConvNet(layers=reference)
     shapes = {k: v.shape for k, v in net.params.items()}
-    assert shapes == {"W1": (30, 1, 5, 5), "b1": (30,), "W2": (30 * 12 * 12, 100), "b2": (100,),
-                      "W3": (100, 10), "b3": (10,)}
+    assert shapes == {
+        "W1": (30, 1, 5, 5),
+        "b1": (30,),
+        "W2": (30 * 12 * 12, 100),
+        "b2": (100,),
+        "W3": (100, 10),
+        "b3": (10,),
+    }
     assert list(net.layers) == ["Conv1", "Relu1", "Pool1", "Affine1", "Relu2", "Affine2"]
     assert isinstance(net.last_layer, reference.SoftmaxWithLoss)
     assert all(v.dtype == np.float64 for v in net.params.values())
@@ -129,12 +168,25 @@ def test_global_rng_reproduces_book_init():
 
 def test_multilayer_init_scales_and_layer_names():
     np.random.seed(5)
-    net = MultiLayerNetExtend(4, [3], 2, activation="sigmoid", weight_init_std="he",
-                              use_dropout=True, use_batchnorm=True, layers=reference)
+    net = MultiLayerNetExtend(
+        4,
+        [3],
+        2,
+        activation="sigmoid",
+        weight_init_std="he",
+        use_dropout=True,
+        use_batchnorm=True,
+        layers=reference,
+    )
     np.random.seed(5)
     np.testing.assert_array_equal(net.params["W1"], np.sqrt(2.0 / 4) * np.random.randn(4, 3))
-    assert list(net.layers) == ["Affine1", "BatchNorm1", "Activation_function1", "Dropout1",
-                                "Affine2"]
+    assert list(net.layers) == [
+        "Affine1",
+        "BatchNorm1",
+        "Activation_function1",
+        "Dropout1",
+        "Affine2",
+    ]
     assert set(net.params) == {"W1", "b1", "gamma1", "beta1", "W2", "b2"}
     np.testing.assert_array_equal(net.params["gamma1"], np.ones(3))
     net2 = MultiLayerNet(4, [3], 2, weight_init_std=0.5, layers=reference, rng=1)
@@ -153,8 +205,11 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="dtype"):
         SimpleConvNet(layers=reference, dtype=np.int32)
     with pytest.raises(ValueError, match="conv_param"):
-        SimpleConvNet(input_dim=(1, 3, 3), conv_param={"filter_num": 2, "filter_size": 5,
-                                                       "pad": 0, "stride": 1}, layers=reference)
+        SimpleConvNet(
+            input_dim=(1, 3, 3),
+            conv_param={"filter_num": 2, "filter_size": 5, "pad": 0, "stride": 1},
+            layers=reference,
+        )
     with pytest.raises(ValueError, match="activation"):
         MultiLayerNet(4, [3], 2, activation="tanh", layers=reference)
     with pytest.raises(ValueError, match="weight_init_std"):
@@ -221,7 +276,8 @@ def test_reference_and_fast_layers_agree(kind):
     x, t = make_batch(kind, n=9)
     train_flg = {"mlp-bn": {"train_flg": True}}.get(kind, {})
     assert fast_net.loss(x, t, **train_flg) == pytest.approx(
-        ref_net.loss(x, t, **train_flg), rel=1e-10)
+        ref_net.loss(x, t, **train_flg), rel=1e-10
+    )
     g_ref, g_fast = ref_net.gradient(x, t), fast_net.gradient(x, t)
     for key in g_ref:
         np.testing.assert_allclose(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-12, err_msg=key)
@@ -251,8 +307,9 @@ def test_accuracy_includes_the_remainder_batch():
 
 
 def test_train_flag_reaches_dropout_and_batchnorm():
-    net = MultiLayerNetExtend(12, [8], 5, use_dropout=True, use_batchnorm=True,
-                              layers=reference, rng=0)
+    net = MultiLayerNetExtend(
+        12, [8], 5, use_dropout=True, use_batchnorm=True, layers=reference, rng=0
+    )
     x, _ = make_batch("mlp")
     test_out = net.predict(x)
     np.testing.assert_array_equal(test_out, net.predict(x, train_flg=False))
@@ -290,23 +347,32 @@ def test_save_load_round_trip(kind, tmp_path):
 
 def test_loads_plain_pickle_of_float64_arrays(tmp_path):
     """A file as the book's save_params writes it: a pickled dict of float64 arrays."""
-    source = SimpleConvNet(input_dim=(1, 8, 8), conv_param=TINY_CONV, hidden_size=10,
-                           layers=reference, rng=3)
+    source = SimpleConvNet(
+        input_dim=(1, 8, 8), conv_param=TINY_CONV, hidden_size=10, layers=reference, rng=3
+    )
     path = tmp_path / "book_params.pkl"
     with open(path, "wb") as f:
         pickle.dump({k: v.copy() for k, v in source.params.items()}, f)
     x = np.random.default_rng(0).random((4, 1, 8, 8))
-    net64 = SimpleConvNet(input_dim=(1, 8, 8), conv_param=TINY_CONV, hidden_size=10,
-                          layers=reference, rng=4)
+    net64 = SimpleConvNet(
+        input_dim=(1, 8, 8), conv_param=TINY_CONV, hidden_size=10, layers=reference, rng=4
+    )
     net64.load_params(path)
     np.testing.assert_array_equal(net64.predict(x), source.predict(x))
-    net32 = SimpleConvNet(input_dim=(1, 8, 8), conv_param=TINY_CONV, hidden_size=10,
-                          layers=reference, rng=4, dtype=np.float32)
+    net32 = SimpleConvNet(
+        input_dim=(1, 8, 8),
+        conv_param=TINY_CONV,
+        hidden_size=10,
+        layers=reference,
+        rng=4,
+        dtype=np.float32,
+    )
     net32.load_params(str(path))
     assert all(v.dtype == np.float32 for v in net32.params.values())
     assert net32.layers["Conv1"].W is net32.params["W1"]
-    np.testing.assert_allclose(net32.predict(x.astype(np.float32)), source.predict(x),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        net32.predict(x.astype(np.float32)), source.predict(x), rtol=1e-4, atol=1e-6
+    )
 
 
 @needs_fast

@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from nntrain.optimizers import (OPTIMIZERS, SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop,
-                                make_optimizer)
+from nntrain.optimizers import (
+    OPTIMIZERS,
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    RMSprop,
+    make_optimizer,
+)
 
 
 def setup():
@@ -69,13 +77,13 @@ def test_adam_two_steps():
     g = grads["W"]
     opt = Adam(lr=0.001, beta1=0.9, beta2=0.999)
     opt.update(params, grads)
-    m, v = 0.1 * g, 0.001 * g ** 2
+    m, v = 0.1 * g, 0.001 * g**2
     lr_t = 0.001 * np.sqrt(1 - 0.999) / (1 - 0.9)
     W1 = W0 - lr_t * m / (np.sqrt(v) + 1e-7)
     np.testing.assert_allclose(params["W"], W1)
     opt.update(params, grads)
-    m, v = m + 0.1 * (g - m), v + 0.001 * (g ** 2 - v)
-    lr_t = 0.001 * np.sqrt(1 - 0.999 ** 2) / (1 - 0.9 ** 2)
+    m, v = m + 0.1 * (g - m), v + 0.001 * (g**2 - v)
+    lr_t = 0.001 * np.sqrt(1 - 0.999**2) / (1 - 0.9**2)
     np.testing.assert_allclose(params["W"], W1 - lr_t * m / (np.sqrt(v) + 1e-7))
     assert opt.iter == 2
 
@@ -106,8 +114,9 @@ def test_state_dict_round_trip_continues_identically(name):
     opt_a.update(params_a, grads)
     for arrays in (v for v in state.values() if isinstance(v, dict)):
         for key, arr in arrays.items():
-            assert all(arr is not live for live in
-                       (getattr(opt_a, n)[key] for n in opt_a._state_names))
+            assert all(
+                arr is not live for live in (getattr(opt_a, n)[key] for n in opt_a._state_names)
+            )
 
 
 def test_float32_params_stay_float32():

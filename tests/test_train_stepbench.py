@@ -31,6 +31,7 @@ def test_contenders_train_on_the_same_batches(monkeypatch):
         def recorded(x, t):
             seen.setdefault((layers, dtype), []).append((x.astype("float32").sum(), t.sum()))
             return gradient(x, t)
+
         net.gradient = recorded
         return net
 
@@ -43,6 +44,10 @@ def test_contenders_train_on_the_same_batches(monkeypatch):
 
 
 def test_entry_point_nntrain_stepbench_still_works():
-    proc = subprocess.run([sys.executable, "-m", "nntrain.stepbench", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nntrain.stepbench", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "--quick" in proc.stdout, proc.stderr

@@ -17,14 +17,26 @@ pytest.importorskip("distributed")
 
 import optuna  # noqa: E402
 
+from _subprocess_helpers import SRC, child_env  # noqa: E402
 from nntrain import cli  # noqa: E402
 from nntrain.sweep.runner import trial_seed  # noqa: E402
 from nntrain.sweep.trial import run_trial  # noqa: E402
 
-from _subprocess_helpers import SRC, child_env  # noqa: E402
-
-TINY = ["--dataset", "digits", "--digits-size", "8", "--model", "mlp", "--epochs", "2",
-        "--param", "lr=log:1e-3:3e-1", "--param", "weight_decay=log:1e-8:1e-4", "--quiet"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--digits-size",
+    "8",
+    "--model",
+    "mlp",
+    "--epochs",
+    "2",
+    "--param",
+    "lr=log:1e-3:3e-1",
+    "--param",
+    "weight_decay=log:1e-8:1e-4",
+    "--quiet",
+]
 
 
 def results(out):
@@ -37,17 +49,24 @@ def load_study(out, name="nntrain-sweep"):
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("extra, message", [
-    (["--param", "foo=log:1:2"], "--param foo=log:1:2: unknown parameter 'foo'"),
-    (["--param", "lr=log:0.1:0.01"], "lr: low must be < high"),
-    (["--param", "lr=log:0:1"], "lr: a log range needs a positive low bound"),
-    (["--param", "lr=log:1e-3:1", "--space", "/nonexistent/space.toml"],
-     "--space /nonexistent/space.toml: cannot read the file"),
-    (["--param", "lr=log:1e-3:1", "--storage", "sqlite:////proc/no/such/study.db"],
-     "--storage sqlite:////proc/no/such/study.db: cannot create"),
-    (["--param", "lr=0.1"], "nothing to search"),
-    (["--param", "lr=log:1e-3:1", "--trials", "0"], "--trials must be positive"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--param", "foo=log:1:2"], "--param foo=log:1:2: unknown parameter 'foo'"),
+        (["--param", "lr=log:0.1:0.01"], "lr: low must be < high"),
+        (["--param", "lr=log:0:1"], "lr: a log range needs a positive low bound"),
+        (
+            ["--param", "lr=log:1e-3:1", "--space", "/nonexistent/space.toml"],
+            "--space /nonexistent/space.toml: cannot read the file",
+        ),
+        (
+            ["--param", "lr=log:1e-3:1", "--storage", "sqlite:////proc/no/such/study.db"],
+            "--storage sqlite:////proc/no/such/study.db: cannot create",
+        ),
+        (["--param", "lr=0.1"], "nothing to search"),
+        (["--param", "lr=log:1e-3:1", "--trials", "0"], "--trials must be positive"),
+    ],
+)
 def test_bad_input_is_a_clear_error_before_any_work(tmp_path, extra, message):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
@@ -79,10 +98,23 @@ def test_unwritable_storage_path_is_an_error(tmp_path):
 
 def test_unreachable_scheduler_fails_within_the_timeout(tmp_path):
     start = time.monotonic()
-    with pytest.raises(SystemExit, match=r"--scheduler tcp://127.0.0.1:9: no Dask scheduler "
-                                         r"answered within 2 s"):
-        cli.main(["sweep", "--out", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9",
-                  "--connect-timeout", "2", *TINY])
+    with pytest.raises(
+        SystemExit,
+        match=r"--scheduler tcp://127.0.0.1:9: no Dask scheduler "
+        r"answered within 2 s",
+    ):
+        cli.main(
+            [
+                "sweep",
+                "--out",
+                str(tmp_path),
+                "--scheduler",
+                "tcp://127.0.0.1:9",
+                "--connect-timeout",
+                "2",
+                *TINY,
+            ]
+        )
     assert time.monotonic() - start < 15
     assert not (tmp_path / "study.sqlite3").exists()
 
@@ -90,8 +122,25 @@ def test_unreachable_scheduler_fails_within_the_timeout(tmp_path):
 # ---------------------------------------------------------------- a sweep
 def test_small_sweep_on_an_in_process_local_cluster(tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert cli.main(["sweep", "--out", str(out), "--trials", "4", "--workers", "2",
-                     "--local-cluster", "threads", "--sampler", "random", *TINY[:-1]]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "--out",
+                str(out),
+                "--trials",
+                "4",
+                "--workers",
+                "2",
+                "--local-cluster",
+                "threads",
+                "--sampler",
+                "random",
+                *TINY[:-1],
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "dashboard http://127.0.0.1:" in printed and "val acc" in printed
     study = load_study(out)
@@ -127,19 +176,49 @@ def best_config(out):
 
 def test_diverging_and_raising_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "sweep"
-    cli.main(["sweep", "--out", str(out), "--trials", "3", "--workers", "0",
-              "--dataset", "digits", "--digits-size", "8", "--epochs", "2", "--quiet",
-              "--param", "lr=log:1e6:1e8", "--optimizer", "sgd"])
+    cli.main(
+        [
+            "sweep",
+            "--out",
+            str(out),
+            "--trials",
+            "3",
+            "--workers",
+            "0",
+            "--dataset",
+            "digits",
+            "--digits-size",
+            "8",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--param",
+            "lr=log:1e6:1e8",
+            "--optimizer",
+            "sgd",
+        ]
+    )
     states = {t.state.name for t in load_study(out).trials}
     assert states == {"FAIL"}
     assert all(r["status"] == "diverged" and "non-finite" in r["reason"] for r in results(out))
 
 
 def test_a_raising_trial_returns_its_reason():
-    config = {"model": "mlp", "epochs": 1, "defaults": {"optimizer": "sgd", "batch_size": 50},
-              "data": {"dataset": "digits", "data_dir": None, "digits_size": 8,
-                       "flatten": True, "dtype": "float32", "train_size": 200,
-                       "val_fraction": 0.2, "split_seed": 0}}
+    config = {
+        "model": "mlp",
+        "epochs": 1,
+        "defaults": {"optimizer": "sgd", "batch_size": 50},
+        "data": {
+            "dataset": "digits",
+            "data_dir": None,
+            "digits_size": 8,
+            "flatten": True,
+            "dtype": "float32",
+            "train_size": 200,
+            "val_fraction": 0.2,
+            "split_seed": 0,
+        },
+    }
     result = run_trial(config, {"lr": -1.0}, seed=1)
     assert result["status"] == "error" and result["test_acc"] is None
     assert result["reason"].startswith("ValueError: lr") and "Traceback" in result["traceback"]
@@ -147,10 +226,30 @@ def test_a_raising_trial_returns_its_reason():
 
 def test_median_pruner_stops_trials_below_the_median(tmp_path):
     out = tmp_path / "sweep"
-    cli.main(["sweep", "--out", str(out), "--trials", "10", "--workers", "0",
-              "--pruner", "median", "--sampler", "random", "--dataset", "digits",
-              "--digits-size", "8", "--epochs", "3", "--quiet",
-              "--param", "lr=log:1e-5:1e-1"])
+    cli.main(
+        [
+            "sweep",
+            "--out",
+            str(out),
+            "--trials",
+            "10",
+            "--workers",
+            "0",
+            "--pruner",
+            "median",
+            "--sampler",
+            "random",
+            "--dataset",
+            "digits",
+            "--digits-size",
+            "8",
+            "--epochs",
+            "3",
+            "--quiet",
+            "--param",
+            "lr=log:1e-5:1e-1",
+        ]
+    )
     study = load_study(out)
     states = [t.state.name for t in study.trials]
     assert len(states) == 10 and states[:5] == ["COMPLETE"] * 5
@@ -159,15 +258,38 @@ def test_median_pruner_stops_trials_below_the_median(tmp_path):
 
 def test_book_preset_with_overrides_trains_the_books_network(tmp_path):
     out = tmp_path / "book"
-    assert cli.main(["sweep", "--preset", "book", "--dataset", "digits", "--trials", "2",
-                     "--epochs", "1", "--workers", "0", "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "--preset",
+                "book",
+                "--dataset",
+                "digits",
+                "--trials",
+                "2",
+                "--epochs",
+                "1",
+                "--workers",
+                "0",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     study = load_study(out)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
     stored = study.user_attrs["nntrain_sweep_config"]
     assert stored["data"]["train_size"] == 500 and stored["data"]["val_fraction"] == 0.2
     assert stored["defaults"]["optimizer"] == "sgd" and stored["epochs"] == 1
-    assert stored["space"] == {"hidden_layers": "6", "hidden_size": "100",
-                               "lr": "log:1e-06:0.01", "weight_decay": "log:1e-08:0.0001"}
+    assert stored["space"] == {
+        "hidden_layers": "6",
+        "hidden_size": "100",
+        "lr": "log:1e-06:0.01",
+        "weight_decay": "log:1e-08:0.0001",
+    }
     for t in study.trials:
         assert 1e-6 <= t.params["lr"] <= 1e-2 and 1e-8 <= t.params["weight_decay"] <= 1e-4
         assert len(t.user_attrs["val_acc"]) == 1
@@ -180,32 +302,83 @@ def test_book_preset_with_overrides_trains_the_books_network(tmp_path):
 
 def test_tpe_sweep_with_choices_and_batch_norm(tmp_path):
     out = tmp_path / "tpe"
-    assert cli.main(["sweep", "--sampler", "tpe", "--trials", "3", "--workers", "0",
-                     "--out", str(out), "--quiet", "--dataset", "digits", "--digits-size", "8",
-                     "--epochs", "1", "--param", "optimizer=choice:sgd,adam",
-                     "--param", "batchnorm=choice:true,false", "--param", "dropout=float:0:0.3",
-                     "--param", "hidden_size=int:20:40"]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "--sampler",
+                "tpe",
+                "--trials",
+                "3",
+                "--workers",
+                "0",
+                "--out",
+                str(out),
+                "--quiet",
+                "--dataset",
+                "digits",
+                "--digits-size",
+                "8",
+                "--epochs",
+                "1",
+                "--param",
+                "optimizer=choice:sgd,adam",
+                "--param",
+                "batchnorm=choice:true,false",
+                "--param",
+                "dropout=float:0:0.3",
+                "--param",
+                "hidden_size=int:20:40",
+            ]
+        )
+        == 0
+    )
     assert [t.state.name for t in load_study(out).trials] == ["COMPLETE"] * 3
 
 
 # ---------------------------------------------------------------- interrupt and resume
 def start_sweep(out, trials, extra=()):
-    command = [sys.executable, "-m", "nntrain", "sweep", "--out", str(out), "--workers", "0",
-               "--trials", str(trials), "--sampler", "random", "--dataset", "digits",
-               "--digits-size", "28", "--train-size", "500", "--model", "simple",
-               "--epochs", "1", "--quiet",
-               "--param", "lr=log:1e-3:1e-2", "--optimizer", "adam", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "nntrain",
+        "sweep",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--trials",
+        str(trials),
+        "--sampler",
+        "random",
+        "--dataset",
+        "digits",
+        "--digits-size",
+        "28",
+        "--train-size",
+        "500",
+        "--model",
+        "simple",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--param",
+        "lr=log:1e-3:1e-2",
+        "--optimizer",
+        "adam",
+        *extra,
+    ]
     env = child_env({"PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])})
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_running_trial(out, count, process, timeout=120):
     """Wait until ``count`` trials are in the results file and another one is running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ((out / "results.jsonl").exists() and len(results(out)) >= count
-                and running_trials(out)):
+        if (out / "results.jsonl").exists() and len(results(out)) >= count and running_trials(out):
             return
         if process.poll() is not None:
             pytest.fail(f"sweep exited early: {process.communicate()}")
@@ -278,9 +451,30 @@ def test_changed_options_refuse_to_resume_the_study(tmp_path):
 # ---------------------------------------------------------------- repeat
 def test_repeat_reports_mean_and_spread_over_seeds(tmp_path, capsys):
     out = tmp_path / "repeat"
-    assert cli.main(["repeat", "--out", str(out), "--seeds", "3", "--workers", "0",
-                     "--dataset", "digits", "--digits-size", "8", "--epochs", "2",
-                     "--param", "lr=0.05", "--param", "hidden_layers=3"]) == 0
+    assert (
+        cli.main(
+            [
+                "repeat",
+                "--out",
+                str(out),
+                "--seeds",
+                "3",
+                "--workers",
+                "0",
+                "--dataset",
+                "digits",
+                "--digits-size",
+                "8",
+                "--epochs",
+                "2",
+                "--param",
+                "lr=0.05",
+                "--param",
+                "hidden_layers=3",
+            ]
+        )
+        == 0
+    )
     assert "3/3 seeds completed" in capsys.readouterr().out
     record = json.loads((out / "repeat.json").read_text())
     assert [r["seed"] for r in record["runs"]] == [0, 1, 2]

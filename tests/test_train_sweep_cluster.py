@@ -19,9 +19,8 @@ pytest.importorskip("distributed")
 
 import optuna  # noqa: E402
 
-from nntrain.sweep.trial import run_trial  # noqa: E402
-
 from _subprocess_helpers import SRC, child_env  # noqa: E402
+from nntrain.sweep.trial import run_trial  # noqa: E402
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT = 60
@@ -39,9 +38,14 @@ def dask_command(*args):
 
 
 def env_with_src():
-    return child_env({"PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-                      "NUMBA_NUM_THREADS": 1, "OMP_NUM_THREADS": 1,
-                      "OPENBLAS_NUM_THREADS": 1})
+    return child_env(
+        {
+            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+            "NUMBA_NUM_THREADS": 1,
+            "OMP_NUM_THREADS": 1,
+            "OPENBLAS_NUM_THREADS": 1,
+        }
+    )
 
 
 def wait_until(condition, timeout, what, processes=()):
@@ -51,8 +55,9 @@ def wait_until(condition, timeout, what, processes=()):
             return
         for process in processes:
             if process.poll() is not None:
-                pytest.fail(f"{what}: a process exited early ({process.args}): "
-                            f"{process.communicate()}")
+                pytest.fail(
+                    f"{what}: a process exited early ({process.args}): {process.communicate()}"
+                )
         time.sleep(0.1)
     pytest.fail(f"{what}: not within {timeout} s")
 
@@ -68,22 +73,50 @@ def cluster(tmp_path):
 
     def start(name, *args):
         log = open(logs / f"{name}.log", "w")
-        process = subprocess.Popen(dask_command(*args), env=env_with_src(), stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=tmp_path,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            dask_command(*args),
+            env=env_with_src(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
         processes.append(process)
         return process
 
     try:
-        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0",
-              "--no-dashboard", "--scheduler-file", str(scheduler_file))
+        start(
+            "scheduler",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        )
         wait_until(scheduler_file.exists, START_TIMEOUT, "scheduler file", processes)
         time.sleep(0.2)
         address = json.loads(scheduler_file.read_text())["address"]
-        workers = [start(f"worker{i}", "worker", address, "--nthreads", "1", "--no-nanny",
-                         "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}")
-                   for i in range(2)]
+        workers = [
+            start(
+                f"worker{i}",
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+                "--name",
+                f"w{i}",
+            )
+            for i in range(2)
+        ]
         from distributed import Client
+
         with Client(address, timeout=START_TIMEOUT) as client:
             client.wait_for_workers(2, timeout=START_TIMEOUT)
         yield address, workers
@@ -100,12 +133,41 @@ def cluster(tmp_path):
 
 
 def sweep_command(address, out, trials):
-    return [sys.executable, "-m", "nntrain", "sweep", "--scheduler", address,
-            "--connect-timeout", "20", "--out", str(out), "--trials", str(trials),
-            "--sampler", "random", "--dataset", "digits", "--digits-size", "28",
-            "--train-size", "600", "--model", "mlp", "--epochs", "2", "--quiet",
-            "--param", "hidden_size=500", "--param", "hidden_layers=4",
-            "--param", "lr=log:1e-3:1e-1", "--param", "weight_decay=log:1e-8:1e-4"]
+    return [
+        sys.executable,
+        "-m",
+        "nntrain",
+        "sweep",
+        "--scheduler",
+        address,
+        "--connect-timeout",
+        "20",
+        "--out",
+        str(out),
+        "--trials",
+        str(trials),
+        "--sampler",
+        "random",
+        "--dataset",
+        "digits",
+        "--digits-size",
+        "28",
+        "--train-size",
+        "600",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--param",
+        "hidden_size=500",
+        "--param",
+        "hidden_layers=4",
+        "--param",
+        "lr=log:1e-3:1e-1",
+        "--param",
+        "weight_decay=log:1e-8:1e-4",
+    ]
 
 
 def read_results(out):
@@ -120,16 +182,25 @@ def test_sweep_survives_a_killed_worker_and_curves_match_in_process(cluster, tmp
     address, workers = cluster
     out = tmp_path / "sweep"
     trials = 8
-    sweep = subprocess.Popen(sweep_command(address, out, trials), env=env_with_src(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sweep = subprocess.Popen(
+        sweep_command(address, out, trials),
+        env=env_with_src(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # once trials are flowing, kill worker w0 while it runs one: Dask must re-run
         # that trial elsewhere (or the sweep record it lost and ask another)
         wait_until(lambda: len(read_results(out)) >= 1, 180, "first trial", [sweep])
         from distributed import Client
+
         with Client(address, timeout=START_TIMEOUT) as client:
-            w0 = next(addr for addr, info in client.scheduler_info()["workers"].items()
-                      if info["name"] == "w0")
+            w0 = next(
+                addr
+                for addr, info in client.scheduler_info()["workers"].items()
+                if info["name"] == "w0"
+            )
             wait_until(lambda: client.processing().get(w0), 60, "a trial on w0", [sweep])
             workers[0].kill()
         workers[0].wait(timeout=15)
@@ -138,8 +209,9 @@ def test_sweep_survives_a_killed_worker_and_curves_match_in_process(cluster, tmp
         sweep.kill()
     assert sweep.returncode == 0, err
 
-    study = optuna.load_study(study_name="nntrain-sweep",
-                              storage=f"sqlite:///{out / 'study.sqlite3'}")
+    study = optuna.load_study(
+        study_name="nntrain-sweep", storage=f"sqlite:///{out / 'study.sqlite3'}"
+    )
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == trials
     lost = [t for t in study.trials if t.state.name == "FAIL"]

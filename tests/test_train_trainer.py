@@ -21,14 +21,31 @@ def toy_data(n_train=130, n_test=40, seed=0):
 def make_trainer(epochs=3, *, net_seed=0, extend=False, **kwargs):
     x, t, xt, tt = toy_data()
     if extend:
-        net = MultiLayerNetExtend(10, [16, 16], 3, use_dropout=True, dropout_ration=0.2,
-                                  use_batchnorm=True, layers=reference, rng=net_seed)
+        net = MultiLayerNetExtend(
+            10,
+            [16, 16],
+            3,
+            use_dropout=True,
+            dropout_ration=0.2,
+            use_batchnorm=True,
+            layers=reference,
+            rng=net_seed,
+        )
     else:
         net = MultiLayerNet(10, [16], 3, layers=reference, rng=net_seed)
     kwargs.setdefault("quiet", True)
-    return Trainer(net, x, t, xt, tt, epochs=epochs, mini_batch_size=32,
-                   optimizer=kwargs.pop("optimizer", "Adam"),
-                   optimizer_param=kwargs.pop("optimizer_param", {"lr": 0.01}), **kwargs)
+    return Trainer(
+        net,
+        x,
+        t,
+        xt,
+        tt,
+        epochs=epochs,
+        mini_batch_size=32,
+        optimizer=kwargs.pop("optimizer", "Adam"),
+        optimizer_param=kwargs.pop("optimizer_param", {"lr": 0.01}),
+        **kwargs,
+    )
 
 
 def test_histories_and_learning():
@@ -88,9 +105,14 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, extend, rng, suffix):
     first = make_trainer(epochs=2, extend=extend, rng=rng, checkpoint_path=path)
     first.train()
     np.random.seed(999)  # the resumed run must not depend on the global state at restart
-    resumed = make_trainer(epochs=3, extend=extend, net_seed=77,
-                           rng=None if rng is None else 1234,
-                           checkpoint_path=path, resume=True)
+    resumed = make_trainer(
+        epochs=3,
+        extend=extend,
+        net_seed=77,
+        rng=None if rng is None else 1234,
+        checkpoint_path=path,
+        resume=True,
+    )
     assert resumed.current_epoch == 2 and resumed.current_iter == 10
     resumed.train()
     assert resumed.train_loss_list == full.train_loss_list
@@ -111,8 +133,14 @@ def test_checkpoint_mismatch_is_rejected(tmp_path):
     path = tmp_path / "ckpt.pkl"
     make_trainer(epochs=1, rng=0, checkpoint_path=path).train()
     with pytest.raises(ValueError, match="optimizer_class"):
-        make_trainer(epochs=2, rng=0, checkpoint_path=path, resume=True, optimizer="sgd",
-                     optimizer_param={"lr": 0.1})
+        make_trainer(
+            epochs=2,
+            rng=0,
+            checkpoint_path=path,
+            resume=True,
+            optimizer="sgd",
+            optimizer_param={"lr": 0.1},
+        )
 
 
 def test_train_step_evaluates_at_epoch_end():
@@ -127,11 +155,27 @@ def test_train_step_evaluates_at_epoch_end():
 def test_evaluate_sample_num_and_eval_batch_size():
     x = np.random.default_rng(0).random((30, 1, 6, 6))
     t = np.arange(30) % 3
-    net = SimpleConvNet(input_dim=(1, 6, 6), conv_param={"filter_num": 2, "filter_size": 3,
-                                                         "pad": 1, "stride": 1},
-                        hidden_size=4, output_size=3, layers=reference, rng=0)
-    trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=10,
-                      evaluate_sample_num_per_epoch=7, verbose=False, eval_batch_size=4, rng=0)
+    net = SimpleConvNet(
+        input_dim=(1, 6, 6),
+        conv_param={"filter_num": 2, "filter_size": 3, "pad": 1, "stride": 1},
+        hidden_size=4,
+        output_size=3,
+        layers=reference,
+        rng=0,
+    )
+    trainer = Trainer(
+        net,
+        x,
+        t,
+        x,
+        t,
+        epochs=1,
+        mini_batch_size=10,
+        evaluate_sample_num_per_epoch=7,
+        verbose=False,
+        eval_batch_size=4,
+        rng=0,
+    )
     trainer.train()
     assert trainer.train_acc_list[0] * 7 == pytest.approx(round(trainer.train_acc_list[0] * 7))
 

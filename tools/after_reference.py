@@ -19,7 +19,9 @@ from nnbench.timing import time_interleaved
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/after_reference.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/after_reference.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("dtype", nargs="?", default="float32")
     ap.add_argument("case", nargs="?", default="conv_b")
     ap.add_argument("--quick", action="store_true")
@@ -34,11 +36,15 @@ def main(argv=None):
     reference = calls.pop("reference")
     megabytes = 8 if args.quick else 200
     big = np.ones((megabytes << 20) // 8)
-    before = {"nothing": lambda: None, "reference": reference,
-              f"write {megabytes} MB": lambda: big.fill(1.0),
-              f"4 x {megabytes // 4} MB arrays":
-                  lambda: [np.ones((megabytes << 18) // 8) for _ in range(4)],
-              "sleep 20 ms": lambda: time.sleep(0.02)}
+    before = {
+        "nothing": lambda: None,
+        "reference": reference,
+        f"write {megabytes} MB": lambda: big.fill(1.0),
+        f"4 x {megabytes // 4} MB arrays": lambda: [
+            np.ones((megabytes << 18) // 8) for _ in range(4)
+        ],
+        "sleep 20 ms": lambda: time.sleep(0.02),
+    }
     repeat = 2 if args.quick else 11
     for name, call in calls.items():
         if call is None:

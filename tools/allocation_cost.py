@@ -28,7 +28,9 @@ def _threaded_fill(a, value):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/allocation_cost.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/allocation_cost.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("sizes", nargs="*", type=float, help="MB (default 4 8 16 24 32 48 64)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
@@ -47,8 +49,11 @@ def main(argv=None):
         reused = ms(lambda: kept.fill(0.0))
         fresh_t = ms(lambda: _threaded_fill(np.empty(n), 0.0))
         reused_t = ms(lambda: _threaded_fill(kept, 0.0))
-        print(f"{megabytes:5g} MB  fresh {fresh:6.2f} ms   reused {reused:6.2f} ms   "
-              f"{threads} threads: fresh {fresh_t:6.2f} ms   reused {reused_t:6.2f} ms", flush=True)
+        print(
+            f"{megabytes:5g} MB  fresh {fresh:6.2f} ms   reused {reused:6.2f} ms   "
+            f"{threads} threads: fresh {fresh_t:6.2f} ms   reused {reused_t:6.2f} ms",
+            flush=True,
+        )
     return 0
 
 

@@ -4,9 +4,9 @@
 64x32x32, 64 filters 3x3), the column kernels and the products alone and back to back, in
 ms (median of 9, ``nnbench.timing``). Run it under ``OPENBLAS_THREAD_TIMEOUT=28``
 (OpenBLAS's default spin, about 0.1 s) and ``OPENBLAS_THREAD_TIMEOUT=16`` (what
-``nnkernels.set_config(blas_spin_exponent=16)`` applies): with the long spin, a pair costs more than its two
-pieces. OpenBLAS reads the variable when NumPy is imported, so set it before starting
-Python. ``--quick``: batch of 4, 2 calls.
+``nnkernels.set_config(blas_spin_exponent=16)`` applies): with the long spin, a pair costs
+more than its two pieces. OpenBLAS reads the variable when NumPy is imported, so set it
+before starting Python. ``--quick``: batch of 4, 2 calls.
 """
 
 import argparse
@@ -20,7 +20,9 @@ from nnbench.timing import median_seconds
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/blas_spin.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/blas_spin.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("dtype", nargs="?", default="float32")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
@@ -51,15 +53,20 @@ def main(argv=None):
         def run():
             first()
             second()
+
         return run
 
     repeat = 2 if args.quick else 9
     spin = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset")
     print(f"{args.dtype}, OPENBLAS_THREAD_TIMEOUT={spin}")
-    for name, fn_ in [("im2col", im2col), ("forward product", forward_product),
-                      ("im2col + forward product", pair(im2col, forward_product)),
-                      ("columns product", columns_product), ("col2im", col2im),
-                      ("columns product + col2im", pair(columns_product, col2im))]:
+    for name, fn_ in [
+        ("im2col", im2col),
+        ("forward product", forward_product),
+        ("im2col + forward product", pair(im2col, forward_product)),
+        ("columns product", columns_product),
+        ("col2im", col2im),
+        ("columns product + col2im", pair(columns_product, col2im)),
+    ]:
         print(f"  {name:26s} {median_seconds(fn_, repeat) * 1e3:7.2f} ms", flush=True)
     return 0
 

@@ -34,7 +34,9 @@ def column_mib(case, dtype):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/conv_chunking.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/conv_chunking.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("dtype", nargs="?", default="float32")
     ap.add_argument("shapes", nargs="?", default="A,B,C,L2,L7,L12")
     ap.add_argument("bounds", nargs="?", default="8192,16384", help="KiB, comma list, or -")
@@ -55,19 +57,28 @@ def main(argv=None):
             def bounded(run=run, bound=bound):
                 with nnkernels.config_context(conv_route="matmul", workspace_limit=bound):
                     run()
+
             runs[label] = bounded
         before = None
         if args.after_reference:
             reference = build_contenders(case, args.dtype, ("reference",))["reference"]
-            before = lambda _: reference()
+
+            def before(_, reference=reference):
+                reference()
+
         timed = time_interleaved(runs, rounds, before=before)
         whole = timed["whole"][1]
-        cells = [f"{label} {med * 1e3:.2f}"
-                 + ("" if label == "whole" else f" ({median_ratio(times, whole):.2f})")
-                 for label, (med, times) in timed.items()]
+        cells = [
+            f"{label} {med * 1e3:.2f}"
+            + ("" if label == "whole" else f" ({median_ratio(times, whole):.2f})")
+            for label, (med, times) in timed.items()
+        ]
         note = " after the reference" if args.after_reference else ""
-        print(f"{name:4s} {args.dtype}{note} columns {column_mib(case, args.dtype):5.1f} MiB  "
-              + "   ".join(cells), flush=True)
+        print(
+            f"{name:4s} {args.dtype}{note} columns {column_mib(case, args.dtype):5.1f} MiB  "
+            + "   ".join(cells),
+            flush=True,
+        )
     return 0
 
 

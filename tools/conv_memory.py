@@ -38,7 +38,9 @@ def peak_mib(module, case, d, settings=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/conv_memory.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/conv_memory.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("shape", nargs="?", default="C")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
@@ -50,9 +52,13 @@ def main(argv=None):
             ours["fused kernels"] = peak_mib(nnlayers, case, d, {"conv_route": "kernels"})
         for label, bound in (("default", None), ("whole", 1 << 62), ("16 MiB bound", 16 << 20)):
             ours[f"matmul route {label}"] = peak_mib(
-                nnlayers, case, d, {"conv_route": "matmul", "workspace_limit": bound})
-        print(f"{args.shape} {dtype}: reference {peak_mib(reference, case, d):.0f} MiB, nnlayers "
-              + ", ".join(f"{label} {mib:.0f} MiB" for label, mib in ours.items()), flush=True)
+                nnlayers, case, d, {"conv_route": "matmul", "workspace_limit": bound}
+            )
+        print(
+            f"{args.shape} {dtype}: reference {peak_mib(reference, case, d):.0f} MiB, nnlayers "
+            + ", ".join(f"{label} {mib:.0f} MiB" for label, mib in ours.items()),
+            flush=True,
+        )
     return 0
 
 

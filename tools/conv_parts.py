@@ -22,7 +22,9 @@ ONE_PART = 1 << 62
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/conv_parts.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/conv_parts.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("dtype", nargs="?", default="float32")
     ap.add_argument("shapes", nargs="?", default="A,B,C,L2,L7,L12")
     ap.add_argument("--rounds", type=int, default=None, help="default 9 (2 with --quick)")
@@ -50,9 +52,15 @@ def main(argv=None):
             # in this order each round: a layer's backward follows its own forward
             calls[mode, "forward"], calls[mode, "backward"] = forward, backward
         timed = time_interleaved(calls, rounds)
-        print(f"{name:4s} {args.dtype}  " + "   ".join(
-            f"{mode}: {timed[mode, 'forward'][0] * 1e3:.2f} + {timed[mode, 'backward'][0] * 1e3:.2f}"
-            for mode in ("shared", "one part")), flush=True)
+        print(
+            f"{name:4s} {args.dtype}  "
+            + "   ".join(
+                f"{mode}: {timed[mode, 'forward'][0] * 1e3:.2f}"
+                f" + {timed[mode, 'backward'][0] * 1e3:.2f}"
+                for mode in ("shared", "one part")
+            ),
+            flush=True,
+        )
     return 0
 
 

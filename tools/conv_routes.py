@@ -27,9 +27,11 @@ ROUTES = ("matmul", "kernels")
 
 def under(settings, fn):
     """``fn`` called inside ``nnkernels.config_context(**settings)``."""
+
     def run():
         with nnkernels.config_context(**settings):
             return fn()
+
     return run
 
 
@@ -38,13 +40,18 @@ def predict_one_image(calls):
     x = np.random.default_rng(1).random((1, 1, 28, 28)).astype(np.float32)
     runs = {route: under({"conv_route": route}, lambda: net.predict(x)) for route in ROUTES}
     timed = time_interleaved(runs, calls)
-    print(f"SimpleConvNet.predict, one image, float32, threading layer "
-          f"{nnkernels.threading_layer()}: "
-          + ", ".join(f"{route} {timed[route][0] * 1e6:.0f} us" for route in ROUTES), flush=True)
+    print(
+        f"SimpleConvNet.predict, one image, float32, threading layer "
+        f"{nnkernels.threading_layer()}: "
+        + ", ".join(f"{route} {timed[route][0] * 1e6:.0f} us" for route in ROUTES),
+        flush=True,
+    )
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/conv_routes.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/conv_routes.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("dtype", nargs="?", default="float32")
     ap.add_argument("shapes", nargs="?", default="A,B,C,L2,L7,L12,predict")
     ap.add_argument("--after-reference", action="store_true")
@@ -61,18 +68,27 @@ def main(argv=None):
             predict_one_image(5 if args.quick else 400)
             continue
         case = table[name].scaled(args.quick)
-        runs = {route: under({"conv_route": route},
-                             build_contenders(case, args.dtype, ("nnlayers",))["nnlayers"])
-                for route in ROUTES}
+        runs = {
+            route: under(
+                {"conv_route": route}, build_contenders(case, args.dtype, ("nnlayers",))["nnlayers"]
+            )
+            for route in ROUTES
+        }
         before = None
         if args.after_reference:
             reference = build_contenders(case, args.dtype, ("reference",))["reference"]
-            before = lambda _: reference()
+
+            def before(_, reference=reference):
+                reference()
+
         timed = time_interleaved(runs, rounds, before=before)
         ratio = median_ratio(timed["kernels"][1], timed["matmul"][1])
         note = " after the reference" if args.after_reference else ""
-        print(f"{name:4s} {args.dtype}{note}: matmul {timed['matmul'][0] * 1e3:.2f} ms, "
-              f"kernels {timed['kernels'][0] * 1e3:.2f} ms, kernels/matmul {ratio:.2f}", flush=True)
+        print(
+            f"{name:4s} {args.dtype}{note}: matmul {timed['matmul'][0] * 1e3:.2f} ms, "
+            f"kernels {timed['kernels'][0] * 1e3:.2f} ms, kernels/matmul {ratio:.2f}",
+            flush=True,
+        )
     return 0
 
 

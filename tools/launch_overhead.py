@@ -31,22 +31,33 @@ def _batch(kernel, a, calls):
     def run():
         for _ in range(calls):
             kernel(a)
+
     return run
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/launch_overhead.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/launch_overhead.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     sizes = (2, 1 << 15) if args.quick else (2, 1 << 12, 1 << 15, 1 << 17, 1 << 20)
     for n in sizes:
         a = np.zeros(n)
         calls = 10 if args.quick else max(10, min(5000, 2_000_000 // max(a.size, 1000)))
-        timed = time_interleaved({"parallel": _batch(_add_one_parallel, a, calls),
-                                  "serial": _batch(_add_one_serial, a, calls)}, repeat=5)
+        timed = time_interleaved(
+            {
+                "parallel": _batch(_add_one_parallel, a, calls),
+                "serial": _batch(_add_one_serial, a, calls),
+            },
+            repeat=5,
+        )
         parallel, serial = (timed[k][0] / calls * 1e6 for k in ("parallel", "serial"))
-        print(f"n={n:>8}  parallel {parallel:8.2f} us  serial {serial:8.2f} us"
-              f"  ({nnkernels.threading_layer()})", flush=True)
+        print(
+            f"n={n:>8}  parallel {parallel:8.2f} us  serial {serial:8.2f} us"
+            f"  ({nnkernels.threading_layer()})",
+            flush=True,
+        )
     return 0
 
 

@@ -27,16 +27,20 @@ WAYS = {"twins": {}, "parallel kernels on one thread": {"parallel_threshold": 0,
 def per_call_us(fn, loops):
     runs = {}
     for way, settings in WAYS.items():
+
         def run(settings=settings):
             with nnkernels.config_context(**settings):
                 for _ in range(loops):
                     fn()
+
         runs[way] = run
     return {way: med / loops * 1e6 for way, (med, _) in time_interleaved(runs, 5).items()}
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/one_thread_runs.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/one_thread_runs.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     loops = 20 if args.quick else 2000
@@ -53,8 +57,11 @@ def main(argv=None):
 
     relu_us, bn_us = per_call_us(relu_step, loops), per_call_us(bn_step, loops)
     for way in WAYS:
-        print(f"{way:32s} ReLU fwd+bwd {relu_us[way]:6.1f} us   "
-              f"batch norm B fwd+bwd {bn_us[way]:6.1f} us", flush=True)
+        print(
+            f"{way:32s} ReLU fwd+bwd {relu_us[way]:6.1f} us   "
+            f"batch norm B fwd+bwd {bn_us[way]:6.1f} us",
+            flush=True,
+        )
     return 0
 
 

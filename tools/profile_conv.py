@@ -21,7 +21,9 @@ SETS = {"book": ("A", "B", "C"), "deep": ("L2", "L7", "L12")}
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/profile_conv.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/profile_conv.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("dtype", nargs="?", default="float32")
     ap.add_argument("set", nargs="?", default="book", choices=list(SETS))
     ap.add_argument("--quick", action="store_true")
@@ -54,8 +56,13 @@ def main(argv=None):
         total = sum(r.values())
         r["dW_einsum"] = ms(lambda: np.einsum("nfp,nkp->fk", dout, cols, optimize=True))
         r["dW_other_order"] = ms(lambda: np.matmul(dout, cols.transpose(0, 2, 1)).sum(0))
-        print(name, args.dtype, "  ".join(f"{k}={v:.2f}" for k, v in r.items()),
-              f"total={total:.1f}ms", flush=True)
+        print(
+            name,
+            args.dtype,
+            "  ".join(f"{k}={v:.2f}" for k, v in r.items()),
+            f"total={total:.1f}ms",
+            flush=True,
+        )
     return 0
 
 

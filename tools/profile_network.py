@@ -16,7 +16,9 @@ from nnbench.cases import BATCH, NETWORKS, build_network, network_batch
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python tools/profile_network.py", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python tools/profile_network.py", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("model", nargs="?", default="deep", choices=list(NETWORKS))
     ap.add_argument("dtype", nargs="?", default="float32")
     ap.add_argument("--quick", action="store_true")
@@ -33,7 +35,11 @@ def main(argv=None):
         out = x
         for i, layer in enumerate(layers):
             start = time.perf_counter()
-            out = layer.forward(out, True) if isinstance(layer, nnlayers.Dropout) else layer.forward(out)
+            out = (
+                layer.forward(out, True)
+                if isinstance(layer, nnlayers.Dropout)
+                else layer.forward(out)
+            )
             key = (i, type(layer).__name__, "forward", out.shape)
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
         net.last_layer.forward(out, t)
@@ -44,7 +50,9 @@ def main(argv=None):
             key = (i, type(layers[i]).__name__, "backward", dout.shape)
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
     for (i, name, direction, shape), seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"layer {i:2d} {name:<20} {direction:<8} {shape!s:<20} {seconds / steps * 1e3:7.2f} ms")
+        print(
+            f"layer {i:2d} {name:<20} {direction:<8} {shape!s:<20} {seconds / steps * 1e3:7.2f} ms"
+        )
     print(f"total {sum(totals.values()) / steps * 1e3:.1f} ms per step (layers only)")
     return 0
 

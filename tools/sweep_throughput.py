@@ -21,19 +21,44 @@ import tempfile
 import time
 
 DEFAULT = ["--preset", "book", "--dataset", "digits", "--epochs", "20"]
-QUICK = ["--dataset", "digits", "--digits-size", "8", "--epochs", "1",
-         "--param", "lr=log:1e-3:1e-1"]
-MODES = (("1 worker", ["--workers", "1"], 1),
-         ("2 workers", ["--workers", "2"], 2),
-         ("1 process, 2 threads", ["--workers", "0", "--threads", "2"], 1))
+QUICK = [
+    "--dataset",
+    "digits",
+    "--digits-size",
+    "8",
+    "--epochs",
+    "1",
+    "--param",
+    "lr=log:1e-3:1e-1",
+]
+MODES = (
+    ("1 worker", ["--workers", "1"], 1),
+    ("2 workers", ["--workers", "2"], 2),
+    ("1 process, 2 threads", ["--workers", "0", "--threads", "2"], 1),
+)
 
 
 def run(mode_args, trials, extra, out):
-    command = [sys.executable, "-m", "nntrain", "sweep", "--out", out, "--trials", str(trials),
-               "--sampler", "random", *extra, *mode_args]
+    command = [
+        sys.executable,
+        "-m",
+        "nntrain",
+        "sweep",
+        "--out",
+        out,
+        "--trials",
+        str(trials),
+        "--sampler",
+        "random",
+        *extra,
+        *mode_args,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
-    wall = next(float(line.split()[3]) for line in result.stdout.splitlines()
-                if line.startswith("sweep finished in"))
+    wall = next(
+        float(line.split()[3])
+        for line in result.stdout.splitlines()
+        if line.startswith("sweep finished in")
+    )
     with open(os.path.join(out, "results.jsonl")) as f:
         records = [json.loads(line) for line in f]
     return wall, records
@@ -42,14 +67,19 @@ def run(mode_args, trials, extra, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--quick", action="store_true",
-                        help="2 one-epoch trials on 8x8 digits per mode (a smoke test)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 one-epoch trials on 8x8 digits per mode (a smoke test)",
+    )
     args, extra = parser.parse_known_args()
     if args.quick:
         args.trials, extra = 2, QUICK + extra
     extra = extra or DEFAULT
-    print(f"nntrain sweep {' '.join(extra)} --trials {args.trials}; load average before: "
-          f"{os.getloadavg()[0]:.2f}")
+    print(
+        f"nntrain sweep {' '.join(extra)} --trials {args.trials}; load average before: "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     rates = {}
     for name, mode_args, workers in MODES:
         with tempfile.TemporaryDirectory() as out:
@@ -60,14 +90,18 @@ def main():
         training = sum(r["seconds"] for r in records) - setup
         overhead = (workers * wall - training) / training
         rates[name] = 60 * args.trials / wall
-        print(f"{name:<22} sweep {wall:7.1f} s (process {total:6.1f} s)  "
-              f"{rates[name]:6.1f} trials/min  training {training:7.1f} s  "
-              f"overhead {100 * overhead:5.1f}% (of which data+JIT setup "
-              f"{100 * setup / training:4.1f}%)")
-    print(f"2 workers / 1 worker: {rates['2 workers'] / rates['1 worker']:.2f}x; "
-          f"2 workers / 1 process with 2 threads: "
-          f"{rates['2 workers'] / rates['1 process, 2 threads']:.2f}x; "
-          f"load average after: {os.getloadavg()[0]:.2f}")
+        print(
+            f"{name:<22} sweep {wall:7.1f} s (process {total:6.1f} s)  "
+            f"{rates[name]:6.1f} trials/min  training {training:7.1f} s  "
+            f"overhead {100 * overhead:5.1f}% (of which data+JIT setup "
+            f"{100 * setup / training:4.1f}%)"
+        )
+    print(
+        f"2 workers / 1 worker: {rates['2 workers'] / rates['1 worker']:.2f}x; "
+        f"2 workers / 1 process with 2 threads: "
+        f"{rates['2 workers'] / rates['1 process, 2 threads']:.2f}x; "
+        f"load average after: {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

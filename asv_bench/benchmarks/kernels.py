@@ -130,8 +130,9 @@ class BatchNormWithoutXn:
         self.x, self.gamma, self.beta, self.dout = d["x"], d["gamma"], d["beta"], d["dout"]
         self.forward = _kernel("batchnorm_forward")
         self.backward = _kernel("batchnorm_backward_from_input")
-        _, _, self.mean, _, self.std = self.forward(self.x, self.gamma, self.beta, 1e-6,
-                                                    return_xn=False, stats_dtype="float64")
+        _, _, self.mean, _, self.std = self.forward(
+            self.x, self.gamma, self.beta, 1e-6, return_xn=False, stats_dtype="float64"
+        )
         self.backward(self.dout, self.x, self.mean, self.std, self.gamma)
 
     def time_forward(self, case, dtype):

@@ -60,15 +60,20 @@ class WarmStart:
     def setup(self, dtype):
         self.cache = tempfile.mkdtemp(prefix="nnkernels_asv_warm_")
         env = dict(os.environ, NUMBA_CACHE_DIR=self.cache)
-        subprocess.run([sys.executable, "-c", textwrap.dedent(_FIRST_CONV.format(dtype=dtype))],
-                       env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_FIRST_CONV.format(dtype=dtype))],
+            env=env,
+            check=True,
+        )
 
     def teardown(self, dtype):
         shutil.rmtree(self.cache, ignore_errors=True)
 
     def timeraw_import_and_first_conv(self, dtype):
-        return (textwrap.dedent(_FIRST_CONV.format(dtype=dtype)),
-                textwrap.dedent(_WARM_SETUP.format(cache=self.cache)))
+        return (
+            textwrap.dedent(_FIRST_CONV.format(dtype=dtype)),
+            textwrap.dedent(_WARM_SETUP.format(cache=self.cache)),
+        )
 
 
 def timeraw_import_nnlayers():

@@ -73,32 +73,91 @@ class Case:
 _CONV_C_INPUT = (64, 64, 32, 32)
 
 CASES = (
-    Case("im2col", "im2col", "im2col, N=64 64x32x32, 3x3 pad 1", _CONV_C_INPUT,
-         dict(filter=(3, 3), stride=1, pad=1)),
-    Case("col2im", "col2im", "col2im, N=64 64x32x32, 3x3 pad 1", _CONV_C_INPUT,
-         dict(filter=(3, 3), stride=1, pad=1)),
-    Case("conv_a", "conv", "conv A: N=100 1x28x28, 30 5x5 pad 0", (100, 1, 28, 28),
-         dict(filters=30, filter=(5, 5), stride=1, pad=0)),
-    Case("conv_b", "conv", "conv B: N=100 16x14x14, 32 3x3 pad 1", (100, 16, 14, 14),
-         dict(filters=32, filter=(3, 3), stride=1, pad=1)),
-    Case("conv_c", "conv", "conv C: N=64 64x32x32, 64 3x3 pad 1", _CONV_C_INPUT,
-         dict(filters=64, filter=(3, 3), stride=1, pad=1)),
+    Case(
+        "im2col",
+        "im2col",
+        "im2col, N=64 64x32x32, 3x3 pad 1",
+        _CONV_C_INPUT,
+        dict(filter=(3, 3), stride=1, pad=1),
+    ),
+    Case(
+        "col2im",
+        "col2im",
+        "col2im, N=64 64x32x32, 3x3 pad 1",
+        _CONV_C_INPUT,
+        dict(filter=(3, 3), stride=1, pad=1),
+    ),
+    Case(
+        "conv_a",
+        "conv",
+        "conv A: N=100 1x28x28, 30 5x5 pad 0",
+        (100, 1, 28, 28),
+        dict(filters=30, filter=(5, 5), stride=1, pad=0),
+    ),
+    Case(
+        "conv_b",
+        "conv",
+        "conv B: N=100 16x14x14, 32 3x3 pad 1",
+        (100, 16, 14, 14),
+        dict(filters=32, filter=(3, 3), stride=1, pad=1),
+    ),
+    Case(
+        "conv_c",
+        "conv",
+        "conv C: N=64 64x32x32, 64 3x3 pad 1",
+        _CONV_C_INPUT,
+        dict(filters=64, filter=(3, 3), stride=1, pad=1),
+    ),
     # DeepConvNet's convolutions 2, 4 and 6 (layers 2, 7 and 12 of its layer list)
-    Case("conv_l2", "conv", "DeepConvNet layer 2: N=100 16x28x28, 16 3x3 pad 1",
-         (100, 16, 28, 28), dict(filters=16, filter=(3, 3), stride=1, pad=1), default=False),
-    Case("conv_l7", "conv", "DeepConvNet layer 7: N=100 32x14x14, 32 3x3 pad 2",
-         (100, 32, 14, 14), dict(filters=32, filter=(3, 3), stride=1, pad=2), default=False),
-    Case("conv_l12", "conv", "DeepConvNet layer 12: N=100 64x8x8, 64 3x3 pad 1",
-         (100, 64, 8, 8), dict(filters=64, filter=(3, 3), stride=1, pad=1), default=False),
-    Case("pool_a", "pool", "pool A: N=100 30x24x24, 2x2 s2", (100, 30, 24, 24),
-         dict(pool=(2, 2), stride=2)),
-    Case("pool_b", "pool", "pool B: N=64 64x32x32, 3x3 s2", _CONV_C_INPUT,
-         dict(pool=(3, 3), stride=2)),
-    Case("bn_a", "bn", "batchnorm A: N=100, D=30*24*24", (100, 30 * 24 * 24),
-         dict(per_channel=False)),
+    Case(
+        "conv_l2",
+        "conv",
+        "DeepConvNet layer 2: N=100 16x28x28, 16 3x3 pad 1",
+        (100, 16, 28, 28),
+        dict(filters=16, filter=(3, 3), stride=1, pad=1),
+        default=False,
+    ),
+    Case(
+        "conv_l7",
+        "conv",
+        "DeepConvNet layer 7: N=100 32x14x14, 32 3x3 pad 2",
+        (100, 32, 14, 14),
+        dict(filters=32, filter=(3, 3), stride=1, pad=2),
+        default=False,
+    ),
+    Case(
+        "conv_l12",
+        "conv",
+        "DeepConvNet layer 12: N=100 64x8x8, 64 3x3 pad 1",
+        (100, 64, 8, 8),
+        dict(filters=64, filter=(3, 3), stride=1, pad=1),
+        default=False,
+    ),
+    Case(
+        "pool_a",
+        "pool",
+        "pool A: N=100 30x24x24, 2x2 s2",
+        (100, 30, 24, 24),
+        dict(pool=(2, 2), stride=2),
+    ),
+    Case(
+        "pool_b",
+        "pool",
+        "pool B: N=64 64x32x32, 3x3 s2",
+        _CONV_C_INPUT,
+        dict(pool=(3, 3), stride=2),
+    ),
+    Case(
+        "bn_a", "bn", "batchnorm A: N=100, D=30*24*24", (100, 30 * 24 * 24), dict(per_channel=False)
+    ),
     Case("bn_b", "bn", "batchnorm B: N=100, D=100", (100, 100), dict(per_channel=False)),
-    Case("bn_c", "bn", "batchnorm C: per channel, N=64 C=64 32x32", (64, 64, 32, 32),
-         dict(per_channel=True)),
+    Case(
+        "bn_c",
+        "bn",
+        "batchnorm C: per channel, N=64 C=64 32x32",
+        (64, 64, 32, 32),
+        dict(per_channel=True),
+    ),
 )
 CASE_NAMES = tuple(c.name for c in CASES)
 DEFAULT_CASE_NAMES = tuple(c.name for c in CASES if c.default)
@@ -115,7 +174,9 @@ def get_cases(names=None):
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = sorted(set(names) - set(CASE_NAMES))
     if unknown:
-        raise ValueError(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASE_NAMES)}")
+        raise ValueError(
+            f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASE_NAMES)}"
+        )
     return [c for c in CASES if c.name in set(names)]
 
 
@@ -160,8 +221,9 @@ def case_data(case, dtype, seed=0):
         fn = p["filters"]
         d["W"] = normal(fn, c, fh, fw, scale=(2.0 / (c * fh * fw)) ** 0.5)
         d["b"] = normal(fn, scale=0.1)
-        d["dout"] = normal(n, fn, _conv_out(h, fh, p["stride"], p["pad"]),
-                           _conv_out(w, fw, p["stride"], p["pad"]))
+        d["dout"] = normal(
+            n, fn, _conv_out(h, fh, p["stride"], p["pad"]), _conv_out(w, fw, p["stride"], p["pad"])
+        )
     elif case.kind == "pool":
         ph, pw = p["pool"]
         n, c, h, w = x.shape
@@ -231,8 +293,9 @@ def _torch_contender(case, d):
     if case.kind == "col2im":
         n, c, h, w = d["x"].shape
         fh, fw = p["filter"]
-        cols = torch.from_numpy(np.ascontiguousarray(
-            d["col"].reshape(n, -1, c * fh * fw).transpose(0, 2, 1)))
+        cols = torch.from_numpy(
+            np.ascontiguousarray(d["col"].reshape(n, -1, c * fh * fw).transpose(0, 2, 1))
+        )
         return lambda: F.fold(cols, (h, w), (fh, fw), padding=p["pad"], stride=p["stride"])
 
     xt = leaf(d["x"])
@@ -256,8 +319,9 @@ def _torch_contender(case, d):
         running_var = torch.ones(stats, dtype=xt.dtype)
 
         def forward():
-            return F.batch_norm(xt, running_mean, running_var, gt, bt, training=True,
-                                momentum=0.1, eps=1e-6)
+            return F.batch_norm(
+                xt, running_mean, running_var, gt, bt, training=True, momentum=0.1, eps=1e-6
+            )
     else:  # pragma: no cover
         raise ValueError(case.kind)
 
@@ -305,8 +369,9 @@ def build_network(model, layers="nnlayers", dtype=np.float32, seed=0):
         from nnlayers import reference
 
         layers = {"nnlayers": nnlayers, "reference": reference}[layers]
-    return getattr(networks, NETWORKS[model])(layers=layers, dtype=dtype,
-                                              rng=np.random.default_rng(seed))
+    return getattr(networks, NETWORKS[model])(
+        layers=layers, dtype=dtype, rng=np.random.default_rng(seed)
+    )
 
 
 def network_batch(rng, dtype, batch=BATCH):
@@ -322,14 +387,26 @@ def torch_network(model):
 
     if model == "simple":
         return nn.Sequential(
-            nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
-            nn.Linear(30 * 12 * 12, 100), nn.ReLU(), nn.Linear(100, 10))
+            nn.Conv2d(1, 30, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Flatten(),
+            nn.Linear(30 * 12 * 12, 100),
+            nn.ReLU(),
+            nn.Linear(100, 10),
+        )
     layers, channels = [], 1
     for i, (filters, pad) in enumerate([(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]):
         layers += [nn.Conv2d(channels, filters, 3, padding=pad), nn.ReLU()]
         channels = filters
         if i % 2 == 1:
             layers.append(nn.MaxPool2d(2, 2))
-    layers += [nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(0.5),
-               nn.Linear(50, 10), nn.Dropout(0.5)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 50),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(50, 10),
+        nn.Dropout(0.5),
+    ]
     return nn.Sequential(*layers)

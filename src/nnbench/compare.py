@@ -39,6 +39,7 @@ from .timing import time_interleaved
 
 __all__ = ["main", "run_cases", "startup_report", "thread_scaling"]
 
+
 def _setup_torch_threads(n):
     import torch
 
@@ -53,8 +54,14 @@ def run_cases(cases, dtypes, repeat, warmup, contenders, quick=False, log=None, 
         for case in cases:
             case = case.scaled(quick)
             fns = build_contenders(case, dtype, contenders)
-            row = {"case": case.name, "kind": case.kind, "label": case.label, "dtype": dtype,
-                   "shape": list(case.shape), "errors": {}}
+            row = {
+                "case": case.name,
+                "kind": case.kind,
+                "label": case.label,
+                "dtype": dtype,
+                "shape": list(case.shape),
+                "errors": {},
+            }
             present = {}
             for name, fn in fns.items():
                 if fn is None:
@@ -73,8 +80,10 @@ def run_cases(cases, dtypes, repeat, warmup, contenders, quick=False, log=None, 
                 row[f"{name}_times"] = None if med is None else med[1]
             rows.append(row)
             if log:
-                log(f"  {case.name:7s} {dtype:8s} "
-                    + "  ".join(f"{k}={_ms(row[k + '_s'])}" for k in contenders))
+                log(
+                    f"  {case.name:7s} {dtype:8s} "
+                    + "  ".join(f"{k}={_ms(row[k + '_s'])}" for k in contenders)
+                )
             del fns, present
             gc.collect()
     return rows
@@ -85,11 +94,27 @@ def _torch_in_subprocess(args, cases, dtypes, threads):
     """Run only the PyTorch timings in a separate interpreter; return its rows."""
     with tempfile.TemporaryDirectory(prefix="nnbench_") as tmp:
         out = os.path.join(tmp, "torch.json")
-        cmd = [sys.executable, "-m", "nnbench.compare", "--torch-worker", "--json", out,
-               "--cases", ",".join(c.name for c in cases), "--dtype", ",".join(dtypes),
-               "--repeat", str(args.repeat), "--warmup", str(args.warmup),
-               "--warmup-time", str(args.warmup_time),
-               "--threads", str(threads), "--no-extras"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "nnbench.compare",
+            "--torch-worker",
+            "--json",
+            out,
+            "--cases",
+            ",".join(c.name for c in cases),
+            "--dtype",
+            ",".join(dtypes),
+            "--repeat",
+            str(args.repeat),
+            "--warmup",
+            str(args.warmup),
+            "--warmup-time",
+            str(args.warmup_time),
+            "--threads",
+            str(threads),
+            "--no-extras",
+        ]
         if args.quick:
             cmd.append("--quick")
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -107,8 +132,12 @@ def _probe(mode, dtypes, cache_dir):
     with tempfile.TemporaryDirectory(prefix="nnbench_") as tmp:
         out = os.path.join(tmp, "probe.json")
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "nnbench.probe", mode, ",".join(dtypes), out],
-                              env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "nnbench.probe", mode, ",".join(dtypes), out],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t
         if proc.returncode != 0:
             return {"error": proc.stderr.strip()[-2000:], "wall_s": wall}
@@ -147,17 +176,25 @@ def thread_scaling(dtypes, repeat, warmup, quick=False, case_name="conv_c"):
         for dtype in dtypes:
             run = build_contenders(case, dtype, ("nnlayers",))["nnlayers"]
 
-            def with_threads(n):
+            def with_threads(n, run=run):
                 def call():
                     nnkernels.set_num_threads(n)
                     run()
+
                 return call
 
             # set_num_threads is inside the call, so both settings run the same code; it
             # costs microseconds against a convolution of tens of milliseconds
             timed = time_interleaved({1: with_threads(1), 2: with_threads(2)}, repeat, warmup)
-            rows.append({"case": case.name, "dtype": dtype, "one_thread_s": timed[1][0],
-                         "two_threads_s": timed[2][0], "speedup": timed[1][0] / timed[2][0]})
+            rows.append(
+                {
+                    "case": case.name,
+                    "dtype": dtype,
+                    "one_thread_s": timed[1][0],
+                    "two_threads_s": timed[2][0],
+                    "speedup": timed[1][0] / timed[2][0],
+                }
+            )
     finally:
         nnkernels.set_num_threads(previous)
     return {"case": case.label, "rows": rows}
@@ -185,14 +222,30 @@ def add_ratios(rows):
     return rows
 
 
-_HEADERS = ("case", "dtype", "reference ms", "nnlayers ms", "torch ms",
-            "speedup vs ref", "nnlayers/torch")
+_HEADERS = (
+    "case",
+    "dtype",
+    "reference ms",
+    "nnlayers ms",
+    "torch ms",
+    "speedup vs ref",
+    "nnlayers/torch",
+)
 
 
 def _table_cells(rows):
-    return [(r["label"], r["dtype"], _ms(r.get("reference_s")), _ms(r.get("nnlayers_s")),
-             _ms(r.get("torch_s")), _fmt_ratio(r.get("speedup_vs_reference")),
-             _fmt_ratio(r.get("ratio_vs_torch"))) for r in rows]
+    return [
+        (
+            r["label"],
+            r["dtype"],
+            _ms(r.get("reference_s")),
+            _ms(r.get("nnlayers_s")),
+            _ms(r.get("torch_s")),
+            _fmt_ratio(r.get("speedup_vs_reference")),
+            _fmt_ratio(r.get("ratio_vs_torch")),
+        )
+        for r in rows
+    ]
 
 
 def format_text(rows):
@@ -200,16 +253,22 @@ def format_text(rows):
     widths = [max(len(str(c[i])) for c in cells) for i in range(len(_HEADERS))]
     lines = []
     for k, c in enumerate(cells):
-        lines.append("  ".join(str(v).ljust(w) if i < 2 else str(v).rjust(w)
-                               for i, (v, w) in enumerate(zip(c, widths))))
+        lines.append(
+            "  ".join(
+                str(v).ljust(w) if i < 2 else str(v).rjust(w)
+                for i, (v, w) in enumerate(zip(c, widths))
+            )
+        )
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def format_markdown(rows):
-    lines = ["| " + " | ".join(_HEADERS) + " |",
-             "|" + "|".join([":---", ":---"] + ["---:"] * (len(_HEADERS) - 2)) + "|"]
+    lines = [
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "|".join([":---", ":---"] + ["---:"] * (len(_HEADERS) - 2)) + "|",
+    ]
     for c in _table_cells(rows):
         lines.append("| " + " | ".join(c) + " |")
     return "\n".join(lines)
@@ -221,10 +280,12 @@ def format_startup(report):
     if "error" in cold:
         lines.append(f"cold compile: FAILED: {cold['error']}")
     elif cold:
-        lines.append(f"cold cache (fresh NUMBA_CACHE_DIR): import nnlayers {cold['import_s']:.2f} s, "
-                     f"whole probe {cold['wall_s']:.1f} s. First call = compile + run "
-                     f"(small input: serial kernel; 'parallel': first call of the threaded "
-                     f"kernel), then a second call:")
+        lines.append(
+            f"cold cache (fresh NUMBA_CACHE_DIR): import nnlayers {cold['import_s']:.2f} s, "
+            f"whole probe {cold['wall_s']:.1f} s. First call = compile + run "
+            f"(small input: serial kernel; 'parallel': first call of the threaded "
+            f"kernel), then a second call:"
+        )
         total = 0.0
         for r in cold["calls"]:
             head = f"  {r['group']:6s} {r['name']:30s} {r['dtype']:8s}"
@@ -233,26 +294,32 @@ def format_startup(report):
                 continue
             par = r.get("parallel_first_s")
             total += r["first_s"] + (par or 0.0)
-            lines.append(f"{head} first {r['first_s']:6.2f} s"
-                         + (f"   parallel {par:6.2f} s" if par is not None else " " * 20)
-                         + f"   second {r['second_s'] * 1e3:7.2f} ms")
+            lines.append(
+                f"{head} first {r['first_s']:6.2f} s"
+                + (f"   parallel {par:6.2f} s" if par is not None else " " * 20)
+                + f"   second {r['second_s'] * 1e3:7.2f} ms"
+            )
         lines.append(f"  total compile (sum of first calls): {total:.1f} s")
     warm = report.get("warm", {})
     if "error" in warm:
         lines.append(f"warm start: FAILED: {warm['error']}")
     elif warm:
-        lines.append(f"warm cache: import nnlayers {warm['import_s']:.2f} s; first {warm['case']} "
-                     f"{warm['dtype']} fwd+bwd {warm['first_s'] * 1e3:.0f} ms "
-                     f"(steady {warm['second_s'] * 1e3:.0f} ms)")
+        lines.append(
+            f"warm cache: import nnlayers {warm['import_s']:.2f} s; first {warm['case']} "
+            f"{warm['dtype']} fwd+bwd {warm['first_s'] * 1e3:.0f} ms "
+            f"(steady {warm['second_s'] * 1e3:.0f} ms)"
+        )
     pre = report.get("precompile")
     if pre:
         if "error" in pre:
             lines.append(f"precompile: {pre['error']}")
         else:
             per = pre.get("per_dtype_s") or {}
-            lines.append(f"cold nnkernels.precompile(): {pre['precompile_s']:.1f} s ("
-                         + ", ".join(f"{k} {v:.1f} s" for k, v in per.items())
-                         + f"; import before it {pre['import_s']:.2f} s)")
+            lines.append(
+                f"cold nnkernels.precompile(): {pre['precompile_s']:.1f} s ("
+                + ", ".join(f"{k} {v:.1f} s" for k, v in per.items())
+                + f"; import before it {pre['import_s']:.2f} s)"
+            )
     return "\n".join(lines)
 
 
@@ -261,8 +328,10 @@ def format_threads(report):
         return f"threads: {report['error']}"
     lines = [f"threads ({report['case']}, nnlayers fwd+bwd, Numba+BLAS threads):"]
     for r in report["rows"]:
-        lines.append(f"  {r['dtype']:8s} 1 thread {_ms(r['one_thread_s'])} ms   "
-                     f"2 threads {_ms(r['two_threads_s'])} ms   speedup {r['speedup']:.2f}x")
+        lines.append(
+            f"  {r['dtype']:8s} 1 thread {_ms(r['one_thread_s'])} ms   "
+            f"2 threads {_ms(r['two_threads_s'])} ms   speedup {r['speedup']:.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -271,33 +340,68 @@ def _parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="python -m nnlayers.bench",
         description="Compare forward+backward times of the NumPy reference, nnlayers and "
-                    "PyTorch CPU (if installed) on the project's shape set.")
-    ap.add_argument("--dtype", default="both",
-                    help="float32, float64 or both (default both); a comma list also works")
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="timed rounds per case; the median is reported (default 5, 2 with --quick)")
-    ap.add_argument("--warmup", type=int, default=1,
-                    help="untimed calls per contender before timing (default 1, at least 1: "
-                         "the first call compiles or loads the kernels)")
-    ap.add_argument("--warmup-time", type=float, default=None,
-                    help="then untimed calls, in turn, until each contender has spent this "
-                         "many seconds (default 0.1, 0 with --quick; as asv's warmup_time)")
-    ap.add_argument("--cases", default=None,
-                    help=f"comma-separated subset of: {','.join(CASE_NAMES)}, or 'all' "
-                         f"(default: all but DeepConvNet's layers conv_l*)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="threads for Numba and BLAS (nnlayers.set_num_threads) and PyTorch")
-    ap.add_argument("--torch-separate", action="store_true",
-                    help="time PyTorch in a separate process (its thread pool then cannot "
-                         "disturb Numba's and BLAS's, nor the other way round), interleaved "
-                         "with the reference there as nnlayers is here")
+        "PyTorch CPU (if installed) on the project's shape set.",
+    )
+    ap.add_argument(
+        "--dtype",
+        default="both",
+        help="float32, float64 or both (default both); a comma list also works",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="timed rounds per case; the median is reported (default 5, 2 with --quick)",
+    )
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed calls per contender before timing (default 1, at least 1: "
+        "the first call compiles or loads the kernels)",
+    )
+    ap.add_argument(
+        "--warmup-time",
+        type=float,
+        default=None,
+        help="then untimed calls, in turn, until each contender has spent this "
+        "many seconds (default 0.1, 0 with --quick; as asv's warmup_time)",
+    )
+    ap.add_argument(
+        "--cases",
+        default=None,
+        help=f"comma-separated subset of: {','.join(CASE_NAMES)}, or 'all' "
+        f"(default: all but DeepConvNet's layers conv_l*)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for Numba and BLAS (nnlayers.set_num_threads) and PyTorch",
+    )
+    ap.add_argument(
+        "--torch-separate",
+        action="store_true",
+        help="time PyTorch in a separate process (its thread pool then cannot "
+        "disturb Numba's and BLAS's, nor the other way round), interleaved "
+        "with the reference there as nnlayers is here",
+    )
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    ap.add_argument("--no-extras", action="store_true",
-                    help="skip the cold/warm start-up probes and the thread-scaling run")
-    ap.add_argument("--precompile-probe", action="store_true",
-                    help="also time a cold nnkernels.precompile() in a third fresh interpreter")
-    ap.add_argument("--quick", action="store_true",
-                    help="tiny batches and 2 rounds: a smoke test, not a measurement")
+    ap.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the cold/warm start-up probes and the thread-scaling run",
+    )
+    ap.add_argument(
+        "--precompile-probe",
+        action="store_true",
+        help="also time a cold nnkernels.precompile() in a third fresh interpreter",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny batches and 2 rounds: a smoke test, not a measurement",
+    )
     ap.add_argument("--json", metavar="OUT", help="also write all results to this JSON file")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -331,11 +435,16 @@ def _meta(threads, torch_version):
     import numba
 
     return {
-        "python": platform.python_version(), "numpy": np.__version__,
-        "numba": numba.__version__, "nnkernels": nnkernels.__version__,
-        "torch": torch_version, "threads": threads,
-        "threading_layer": nnkernels.threading_layer(), "machine": platform.machine(),
-        "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "nnkernels": nnkernels.__version__,
+        "torch": torch_version,
+        "threads": threads,
+        "threading_layer": nnkernels.threading_layer(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -354,8 +463,15 @@ def main(argv=None):
         torch_version = _setup_torch_threads(threads)
         # interleaved with the reference, as nnlayers is in the main process: each
         # contender then starts with the caches and heap the reference's call left behind
-        rows = run_cases(args.case_list, args.dtypes, args.repeat, args.warmup,
-                         ("reference", "torch"), quick=args.quick, warmup_time=args.warmup_time)
+        rows = run_cases(
+            args.case_list,
+            args.dtypes,
+            args.repeat,
+            args.warmup,
+            ("reference", "torch"),
+            quick=args.quick,
+            warmup_time=args.warmup_time,
+        )
         with open(args.json, "w") as fh:
             json.dump({"meta": _meta(threads, torch_version), "results": rows}, fh)
         return 0
@@ -368,13 +484,25 @@ def main(argv=None):
             torch_version = _setup_torch_threads(threads)
     contenders = ("reference", "nnlayers") + (("torch",) if torch_mode == "interleaved" else ())
 
-    log = (lambda s: print(s, file=sys.stderr, flush=True))
-    log(f"nnlayers.bench: {threads} thread(s), dtypes {','.join(args.dtypes)}, "
+    def log(s):
+        print(s, file=sys.stderr, flush=True)
+
+    log(
+        f"nnlayers.bench: {threads} thread(s), dtypes {','.join(args.dtypes)}, "
         f"repeat {args.repeat}, warmup {args.warmup} + {args.warmup_time:g} s, torch: {torch_mode}"
-        + (" [quick]" if args.quick else ""))
+        + (" [quick]" if args.quick else "")
+    )
     t_start = time.perf_counter()
-    rows = run_cases(args.case_list, args.dtypes, args.repeat, args.warmup, contenders,
-                     quick=args.quick, log=log, warmup_time=args.warmup_time)
+    rows = run_cases(
+        args.case_list,
+        args.dtypes,
+        args.repeat,
+        args.warmup,
+        contenders,
+        quick=args.quick,
+        log=log,
+        warmup_time=args.warmup_time,
+    )
     if torch_mode == "separate":
         log("  PyTorch timings in a separate process ...")
         torch_rows = _torch_in_subprocess(args, args.case_list, args.dtypes, threads)
@@ -405,15 +533,21 @@ def main(argv=None):
     meta["warmup_time_s"] = args.warmup_time
     meta["elapsed_s"] = time.perf_counter() - t_start
 
-    print(f"# nnlayers.bench  (median of {args.repeat}; {threads} thread(s), "
-          f"threading layer {meta['threading_layer']}, numpy {meta['numpy']}, "
-          f"numba {meta['numba']}, torch {torch_version or '-'} [{torch_mode}])")
+    print(
+        f"# nnlayers.bench  (median of {args.repeat}; {threads} thread(s), "
+        f"threading layer {meta['threading_layer']}, numpy {meta['numpy']}, "
+        f"numba {meta['numba']}, torch {torch_version or '-'} [{torch_mode}])"
+    )
     print(format_markdown(rows) if args.markdown else format_text(rows))
-    print("speedup vs ref = reference / nnlayers; nnlayers/torch = nnlayers / PyTorch "
-          "(below 1: nnlayers faster). Times are forward+backward (im2col/col2im: one call).")
+    print(
+        "speedup vs ref = reference / nnlayers; nnlayers/torch = nnlayers / PyTorch "
+        "(below 1: nnlayers faster). Times are forward+backward (im2col/col2im: one call)."
+    )
     if torch_mode == "interleaved":
-        print("PyTorch ran in this process: its thread pool and Numba's/BLAS's can slow each "
-              "other; confirm with --torch-separate.")
+        print(
+            "PyTorch ran in this process: its thread pool and Numba's/BLAS's can slow each "
+            "other; confirm with --torch-separate."
+        )
     if startup is not None:
         print()
         print(format_startup(startup))
@@ -424,8 +558,11 @@ def main(argv=None):
 
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "results": rows, "startup": startup,
-                       "threads": threads_report}, fh, indent=1)
+            json.dump(
+                {"meta": meta, "results": rows, "startup": startup, "threads": threads_report},
+                fh,
+                indent=1,
+            )
     return 0
 
 

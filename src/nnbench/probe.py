@@ -20,10 +20,10 @@ import sys
 import time
 
 _T0 = time.perf_counter()
-import numpy as np
+import numpy as np  # noqa: E402 - after the clock starts
 
-import nnkernels
-import nnlayers
+import nnkernels  # noqa: E402
+import nnlayers  # noqa: E402
 
 _IMPORT_S = time.perf_counter() - _T0
 
@@ -52,18 +52,25 @@ def _layer_calls(dtype):
     def bn(per_channel):
         def call():
             n_stats = 3 if per_channel else x[0].size
-            layer = nnlayers.BatchNormalization(np.ones(n_stats, dtype), np.zeros(n_stats, dtype),
-                                                per_channel=per_channel)
+            layer = nnlayers.BatchNormalization(
+                np.ones(n_stats, dtype), np.zeros(n_stats, dtype), per_channel=per_channel
+            )
             layer.backward(np.ones_like(layer.forward(x)))
             layer.forward(x, train_flg=False)
+
         return call
 
     def relu():
         layer = nnlayers.Relu()
         layer.backward(np.ones_like(layer.forward(x)))
 
-    return [("Relu", relu), ("Convolution", conv), ("Pooling", pool),
-            ("BatchNormalization", bn(False)), ("BatchNormalization per_channel", bn(True))]
+    return [
+        ("Relu", relu),
+        ("Convolution", conv),
+        ("Pooling", pool),
+        ("BatchNormalization", bn(False)),
+        ("BatchNormalization per_channel", bn(True)),
+    ]
 
 
 def _timed(call):
@@ -102,8 +109,14 @@ def cold(dtypes):
     for dtype in dtypes:
         for group, calls in (("kernel", _kernel_calls(dtype)), ("layer", _layer_calls(dtype))):
             for name, call in calls:
-                rows.append(dict(group=group, name=name, dtype=dtype,
-                                 **_first_two(call, parallel_too=group == "kernel")))
+                rows.append(
+                    dict(
+                        group=group,
+                        name=name,
+                        dtype=dtype,
+                        **_first_two(call, parallel_too=group == "kernel"),
+                    )
+                )
     return {"import_s": _IMPORT_S, "calls": rows}
 
 
@@ -121,8 +134,11 @@ def precompile(dtypes):
         return {"import_s": _IMPORT_S, "error": "nnkernels.precompile does not exist"}
     t = time.perf_counter()
     per_dtype = fn(dtypes)
-    return {"import_s": _IMPORT_S, "precompile_s": time.perf_counter() - t,
-            "per_dtype_s": per_dtype if isinstance(per_dtype, dict) else None}
+    return {
+        "import_s": _IMPORT_S,
+        "precompile_s": time.perf_counter() - t,
+        "per_dtype_s": per_dtype if isinstance(per_dtype, dict) else None,
+    }
 
 
 def main(argv):

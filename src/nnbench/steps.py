@@ -59,10 +59,12 @@ def numpy_step_times(model, steps, warmup=3, seed=0):
 
         def run():
             opt.update(net.params, net.gradient(batch["input"], batch["t"]))
+
         return run
 
-    timed = time_interleaved({name: step(name) for name in contenders}, steps, warmup,
-                             before=before)
+    timed = time_interleaved(
+        {name: step(name) for name in contenders}, steps, warmup, before=before
+    )
     return {name: med for name, (med, _) in timed.items()}
 
 
@@ -92,8 +94,10 @@ def torch_step_time(model, steps, warmup=3, seed=0, threads=None):
 
 
 def _torch_in_subprocess(model, steps, threads):
-    code = (f"import json; from nnbench.steps import torch_step_time; "
-            f"print(json.dumps(torch_step_time({model!r}, {steps}, threads={threads!r})))")
+    code = (
+        f"import json; from nnbench.steps import torch_step_time; "
+        f"print(json.dumps(torch_step_time({model!r}, {steps}, threads={threads!r})))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
         return None
@@ -103,23 +107,36 @@ def _torch_in_subprocess(model, steps, threads):
 def _torch_available():
     try:
         import importlib.util
+
         return importlib.util.find_spec("torch") is not None
     except ValueError:
         return False
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m nntrain.stepbench",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nntrain.stepbench", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--models", default="simple,deep", help="comma list of simple, deep")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed steps per contender (default 20, 1 with --quick)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed steps per contender first (default 3, 1 with --quick)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per contender (default 20, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed steps per contender first (default 3, 1 with --quick)",
+    )
     parser.add_argument("--threads", type=int, help="threads for nnlayers and PyTorch")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    parser.add_argument("--quick", action="store_true",
-                        help="1 warm-up and 1 timed step: a smoke test, not a measurement")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 warm-up and 1 timed step: a smoke test, not a measurement",
+    )
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
     steps = args.steps if args.steps is not None else (1 if args.quick else 20)
@@ -130,6 +147,7 @@ def main(argv=None):
         parser.error(f"--models from {', '.join(NETWORKS)}; --steps >= 1; --warmup >= 0")
     if args.threads:
         import nnkernels
+
         nnkernels.set_num_threads(args.threads)
     results = {}
     for model in models:
@@ -137,11 +155,16 @@ def main(argv=None):
         if not args.no_torch and _torch_available():
             medians["pytorch float32"] = _torch_in_subprocess(model, steps, args.threads)
         results[model] = medians
-        ref, f64, f32 = (medians["reference float64"], medians["nnlayers float64"],
-                         medians["nnlayers float32"])
+        ref, f64, f32 = (
+            medians["reference float64"],
+            medians["nnlayers float64"],
+            medians["nnlayers float32"],
+        )
         torch_t = medians.get("pytorch float32")
-        print(f"{NETWORKS[model]}: one training step (gradient + Adam), batch {BATCH}, "
-              f"{'x'.join(map(str, IMAGE))}")
+        print(
+            f"{NETWORKS[model]}: one training step (gradient + Adam), batch {BATCH}, "
+            f"{'x'.join(map(str, IMAGE))}"
+        )
         for name, value in medians.items():
             print(f"  {name:<18} {'-' if value is None else f'{value * 1e3:8.2f} ms'}")
         print(f"  float64 speedup over the reference: {ref / f64:.2f}x")

@@ -8,16 +8,20 @@ prepared at the first parallel kernel launch (:mod:`nnkernels.runtime`,
 """
 
 from . import _compat  # noqa: F401 - first: an untested Numba raises ImportError here
+from ._precompile import precompile
 from .activations import relu_backward, relu_forward
-from .batchnorm import (batchnorm_backward, batchnorm_backward_from_input, batchnorm_forward,
-                        batchnorm_inference)
+from .batchnorm import (
+    batchnorm_backward,
+    batchnorm_backward_from_input,
+    batchnorm_forward,
+    batchnorm_inference,
+)
 from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
+from .config import config_context, get_config, set_config
 from .convolution import conv_backward, conv_forward, conv_kernels_available
 from .pooling import maxpool_backward, maxpool_forward
-from ._precompile import precompile
-from .config import config_context, get_config, set_config
 from .runtime import runtime_info, show_config
-from .threads import get_num_threads, limit_blas_spin, set_num_threads, threading_layer
+from .threads import get_num_threads, set_num_threads, threading_layer
 
 __all__ = [
     "conv_output_shape",

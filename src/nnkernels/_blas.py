@@ -29,8 +29,10 @@ __all__ = ["available", "probe", "gemm", "ROW_MAJOR", "NO_TRANS", "TRANS"]
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enum values
 #: the CBLAS names of each NumPy wheel generation, newest first
-_NAMINGS = ({"float32": "scipy_cblas_sgemm64_", "float64": "scipy_cblas_dgemm64_"},
-            {"float32": "cblas_sgemm64_", "float64": "cblas_dgemm64_"})
+_NAMINGS = (
+    {"float32": "scipy_cblas_sgemm64_", "float64": "scipy_cblas_dgemm64_"},
+    {"float32": "cblas_sgemm64_", "float64": "cblas_dgemm64_"},
+)
 _LOADED = {"lock": threading.Lock(), "result": None, "symbols": _NAMINGS[0]}
 
 
@@ -51,8 +53,9 @@ def probe():
             if all(hasattr(library, symbol) for symbol in symbols.values()):
                 return True, f"{', '.join(symbols.values())} from {path}"
     wanted = " or ".join(", ".join(symbols.values()) for symbols in _NAMINGS)
-    return False, (f"the loaded OpenBLAS ({', '.join(path for path, _ in libraries)}) "
-                   f"exports none of {wanted}")
+    return False, (
+        f"the loaded OpenBLAS ({', '.join(path for path, _ in libraries)}) exports none of {wanted}"
+    )
 
 
 def _load():
@@ -90,9 +93,25 @@ def __getattr__(name):
 
 def _external_gemm(scalar):
     pointer = types.CPointer(scalar)
-    return types.ExternalFunction(_LOADED["symbols"][scalar.name], types.void(
-        types.int32, types.int32, types.int32, types.int64, types.int64, types.int64,
-        scalar, pointer, types.int64, pointer, types.int64, scalar, pointer, types.int64))
+    return types.ExternalFunction(
+        _LOADED["symbols"][scalar.name],
+        types.void(
+            types.int32,
+            types.int32,
+            types.int32,
+            types.int64,
+            types.int64,
+            types.int64,
+            scalar,
+            pointer,
+            types.int64,
+            pointer,
+            types.int64,
+            scalar,
+            pointer,
+            types.int64,
+        ),
+    )
 
 
 @intrinsic
@@ -103,6 +122,7 @@ def _first_element(typingctx, array):
 
     def codegen(context, builder, signature, args):
         return context.make_array(array)(context, builder, args[0]).data
+
     return types.CPointer(array.dtype)(array), codegen
 
 
@@ -116,13 +136,29 @@ def gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
 @overload(gemm, jit_options={"nogil": True})
 def _gemm_overload(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     if a.dtype not in (types.float32, types.float64) or not all(
-            isinstance(arr, types.Array) and arr.dtype == a.dtype for arr in (a, b, c)):
+        isinstance(arr, types.Array) and arr.dtype == a.dtype for arr in (a, b, c)
+    ):
         return None
     available()  # the symbols must be in LLVM's table before this compiles
     external = _external_gemm(a.dtype)
     scalar = a.dtype
 
     def call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-        external(ROW_MAJOR, trans_a, trans_b, m, n, k, scalar(1.0), _first_element(a), lda,
-                 _first_element(b), ldb, scalar(0.0), _first_element(c), ldc)
+        external(
+            ROW_MAJOR,
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            scalar(1.0),
+            _first_element(a),
+            lda,
+            _first_element(b),
+            ldb,
+            scalar(0.0),
+            _first_element(c),
+            ldc,
+        )
+
     return call

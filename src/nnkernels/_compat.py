@@ -16,8 +16,7 @@ import warnings
 
 import numba
 
-__all__ = ["NUMBA_TESTED", "ALLOW_UNTESTED_NUMBA", "numba_version_problem",
-           "check_numba_version"]
+__all__ = ["NUMBA_TESTED", "ALLOW_UNTESTED_NUMBA", "numba_version_problem", "check_numba_version"]
 
 #: the oldest and newest Numba ``(major, minor)`` tested; every patch release of both counts
 NUMBA_TESTED = ((0, 60), (0, 68))
@@ -37,10 +36,12 @@ def numba_version_problem(version):
     release = _release(version)
     if release is not None and NUMBA_TESTED[0] <= release <= NUMBA_TESTED[1]:
         return None
-    return (f"nnkernels is tested with Numba {lo_major}.{lo_minor} to {hi_major}.{hi_minor}.x "
-            f"but found Numba {version}; its kernel cache builds on Numba internals that "
-            f"change between releases. Install a tested version: "
-            f"pip install 'numba>={lo_major}.{lo_minor},<{hi_major}.{hi_minor + 1}'")
+    return (
+        f"nnkernels is tested with Numba {lo_major}.{lo_minor} to {hi_major}.{hi_minor}.x "
+        f"but found Numba {version}; its kernel cache builds on Numba internals that "
+        f"change between releases. Install a tested version: "
+        f"pip install 'numba>={lo_major}.{lo_minor},<{hi_major}.{hi_minor + 1}'"
+    )
 
 
 def check_numba_version(version=None):
@@ -50,11 +51,13 @@ def check_numba_version(version=None):
     if problem is None:
         return
     if os.environ.get(ALLOW_UNTESTED_NUMBA) == "1":
-        warnings.warn(f"{problem} (trying it anyway: {ALLOW_UNTESTED_NUMBA}=1)",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{problem} (trying it anyway: {ALLOW_UNTESTED_NUMBA}=1)", RuntimeWarning, stacklevel=2
+        )
     else:
-        raise ImportError(f"{problem}; or set {ALLOW_UNTESTED_NUMBA}=1 to try this one "
-                          f"anyway, with a warning")
+        raise ImportError(
+            f"{problem}; or set {ALLOW_UNTESTED_NUMBA}=1 to try this one anyway, with a warning"
+        )
 
 
 check_numba_version()

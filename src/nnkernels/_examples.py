@@ -56,21 +56,34 @@ def _batchnorm(build, dtype):
 
 
 def batchnorm_forward(dtype):
-    return _batchnorm(lambda x, gamma, beta, *_: [
-        example(x, gamma, beta),
-        example(x, gamma, beta, return_xn=False, stats_dtype=np.float64)], dtype)
+    return _batchnorm(
+        lambda x, gamma, beta, *_: [
+            example(x, gamma, beta),
+            example(x, gamma, beta, return_xn=False, stats_dtype=np.float64),
+        ],
+        dtype,
+    )
 
 
 def batchnorm_inference(dtype):
-    return _batchnorm(lambda x, gamma, beta, mean, var, *_: [
-        example(x, gamma, beta, mean.astype(dtype), var.astype(dtype))], dtype)
+    return _batchnorm(
+        lambda x, gamma, beta, mean, var, *_: [
+            example(x, gamma, beta, mean.astype(dtype), var.astype(dtype))
+        ],
+        dtype,
+    )
 
 
 def batchnorm_backward(dtype):
-    return _batchnorm(lambda x, gamma, beta, mean, var, std, xn, dout: [
-        example(dout, xn, std.astype(dtype), gamma)], dtype)
+    return _batchnorm(
+        lambda x, gamma, beta, mean, var, std, xn, dout: [
+            example(dout, xn, std.astype(dtype), gamma)
+        ],
+        dtype,
+    )
 
 
 def batchnorm_backward_from_input(dtype):
-    return _batchnorm(lambda x, gamma, beta, mean, var, std, xn, dout: [
-        example(dout, x, mean, std, gamma)], dtype)
+    return _batchnorm(
+        lambda x, gamma, beta, mean, var, std, xn, dout: [example(dout, x, mean, std, gamma)], dtype
+    )

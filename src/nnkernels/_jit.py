@@ -17,8 +17,13 @@ from numba.core.caching import FunctionCache
 
 from . import config, runtime
 
-__all__ = ["parallel_kernel", "inner_function", "forced_parallel", "serial_in_this_thread",
-           "all_kernels"]
+__all__ = [
+    "parallel_kernel",
+    "inner_function",
+    "forced_parallel",
+    "serial_in_this_thread",
+    "all_kernels",
+]
 
 _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 
@@ -56,8 +61,9 @@ def serial_in_this_thread():
 
 def _renamed(fn, suffix):
     """A copy of ``fn`` under another name, so Numba caches it in files of its own."""
-    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
-                              fn.__defaults__, fn.__closure__)
+    twin = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__
+    )
     twin.__qualname__ = fn.__qualname__ + suffix
     twin.__module__ = fn.__module__
     return twin
@@ -82,8 +88,10 @@ class _TolerantCache(FunctionCache):
     def __init__(self, py_func, also_reads=()):
         super().__init__(py_func)
         if also_reads:
-            stamp = (self._cache_file._source_stamp,
-                     tuple(_file_stamp(path) for path in also_reads))
+            stamp = (
+                self._cache_file._source_stamp,
+                tuple(_file_stamp(path) for path in also_reads),
+            )
             self._cache_file._source_stamp = stamp
 
     def load_overload(self, sig, target_context):
@@ -140,8 +148,9 @@ class _Kernel:
     def serial(self):
         """The single-threaded twin (compiled on first use, cached like any kernel)."""
         if self._serial is None:
-            self._serial = _Kernel(_renamed(self._fn, "_serial"), parallel=False,
-                                   also_reads=self._also_reads)
+            self._serial = _Kernel(
+                _renamed(self._fn, "_serial"), parallel=False, also_reads=self._also_reads
+            )
         return self._serial
 
     def sized(self, work):
@@ -173,7 +182,6 @@ def parallel_kernel(fn=None, *, also_reads=()):
 def inner_function(fn):
     """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher)."""
     return _compile(fn, parallel=False)
-
 
 
 def all_kernels():

@@ -60,10 +60,13 @@ def examples(make, group=None):
         Functions precompiled in one process (those sharing kernels or inputs); default:
         the function's module.
     """
+
     def register(function):
-        _TABLE[function.__name__] = Entry(function, make,
-                                          group or function.__module__.rsplit(".", 1)[-1])
+        _TABLE[function.__name__] = Entry(
+            function, make, group or function.__module__.rsplit(".", 1)[-1]
+        )
         return function
+
     return register
 
 
@@ -111,4 +114,5 @@ def _caller(entry, dtype):
                 continue
             results.append(entry.function(*call.args, **call.kwargs))
         return results
+
     return run

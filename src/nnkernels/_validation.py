@@ -80,10 +80,13 @@ def as_float_array(x, name, dtype=None, ndim=None):
     """
     if isinstance(x, np.ndarray):
         arr = x
-        if (arr.flags.c_contiguous
-                and (arr.dtype == dtype if dtype is not None else arr.dtype in _FLOAT_DTYPES)
-                and (ndim is None or arr.ndim == ndim
-                     or (not isinstance(ndim, int) and arr.ndim in ndim))):
+        if (
+            arr.flags.c_contiguous
+            and (arr.dtype == dtype if dtype is not None else arr.dtype in _FLOAT_DTYPES)
+            and (
+                ndim is None or arr.ndim == ndim or (not isinstance(ndim, int) and arr.ndim in ndim)
+            )
+        ):
             return arr
     else:
         try:
@@ -182,8 +185,13 @@ def checked_out(out, shape, dtype, name="out", inputs=()):
     memory with any of ``inputs``."""
     if out is None:
         return empty_result(shape, dtype)
-    if not (isinstance(out, np.ndarray) and out.shape == tuple(shape) and out.dtype == dtype
-            and out.flags.c_contiguous and out.flags.writeable):
+    if not (
+        isinstance(out, np.ndarray)
+        and out.shape == tuple(shape)
+        and out.dtype == dtype
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
         raise ValueError(
             f"{name} must be a writeable C-contiguous {dtype} array of shape {tuple(shape)}, "
             f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"

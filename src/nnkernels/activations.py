@@ -60,8 +60,9 @@ def relu_forward(x):
     return out, mask
 
 
-@examples(lambda dtype: [example(_examples.image(dtype), _examples.image(dtype, 1) > 0.3)],
-          group="relu")
+@examples(
+    lambda dtype: [example(_examples.image(dtype), _examples.image(dtype, 1) > 0.3)], group="relu"
+)
 def relu_backward(dout, mask):
     """``where(mask, 0, dout)``: the gradient through a ReLU whose forward gave ``mask``."""
     dout = as_float_array(dout, "dout")

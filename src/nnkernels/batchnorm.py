@@ -42,8 +42,12 @@ from ._jit import inner_function, parallel_kernel
 from ._registry import examples
 from ._validation import as_float_array, checked_out, compute_dtype
 
-__all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward",
-           "batchnorm_backward_from_input"]
+__all__ = [
+    "batchnorm_forward",
+    "batchnorm_inference",
+    "batchnorm_backward",
+    "batchnorm_backward_from_input",
+]
 
 #: bytes of each row a task of the (N, D) kernels covers: the task reads N runs of this
 #: length, and runs of 2 KiB let the hardware prefetcher keep up when the array comes from
@@ -248,8 +252,9 @@ def _backward_plane(dout, v, shift, coef, mean_d, slope, dx):
 
 # ------------------------------------------------------------------ fused kernels
 @parallel_kernel
-def _forward_2d_fused(x, gamma, beta, eps, feature_block, n_runs, xn, out, mean, var, std,
-                      write_xn):
+def _forward_2d_fused(
+    x, gamma, beta, eps, feature_block, n_runs, xn, out, mean, var, std, write_xn
+):
     """Training forward of a C-contiguous ``(N, D)`` array in one launch: a task owns a block
     of ``feature_block`` features and makes every pass over it (sums, shifted sums,
     normalise). Writes ``out`` (and ``xn`` with ``write_xn``) shaped like ``x``, and the
@@ -274,13 +279,13 @@ def _forward_2d_fused(x, gamma, beta, eps, feature_block, n_runs, xn, out, mean,
             var[f] = v
             std[f] = sd
             inv[f] = 1.0 / sd  # one division per feature, a multiply per element
-        _normalize_rows(xf, d, j0, width, np.int64(0), n, mean, inv, gamma, beta, xnf, of,
-                        write_xn)
+        _normalize_rows(xf, d, j0, width, np.int64(0), n, mean, inv, gamma, beta, xnf, of, write_xn)
 
 
 @parallel_kernel
-def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, n_runs, dx,
-                       dgamma, dbeta):
+def _backward_2d_fused(
+    dout, v, shift, inv_scale, gamma, std, feature_block, n_runs, dx, dgamma, dbeta
+):
     """Backward of a C-contiguous ``(N, D)`` array in one launch, one block of features per
     task (see :func:`_forward_2d_fused`); xn = (v - shift) * inv_scale with float64 ``(D,)``
     ``shift``, ``inv_scale`` and ``std``. Writes ``dx`` and the float64 ``(D,)`` ``dgamma``
@@ -298,8 +303,9 @@ def _backward_2d_fused(dout, v, shift, inv_scale, gamma, std, feature_block, n_r
         s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, np.int64(0), n_runs, shift)
         for j in range(width):
             f = j0 + j
-            dg, md, sl, cf = _gradient_terms(s0[j], s1[j], inv_scale[f],
-                                             np.float64(gamma[f]), std[f], n)
+            dg, md, sl, cf = _gradient_terms(
+                s0[j], s1[j], inv_scale[f], np.float64(gamma[f]), std[f], n
+            )
             dbeta[f] = s0[j]
             dgamma[f] = dg
             mean_d[f] = md
@@ -340,8 +346,9 @@ def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma
     for channel in prange(channels):
         c = np.int64(channel)
         sum_d, centred = _channel_sums_3d(dout, v, c, n_runs, np.int64(0), n_runs, shift[c])
-        dg, md, sl, cf = _gradient_terms(sum_d, centred, inv_scale[c], np.float64(gamma[c]),
-                                         std[c], count)
+        dg, md, sl, cf = _gradient_terms(
+            sum_d, centred, inv_scale[c], np.float64(gamma[c]), std[c], count
+        )
         for i in range(n):
             _backward_plane(dout[i, c], v[i, c], shift[c], cf, md, sl, dx[i, c])
         dbeta[c] = sum_d
@@ -403,8 +410,9 @@ def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
     n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
     for task in prange(n_tasks):
         i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
-        _normalize_rows(xf, d, np.int64(0), d, i0, i1, shift, inv_scale, gamma, beta, xnf, of,
-                        write_xn)
+        _normalize_rows(
+            xf, d, np.int64(0), d, i0, i1, shift, inv_scale, gamma, beta, xnf, of, write_xn
+        )
 
 
 @parallel_kernel
@@ -416,8 +424,16 @@ def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
         p = np.int64(plane)
         i = p // channels
         c = p - i * channels
-        _normalize_plane(x[i, c], shift[c], inv_scale[c], np.float64(gamma[c]),
-                         np.float64(beta[c]), xn[i, c], out[i, c], write_xn)
+        _normalize_plane(
+            x[i, c],
+            shift[c],
+            inv_scale[c],
+            np.float64(gamma[c]),
+            np.float64(beta[c]),
+            xn[i, c],
+            out[i, c],
+            write_xn,
+        )
 
 
 @parallel_kernel
@@ -460,8 +476,9 @@ def _split_sums(a, b, shift):
     n_runs = _runs(a)
     partial = np.zeros((n_runs, 2, a.shape[1]))
     if a.size and a.ndim == 2:
-        _sums_2d(a.reshape(-1), b.reshape(-1), *a.shape, shift, form, n_runs,
-                 _feature_block(a), partial)
+        _sums_2d(
+            a.reshape(-1), b.reshape(-1), *a.shape, shift, form, n_runs, _feature_block(a), partial
+        )
     elif a.size:
         _sums_3d(a, b, shift, form, n_runs, partial)
     totals = np.zeros((2, a.shape[1]))
@@ -474,7 +491,9 @@ def _split_sums(a, b, shift):
 def _check_eps(eps):
     if type(eps) is float and 0.0 < eps < math.inf:  # the common case, checked cheaply
         return eps
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (numbers.Real, np.floating, np.integer)):
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(
+        eps, (numbers.Real, np.floating, np.integer)
+    ):
         raise TypeError(f"eps must be a positive finite float, got {type(eps).__name__} {eps!r}")
     value = float(eps)
     if not (np.isfinite(value) and value > 0.0):
@@ -489,8 +508,12 @@ def _as_input(x, name, dtype):
 
 def _as_param(value, name, size, dtype):
     """A ``(size,)`` array of ``dtype`` from a ``(size,)`` array or a scalar (broadcast)."""
-    if (isinstance(value, np.ndarray) and value.shape == (size,) and value.dtype == dtype
-            and value.flags.c_contiguous):
+    if (
+        isinstance(value, np.ndarray)
+        and value.shape == (size,)
+        and value.dtype == dtype
+        and value.flags.c_contiguous
+    ):
         return value
     scalar = np.ndim(value) == 0
     arr = as_float_array(value, name, dtype=dtype)
@@ -533,7 +556,9 @@ def _reduced_count(x):
 def _check_ndim_early(x, name):
     ndim = np.ndim(x)
     if ndim not in (2, 4):
-        raise ValueError(f"{name} must be 2-D (N, D) or 4-D (N, C, H, W), got {ndim}-D with shape {np.shape(x)}")
+        raise ValueError(
+            f"{name} must be 2-D (N, D) or 4-D (N, C, H, W), got {ndim}-D with shape {np.shape(x)}"
+        )
 
 
 # ------------------------------------------------------------------ public API
@@ -550,7 +575,11 @@ def _as_stats_dtype(stats_dtype, dtype):
     except TypeError:
         chosen = None
     if chosen is None or chosen not in (dtype, _FLOAT64):  # (a dtype == None is True)
-        allowed = "None or float64" if dtype == _FLOAT64 else f"None, {dtype.name} (the result dtype) or float64"
+        allowed = (
+            "None or float64"
+            if dtype == _FLOAT64
+            else f"None, {dtype.name} (the result dtype) or float64"
+        )
         raise ValueError(f"stats_dtype must be {allowed}, got {stats_dtype!r}")
     return chosen
 
@@ -562,8 +591,9 @@ def _check_flag(value, name):
 
 
 @examples(_examples.batchnorm_forward, group="batchnorm")
-def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return_xn=True,
-                      stats_dtype=None):
+def batchnorm_forward(
+    x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return_xn=True, stats_dtype=None
+):
     """Training-mode batch norm.
 
     ``x`` is ``(N, D)`` (statistics per feature, over axis 0) or ``(N, C, H, W)``
@@ -591,7 +621,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return
     x = _as_input(x, "x", dtype)
     count = _reduced_count(x)
     if count == 0:
-        raise ValueError(f"x must have at least one element per feature/channel, got shape {x.shape}")
+        raise ValueError(
+            f"x must have at least one element per feature/channel, got shape {x.shape}"
+        )
     size, xv = _features(x)
     gamma = _as_param(gamma, "gamma", size, dtype)
     beta = _as_param(beta, "beta", size, dtype)
@@ -606,8 +638,13 @@ def batchnorm_forward(x, gamma, beta, eps=1e-6, *, xn_out=None, out=None, return
     # the kernels take an array either way; without xn, one nobody reads (never written)
     xn_arg = xn if return_xn else out
     mean64, var64, std64 = _forward(xv, gamma, beta, eps, xn_arg, out, return_xn)
-    return (out, xn, mean64.astype(stats_dtype, copy=False), var64.astype(stats_dtype, copy=False),
-            std64.astype(stats_dtype, copy=False))
+    return (
+        out,
+        xn,
+        mean64.astype(stats_dtype, copy=False),
+        var64.astype(stats_dtype, copy=False),
+        std64.astype(stats_dtype, copy=False),
+    )
 
 
 @examples(_examples.batchnorm_inference, group="batchnorm")
@@ -662,8 +699,9 @@ def batchnorm_backward(dout, xn, std, gamma, *, out=None):
     _check_count(dout)
     # the caller's arrays: a converted one is either the same array or a fresh copy
     dx = checked_out(out, dout.shape, dtype, name="out", inputs=given)
-    return _backward(dout, xn, np.zeros(size), np.ones(size), std.astype(np.float64), gamma, dx,
-                     dtype)
+    return _backward(
+        dout, xn, np.zeros(size), np.ones(size), std.astype(np.float64), gamma, dx, dtype
+    )
 
 
 @examples(_examples.batchnorm_backward_from_input, group="batchnorm")
@@ -700,7 +738,9 @@ def batchnorm_backward_from_input(dout, x, mean, std, gamma, *, out=None):
 
 def _check_count(dout):
     if _reduced_count(dout) == 0:
-        raise ValueError(f"dout must have at least one element per feature/channel, got shape {dout.shape}")
+        raise ValueError(
+            f"dout must have at least one element per feature/channel, got shape {dout.shape}"
+        )
 
 
 def _forward(xv, gamma, beta, eps, xn, out, write_xn):
@@ -713,11 +753,24 @@ def _forward(xv, gamma, beta, eps, xn, out, write_xn):
     if _fused(xv):
         mean, var, std = np.empty(size), np.empty(size), np.empty(size)
         if xv.ndim == 2:
-            _forward_2d_fused.sized(xv.size)(xv, gamma, beta, eps, _feature_block(xv), _runs(xv),
-                                             xn, out, mean, var, std, write_xn)
+            _forward_2d_fused.sized(xv.size)(
+                xv,
+                gamma,
+                beta,
+                eps,
+                _feature_block(xv),
+                _runs(xv),
+                xn,
+                out,
+                mean,
+                var,
+                std,
+                write_xn,
+            )
         else:
-            _forward_3d_fused.sized(xv.size)(xv, gamma, beta, eps, _runs(xv), xn, out, mean,
-                                             var, std, write_xn)
+            _forward_3d_fused.sized(xv.size)(
+                xv, gamma, beta, eps, _runs(xv), xn, out, mean, var, std, write_xn
+            )
         return mean, var, std
     shift = _split_sums(xv, None, None)[0] / count
     centred, squares = _split_sums(xv, None, shift)
@@ -738,17 +791,29 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
     if _fused(dv):
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
         if dv.ndim == 2:
-            _backward_2d_fused.sized(dv.size)(dv, vv, shift, inv_scale, gamma, std64,
-                                              _feature_block(dv), _runs(dv), dxv, dgamma64,
-                                              dbeta64)
+            _backward_2d_fused.sized(dv.size)(
+                dv,
+                vv,
+                shift,
+                inv_scale,
+                gamma,
+                std64,
+                _feature_block(dv),
+                _runs(dv),
+                dxv,
+                dgamma64,
+                dbeta64,
+            )
         else:
-            _backward_3d_fused.sized(dv.size)(dv, vv, shift, inv_scale, gamma, std64,
-                                              _runs(dv), dxv, dgamma64, dbeta64)
+            _backward_3d_fused.sized(dv.size)(
+                dv, vv, shift, inv_scale, gamma, std64, _runs(dv), dxv, dgamma64, dbeta64
+            )
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
     dbeta64, centred = _split_sums(dv, vv, shift)
     # the kernels' formulas on NumPy arrays: elementwise IEEE operations, the same bits
     dgamma64, mean_d, slope, coef = _gradient_terms.py_func(
-        dbeta64, centred, inv_scale, gamma.astype(np.float64), std64, count)
+        dbeta64, centred, inv_scale, gamma.astype(np.float64), std64, count
+    )
     backward = _backward_2d if dout.ndim == 2 else _backward_3d
     if dv.size:
         backward(dv, vv, shift, coef, mean_d, slope, dxv)

@@ -63,7 +63,7 @@ def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
         rb = np.int64(row_block)
         n = rb // out_h
         oy = rb - n * out_h
-        block = col[rb * out_w:(rb + 1) * out_w]
+        block = col[rb * out_w : (rb + 1) * out_w]
         for kx in range(filter_w):
             lo, hi = _inside_range(out_w, stride, kx - pad, width)
             shift = kx - pad
@@ -107,7 +107,9 @@ def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img)
                     for kx in range(filter_w):
                         xx = ox * stride + kx - pad
                         if 0 <= xx < width:
-                            img[n, c, y, np.uint64(xx)] += col[row, np.uint64(base + ky * filter_w + kx)]
+                            img[n, c, y, np.uint64(xx)] += col[
+                                row, np.uint64(base + ky * filter_w + kx)
+                            ]
 
 
 @inner_function
@@ -137,8 +139,7 @@ def _copy_shifted_plane(xf, cf, src0, dst0, row_shift, shift, lo, hi, height, ou
 
 
 @inner_function
-def _unfold_plane(xf, src0, cf, row0, filter_h, filter_w, stride, pad, height, width,
-                  out_h, out_w):
+def _unfold_plane(xf, src0, cf, row0, filter_h, filter_w, stride, pad, height, width, out_h, out_w):
     """Write the ``filter_h*filter_w`` column rows of one input plane: the plane starts at
     flat index ``src0`` of ``xf``, its rows (ky, kx) of ``out_h*out_w`` cells at flat index
     ``row0`` of ``cf``. Flat indices, so that a short output row costs no array views (2x
@@ -151,8 +152,9 @@ def _unfold_plane(xf, src0, cf, row0, filter_h, filter_w, stride, pad, height, w
             lo, hi = _inside_range(out_w, stride, kx - pad, width)
             shift = kx - pad
             if same_width:
-                _copy_shifted_plane(xf, cf, src0, dst0, ky - pad, shift, lo, hi,
-                                    height, out_h, out_w)
+                _copy_shifted_plane(
+                    xf, cf, src0, dst0, ky - pad, shift, lo, hi, height, out_h, out_w
+                )
                 continue
             for oy in range(out_h):
                 y = oy * stride + ky - pad
@@ -175,8 +177,7 @@ def _unfold_plane(xf, src0, cf, row0, filter_h, filter_w, stride, pad, height, w
 
 
 @inner_function
-def _fold_plane(cf, row0, gf, dst0, filter_h, filter_w, stride, pad, height, width,
-                out_h, out_w):
+def _fold_plane(cf, row0, gf, dst0, filter_h, filter_w, stride, pad, height, width, out_h, out_w):
     """The adjoint of :func:`_unfold_plane`: set the plane at flat index ``dst0`` of ``gf``
     to the sum of the column rows at ``row0`` of ``cf`` over every window (taps summed in
     a fixed order)."""
@@ -211,8 +212,20 @@ def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, 
     cf = cols.reshape(-1)
     for plane in prange(n_img * channels):
         p = np.int64(plane)
-        _unfold_plane(xf, p * height * width, cf, p * rows_per_plane, filter_h, filter_w,
-                      stride, pad, height, width, out_h, out_w)
+        _unfold_plane(
+            xf,
+            p * height * width,
+            cf,
+            p * rows_per_plane,
+            filter_h,
+            filter_w,
+            stride,
+            pad,
+            height,
+            width,
+            out_h,
+            out_w,
+        )
 
 
 @parallel_kernel
@@ -225,8 +238,20 @@ def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_
     gf = img.reshape(-1)
     for plane in prange(n_img * channels):
         p = np.int64(plane)
-        _fold_plane(cf, p * rows_per_plane, gf, p * height * width, filter_h, filter_w,
-                    stride, pad, height, width, out_h, out_w)
+        _fold_plane(
+            cf,
+            p * rows_per_plane,
+            gf,
+            p * height * width,
+            filter_h,
+            filter_w,
+            stride,
+            pad,
+            height,
+            width,
+            out_h,
+            out_w,
+        )
 
 
 # ------------------------------------------------------------------ wrappers
@@ -258,8 +283,6 @@ def _checked_window_args(shape, filter_h, filter_w, stride, pad):
     return int(filter_h), int(filter_w), int(stride), int(pad), out_h, out_w
 
 
-
-
 @examples(lambda dtype: [example(_examples.image(dtype), 3, 2, 2, 1)], group="im2col/col2im")
 def im2col(x, filter_h, filter_w, stride=1, pad=0):
     """Unfold ``x`` ``(N, C, H, W)`` into the book's column matrix.
@@ -276,8 +299,12 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     return col
 
 
-@examples(lambda dtype: [example(_examples.rand((3 * 5 * 4, 5 * 3 * 2), dtype), _examples.IMAGE,
-                                 3, 2, 2, 1)], group="im2col/col2im")
+@examples(
+    lambda dtype: [
+        example(_examples.rand((3 * 5 * 4, 5 * 3 * 2), dtype), _examples.IMAGE, 3, 2, 2, 1)
+    ],
+    group="im2col/col2im",
+)
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     """Fold the book's column matrix back into ``input_shape`` ``(N, C, H, W)``.
 
@@ -302,10 +329,14 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     return img
 
 
-@examples(lambda dtype: [_per_sample(example(_examples.image(dtype), 2, 3, 1, 2))],
-          group="im2col/col2im per sample")
+@examples(
+    lambda dtype: [_per_sample(example(_examples.image(dtype), 2, 3, 1, 2))],
+    group="im2col/col2im per sample",
+)
 def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
-    """Unfold ``x`` ``(N, C, H, W)`` into per-sample columns ``(N, C*filter_h*filter_w, out_h*out_w)``.
+    """Unfold ``x`` ``(N, C, H, W)`` into per-sample columns.
+
+    The result is ``(N, C*filter_h*filter_w, out_h*out_w)``.
 
     Row ``c*filter_h*filter_w + ky*filter_w + kx`` of sample ``n`` holds, for every output
     position ``oy*out_w + ox``, the input value under that filter tap (zero in padding).
@@ -323,9 +354,14 @@ def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
     return out
 
 
-@examples(lambda dtype: [_per_sample(example(_examples.rand((3, 5 * 2 * 3, 12 * 9), dtype),
-                                             _examples.IMAGE, 2, 3, 1, 2))],
-          group="im2col/col2im per sample")
+@examples(
+    lambda dtype: [
+        _per_sample(
+            example(_examples.rand((3, 5 * 2 * 3, 12 * 9), dtype), _examples.IMAGE, 2, 3, 1, 2)
+        )
+    ],
+    group="im2col/col2im per sample",
+)
 def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
     """Fold per-sample columns ``(N, C*filter_h*filter_w, out_h*out_w)`` back into ``input_shape``.
 

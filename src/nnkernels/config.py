@@ -34,8 +34,16 @@ them). Nothing here is read at import: every setting is looked up when it is use
 import contextlib
 import threading
 
-__all__ = ["get_config", "set_config", "config_context", "get", "AUTO_CHUNK_ABOVE",
-           "AUTO_WORKSPACE", "CONV_ROUTES", "THREADING_LAYERS"]
+__all__ = [
+    "get_config",
+    "set_config",
+    "config_context",
+    "get",
+    "AUTO_CHUNK_ABOVE",
+    "AUTO_WORKSPACE",
+    "CONV_ROUTES",
+    "THREADING_LAYERS",
+]
 
 #: with ``workspace_limit=None``, a batch whose column matrix exceeds this many bytes is
 #: processed in chunks as if the limit were ``AUTO_WORKSPACE``: the chunks stay in cache
@@ -67,6 +75,7 @@ def _int_at_least(minimum, maximum=None, optional=False):
             bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
             raise ValueError(f"{name} must be {bound}, got {value}")
         return value
+
     return check
 
 
@@ -76,9 +85,11 @@ def _one_of(choices, optional=False):
             return value
         if value not in choices:
             allowed = ", ".join(repr(choice) for choice in choices)
-            raise ValueError(f"{name} must be one of {allowed}{' or None' if optional else ''}, "
-                             f"got {value!r}")
+            raise ValueError(
+                f"{name} must be one of {allowed}{' or None' if optional else ''}, got {value!r}"
+            )
         return value
+
     return check
 
 
@@ -101,8 +112,7 @@ _listeners = []  # called with the names of changed settings after set_config
 def _checked(settings):
     unknown = sorted(set(settings) - set(_DEFAULTS))
     if unknown:
-        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: "
-                        f"{', '.join(_DEFAULTS)}")
+        raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_DEFAULTS)}")
     return {name: _CHECKS[name](name, value) for name, value in settings.items()}
 
 

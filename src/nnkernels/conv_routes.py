@@ -83,7 +83,7 @@ class ScratchPool:
         """Return arrays from :meth:`take` once no thread uses them any more."""
         with self._lock:
             self._free.extend(array for array in arrays if array is not None)
-            del self._free[:-self._capacity]
+            del self._free[: -self._capacity]
 
     def clear(self):
         """Let go of every free array."""
@@ -138,11 +138,19 @@ class _KernelsRoute:
     def backward(self, dout, weights, saved, pool):
         """``(dx, dW, db)`` for ``dout`` ``(N, FN, OH*OW)`` of the saved input's dtype."""
         g, x = saved.geometry, saved.x
-        per_sample = pool.take((x.shape[0], _filter_matrix(weights).shape[1], weights.shape[0]),
-                               x.dtype)
+        per_sample = pool.take(
+            (x.shape[0], _filter_matrix(weights).shape[1], weights.shape[0]), x.dtype
+        )
         try:
-            return conv_backward(dout, x, weights, g.stride, g.pad, dW_per_sample=per_sample,
-                                 n_parts=_n_parts(x.shape[0]))
+            return conv_backward(
+                dout,
+                x,
+                weights,
+                g.stride,
+                g.pad,
+                dW_per_sample=per_sample,
+                n_parts=_n_parts(x.shape[0]),
+            )
         finally:
             pool.give_back([per_sample])
 
@@ -160,8 +168,13 @@ def _n_parts(n_samples):
 def _unkept_chunk(n_samples, per_sample, threads):
     """Samples per chunk when a batch's columns are not kept: each thread then holds a
     column chunk and an input-gradient chunk, together within the workspace limit."""
-    return max(1, min(conv_chunk_size(n_samples, per_sample) // (2 * threads),
-                      BACKWARD_CHUNK_BYTES // per_sample))
+    return max(
+        1,
+        min(
+            conv_chunk_size(n_samples, per_sample) // (2 * threads),
+            BACKWARD_CHUNK_BYTES // per_sample,
+        ),
+    )
 
 
 class _MatmulRoute:
@@ -194,8 +207,9 @@ class _MatmulRoute:
                     return
                 n1 = min(hi, n0 + step)
                 buffer = col[n0:n1] if col is not None else works[index][: n1 - n0]
-                cols = im2col_per_sample(x[n0:n1], g.filter_h, g.filter_w, g.stride, g.pad,
-                                         out=buffer)
+                cols = im2col_per_sample(
+                    x[n0:n1], g.filter_h, g.filter_w, g.stride, g.pad, out=buffer
+                )
                 np.matmul(wm, cols, out=out[n0:n1])
                 out[n0:n1] += column
 
@@ -218,8 +232,12 @@ class _MatmulRoute:
         if col is None:
             chunk = _unkept_chunk(n, per_sample, len(parts))
         else:
-            chunk = max(1, min(conv_chunk_size(n, per_sample) // len(parts),
-                               BACKWARD_CHUNK_BYTES // per_sample))
+            chunk = max(
+                1,
+                min(
+                    conv_chunk_size(n, per_sample) // len(parts), BACKWARD_CHUNK_BYTES // per_sample
+                ),
+            )
         dx = empty_result(x.shape, dtype)
         dw_per_sample = pool.take((n, k, fn), dtype)
         db_per_sample = pool.take((n, fn), dtype)
@@ -234,16 +252,29 @@ class _MatmulRoute:
                 if col is not None:
                     cols = col[n0:n1]
                 else:
-                    cols = im2col_per_sample(x[n0:n1], g.filter_h, g.filter_w, g.stride, g.pad,
-                                             out=works[index][: n1 - n0])
+                    cols = im2col_per_sample(
+                        x[n0:n1],
+                        g.filter_h,
+                        g.filter_w,
+                        g.stride,
+                        g.pad,
+                        out=works[index][: n1 - n0],
+                    )
                 # (K, P) @ (P, FN) per sample: OpenBLAS runs this orientation faster than
                 # (FN, P) @ (P, K) at these sizes
                 np.matmul(cols, dout[n0:n1].transpose(0, 2, 1), out=dw_per_sample[n0:n1])
                 np.sum(dout[n0:n1], axis=2, out=db_per_sample[n0:n1])
                 grad_cols = dcols[index][: n1 - n0]
                 np.matmul(wm.T, dout[n0:n1], out=grad_cols)
-                col2im_per_sample(grad_cols, (n1 - n0, *x.shape[1:]), g.filter_h, g.filter_w,
-                                  g.stride, g.pad, out=dx[n0:n1])
+                col2im_per_sample(
+                    grad_cols,
+                    (n1 - n0, *x.shape[1:]),
+                    g.filter_h,
+                    g.filter_w,
+                    g.stride,
+                    g.pad,
+                    out=dx[n0:n1],
+                )
 
         try:
             run_parts(parts, backward_part)
@@ -283,13 +314,17 @@ def choose_route(requested, n_samples, macs):
     if requested is None:
         requested = config.get("conv_route")
     if requested == "auto":
-        fused = (KERNELS.available() and macs >= config.get("split_min_macs")
-                 and n_samples >= get_num_threads())
+        fused = (
+            KERNELS.available()
+            and macs >= config.get("split_min_macs")
+            and n_samples >= get_num_threads()
+        )
         return KERNELS if fused else MATMUL
     route = _ROUTES[requested]
     if not route.available():
         raise RuntimeError(
             "the fused convolution kernels (route 'kernels') need NumPy's OpenBLAS wheel "
             "build, which this process does not have; use route 'auto' or 'matmul' "
-            "(nnkernels.show_config() says which BLAS was found)")
+            "(nnkernels.show_config() says which BLAS was found)"
+        )
     return route

@@ -23,7 +23,12 @@ from ._blas import NO_TRANS, TRANS, gemm
 from ._jit import parallel_kernel
 from ._registry import example, examples
 from ._validation import (
-    as_float_array, check_int, check_ndim, checked_out, compute_dtype, empty_result,
+    as_float_array,
+    check_int,
+    check_ndim,
+    checked_out,
+    compute_dtype,
+    empty_result,
 )
 from .columns import _fold_plane, _unfold_plane, conv_output_shape, im2col_per_sample
 from .threads import get_num_threads, single_threaded_blas
@@ -41,8 +46,9 @@ def conv_kernels_available():
 # ------------------------------------------------------------------ kernels
 # Both kernels compile in the column code of columns.py and the BLAS binding of _blas.py.
 @parallel_kernel(also_reads=(columns, _blas))
-def _conv_forward_kernel(x, weights, bias, filter_h, filter_w, stride, pad, out_h, out_w,
-                         n_parts, keep, cols, out):
+def _conv_forward_kernel(
+    x, weights, bias, filter_h, filter_w, stride, pad, out_h, out_w, n_parts, keep, cols, out
+):
     """``out[n] = weights @ columns(x[n]) + bias`` per sample.
 
     x ``(N, C, H, W)``; weights ``(FN, K)`` with ``K = C*filter_h*filter_w``; bias ``(FN,)``;
@@ -63,11 +69,34 @@ def _conv_forward_kernel(x, weights, bias, filter_h, filter_w, stride, pad, out_
             sample_cols = cols[n if keep else part]
             cf = sample_cols.reshape(-1)
             for c in range(channels):
-                _unfold_plane(xf, (n * channels + c) * height * width, cf, c * rows_per_plane,
-                              filter_h, filter_w, stride, pad, height, width, out_h, out_w)
+                _unfold_plane(
+                    xf,
+                    (n * channels + c) * height * width,
+                    cf,
+                    c * rows_per_plane,
+                    filter_h,
+                    filter_w,
+                    stride,
+                    pad,
+                    height,
+                    width,
+                    out_h,
+                    out_w,
+                )
             result = out[n]
-            gemm(NO_TRANS, NO_TRANS, n_filters, n_out, k, weights, k, sample_cols, n_out,
-                 result, n_out)
+            gemm(
+                NO_TRANS,
+                NO_TRANS,
+                n_filters,
+                n_out,
+                k,
+                weights,
+                k,
+                sample_cols,
+                n_out,
+                result,
+                n_out,
+            )
             for f in range(n_filters):
                 b = bias[f]
                 for p in range(n_out):
@@ -75,8 +104,23 @@ def _conv_forward_kernel(x, weights, bias, filter_h, filter_w, stride, pad, out_
 
 
 @parallel_kernel(also_reads=(columns, _blas))
-def _conv_backward_kernel(x, weights, dout, filter_h, filter_w, stride, pad, out_h, out_w,
-                          n_parts, kept, cols, dcols, dW_per_sample, dx):
+def _conv_backward_kernel(
+    x,
+    weights,
+    dout,
+    filter_h,
+    filter_w,
+    stride,
+    pad,
+    out_h,
+    out_w,
+    n_parts,
+    kept,
+    cols,
+    dcols,
+    dW_per_sample,
+    dx,
+):
     """Per sample: ``dW_per_sample[n] = columns(x[n]) @ dout[n].T`` and ``dx[n]`` the fold
     of ``weights.T @ dout[n]``.
 
@@ -101,16 +145,50 @@ def _conv_backward_kernel(x, weights, dout, filter_h, filter_w, stride, pad, out
             if not kept:
                 cf = sample_cols.reshape(-1)
                 for c in range(channels):
-                    _unfold_plane(xf, (n * channels + c) * height * width, cf,
-                                  c * rows_per_plane, filter_h, filter_w, stride, pad,
-                                  height, width, out_h, out_w)
+                    _unfold_plane(
+                        xf,
+                        (n * channels + c) * height * width,
+                        cf,
+                        c * rows_per_plane,
+                        filter_h,
+                        filter_w,
+                        stride,
+                        pad,
+                        height,
+                        width,
+                        out_h,
+                        out_w,
+                    )
             d = dout[n]
-            gemm(NO_TRANS, TRANS, k, n_filters, n_out, sample_cols, n_out, d, n_out,
-                 dW_per_sample[n], n_filters)
+            gemm(
+                NO_TRANS,
+                TRANS,
+                k,
+                n_filters,
+                n_out,
+                sample_cols,
+                n_out,
+                d,
+                n_out,
+                dW_per_sample[n],
+                n_filters,
+            )
             gemm(TRANS, NO_TRANS, k, n_out, n_filters, weights, k, d, n_out, grad_cols, n_out)
             for c in range(channels):
-                _fold_plane(gcf, c * rows_per_plane, gf, (n * channels + c) * height * width,
-                            filter_h, filter_w, stride, pad, height, width, out_h, out_w)
+                _fold_plane(
+                    gcf,
+                    c * rows_per_plane,
+                    gf,
+                    (n * channels + c) * height * width,
+                    filter_h,
+                    filter_w,
+                    stride,
+                    pad,
+                    height,
+                    width,
+                    out_h,
+                    out_w,
+                )
 
 
 # ------------------------------------------------------------------ wrappers
@@ -149,8 +227,10 @@ def _inputs(x, W, third, third_name):
     check_ndim(x, "x", 4)
     check_ndim(W, "W", 4)
     if W.shape[1] != x.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} channels (shape {x.shape}) but W expects "
-                         f"{W.shape[1]} (W shape {W.shape})")
+        raise ValueError(
+            f"x has {x.shape[1]} channels (shape {x.shape}) but W expects "
+            f"{W.shape[1]} (W shape {W.shape})"
+        )
     # before converting ``third``: a Python scalar bias must stay weak (0 keeps float32)
     dtype = compute_dtype(x, W, third, names=("x", "W", third_name))
     third = _numeric(third, third_name)
@@ -159,13 +239,22 @@ def _inputs(x, W, third, third_name):
 
 def _conv_examples(make):
     """Examples only where the kernels are available; they have no twins."""
-    return lambda dtype: ([call.parallel_only() for call in make(dtype)]
-                          if _blas.AVAILABLE else [])
+    return lambda dtype: [call.parallel_only() for call in make(dtype)] if _blas.AVAILABLE else []
 
 
-@examples(_conv_examples(lambda dtype: [
-    example(_examples.image(dtype), _examples.rand((4, 5, 3, 3), dtype, 1),
-            _examples.rand(4, dtype, 2), 2, 1)]))
+@examples(
+    _conv_examples(
+        lambda dtype: [
+            example(
+                _examples.image(dtype),
+                _examples.rand((4, 5, 3, 3), dtype, 1),
+                _examples.rand(4, dtype, 2),
+                2,
+                1,
+            )
+        ]
+    )
+)
 def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     """Convolution (cross-correlation) of ``x`` ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
@@ -185,11 +274,15 @@ def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     stride, pad = int(stride), int(pad)
     weights = W.reshape(n_filters, channels * fh * fw)
     if b.size not in (1, n_filters):
-        raise ValueError(f"b must have {n_filters} elements (one per filter) or be a scalar, "
-                         f"got shape {b.shape}")
+        raise ValueError(
+            f"b must have {n_filters} elements (one per filter) or be a scalar, got shape {b.shape}"
+        )
     # a copy: out or col may not overwrite it while the kernel still reads it
-    bias = np.array(np.broadcast_to(as_float_array(b, "b", dtype=dtype).reshape(-1),
-                                    (n_filters,)), dtype=dtype, copy=True)
+    bias = np.array(
+        np.broadcast_to(as_float_array(b, "b", dtype=dtype).reshape(-1), (n_filters,)),
+        dtype=dtype,
+        copy=True,
+    )
     n_img = x.shape[0]
     k, n_out = weights.shape[1], out_h * out_w
     n_parts = _parts(n_parts, n_img)
@@ -203,18 +296,30 @@ def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
         result[...] = bias[:, None]
     elif result.size:
         with single_threaded_blas():
-            _conv_forward_kernel(x, weights, bias, fh, fw, stride, pad, out_h, out_w,
-                                 n_parts, keep, cols, result)
+            _conv_forward_kernel(
+                x, weights, bias, fh, fw, stride, pad, out_h, out_w, n_parts, keep, cols, result
+            )
     elif keep and cols.size:  # no filters, but the columns were asked for
         im2col_per_sample(x, fh, fw, stride, pad, out=cols)
     return result.reshape(n_img, n_filters, out_h, out_w)
 
 
-@examples(_conv_examples(lambda dtype: [
-    example(_examples.rand((3, 4, 5, 4), dtype, 3), _examples.image(dtype),
-            _examples.rand((4, 5, 3, 3), dtype, 1), 2, 1)]))
-def conv_backward(dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_sample=None,
-                  n_parts=None):
+@examples(
+    _conv_examples(
+        lambda dtype: [
+            example(
+                _examples.rand((3, 4, 5, 4), dtype, 3),
+                _examples.image(dtype),
+                _examples.rand((4, 5, 3, 3), dtype, 1),
+                2,
+                1,
+            )
+        ]
+    )
+)
+def conv_backward(
+    dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_sample=None, n_parts=None
+):
     """Gradients of :func:`conv_forward`: ``(dx, dW, db)``.
 
     ``dout`` ``(N, FN, out_h, out_w)`` or ``(N, FN, out_h*out_w)``; ``x`` and ``W`` as in
@@ -234,14 +339,17 @@ def conv_backward(dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_samp
     n_img = x.shape[0]
     k, n_out = channels * fh * fw, out_h * out_w
     if dout.shape not in ((n_img, n_filters, out_h, out_w), (n_img, n_filters, n_out)):
-        raise ValueError(f"dout must have shape {(n_img, n_filters, out_h, out_w)} (or "
-                         f"{(n_img, n_filters, n_out)}), got {dout.shape}")
+        raise ValueError(
+            f"dout must have shape {(n_img, n_filters, out_h, out_w)} (or "
+            f"{(n_img, n_filters, n_out)}), got {dout.shape}"
+        )
     d = as_float_array(dout, "dout", dtype=dtype).reshape(n_img, n_filters, n_out)
     weights = W.reshape(n_filters, k)
     n_parts = _parts(n_parts, n_img)
     grad_x = checked_out(dx, x.shape, dtype, name="dx", inputs=(x, W, d))
-    grad_w = checked_out(dW_per_sample, (n_img, k, n_filters), dtype, name="dW_per_sample",
-                         inputs=(x, W, d, grad_x))
+    grad_w = checked_out(
+        dW_per_sample, (n_img, k, n_filters), dtype, name="dW_per_sample", inputs=(x, W, d, grad_x)
+    )
     if col is None:
         cols, kept = empty_result((n_parts, k, n_out), dtype), False
     else:
@@ -251,8 +359,23 @@ def conv_backward(dout, x, W, stride=1, pad=0, *, col=None, dx=None, dW_per_samp
     if grad_x.size and d.size:
         dcols = empty_result((n_parts, k, n_out), dtype)
         with single_threaded_blas():
-            _conv_backward_kernel(x, weights, d, fh, fw, stride, pad, out_h, out_w,
-                                  n_parts, kept, cols, dcols, grad_w, grad_x)
+            _conv_backward_kernel(
+                x,
+                weights,
+                d,
+                fh,
+                fw,
+                stride,
+                pad,
+                out_h,
+                out_w,
+                n_parts,
+                kept,
+                cols,
+                dcols,
+                grad_w,
+                grad_x,
+            )
     else:
         grad_x[...] = 0
         grad_w[...] = 0

@@ -31,7 +31,7 @@ __all__ = ["maxpool_forward", "maxpool_backward"]
 # drops its negative-index wraparound, which is what lets LLVM vectorise the interior loop.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_kernel(pool_h, pool_w, stride):
     """The forward kernel with the window and stride as compile-time constants.
 
@@ -57,7 +57,9 @@ def _forward_kernel(pool_h, pool_w, stride):
             for oy in range(out_h):
                 y0 = oy * stride - pad
                 obase = (p * out_h + oy) * out_w
-                ibase = (p * height + y0) * width - pad  # flat index of window cell (0, 0) at ox = 0
+                ibase = (
+                    p * height + y0
+                ) * width - pad  # flat index of window cell (0, 0) at ox = 0
                 if oy_lo <= oy < oy_hi:
                     for ox in range(ox_lo, ox_hi):
                         i0 = ibase + ox * stride
@@ -66,7 +68,7 @@ def _forward_kernel(pool_h, pool_w, stride):
                         for ky in range(pool_h):
                             for kx in range(pool_w):
                                 v = xf[np.uint64(i0 + ky * width + kx)]
-                                # np.argmax order: strictly greater wins; the first NaN wins for good
+                                # np.argmax order: strictly greater wins; a first NaN wins
                                 take = (v > best) | ((v != v) & (best == best))
                                 best = v if take else best
                                 best_k = (ky * pool_w + kx) if take else best_k
@@ -102,7 +104,7 @@ def _forward_kernel(pool_h, pool_w, stride):
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _backward_kernel(pool_w, stride):
     """The backward kernel with ``pool_w`` and the stride as compile-time constants."""
 
@@ -178,11 +180,20 @@ def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
     return out, argmax
 
 
-
-
-@examples(lambda dtype: [example(_examples.rand((3, 5, 5, 4), dtype),
-                                 np.arange(300).reshape(3, 5, 5, 4) % 4, _examples.IMAGE,
-                                 2, 2, 2, 1)], group="max pooling")
+@examples(
+    lambda dtype: [
+        example(
+            _examples.rand((3, 5, 5, 4), dtype),
+            np.arange(300).reshape(3, 5, 5, 4) % 4,
+            _examples.IMAGE,
+            2,
+            2,
+            2,
+            1,
+        )
+    ],
+    group="max pooling",
+)
 def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0):
     """Scatter ``dout`` ``(N, C, out_h, out_w)`` to the argmax cells; return ``(N, C, H, W)``.
 

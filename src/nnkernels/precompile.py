@@ -11,13 +11,23 @@ from ._precompile import _default_processes, precompile
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m nnkernels.precompile",
-                                     description="Compile every nnkernels kernel into Numba's cache.")
-    parser.add_argument("dtypes", nargs="*", default=["float32", "float64"],
-                        help="dtypes to compile for (default: float32 float64)")
-    parser.add_argument("--processes", type=int, default=None,
-                        help=f"worker processes (default: one per core, here {_default_processes()}; "
-                             "1 = compile in this process)")
+    parser = argparse.ArgumentParser(
+        prog="python -m nnkernels.precompile",
+        description="Compile every nnkernels kernel into Numba's cache.",
+    )
+    parser.add_argument(
+        "dtypes",
+        nargs="*",
+        default=["float32", "float64"],
+        help="dtypes to compile for (default: float32 float64)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help=f"worker processes (default: one per core, here {_default_processes()}; "
+        "1 = compile in this process)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     for name, seconds in precompile(args.dtypes, processes=args.processes, load=False).items():

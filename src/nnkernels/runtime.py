@@ -94,8 +94,10 @@ def who_chose():
     if str(numba.config.THREADING_LAYER).lower() != "default":
         return f"the user (numba.config.THREADING_LAYER={numba.config.THREADING_LAYER!r})"
     if tuple(numba.config.THREADING_LAYER_PRIORITY) != NUMBA_DEFAULT_PRIORITY:
-        return ("the user (numba.config.THREADING_LAYER_PRIORITY="
-                f"{list(numba.config.THREADING_LAYER_PRIORITY)})")
+        return (
+            "the user (numba.config.THREADING_LAYER_PRIORITY="
+            f"{list(numba.config.THREADING_LAYER_PRIORITY)})"
+        )
     return None
 
 
@@ -159,8 +161,11 @@ def _decide_layer():
     state.requested = setting
     if setting is None:
         state.requested = "tbb" if _load_pip_tbb() else None
-        state.chosen_by = ("nnkernels (pip's Intel TBB loads)" if state.requested else
-                           "Numba's default order (no TBB installed, no layer set)")
+        state.chosen_by = (
+            "nnkernels (pip's Intel TBB loads)"
+            if state.requested
+            else "Numba's default order (no TBB installed, no layer set)"
+        )
         _start_numba_layer(None)  # Numba's default order tries TBB first
         return
     if setting == "tbb":
@@ -248,13 +253,17 @@ def fork_safety(layer, forking_thread, in_flight, launchers):
         Idents of the threads that launched parallel kernels before the fork.
     """
     if layer == "omp":
-        return ("GNU OpenMP terminates a forked child's first parallel region "
-                "(its runtime was started in the parent)")
+        return (
+            "GNU OpenMP terminates a forked child's first parallel region "
+            "(its runtime was started in the parent)"
+        )
     if in_flight:
         return "a parallel launch was in flight at fork(); the pool's state is undefined"
     if layer == "tbb" and set(launchers) - {forking_thread}:
-        return ("TBB's workers served threads other than the forking one and may not have "
-                "been joined at fork()")
+        return (
+            "TBB's workers served threads other than the forking one and may not have "
+            "been joined at fork()"
+        )
     return None
 
 
@@ -272,9 +281,9 @@ def _after_fork_in_child():
 
 _FORK_POLICY = {
     "tbb": "fork-safe when only the forking thread launched kernels and none was in "
-           "flight; otherwise the child runs single-threaded twins",
+    "flight; otherwise the child runs single-threaded twins",
     "workqueue": "fork-safe unless a launch was in flight (the child then runs "
-                 "single-threaded twins); launches hold one lock (not thread-safe)",
+    "single-threaded twins); launches hold one lock (not thread-safe)",
     "omp": "GNU OpenMP is not fork-safe: forked children run single-threaded twins",
     None: "no layer loaded yet (decided at the first parallel launch)",
 }
@@ -298,9 +307,13 @@ def _versions():
 
     from . import __version__
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__,
-            "numba": numba.__version__, "llvmlite": llvmlite.__version__,
-            "nnkernels": __version__}
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+        "nnkernels": __version__,
+    }
 
 
 def _cpu():
@@ -335,7 +348,7 @@ def runtime_info():
     ``chosen_by`` says who would decide.
     """
     from . import _blas
-    from .threads import blas_info, spin_state, SINGLE_THREADED_BLAS_EFFECT
+    from .threads import SINGLE_THREADED_BLAS_EFFECT, blas_info, spin_state
 
     state = _STATE
     layer = _layer_loaded()

@@ -37,8 +37,9 @@ def sample_parts(start, stop, macs):
     parts = min(get_num_threads(), n_samples)
     if parts < 2 or macs < config.get("split_min_macs"):
         return [(start, stop)]
-    return [(start + n_samples * i // parts, start + n_samples * (i + 1) // parts)
-            for i in range(parts)]
+    return [
+        (start + n_samples * i // parts, start + n_samples * (i + 1) // parts) for i in range(parts)
+    ]
 
 
 def _join_all(threads):
@@ -86,8 +87,10 @@ def run_parts(parts, work):
                 errors.append(exc)
                 stop.set()
 
-        helpers = [threading.Thread(target=run, args=(index,), daemon=True)
-                   for index in range(1, len(parts))]
+        helpers = [
+            threading.Thread(target=run, args=(index,), daemon=True)
+            for index in range(1, len(parts))
+        ]
         try:
             for thread in helpers:
                 thread.start()

@@ -18,8 +18,16 @@ from . import config
 from ._jit import serial_in_this_thread as single_threaded_kernels
 from .runtime import ensure_ready
 
-__all__ = ["set_num_threads", "get_num_threads", "threading_layer", "limit_blas_spin",
-           "apply_blas_spin", "single_threaded_blas", "single_threaded_kernels", "blas_info"]
+__all__ = [
+    "set_num_threads",
+    "get_num_threads",
+    "threading_layer",
+    "limit_blas_spin",
+    "apply_blas_spin",
+    "single_threaded_blas",
+    "single_threaded_kernels",
+    "blas_info",
+]
 
 # OpenBLAS workers spin 2**exponent TSC cycles before sleeping (valid 4..30; its default is
 # 28). 2**16 cycles is ~30 us at 2.3 GHz: long enough to stay awake between the per-sample
@@ -86,7 +94,7 @@ def _openblas_paths():
     return [controller.filepath for controller in controllers]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _openblas_libraries():
     """``((path, ctypes library), ...)`` of the OpenBLAS builds loaded when first asked
     (NumPy's, which ``import nnkernels`` loads)."""
@@ -128,8 +136,11 @@ def _restart_openblas_pools(timeout):
     applied = False
     for _, lib in _openblas_libraries():
         try:
-            read_env, shutdown, start = (lib.openblas_read_env, lib.blas_thread_shutdown_,
-                                         lib.blas_thread_init)
+            read_env, shutdown, start = (
+                lib.openblas_read_env,
+                lib.blas_thread_shutdown_,
+                lib.blas_thread_init,
+            )
         except AttributeError:
             continue
         if timeout is not None:
@@ -159,18 +170,28 @@ def apply_blas_spin(exponent):
         _SPIN.update(exponent=None, note="not set (OpenBLAS's own timeout)")
         return False
     if threading.active_count() > 1:
-        _SPIN.update(exponent=exponent, note=(
-            f"not applied: {threading.active_count()} Python threads were running when set, "
-            "and restarting OpenBLAS's pool under a product can hang it"))
+        _SPIN.update(
+            exponent=exponent,
+            note=(
+                f"not applied: {threading.active_count()} Python threads were running when set, "
+                "and restarting OpenBLAS's pool under a product can hang it"
+            ),
+        )
         return False
     if exponent is None:
         applied = _restart_openblas_pools(None)
         _SPIN.update(exponent=None, applied=False, note="restored OpenBLAS's own timeout")
         return applied
     applied = limit_blas_spin(exponent)
-    _SPIN.update(exponent=exponent, applied=applied, note=(
-        f"OpenBLAS's idle workers sleep after 2**{exponent} cycles" if applied else
-        "not applied: OPENBLAS_THREAD_TIMEOUT is set, or NumPy's BLAS is not OpenBLAS"))
+    _SPIN.update(
+        exponent=exponent,
+        applied=applied,
+        note=(
+            f"OpenBLAS's idle workers sleep after 2**{exponent} cycles"
+            if applied
+            else "not applied: OPENBLAS_THREAD_TIMEOUT is set, or NumPy's BLAS is not OpenBLAS"
+        ),
+    )
     return applied
 
 
@@ -209,7 +230,8 @@ SINGLE_THREADED_BLAS_EFFECT = (
     "nnlayers' convolutions sharing samples over threads), every OpenBLAS product in the "
     "process, other threads' included, runs on one thread; the last block to leave restores "
     "the previous count. NumPy's OpenBLAS (pthreads build) has no per-thread count: its "
-    "openblas_set_num_threads_local sets the same process-wide count")
+    "openblas_set_num_threads_local sets the same process-wide count"
+)
 
 
 def _single_blas_after_fork_in_child():
@@ -221,7 +243,6 @@ def _single_blas_after_fork_in_child():
         for (set_fn, _), count in zip(state["setters"], state["saved"]):
             set_fn(count)
     state["active"] = 0
-
 
 
 @contextlib.contextmanager
@@ -256,7 +277,6 @@ def single_threaded_blas():
             if setters and state["active"] == 0:
                 for (set_fn, _), count in zip(setters, state["saved"]):
                     set_fn(count)
-
 
 
 def blas_info():

@@ -7,8 +7,16 @@ promotion, so float32 input stays float32.
 import numpy as np
 
 __all__ = [
-    "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
-    "softmax", "sum_squared_error", "cross_entropy_error", "softmax_loss",
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "sum_squared_error",
+    "cross_entropy_error",
+    "softmax_loss",
 ]
 
 

@@ -12,7 +12,9 @@ def numerical_gradient(f, x, h=1e-4):
     restored, so ``f`` may ignore its argument and read shared parameters instead.
     """
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"x must be a NumPy array (it is perturbed in place), got {type(x).__name__}")
+        raise TypeError(
+            f"x must be a NumPy array (it is perturbed in place), got {type(x).__name__}"
+        )
     if not x.flags.writeable:
         raise ValueError("x must be writeable: numerical_gradient perturbs it in place")
     grad = np.zeros_like(x)

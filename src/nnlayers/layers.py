@@ -25,8 +25,18 @@ from .util import col2im, im2col
 # What ``from common.layers import *`` gives a script: the layers, the functions, im2col,
 # col2im and ``np``, so switching that import line to ``nnlayers.layers`` is enough.
 __all__ = [
-    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-    "Convolution", "Pooling", "im2col", "col2im", "np", *_functions.__all__,
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "SoftmaxWithLoss",
+    "Dropout",
+    "BatchNormalization",
+    "Convolution",
+    "Pooling",
+    "im2col",
+    "col2im",
+    "np",
+    *_functions.__all__,
 ]
 
 
@@ -64,7 +74,9 @@ def _bias_column(b, n_out, dtype, name="b"):
         return b.astype(dtype, copy=False).reshape(n_out, 1)
     if b.size == 1:
         return b.astype(dtype, copy=False).reshape(())
-    raise ValueError(f"{name} must have {n_out} elements (one per filter) or be a scalar, got shape {b.shape}")
+    raise ValueError(
+        f"{name} must have {n_out} elements (one per filter) or be a scalar, got shape {b.shape}"
+    )
 
 
 class Relu:
@@ -120,7 +132,10 @@ class Affine:
         compute_dtype(x, W, self.b, names=("x", "W", "b"))  # rejects complex/object parameters
         b = _as_input(self.b, "b")
         if b.size not in (1, W.shape[1]) or b.ndim > 2:
-            raise ValueError(f"b must have {W.shape[1]} elements (one per output) or be a scalar, got shape {b.shape}")
+            raise ValueError(
+                f"b must have {W.shape[1]} elements (one per output) or be a scalar, "
+                f"got shape {b.shape}"
+            )
         n_features = int(np.prod(x.shape[1:], dtype=np.int64))
         if n_features != W.shape[0]:
             raise ValueError(
@@ -221,8 +236,9 @@ class BatchNormalization:
 
     eps = 10e-7
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, *,
-                 per_channel=False):
+    def __init__(
+        self, gamma, beta, momentum=0.9, running_mean=None, running_var=None, *, per_channel=False
+    ):
         self.gamma = gamma
         self.beta = beta
         self.momentum = momentum
@@ -276,7 +292,8 @@ class BatchNormalization:
             self.running_var = np.zeros(n_stats, dtype=dtype)
         if train_flg:
             out, _, mean64, var64, std64 = nnkernels.batchnorm_forward(
-                xv, self.gamma, self.beta, self.eps, return_xn=False, stats_dtype=np.float64)
+                xv, self.gamma, self.beta, self.eps, return_xn=False, stats_dtype=np.float64
+            )
             self.batch_size = xv.shape[0]
             self._x, self._mean64, self._std64 = xv, mean64, std64
             self.std = std64.astype(dtype)
@@ -294,7 +311,8 @@ class BatchNormalization:
         _require_forward(self, "_x")
         dout = _check_dout(dout, self.input_shape, self)
         dx, dgamma, dbeta = nnkernels.batchnorm_backward_from_input(
-            self._view(dout), self._x, self._mean64, self._std64, self.gamma)
+            self._view(dout), self._x, self._mean64, self._std64, self.gamma
+        )
         self.dgamma = dgamma
         self.dbeta = dbeta
         return dx.reshape(self.input_shape)
@@ -317,8 +335,9 @@ class Convolution:
 
     def __init__(self, W, b, stride=1, pad=0, *, route=None):
         if route is not None and route not in CONV_ROUTES:
-            raise ValueError(f"route must be one of {', '.join(map(repr, CONV_ROUTES))} or None, "
-                             f"got {route!r}")
+            raise ValueError(
+                f"route must be one of {', '.join(map(repr, CONV_ROUTES))} or None, got {route!r}"
+            )
         self.W = W
         self.b = b
         self.stride = stride
@@ -338,8 +357,9 @@ class Convolution:
         (a new array per forward, computed when first read; None before a forward)."""
         if self._book_col is None and self._saved is not None:
             g = self._saved.geometry
-            self._book_col = nnkernels.im2col(self._saved.x, g.filter_h, g.filter_w,
-                                              g.stride, g.pad)
+            self._book_col = nnkernels.im2col(
+                self._saved.x, g.filter_h, g.filter_w, g.stride, g.pad
+            )
         return self._book_col
 
     @col.setter
@@ -364,8 +384,10 @@ class Convolution:
             raise ValueError(f"x must be 4-D (N, C, H, W), got shape {x.shape}")
         FN, C, FH, FW = self._filter_shape()
         if x.shape[1] != C:
-            raise ValueError(f"x has {x.shape[1]} channels (shape {x.shape}) but W expects {C} "
-                             f"(W shape {np.shape(self.W)})")
+            raise ValueError(
+                f"x has {x.shape[1]} channels (shape {x.shape}) but W expects {C} "
+                f"(W shape {np.shape(self.W)})"
+            )
         stride = check_int(self.stride, "stride", minimum=1)
         pad = check_int(self.pad, "pad", minimum=0)
         out_h, out_w = nnkernels.conv_output_shape(x.shape, FH, FW, stride, pad)
@@ -432,7 +454,9 @@ class Pooling:
         x = _as_input(x)
         if x.ndim != 4:
             raise ValueError(f"x must be 4-D (N, C, H, W), got shape {x.shape}")
-        out, self._argmax = nnkernels.maxpool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        out, self._argmax = nnkernels.maxpool_forward(
+            x, self.pool_h, self.pool_w, self.stride, self.pad
+        )
         self.x = x
         return out
 

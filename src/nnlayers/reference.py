@@ -16,11 +16,28 @@ documented differences are tested explicitly.
 import numpy as np
 
 __all__ = [
-    "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
-    "softmax", "sum_squared_error", "cross_entropy_error", "softmax_loss",
-    "im2col", "col2im", "conv_output_size", "numerical_gradient",
-    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-    "Convolution", "Pooling",
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "sum_squared_error",
+    "cross_entropy_error",
+    "softmax_loss",
+    "im2col",
+    "col2im",
+    "conv_output_size",
+    "numerical_gradient",
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "SoftmaxWithLoss",
+    "Dropout",
+    "BatchNormalization",
+    "Convolution",
+    "Pooling",
 ]
 
 
@@ -91,10 +108,13 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     N, C, H, W = input_data.shape
     out_h = (H + 2 * pad - filter_h) // stride + 1
     out_w = (W + 2 * pad - filter_w) // stride + 1
-    padded = np.pad(np.asarray(input_data, dtype=np.float64),
-                    [(0, 0), (0, 0), (pad, pad), (pad, pad)])
+    padded = np.pad(
+        np.asarray(input_data, dtype=np.float64), [(0, 0), (0, 0), (pad, pad), (pad, pad)]
+    )
     windows = np.lib.stride_tricks.sliding_window_view(padded, (filter_h, filter_w), axis=(2, 3))
-    windows = windows[:, :, : stride * (out_h - 1) + 1 : stride, : stride * (out_w - 1) + 1 : stride]
+    windows = windows[
+        :, :, : stride * (out_h - 1) + 1 : stride, : stride * (out_w - 1) + 1 : stride
+    ]
     # windows: (N, C, out_h, out_w, filter_h, filter_w)
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(N * out_h * out_w, -1)
 
@@ -248,7 +268,7 @@ class BatchNormalization:
         if train_flg:
             mu = x.mean(axis=0)
             xc = x - mu
-            var = np.mean(xc ** 2, axis=0)
+            var = np.mean(xc**2, axis=0)
             std = np.sqrt(var + 10e-7)
             xn = xc / std
             self.batch_size = x.shape[0]

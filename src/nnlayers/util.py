@@ -7,7 +7,9 @@ __all__ = ["im2col", "col2im", "conv_output_size"]
 
 
 def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
-    """``(N, C, H, W)`` -> ``(N*out_h*out_w, C*filter_h*filter_w)``, rows (n, oy, ox), columns (c, ky, kx).
+    """``(N, C, H, W)`` -> ``(N*out_h*out_w, C*filter_h*filter_w)``.
+
+    Rows are ordered (n, oy, ox), columns (c, ky, kx).
 
     Unlike the reference, the result keeps the input's float dtype (float32 stays float32).
     """

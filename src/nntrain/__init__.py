@@ -12,8 +12,22 @@ from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, make_op
 from .trainer import Trainer
 
 __all__ = [
-    "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend",
-    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "make_optimizer",
-    "Trainer", "LoadError",
-    "load_mnist", "load_fashion_mnist", "load_digits", "load_idx_dir", "read_idx",
+    "SimpleConvNet",
+    "DeepConvNet",
+    "MultiLayerNet",
+    "MultiLayerNetExtend",
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "AdaGrad",
+    "RMSprop",
+    "Adam",
+    "make_optimizer",
+    "Trainer",
+    "LoadError",
+    "load_mnist",
+    "load_fashion_mnist",
+    "load_digits",
+    "load_idx_dir",
+    "read_idx",
 ]

@@ -34,8 +34,10 @@ _ALLOWED_DTYPE_KINDS = "biufc"
 def _checked_dtype(dtype, source):
     dtype = np.dtype(dtype)
     if dtype.kind not in _ALLOWED_DTYPE_KINDS or dtype.hasobject or dtype.fields:
-        raise LoadError(f"{source}: refused NumPy dtype {dtype.str!r} "
-                        "(only bool, integer, floating and complex arrays are accepted)")
+        raise LoadError(
+            f"{source}: refused NumPy dtype {dtype.str!r} "
+            "(only bool, integer, floating and complex arrays are accepted)"
+        )
     return dtype
 
 
@@ -71,9 +73,12 @@ def _restricted_globals(source):
             raise LoadError(f"{source}: refused _codecs.encode(..., {encoding!r})")
         return text.encode("latin1")
 
-    allowed = {("numpy", "dtype"): make_dtype, ("numpy", "ndarray"): np.ndarray,
-               ("_codecs", "encode"): encode_latin1,
-               ("collections", "OrderedDict"): dict}
+    allowed = {
+        ("numpy", "dtype"): make_dtype,
+        ("numpy", "ndarray"): np.ndarray,
+        ("_codecs", "encode"): encode_latin1,
+        ("collections", "OrderedDict"): dict,
+    }
     for core in ("numpy.core", "numpy._core"):
         allowed[(core + ".multiarray", "_reconstruct")] = make_reconstruct
         allowed[(core + ".multiarray", "scalar")] = make_scalar
@@ -99,7 +104,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
             raise LoadError(
                 f"{self._source}: refused to load global {module}.{name}: only dicts, lists, "
                 "tuples, strings, numbers, None and NumPy arrays are loaded by default; pass "
-                "trusted=True (CLI: --trust-pickle) only for a file you trust") from None
+                "trusted=True (CLI: --trust-pickle) only for a file you trust"
+            ) from None
 
     def persistent_load(self, pid):
         raise LoadError(f"{self._source}: refused persistent id {pid!r}")
@@ -107,8 +113,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def load_build(self):
         target = self.stack[-2]
         if not isinstance(target, (np.dtype, np.ndarray)):
-            raise LoadError(f"{self._source}: refused to set the state of a "
-                            f"{type(target).__name__}")
+            raise LoadError(
+                f"{self._source}: refused to set the state of a {type(target).__name__}"
+            )
         super().load_build()
         _checked_dtype(target if isinstance(target, np.dtype) else target.dtype, self._source)
 
@@ -118,8 +125,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
         super().load_reduce()
 
     def refuse_instantiation(self):
-        raise LoadError(f"{self._source}: refused to instantiate a class "
-                        "(pickle opcodes OBJ, INST, NEWOBJ)")
+        raise LoadError(
+            f"{self._source}: refused to instantiate a class (pickle opcodes OBJ, INST, NEWOBJ)"
+        )
 
     dispatch[pickle.BUILD[0]] = load_build
     dispatch[pickle.REDUCE[0]] = load_reduce
@@ -148,9 +156,21 @@ def _check_plain(obj, source):
 
 
 # Errors a damaged or foreign file raises from inside pickle or NumPy.
-_FORMAT_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                  IndexError, KeyError, ImportError, OverflowError, UnicodeDecodeError,
-                  struct.error, zipfile.BadZipFile, MemoryError)
+_FORMAT_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    ImportError,
+    OverflowError,
+    UnicodeDecodeError,
+    struct.error,
+    zipfile.BadZipFile,
+    MemoryError,
+)
 
 
 def _load_pickle(path, source, trusted):
@@ -162,8 +182,9 @@ def _load_pickle(path, source, trusted):
         except LoadError:
             raise
         except _FORMAT_ERRORS as exc:
-            raise LoadError(f"{source}: not a pickle file, or a truncated one: "
-                            f"{type(exc).__name__}: {exc}") from None
+            raise LoadError(
+                f"{source}: not a pickle file, or a truncated one: {type(exc).__name__}: {exc}"
+            ) from None
     _check_plain(obj, source)
     return obj
 
@@ -175,9 +196,13 @@ _SKELETON = "__nntrain_skeleton__"
 
 
 def _to_npz(obj):
-    if isinstance(obj, dict) and obj and all(
-            isinstance(k, str) and k != _SKELETON and type(v) is np.ndarray
-            for k, v in obj.items()):
+    if (
+        isinstance(obj, dict)
+        and obj
+        and all(
+            isinstance(k, str) and k != _SKELETON and type(v) is np.ndarray for k, v in obj.items()
+        )
+    ):
         return dict(obj)
     arrays = {}
 
@@ -228,8 +253,9 @@ def _load_npz(path, source):
     except _FORMAT_ERRORS + (OSError, RecursionError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise LoadError(f"{source}: not a complete .npz file of arrays: "
-                        f"{type(exc).__name__}: {exc}") from None
+        raise LoadError(
+            f"{source}: not a complete .npz file of arrays: {type(exc).__name__}: {exc}"
+        ) from None
     _check_plain(obj, source)
     return obj
 
@@ -272,9 +298,11 @@ def load_file(path, *, trusted=False):
         if not f.tell():
             raise LoadError(f"{path}: the file is empty")
     if _is_npz(path) != is_zip:
-        raise LoadError(f"{path}: the file is {'a' if is_zip else 'not a'} zip archive, but "
-                        "a path ending in .npz is read as a NumPy .npz archive (a zip) and "
-                        "any other as a pickle")
+        raise LoadError(
+            f"{path}: the file is {'a' if is_zip else 'not a'} zip archive, but "
+            "a path ending in .npz is read as a NumPy .npz archive (a zip) and "
+            "any other as a pickle"
+        )
     if is_zip:
         return _load_npz(path, path)
     return _load_pickle(path, path, trusted)
@@ -296,7 +324,8 @@ def save_file(obj, path):
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temp_files(path)
     fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix=f"{_temp_prefix(path)}{os.getpid()}-{_host_tag()}.", suffix=".tmp")
+        dir=directory, prefix=f"{_temp_prefix(path)}{os.getpid()}-{_host_tag()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             if _is_npz(path):
@@ -369,8 +398,9 @@ def _fsync_directory(directory):
 
 
 # ---------------------------------------------------------------- checking loaded values
-def checked_arrays(values, expected, *, source, what="parameter", strict=True,
-                   allow_nonfinite=False):
+def checked_arrays(
+    values, expected, *, source, what="parameter", strict=True, allow_nonfinite=False
+):
     """Validate a loaded dict of arrays against ``expected`` and return converted copies.
 
     Parameters
@@ -401,17 +431,27 @@ def checked_arrays(values, expected, *, source, what="parameter", strict=True,
         shaped, non-finite or overflowing value; the message names the key.
     """
     if not isinstance(values, dict):
-        raise LoadError(f"{source}: expected a dict of {what} arrays, found a "
-                        f"{type(values).__name__}")
+        raise LoadError(
+            f"{source}: expected a dict of {what} arrays, found a {type(values).__name__}"
+        )
     missing = sorted(set(expected) - set(values), key=str)
     unexpected = sorted(set(values) - set(expected), key=str) if strict else []
     if missing or unexpected:
-        raise LoadError(f"{source}: {what} keys do not match (missing {missing}, "
-                        f"unexpected {unexpected}; expected {sorted(expected)})")
-    return {key: checked_array(values[key], source=source, key=f"{what} {key!r}",
-                               shape=ref.shape, dtype=ref.dtype,
-                               allow_nonfinite=allow_nonfinite)
-            for key, ref in expected.items()}
+        raise LoadError(
+            f"{source}: {what} keys do not match (missing {missing}, "
+            f"unexpected {unexpected}; expected {sorted(expected)})"
+        )
+    return {
+        key: checked_array(
+            values[key],
+            source=source,
+            key=f"{what} {key!r}",
+            shape=ref.shape,
+            dtype=ref.dtype,
+            allow_nonfinite=allow_nonfinite,
+        )
+        for key, ref in expected.items()
+    }
 
 
 def checked_array(value, *, source, key, shape, dtype, allow_nonfinite=False):
@@ -425,18 +465,23 @@ def checked_array(value, *, source, key, shape, dtype, allow_nonfinite=False):
     except (ValueError, TypeError) as exc:
         raise LoadError(f"{source}: {key}: not an array: {exc}") from None
     if array.dtype.kind != "f":
-        raise LoadError(f"{source}: {key}: expected a floating-point array, found dtype "
-                        f"{array.dtype}")
+        raise LoadError(
+            f"{source}: {key}: expected a floating-point array, found dtype {array.dtype}"
+        )
     if array.shape != tuple(shape):
         raise LoadError(f"{source}: {key}: expected shape {tuple(shape)}, found {array.shape}")
     with np.errstate(over="ignore", invalid="ignore"):
         converted = np.array(array, dtype=dtype, copy=True, order="C")
     finite = np.isfinite(array)
     if not (allow_nonfinite or finite.all()):
-        raise LoadError(f"{source}: {key}: {array.size - np.count_nonzero(finite)} of "
-                        f"{array.size} values are NaN or infinite (allow_nonfinite=True "
-                        "accepts them)")
+        raise LoadError(
+            f"{source}: {key}: {array.size - np.count_nonzero(finite)} of "
+            f"{array.size} values are NaN or infinite (allow_nonfinite=True "
+            "accepts them)"
+        )
     if not np.array_equal(np.isfinite(converted), finite):
-        raise LoadError(f"{source}: {key}: values up to {np.max(np.abs(array[finite])):.3g} "
-                        f"overflow {np.dtype(dtype)}")
+        raise LoadError(
+            f"{source}: {key}: values up to {np.max(np.abs(array[finite])):.3g} "
+            f"overflow {np.dtype(dtype)}"
+        )
     return converted

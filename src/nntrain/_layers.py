@@ -10,8 +10,15 @@ import importlib
 import types
 
 REQUIRED_NAMES = (
-    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-    "Convolution", "Pooling", "numerical_gradient",
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "SoftmaxWithLoss",
+    "Dropout",
+    "BatchNormalization",
+    "Convolution",
+    "Pooling",
+    "numerical_gradient",
 )
 
 _ALIASES = {
@@ -34,17 +41,20 @@ def resolve_layers(layers=None):
     if isinstance(layers, str):
         if layers not in _ALIASES:
             raise ValueError(
-                f"layers: expected a module or one of {sorted(_ALIASES)}, got {layers!r}")
+                f"layers: expected a module or one of {sorted(_ALIASES)}, got {layers!r}"
+            )
         module = importlib.import_module(_ALIASES[layers])
     else:
         module = layers
     missing = [name for name in REQUIRED_NAMES if not hasattr(module, name)]
     if missing:
         label = getattr(module, "__name__", type(module).__name__)
-        hint = ("; pass layers=nnlayers.reference (pure NumPy) until the fast layers exist"
-                if label == "nnlayers" else "")
-        raise TypeError(
-            f"layers: module {label!r} lacks {', '.join(missing)}{hint}")
+        hint = (
+            "; pass layers=nnlayers.reference (pure NumPy) until the fast layers exist"
+            if label == "nnlayers"
+            else ""
+        )
+        raise TypeError(f"layers: module {label!r} lacks {', '.join(missing)}{hint}")
     return module
 
 

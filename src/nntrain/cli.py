@@ -44,49 +44,88 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="nntrain",
         description="Train the 'Deep Learning from Scratch' networks on nnlayers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", choices=("simple", "deep", "mlp"), default="simple",
-                        help="SimpleConvNet, DeepConvNet or a 2x100 MultiLayerNet")
-    parser.add_argument("--dataset", choices=("digits", "fashion-mnist", "mnist-dir"),
-                        default="digits",
-                        help="digits: scikit-learn's 8x8 digits (no download); fashion-mnist: "
-                             "Debian's dataset-fashion-mnist or --data-dir; mnist-dir: IDX "
-                             "files in --data-dir (or $NNTRAIN_MNIST_DIR)")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        choices=("simple", "deep", "mlp"),
+        default="simple",
+        help="SimpleConvNet, DeepConvNet or a 2x100 MultiLayerNet",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("digits", "fashion-mnist", "mnist-dir"),
+        default="digits",
+        help="digits: scikit-learn's 8x8 digits (no download); fashion-mnist: "
+        "Debian's dataset-fashion-mnist or --data-dir; mnist-dir: IDX "
+        "files in --data-dir (or $NNTRAIN_MNIST_DIR)",
+    )
     parser.add_argument("--data-dir", help="directory with the four MNIST-format IDX files")
-    parser.add_argument("--digits-size", type=int, choices=(8, 28), default=28,
-                        help="digits as 28x28 MNIST-like frames (the book's networks "
-                             "unchanged) or the native 8x8")
-    parser.add_argument("--epochs", type=int,
-                        help=f"default: {DEFAULT_EPOCHS['digits']} on digits, 20 otherwise")
+    parser.add_argument(
+        "--digits-size",
+        type=int,
+        choices=(8, 28),
+        default=28,
+        help="digits as 28x28 MNIST-like frames (the book's networks unchanged) or the native 8x8",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help=f"default: {DEFAULT_EPOCHS['digits']} on digits, 20 otherwise"
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--optimizer", type=str.lower, choices=sorted(OPTIMIZERS), default="adam")
-    parser.add_argument("--lr", type=float,
-                        help=f"learning rate (default: {DIGITS_ADAM_LR} for adam on digits, "
-                             "else the optimizer's default)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help=f"learning rate (default: {DIGITS_ADAM_LR} for adam on digits, "
+        "else the optimizer's default)",
+    )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds weight init, batch sampling and dropout")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds weight init, batch sampling and dropout"
+    )
     parser.add_argument("--threads", type=int, help="threads for nnlayers' kernels")
-    parser.add_argument("--layers", choices=("nnlayers", "reference"), default="nnlayers",
-                        help="layer implementation to train with")
-    parser.add_argument("--eval-samples", type=int,
-                        help="evaluate accuracies on the first N samples each epoch")
-    parser.add_argument("--out", help="output directory: params.pkl, history.json, "
-                                      "learning_curves.png")
-    parser.add_argument("--checkpoint", metavar="PATH",
-                        help="save a training checkpoint here after every epoch (a .npz "
-                             "path: a NumPy archive, no pickle)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from --checkpoint if it exists (same data and options); "
-                             "a pickled checkpoint may hold only plain data and arrays")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="resume with plain pickle, which runs any code the file names: "
-                             "only for a checkpoint you trust")
-    parser.add_argument("--compare-reference", action="store_true",
-                        help="after training (if --epochs > 0), time identical steps with "
-                             "nnlayers.reference and nnlayers and print the speedup")
-    parser.add_argument("--compare-steps", type=int, default=20,
-                        help="timed steps per implementation for --compare-reference")
+    parser.add_argument(
+        "--layers",
+        choices=("nnlayers", "reference"),
+        default="nnlayers",
+        help="layer implementation to train with",
+    )
+    parser.add_argument(
+        "--eval-samples", type=int, help="evaluate accuracies on the first N samples each epoch"
+    )
+    parser.add_argument(
+        "--out", help="output directory: params.pkl, history.json, learning_curves.png"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="save a training checkpoint here after every epoch (a .npz "
+        "path: a NumPy archive, no pickle)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --checkpoint if it exists (same data and options); "
+        "a pickled checkpoint may hold only plain data and arrays",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="resume with plain pickle, which runs any code the file names: "
+        "only for a checkpoint you trust",
+    )
+    parser.add_argument(
+        "--compare-reference",
+        action="store_true",
+        help="after training (if --epochs > 0), time identical steps with "
+        "nnlayers.reference and nnlayers and print the speedup",
+    )
+    parser.add_argument(
+        "--compare-steps",
+        type=int,
+        default=20,
+        help="timed steps per implementation for --compare-reference",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     return parser
 
@@ -112,9 +151,16 @@ def build_network(model, input_shape, *, layers, dtype, rng):
             conv = {"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1}
         else:
             conv = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
-        return SimpleConvNet(input_dim=input_shape, conv_param=conv, hidden_size=100,
-                             output_size=10, weight_init_std=0.01,
-                             layers=layers, dtype=dtype, rng=rng)
+        return SimpleConvNet(
+            input_dim=input_shape,
+            conv_param=conv,
+            hidden_size=100,
+            output_size=10,
+            weight_init_std=0.01,
+            layers=layers,
+            dtype=dtype,
+            rng=rng,
+        )
     if model == "deep":
         return DeepConvNet(input_dim=input_shape, layers=layers, dtype=dtype, rng=rng)
     return MultiLayerNet(C * H * W, [100, 100], 10, layers=layers, dtype=dtype, rng=rng)
@@ -125,8 +171,9 @@ def warm_up(model, input_shape, layers, dtype, x, t, batch_size):
     size, on a throw-away network, so that JIT compilation (or loading the compiled kernels
     from cache) is not counted in the first epoch. Returns seconds."""
     start = time.perf_counter()
-    scratch = build_network(model, input_shape, layers=layers, dtype=dtype,
-                            rng=np.random.default_rng(0))
+    scratch = build_network(
+        model, input_shape, layers=layers, dtype=dtype, rng=np.random.default_rng(0)
+    )
     state = np.random.get_state()
     scratch.gradient(x[:batch_size], t[:batch_size])
     scratch.accuracy(x[:batch_size], t[:batch_size])
@@ -137,10 +184,13 @@ def warm_up(model, input_shape, layers, dtype, x, t, batch_size):
 def set_threads(n):
     """Apply ``--threads`` through ``nnlayers.set_num_threads`` when it exists."""
     import nnlayers
+
     setter = getattr(nnlayers, "set_num_threads", None)
     if setter is None:
-        print("nntrain: warning: nnlayers.set_num_threads is not available; --threads ignored",
-              file=sys.stderr)
+        print(
+            "nntrain: warning: nnlayers.set_num_threads is not available; --threads ignored",
+            file=sys.stderr,
+        )
         return False
     setter(n)
     return True
@@ -163,6 +213,7 @@ def plot_curves(trainer, path):
     """Write the loss and accuracy curves of ``trainer`` to the PNG ``path``."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -203,13 +254,15 @@ def compare_reference(args, x_train, t_train, input_shape, dtype, out=None):
     returns a dict with the per-step times, their medians and the speedup.
     """
     import nnlayers.reference as reference
+
     fast = resolve_layers("nnlayers")
     out = sys.stdout if out is None else out
     nets, opts = {}, {}
     for name, module in (("reference", reference), ("nnlayers", fast)):
         init_rng, _ = _seeds(args.seed)
-        nets[name] = build_network(args.model, input_shape, layers=module, dtype=dtype,
-                                   rng=init_rng)
+        nets[name] = build_network(
+            args.model, input_shape, layers=module, dtype=dtype, rng=init_rng
+        )
         opts[name] = make_optimizer(args.optimizer, **_optimizer_params(args))
     _, batch_rng = _seeds(args.seed)
     warmup = 2
@@ -231,13 +284,19 @@ def compare_reference(args, x_train, t_train, input_shape, dtype, out=None):
     speedup = medians["reference"] / medians["nnlayers"]
     max_diff = max(
         float(np.max(np.abs(nets["reference"].params[k] - nets["nnlayers"].params[k])))
-        for k in nets["reference"].params)
-    print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {args.dtype}, "
-          f"{args.compare_steps} timed steps after {warmup} warm-up steps (interleaved)", file=out)
+        for k in nets["reference"].params
+    )
+    print(
+        f"{args.model} on {args.dataset}, batch {args.batch_size}, {args.dtype}, "
+        f"{args.compare_steps} timed steps after {warmup} warm-up steps (interleaved)",
+        file=out,
+    )
     print(f"  nnlayers.reference  median step {1000 * medians['reference']:8.2f} ms", file=out)
     print(f"  {layers_name(fast):<19} median step {1000 * medians['nnlayers']:8.2f} ms", file=out)
-    print(f"  speedup {speedup:.2f}x   max |param difference| after {total} steps {max_diff:.3g}",
-          file=out)
+    print(
+        f"  speedup {speedup:.2f}x   max |param difference| after {total} steps {max_diff:.3g}",
+        file=out,
+    )
     return {"times": times, "medians": medians, "speedup": speedup, "max_param_diff": max_diff}
 
 
@@ -246,6 +305,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("sweep", "repeat"):  # nntrain sweep / repeat: nntrain.sweep
         from .sweep.cli import main as sweep_main
+
         return sweep_main(argv)
     args = build_parser().parse_args(argv)
     for name in ("epochs", "batch_size", "compare_steps", "threads", "eval_samples"):
@@ -265,7 +325,8 @@ def main(argv=None):
 
     try:
         (x_train, t_train), (x_test, t_test) = load_dataset(
-            args.dataset, args.data_dir, flatten=False, digits_size=args.digits_size)
+            args.dataset, args.data_dir, flatten=False, digits_size=args.digits_size
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"nntrain: {exc}") from None
     x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
@@ -287,24 +348,37 @@ def main(argv=None):
 def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
     """Train as the options say; print per-epoch lines and write ``--out`` files."""
     layers = resolve_layers(args.layers)
-    warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train,
-                     args.batch_size)
+    warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train, args.batch_size)
     init_rng, batch_rng = _seeds(args.seed)
     np.random.seed(args.seed)  # the layers' Dropout draws from the global generator
     network = build_network(args.model, input_shape, layers=layers, dtype=dtype, rng=init_rng)
     optimizer_param = _optimizer_params(args)
     if not args.quiet:
-        print(f"{type(network).__name__} ({layers_name(layers)}, {args.dtype}) on "
-              f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images "
-              f"{tuple(input_shape)}, {epochs} epochs, batch {args.batch_size}, "
-              f"{args.optimizer} {optimizer_param or '(defaults)'}; "
-              f"warm-up (JIT compile or cache load) {warmup:.1f}s", flush=True)
-    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=epochs,
-                      mini_batch_size=args.batch_size, optimizer=args.optimizer,
-                      optimizer_param=optimizer_param,
-                      evaluate_sample_num_per_epoch=args.eval_samples,
-                      quiet=args.quiet, rng=batch_rng, checkpoint_path=args.checkpoint,
-                      resume=args.resume, trusted=args.trust_pickle)
+        print(
+            f"{type(network).__name__} ({layers_name(layers)}, {args.dtype}) on "
+            f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images "
+            f"{tuple(input_shape)}, {epochs} epochs, batch {args.batch_size}, "
+            f"{args.optimizer} {optimizer_param or '(defaults)'}; "
+            f"warm-up (JIT compile or cache load) {warmup:.1f}s",
+            flush=True,
+        )
+    trainer = Trainer(
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=epochs,
+        mini_batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        optimizer_param=optimizer_param,
+        evaluate_sample_num_per_epoch=args.eval_samples,
+        quiet=args.quiet,
+        rng=batch_rng,
+        checkpoint_path=args.checkpoint,
+        resume=args.resume,
+        trusted=args.trust_pickle,
+    )
     if trainer.current_epoch and not args.quiet:
         print(f"resumed from {args.checkpoint} after epoch {trainer.current_epoch}")
     start = time.perf_counter()
@@ -314,8 +388,12 @@ def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
         print(f"trained in {wall:.1f}s ({sum(trainer.epoch_times):.1f}s in training steps)")
     if args.out:
         config = {k: v for k, v in vars(args).items()}
-        config.update(epochs=epochs, optimizer_param=optimizer_param,
-                      layers=layers_name(layers), wall_time=wall)
+        config.update(
+            epochs=epochs,
+            optimizer_param=optimizer_param,
+            layers=layers_name(layers),
+            wall_time=wall,
+        )
         write_outputs(args.out, trainer, network, config, final_test_acc)
         if not args.quiet:
             print(f"wrote params.pkl, history.json, learning_curves.png to {args.out}")

@@ -18,8 +18,16 @@ import zlib
 
 import numpy as np
 
-__all__ = ["read_idx", "load_idx_dir", "load_mnist", "load_fashion_mnist", "load_digits",
-           "find_fashion_mnist", "FASHION_MNIST_DIRS", "IDX_FILES"]
+__all__ = [
+    "read_idx",
+    "load_idx_dir",
+    "load_mnist",
+    "load_fashion_mnist",
+    "load_digits",
+    "find_fashion_mnist",
+    "FASHION_MNIST_DIRS",
+    "IDX_FILES",
+]
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
@@ -69,7 +77,8 @@ def read_idx(path, *, ndim=None):
     if zero1 != 0 or zero2 != 0 or type_code not in _IDX_TYPES:
         raise ValueError(
             f"{path}: bad IDX magic number 0x{raw[:4].hex()} "
-            "(expected 0x0000 then a type code 08/09/0B/0C/0D/0E and the number of dimensions)")
+            "(expected 0x0000 then a type code 08/09/0B/0C/0D/0E and the number of dimensions)"
+        )
     if dims == 0:
         raise ValueError(f"{path}: IDX header declares 0 dimensions")
     if ndim is not None and dims != ndim:
@@ -86,10 +95,13 @@ def read_idx(path, *, ndim=None):
     if payload < expected:
         raise ValueError(
             f"{path}: truncated IDX data: header shape {shape} needs {expected} bytes, "
-            f"file has {payload}")
+            f"file has {payload}"
+        )
     if payload > expected:
         raise ValueError(
-            f"{path}: {payload - expected} unexpected trailing bytes after IDX data of shape {shape}")
+            f"{path}: {payload - expected} unexpected trailing bytes after IDX data of "
+            f"shape {shape}"
+        )
     data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
     return data.astype(dtype.newbyteorder("="), copy=True)
 
@@ -102,17 +114,18 @@ def _find_file(data_dir, base):
         path = os.path.join(data_dir, name)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(
-        f"data_dir: {data_dir!r} has none of {', '.join(candidates)}")
+    raise FileNotFoundError(f"data_dir: {data_dir!r} has none of {', '.join(candidates)}")
 
 
 def _check_pair(images, labels, image_path, label_path, num_classes=10):
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}")
+            f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}"
+        )
     if labels.size and int(labels.max()) >= num_classes:
         raise ValueError(
-            f"{label_path}: label {int(labels.max())} out of range 0..{num_classes - 1}")
+            f"{label_path}: label {int(labels.max())} out of range 0..{num_classes - 1}"
+        )
     if images.dtype != np.uint8:
         raise ValueError(f"{image_path}: expected unsigned-byte images, got {images.dtype}")
     if labels.dtype != np.uint8:
@@ -140,8 +153,11 @@ def _format_uint8(images, labels, normalize, flatten, one_hot_label, scale=255.0
     if normalize:
         images = images.astype(np.float32)
         images /= np.float32(scale)
-    images = (images.reshape(images.shape[0], -1) if flatten
-              else images.reshape(images.shape[0], 1, *images.shape[1:]))
+    images = (
+        images.reshape(images.shape[0], -1)
+        if flatten
+        else images.reshape(images.shape[0], 1, *images.shape[1:])
+    )
     if one_hot_label:
         one_hot = np.zeros((labels.size, 10))
         one_hot[np.arange(labels.size), labels] = 1
@@ -160,9 +176,9 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
         raise FileNotFoundError(
             "load_mnist: no data_dir given and NNTRAIN_MNIST_DIR is not set; point it at a "
             "directory holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-            "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
-    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten,
-                        one_hot_label=one_hot_label)
+            "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]"
+        )
+    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten, one_hot_label=one_hot_label)
 
 
 def find_fashion_mnist():
@@ -182,15 +198,17 @@ def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, *, dat
         data_dir = find_fashion_mnist()
         if data_dir is None:
             raise FileNotFoundError(
-                "Fashion-MNIST not found in " + ", ".join(FASHION_MNIST_DIRS)
+                "Fashion-MNIST not found in "
+                + ", ".join(FASHION_MNIST_DIRS)
                 + "; install it (Debian/Ubuntu: apt-get install dataset-fashion-mnist) "
-                "or pass data_dir")
-    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten,
-                        one_hot_label=one_hot_label)
+                "or pass data_dir"
+            )
+    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten, one_hot_label=one_hot_label)
 
 
-def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_fraction=0.2,
-                seed=0, image_size=8):
+def load_digits(
+    normalize=True, flatten=True, one_hot_label=False, *, test_fraction=0.2, seed=0, image_size=8
+):
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, values 0..16).
 
     A fixed-seed random split puts ``test_fraction`` of the images in the test set
@@ -208,7 +226,8 @@ def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_fract
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the digits dataset needs scikit-learn: pip install 'nnkernels[train]'") from None
+            "the digits dataset needs scikit-learn: pip install 'nnkernels[train]'"
+        ) from None
     bunch = sklearn_load_digits()
     images = bunch.images.astype(np.uint8)  # (1797, 8, 8), values 0..16
     if image_size == 28:
@@ -217,7 +236,11 @@ def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_fract
     order = np.random.default_rng(seed).permutation(len(labels))
     n_test = int(round(test_fraction * len(labels)))
     test_idx, train_idx = order[:n_test], order[n_test:]
-    return (_format_uint8(images[train_idx], labels[train_idx], normalize, flatten,
-                          one_hot_label, scale=16.0),
-            _format_uint8(images[test_idx], labels[test_idx], normalize, flatten,
-                          one_hot_label, scale=16.0))
+    return (
+        _format_uint8(
+            images[train_idx], labels[train_idx], normalize, flatten, one_hot_label, scale=16.0
+        ),
+        _format_uint8(
+            images[test_idx], labels[test_idx], normalize, flatten, one_hot_label, scale=16.0
+        ),
+    )

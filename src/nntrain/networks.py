@@ -46,7 +46,9 @@ def _as_rng(rng):
     if isinstance(rng, np.random.RandomState):
         return lambda shape: rng.randn(*shape)
     raise TypeError(
-        f"rng: expected None, an int seed, a numpy Generator or RandomState, got {type(rng).__name__}")
+        "rng: expected None, an int seed, a numpy Generator or RandomState, "
+        f"got {type(rng).__name__}"
+    )
 
 
 def _positive_int(name, value):
@@ -80,7 +82,8 @@ def _conv_out(name, size, filter_size, pad, stride):
     out = (size + 2 * pad - filter_size) // stride + 1
     if out <= 0:
         raise ValueError(
-            f"{name}: filter {filter_size} with pad {pad} does not fit input size {size}")
+            f"{name}: filter {filter_size} with pad {pad} does not fit input size {size}"
+        )
     return out
 
 
@@ -143,8 +146,8 @@ class _Network:
             raise ValueError("x: expected at least one sample, got 0")
         correct = 0
         for start in range(0, x.shape[0], batch_size):
-            y = self.predict(x[start:start + batch_size])
-            correct += int(np.sum(np.argmax(y, axis=1) == t[start:start + batch_size]))
+            y = self.predict(x[start : start + batch_size])
+            correct += int(np.sum(np.argmax(y, axis=1) == t[start : start + batch_size]))
         return correct / x.shape[0]
 
     def gradient(self, x, t):
@@ -178,8 +181,9 @@ class _Network:
         or a NumPy ``.npz`` archive (no pickle) when the name ends in ``.npz``."""
         save_file(dict(self.params), file_name)
 
-    def load_params(self, file_name="params.pkl", *, trusted=False, strict=True,
-                    allow_nonfinite=False):
+    def load_params(
+        self, file_name="params.pkl", *, trusted=False, strict=True, allow_nonfinite=False
+    ):
         """Load weights saved by ``save_params`` or the book, and rebind the layers to them.
 
         Parameters
@@ -199,8 +203,12 @@ class _Network:
             The file is damaged, holds a refused object, or does not fit this network;
             the parameters are then unchanged.
         """
-        self.set_params(load_file(file_name, trusted=trusted), source=str(file_name),
-                        strict=strict, allow_nonfinite=allow_nonfinite)
+        self.set_params(
+            load_file(file_name, trusted=trusted),
+            source=str(file_name),
+            strict=strict,
+            allow_nonfinite=allow_nonfinite,
+        )
 
     def set_params(self, params, *, source="params", strict=True, allow_nonfinite=False):
         """Replace the parameters from a dict of arrays, checking all of them first.
@@ -222,8 +230,9 @@ class _Network:
         nntrain.LoadError
             Names the key, what was expected and what was found; nothing is changed.
         """
-        new = checked_arrays(params, self.params, source=source, strict=strict,
-                             allow_nonfinite=allow_nonfinite)
+        new = checked_arrays(
+            params, self.params, source=source, strict=strict, allow_nonfinite=allow_nonfinite
+        )
         self.params.update(new)
         self._bind_params()
 
@@ -239,8 +248,9 @@ class _Network:
     def set_buffers(self, buffers, *, source="buffers", allow_nonfinite=False):
         """Restore ``buffers()`` output, checking every entry (``checked_buffers``) first."""
         slots = self._buffer_slots()
-        for key, value in self.checked_buffers(buffers, source=source,
-                                               allow_nonfinite=allow_nonfinite).items():
+        for key, value in self.checked_buffers(
+            buffers, source=source, allow_nonfinite=allow_nonfinite
+        ).items():
             layer, attr = slots[key]
             setattr(layer, attr, value)
 
@@ -258,23 +268,33 @@ class _Network:
         slots = self._buffer_slots()
         if not isinstance(buffers, dict) or set(buffers) != set(slots):
             found = sorted(buffers) if isinstance(buffers, dict) else type(buffers).__name__
-            raise LoadError(f"{source}: expected batch-norm buffers {sorted(slots)}, "
-                            f"found {found}")
+            raise LoadError(f"{source}: expected batch-norm buffers {sorted(slots)}, found {found}")
         new = {}
         for key, (layer, attr) in slots.items():
             current = getattr(layer, attr)
             template = layer.gamma if current is None else current
-            new[key] = None if buffers[key] is None else checked_array(
-                buffers[key], source=source, key=f"buffer {key!r}", shape=np.shape(template),
-                dtype=getattr(template, "dtype", self.dtype), allow_nonfinite=allow_nonfinite)
+            new[key] = (
+                None
+                if buffers[key] is None
+                else checked_array(
+                    buffers[key],
+                    source=source,
+                    key=f"buffer {key!r}",
+                    shape=np.shape(template),
+                    dtype=getattr(template, "dtype", self.dtype),
+                    allow_nonfinite=allow_nonfinite,
+                )
+            )
         return new
 
     def _buffer_slots(self):
         """``{"<layer index>.running_mean": (layer, attribute), ...}``."""
-        return {f"{name}.{attr}": (layer, attr)
-                for name, layer in self._named_layers()
-                if hasattr(layer, "running_mean") and hasattr(layer, "running_var")
-                for attr in ("running_mean", "running_var")}
+        return {
+            f"{name}.{attr}": (layer, attr)
+            for name, layer in self._named_layers()
+            if hasattr(layer, "running_mean") and hasattr(layer, "running_var")
+            for attr in ("running_mean", "running_var")
+        }
 
     def _named_layers(self):
         return [(str(i), layer) for i, layer in enumerate(self._layer_sequence())]
@@ -289,10 +309,18 @@ class SimpleConvNet(_Network):
     drawn as ``weight_init_std * randn`` (biases zero).
     """
 
-    def __init__(self, input_dim=(1, 28, 28),
-                 conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},  # noqa: B006
-                 hidden_size=100, output_size=10, weight_init_std=0.01,
-                 *, layers=None, dtype=np.float64, rng=None):
+    def __init__(
+        self,
+        input_dim=(1, 28, 28),
+        conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},  # noqa: B006
+        hidden_size=100,
+        output_size=10,
+        weight_init_std=0.01,
+        *,
+        layers=None,
+        dtype=np.float64,
+        rng=None,
+    ):
         self._setup(layers, dtype, rng)
         C, H, W = _check_input_dim(input_dim)
         filter_num, filter_size, pad, stride = _conv_param("conv_param", conv_param)
@@ -344,12 +372,12 @@ class SimpleConvNet(_Network):
 
 # ---------------------------------------------------------------- DeepConvNet
 _DEEP_DEFAULTS = (
-    {'filter_num': 16, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 16, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 32, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 32, 'filter_size': 3, 'pad': 2, 'stride': 1},
-    {'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
-    {'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
+    {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 32, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 32, "filter_size": 3, "pad": 2, "stride": 1},
+    {"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
+    {"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
 )
 
 
@@ -368,19 +396,40 @@ class DeepConvNet(_Network):
 
     _WEIGHT_LAYER_INDICES = (0, 2, 5, 7, 10, 12, 15, 18)
 
-    def __init__(self, input_dim=(1, 28, 28),
-                 conv_param_1=_DEEP_DEFAULTS[0], conv_param_2=_DEEP_DEFAULTS[1],
-                 conv_param_3=_DEEP_DEFAULTS[2], conv_param_4=_DEEP_DEFAULTS[3],
-                 conv_param_5=_DEEP_DEFAULTS[4], conv_param_6=_DEEP_DEFAULTS[5],
-                 hidden_size=50, output_size=10,
-                 *, layers=None, dtype=np.float64, rng=None):
+    def __init__(
+        self,
+        input_dim=(1, 28, 28),
+        conv_param_1=_DEEP_DEFAULTS[0],
+        conv_param_2=_DEEP_DEFAULTS[1],
+        conv_param_3=_DEEP_DEFAULTS[2],
+        conv_param_4=_DEEP_DEFAULTS[3],
+        conv_param_5=_DEEP_DEFAULTS[4],
+        conv_param_6=_DEEP_DEFAULTS[5],
+        hidden_size=50,
+        output_size=10,
+        *,
+        layers=None,
+        dtype=np.float64,
+        rng=None,
+    ):
         self._setup(layers, dtype, rng)
         C, H, W = _check_input_dim(input_dim)
         hidden_size = _positive_int("hidden_size", hidden_size)
         output_size = _positive_int("output_size", output_size)
-        convs = [_conv_param(f"conv_param_{i}", p) for i, p in enumerate(
-            (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6),
-            start=1)]
+        convs = [
+            _conv_param(f"conv_param_{i}", p)
+            for i, p in enumerate(
+                (
+                    conv_param_1,
+                    conv_param_2,
+                    conv_param_3,
+                    conv_param_4,
+                    conv_param_5,
+                    conv_param_6,
+                ),
+                start=1,
+            )
+        ]
 
         # shapes through the stack, and each weight's fan-in for He init
         pre_node_nums = []
@@ -391,7 +440,10 @@ class DeepConvNet(_Network):
             w = _conv_out(f"conv_param_{i}", w, size, pad, stride)
             channels = num
             if i % 2 == 0:
-                h, w = _pool_out(f"pooling after conv {i}", h), _pool_out(f"pooling after conv {i}", w)
+                h, w = (
+                    _pool_out(f"pooling after conv {i}", h),
+                    _pool_out(f"pooling after conv {i}", w),
+                )
         flat = channels * h * w
         pre_node_nums += [flat, hidden_size]
         scales = np.sqrt(2.0 / np.array(pre_node_nums))
@@ -453,7 +505,8 @@ def _init_scale(weight_init_std, fan_in):
     except (TypeError, ValueError):
         raise ValueError(
             "weight_init_std: expected 'relu', 'he', 'sigmoid', 'xavier' or a number, "
-            f"got {weight_init_std!r}") from None
+            f"got {weight_init_std!r}"
+        ) from None
 
 
 class MultiLayerNet(_Network):
@@ -464,15 +517,41 @@ class MultiLayerNet(_Network):
     ``lambda*W`` to its gradient.
     """
 
-    def __init__(self, input_size, hidden_size_list, output_size, activation='relu',
-                 weight_init_std='relu', weight_decay_lambda=0,
-                 *, layers=None, dtype=np.float64, rng=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size_list,
+        output_size,
+        activation="relu",
+        weight_init_std="relu",
+        weight_decay_lambda=0,
+        *,
+        layers=None,
+        dtype=np.float64,
+        rng=None,
+    ):
         self._setup(layers, dtype, rng)
-        self._build(input_size, hidden_size_list, output_size, activation, weight_init_std,
-                    weight_decay_lambda)
+        self._build(
+            input_size,
+            hidden_size_list,
+            output_size,
+            activation,
+            weight_init_std,
+            weight_decay_lambda,
+        )
 
-    def _build(self, input_size, hidden_size_list, output_size, activation, weight_init_std,
-               weight_decay_lambda, use_dropout=False, dropout_ration=0.5, use_batchnorm=False):
+    def _build(
+        self,
+        input_size,
+        hidden_size_list,
+        output_size,
+        activation,
+        weight_init_std,
+        weight_decay_lambda,
+        use_dropout=False,
+        dropout_ration=0.5,
+        use_batchnorm=False,
+    ):
         self.input_size = _positive_int("input_size", input_size)
         self.output_size = _positive_int("output_size", output_size)
         self.hidden_size_list = [_positive_int("hidden_size_list", h) for h in hidden_size_list]
@@ -488,23 +567,29 @@ class MultiLayerNet(_Network):
         sizes = [self.input_size] + self.hidden_size_list + [self.output_size]
         p = self.params
         for idx in range(1, len(sizes)):
-            p[f"W{idx}"] = self._randn(_init_scale(weight_init_std, sizes[idx - 1]),
-                                       (sizes[idx - 1], sizes[idx]))
+            p[f"W{idx}"] = self._randn(
+                _init_scale(weight_init_std, sizes[idx - 1]), (sizes[idx - 1], sizes[idx])
+            )
             p[f"b{idx}"] = self._zeros(sizes[idx])
 
         self.layers = OrderedDict()
         self._slots = []
         for idx in range(1, self.hidden_layer_num + 1):
             self.layers[f"Affine{idx}"] = L.Affine(p[f"W{idx}"], p[f"b{idx}"])
-            self._slots += [(f"W{idx}", self.layers[f"Affine{idx}"], "W"),
-                            (f"b{idx}", self.layers[f"Affine{idx}"], "b")]
+            self._slots += [
+                (f"W{idx}", self.layers[f"Affine{idx}"], "W"),
+                (f"b{idx}", self.layers[f"Affine{idx}"], "b"),
+            ]
             if use_batchnorm:
                 size = sizes[idx]
                 p[f"gamma{idx}"] = np.ones(size, dtype=self.dtype)
                 p[f"beta{idx}"] = self._zeros(size)
-                bn = L.BatchNormalization(p[f"gamma{idx}"], p[f"beta{idx}"],
-                                          running_mean=self._zeros(size),
-                                          running_var=self._zeros(size))
+                bn = L.BatchNormalization(
+                    p[f"gamma{idx}"],
+                    p[f"beta{idx}"],
+                    running_mean=self._zeros(size),
+                    running_var=self._zeros(size),
+                )
                 self.layers[f"BatchNorm{idx}"] = bn
                 self._slots += [(f"gamma{idx}", bn, "gamma"), (f"beta{idx}", bn, "beta")]
             self.layers[f"Activation_function{idx}"] = activations[activation]()
@@ -512,8 +597,10 @@ class MultiLayerNet(_Network):
                 self.layers[f"Dropout{idx}"] = L.Dropout(dropout_ration)
         idx = self.hidden_layer_num + 1
         self.layers[f"Affine{idx}"] = L.Affine(p[f"W{idx}"], p[f"b{idx}"])
-        self._slots += [(f"W{idx}", self.layers[f"Affine{idx}"], "W"),
-                        (f"b{idx}", self.layers[f"Affine{idx}"], "b")]
+        self._slots += [
+            (f"W{idx}", self.layers[f"Affine{idx}"], "W"),
+            (f"b{idx}", self.layers[f"Affine{idx}"], "b"),
+        ]
         self.last_layer = L.SoftmaxWithLoss()
 
     def _layer_sequence(self):
@@ -558,13 +645,34 @@ class MultiLayerNetExtend(MultiLayerNet):
     "Dropout" or "BatchNorm"; ``gradient`` uses the training mode.
     """
 
-    def __init__(self, input_size, hidden_size_list, output_size, activation='relu',
-                 weight_init_std='relu', weight_decay_lambda=0, use_dropout=False,
-                 dropout_ration=0.5, use_batchnorm=False,
-                 *, layers=None, dtype=np.float64, rng=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size_list,
+        output_size,
+        activation="relu",
+        weight_init_std="relu",
+        weight_decay_lambda=0,
+        use_dropout=False,
+        dropout_ration=0.5,
+        use_batchnorm=False,
+        *,
+        layers=None,
+        dtype=np.float64,
+        rng=None,
+    ):
         self._setup(layers, dtype, rng)
-        self._build(input_size, hidden_size_list, output_size, activation, weight_init_std,
-                    weight_decay_lambda, use_dropout, dropout_ration, use_batchnorm)
+        self._build(
+            input_size,
+            hidden_size_list,
+            output_size,
+            activation,
+            weight_init_std,
+            weight_decay_lambda,
+            use_dropout,
+            dropout_ration,
+            use_batchnorm,
+        )
 
     def predict(self, x, train_flg=False):
         for key, layer in self.layers.items():

@@ -8,8 +8,16 @@ checkpoints.
 
 import numpy as np
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "make_optimizer",
-           "OPTIMIZERS"]
+__all__ = [
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "AdaGrad",
+    "RMSprop",
+    "Adam",
+    "make_optimizer",
+    "OPTIMIZERS",
+]
 
 
 def _check_positive(name, value):
@@ -23,7 +31,7 @@ def _check_fraction(name, value):
 
 
 class _Optimizer:
-    _state_names = ()   # dict-of-arrays attributes
+    _state_names = ()  # dict-of-arrays attributes
     _scalar_names = ()  # scalar attributes that change during training
 
     def _zeros_like(self, params):
@@ -45,14 +53,18 @@ class _Optimizer:
                 raise ValueError(f"state: missing {name!r} for {type(self).__name__}")
         for name in self._state_names:
             value = state[name]
-            setattr(self, name,
-                    None if value is None else {k: np.array(v) for k, v in value.items()})
+            setattr(
+                self, name, None if value is None else {k: np.array(v) for k, v in value.items()}
+            )
         for name in self._scalar_names:
             setattr(self, name, state[name])
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                         if k not in self._state_names + self._scalar_names)
+        args = ", ".join(
+            f"{k}={v!r}"
+            for k, v in vars(self).items()
+            if k not in self._state_names + self._scalar_names
+        )
         return f"{type(self).__name__}({args})"
 
 
@@ -173,11 +185,11 @@ class Adam(_Optimizer):
             self.m = self._zeros_like(params)
             self.v = self._zeros_like(params)
         self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         for key in params.keys():
             g = grads[key]
             self.m[key] += (1 - self.beta1) * (g - self.m[key])
-            self.v[key] += (1 - self.beta2) * (g ** 2 - self.v[key])
+            self.v[key] += (1 - self.beta2) * (g**2 - self.v[key])
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
 
 

@@ -35,26 +35,29 @@ def _require_tqdm():
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the progress bar needs tqdm: pip install 'nnkernels[train]' "
-            "(or pass verbose=False / quiet=True)") from None
+            "(or pass verbose=False / quiet=True)"
+        ) from None
     return tqdm
 
 
 def _batch_sampler(rng):
     """Return ``(sample(train_size, batch_size), get_state(), set_state(state))``."""
     if rng is None:
-        return (lambda n, b: np.random.choice(n, b),
-                np.random.get_state, np.random.set_state)
+        return (lambda n, b: np.random.choice(n, b), np.random.get_state, np.random.set_state)
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         rng = np.random.default_rng(int(rng))
     if isinstance(rng, np.random.Generator):
+
         def set_state(state):
             rng.bit_generator.state = state
-        return (lambda n, b: rng.integers(0, n, size=b),
-                lambda: rng.bit_generator.state, set_state)
+
+        return (lambda n, b: rng.integers(0, n, size=b), lambda: rng.bit_generator.state, set_state)
     if isinstance(rng, np.random.RandomState):
         return (lambda n, b: rng.choice(n, b), rng.get_state, rng.set_state)
     raise TypeError(
-        f"rng: expected None, an int seed, a numpy Generator or RandomState, got {type(rng).__name__}")
+        "rng: expected None, an int seed, a numpy Generator or RandomState, "
+        f"got {type(rng).__name__}"
+    )
 
 
 class Trainer:
@@ -83,23 +86,46 @@ class Trainer:
     ``eval_times`` (seconds spent evaluating per epoch).
     """
 
-    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
-                 mini_batch_size=100, optimizer='SGD', optimizer_param={'lr': 0.01},  # noqa: B006
-                 evaluate_sample_num_per_epoch=None, verbose=True,
-                 *, quiet=False, rng=None, checkpoint_path=None, resume=False,
-                 trusted=False, loss_after_update=False, eval_batch_size=None, file=None):
+    def __init__(
+        self,
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=20,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param={"lr": 0.01},  # noqa: B006
+        evaluate_sample_num_per_epoch=None,
+        verbose=True,
+        *,
+        quiet=False,
+        rng=None,
+        checkpoint_path=None,
+        resume=False,
+        trusted=False,
+        loss_after_update=False,
+        eval_batch_size=None,
+        file=None,
+    ):
         if len(x_train) != len(t_train):
             raise ValueError(
-                f"x_train/t_train: sample counts differ ({len(x_train)} vs {len(t_train)})")
+                f"x_train/t_train: sample counts differ ({len(x_train)} vs {len(t_train)})"
+            )
         if len(x_test) != len(t_test):
             raise ValueError(
-                f"x_test/t_test: sample counts differ ({len(x_test)} vs {len(t_test)})")
+                f"x_test/t_test: sample counts differ ({len(x_test)} vs {len(t_test)})"
+            )
         if len(x_train) == 0:
             raise ValueError("x_train: expected at least one sample, got 0")
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs: expected a non-negative int, got {epochs!r}")
-        if (isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, (int, np.integer))
-                or mini_batch_size <= 0):
+        if (
+            isinstance(mini_batch_size, bool)
+            or not isinstance(mini_batch_size, (int, np.integer))
+            or mini_batch_size <= 0
+        ):
             raise ValueError(f"mini_batch_size: expected a positive int, got {mini_batch_size!r}")
         if resume and checkpoint_path is None:
             raise ValueError("resume: needs checkpoint_path")
@@ -120,7 +146,9 @@ class Trainer:
             self.optimizer = optimizer
         else:
             raise TypeError(
-                f"optimizer: expected a name or an object with update(params, grads), got {optimizer!r}")
+                "optimizer: expected a name or an object with update(params, grads), "
+                f"got {optimizer!r}"
+            )
         self._sample, self._get_rng_state, self._set_rng_state = _batch_sampler(rng)
 
         self.train_size = len(x_train)
@@ -196,13 +224,17 @@ class Trainer:
     def epoch_summary(self, index=-1):
         """One line describing epoch ``index`` of the history."""
         index = range(len(self.epoch_times))[index]
-        losses = self.train_loss_list[index * self.iter_per_epoch:(index + 1) * self.iter_per_epoch]
+        losses = self.train_loss_list[
+            index * self.iter_per_epoch : (index + 1) * self.iter_per_epoch
+        ]
         mean_loss = float(np.mean(losses)) if losses else float("nan")
         step_ms = 1000 * self.epoch_times[index] / self.iter_per_epoch
-        return (f"epoch {index + 1:>3}/{self.epochs}  loss {mean_loss:.4f}  "
-                f"train acc {self.train_acc_list[index]:.4f}  "
-                f"test acc {self.test_acc_list[index]:.4f}  "
-                f"time {self.epoch_times[index]:.2f}s  step {step_ms:.2f}ms")
+        return (
+            f"epoch {index + 1:>3}/{self.epochs}  loss {mean_loss:.4f}  "
+            f"train acc {self.train_acc_list[index]:.4f}  "
+            f"test acc {self.test_acc_list[index]:.4f}  "
+            f"time {self.epoch_times[index]:.2f}s  step {step_ms:.2f}ms"
+        )
 
     def _print(self, line):
         out = self.file if self.file is not None else sys.stdout
@@ -216,9 +248,15 @@ class Trainer:
             steps = self.iter_per_epoch - self.current_iter % self.iter_per_epoch
             bar = None
             if tqdm is not None:
-                bar = tqdm(total=self.iter_per_epoch, initial=self.iter_per_epoch - steps,
-                           desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
-                           file=sys.stderr, unit="step", dynamic_ncols=True)
+                bar = tqdm(
+                    total=self.iter_per_epoch,
+                    initial=self.iter_per_epoch - steps,
+                    desc=f"epoch {epoch + 1}/{self.epochs}",
+                    leave=False,
+                    file=sys.stderr,
+                    unit="step",
+                    dynamic_ncols=True,
+                )
             try:
                 for _ in range(steps):
                     loss = self._step()
@@ -229,7 +267,9 @@ class Trainer:
                 if bar is not None:
                     bar.close()
             self._end_epoch()
-        test_acc = float(self._accuracy(self.x_test, self.t_test)) if len(self.x_test) else float("nan")
+        test_acc = (
+            float(self._accuracy(self.x_test, self.t_test)) if len(self.x_test) else float("nan")
+        )
         if self.verbose:
             self._print(f"final test acc {test_acc:.4f}")
         return test_acc
@@ -302,11 +342,15 @@ class Trainer:
         missing = sorted(set(self.state_dict()) - set(state))
         if missing:
             raise LoadError(f"{source}: checkpoint lacks {missing}")
-        for key, mine in (("train_size", self.train_size), ("mini_batch_size", self.batch_size),
-                          ("optimizer_class", type(self.optimizer).__name__)):
+        for key, mine in (
+            ("train_size", self.train_size),
+            ("mini_batch_size", self.batch_size),
+            ("optimizer_class", type(self.optimizer).__name__),
+        ):
             if state[key] != mine:
                 raise LoadError(
-                    f"{source}: checkpoint {key} is {state[key]!r} but this trainer has {mine!r}")
+                    f"{source}: checkpoint {key} is {state[key]!r} but this trainer has {mine!r}"
+                )
         apply = self._checked_checkpoint(state, source, allow_nonfinite)
         for step in apply:
             step()
@@ -314,8 +358,10 @@ class Trainer:
     def _checked_checkpoint(self, state, source, allow_nonfinite):
         """Check every part of ``state``; return the calls that apply it."""
         net = self.network
-        params = checked_arrays(state["params"], net.params, source=source,
-                                allow_nonfinite=allow_nonfinite)
+        params = checked_arrays(
+            state["params"], net.params, source=source, allow_nonfinite=allow_nonfinite
+        )
+
         def apply_params():
             if hasattr(net, "set_params"):
                 net.set_params(params, source=source, allow_nonfinite=True)
@@ -325,8 +371,9 @@ class Trainer:
 
         apply = [apply_params]
         if hasattr(net, "checked_buffers"):
-            buffers = net.checked_buffers(state["buffers"], source=source,
-                                          allow_nonfinite=allow_nonfinite)
+            buffers = net.checked_buffers(
+                state["buffers"], source=source, allow_nonfinite=allow_nonfinite
+            )
             apply.append(lambda: net.set_buffers(buffers, source=source, allow_nonfinite=True))
         opt_state = state["optimizer_state"]
         if opt_state is not None:
@@ -339,18 +386,34 @@ class Trainer:
                 raise LoadError(f"{source}: {key}: expected a non-negative int, found {value!r}")
             counters[key] = int(value)
         histories = {}
-        for key in ("train_loss_list", "train_acc_list", "test_acc_list", "epoch_times",
-                    "eval_times"):
+        for key in (
+            "train_loss_list",
+            "train_acc_list",
+            "test_acc_list",
+            "epoch_times",
+            "eval_times",
+        ):
             value = state[key]
             if not isinstance(value, list) or not all(
-                    isinstance(v, (int, float, np.integer, np.floating))
-                    and not isinstance(v, bool) for v in value):
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                for v in value
+            ):
                 raise LoadError(f"{source}: {key}: expected a list of numbers")
             histories[key] = [float(v) for v in value]
-        self._check_rng_state(self._get_rng_state, self._set_rng_state,
-                              state["batch_rng_state"], source, "batch_rng_state")
-        self._check_rng_state(np.random.get_state, np.random.set_state,
-                              state["global_rng_state"], source, "global_rng_state")
+        self._check_rng_state(
+            self._get_rng_state,
+            self._set_rng_state,
+            state["batch_rng_state"],
+            source,
+            "batch_rng_state",
+        )
+        self._check_rng_state(
+            np.random.get_state,
+            np.random.set_state,
+            state["global_rng_state"],
+            source,
+            "global_rng_state",
+        )
 
         def apply_trainer_state():
             for key, value in counters.items():
@@ -366,19 +429,25 @@ class Trainer:
         """The optimizer state with its arrays checked against the network's params."""
         opt = self.optimizer
         if not isinstance(opt_state, dict):
-            raise LoadError(f"{source}: optimizer_state: expected a dict, found "
-                            f"{type(opt_state).__name__}")
+            raise LoadError(
+                f"{source}: optimizer_state: expected a dict, found {type(opt_state).__name__}"
+            )
         checked = dict(opt_state)
         for name in getattr(opt, "_state_names", ()):
             if checked.get(name) is not None:
                 checked[name] = checked_arrays(
-                    checked[name], self.network.params, source=source,
-                    what=f"{type(opt).__name__} {name}", allow_nonfinite=allow_nonfinite)
+                    checked[name],
+                    self.network.params,
+                    source=source,
+                    what=f"{type(opt).__name__} {name}",
+                    allow_nonfinite=allow_nonfinite,
+                )
         for name in getattr(opt, "_scalar_names", ()):
             value = checked.get(name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise LoadError(f"{source}: optimizer_state {name!r}: expected a number, "
-                                f"found {value!r}")
+                raise LoadError(
+                    f"{source}: optimizer_state {name!r}: expected a number, found {value!r}"
+                )
         scratch = copy.deepcopy(opt)
         try:
             scratch.load_state_dict(checked)

@@ -13,8 +13,10 @@ import numpy as np
 def numpy1_params_values(dtype):
     """``{"W1": (4, 3), "b1": (3,), "W2": (3, 2), "b2": (2,)}`` of ``dtype``."""
     shapes = {"W1": (4, 3), "b1": (3,), "W2": (3, 2), "b2": (2,)}
-    return {key: (np.arange(np.prod(shape)).reshape(shape) / 8 - 0.5 - i).astype(dtype)
-            for i, (key, shape) in enumerate(shapes.items())}
+    return {
+        key: (np.arange(np.prod(shape)).reshape(shape) / 8 - 0.5 - i).astype(dtype)
+        for i, (key, shape) in enumerate(shapes.items())
+    }
 
 
 if __name__ == "__main__":

@@ -56,5 +56,6 @@ def require(module):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"nntrain sweep needs {module.split('.')[0]}: "
-                          "pip install 'nnkernels[sweep]'") from None
+        raise ImportError(
+            f"nntrain sweep needs {module.split('.')[0]}: pip install 'nnkernels[sweep]'"
+        ) from None

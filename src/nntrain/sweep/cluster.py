@@ -13,10 +13,18 @@ import os
 
 from . import require
 
+
 def thread_env(threads):
     """Environment of local-cluster workers: ``threads`` for Numba and BLAS in each."""
-    return {name: str(threads) for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
-                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {
+        name: str(threads)
+        for name in (
+            "NUMBA_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+        )
+    }
 
 
 class SweepSetupError(RuntimeError):
@@ -61,8 +69,11 @@ class DaskExecutor:
 
     def __init__(self, client, cluster=None):
         self.client, self.cluster = client, cluster
-        self.dashboard = getattr(client, "dashboard_link", None) if cluster is not None \
+        self.dashboard = (
+            getattr(client, "dashboard_link", None)
+            if cluster is not None
             else _scheduler_dashboard(client)
+        )
 
     def submit(self, fn, *args, **kwargs):
         return self.client.submit(fn, *args, pure=False, **kwargs)
@@ -70,9 +81,11 @@ class DaskExecutor:
     @staticmethod
     def wait_first(futures, timeout=None):
         import distributed
+
         try:
-            done, _ = distributed.wait(list(futures), timeout=timeout,
-                                       return_when="FIRST_COMPLETED")
+            done, _ = distributed.wait(
+                list(futures), timeout=timeout, return_when="FIRST_COMPLETED"
+            )
         except TimeoutError:
             return set()
         return done
@@ -104,8 +117,9 @@ def _scheduler_dashboard(client):
     return f"http://{host}:{port}/status"
 
 
-def open_executor(scheduler, workers, connect_timeout, local_processes=True, dashboard=True,
-                  threads=1):
+def open_executor(
+    scheduler, workers, connect_timeout, local_processes=True, dashboard=True, threads=1
+):
     """The executor for ``--scheduler``/``--workers``; raises ``SweepSetupError``.
 
     ``scheduler``: an address (``tcp://host:port``) or ``None`` for a local cluster of
@@ -121,13 +135,19 @@ def open_executor(scheduler, workers, connect_timeout, local_processes=True, das
         except (OSError, TimeoutError, ValueError) as exc:
             raise SweepSetupError(
                 f"--scheduler {scheduler}: no Dask scheduler answered within "
-                f"{connect_timeout:g} s ({type(exc).__name__}: {exc})") from None
+                f"{connect_timeout:g} s ({type(exc).__name__}: {exc})"
+            ) from None
         return DaskExecutor(client)
     options = {"env": thread_env(threads)} if local_processes else {}
     cluster = distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=local_processes,
-        protocol="tcp://", host="127.0.0.1",
-        dashboard_address="127.0.0.1:0" if dashboard else None, **options)
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=local_processes,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0" if dashboard else None,
+        **options,
+    )
     client = distributed.Client(cluster)
     return DaskExecutor(client, cluster)
 

@@ -16,6 +16,7 @@ BOOK_FIGURE_TRIALS = 20
 def _pyplot():
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -41,13 +42,20 @@ def best_table(study, top=10):
     for t in ranked(study)[:top]:
         attrs = t.user_attrs
         test = attrs.get("test_acc")
-        rows.append((str(t.number), f"{t.value:.4f}",
-                     "-" if test is None else f"{test:.4f}",
-                     f"{attrs.get('seconds', float('nan')):.1f}", str(attrs.get("worker", "-")),
-                     " ".join(f"{k}={_format_param(v)}" for k, v in t.params.items())))
+        rows.append(
+            (
+                str(t.number),
+                f"{t.value:.4f}",
+                "-" if test is None else f"{test:.4f}",
+                f"{attrs.get('seconds', float('nan')):.1f}",
+                str(attrs.get("worker", "-")),
+                " ".join(f"{k}={_format_param(v)}" for k, v in t.params.items()),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows
+    )
 
 
 def state_counts(study):
@@ -103,8 +111,14 @@ def plot_lr_weight_decay(study, path):
         ax.set_xscale("log")
         ax.set_yscale("log")
     else:
-        ax.text(0.5, 0.5, "lr and weight_decay were not both searched",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "lr and weight_decay were not both searched",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     ax.set_xlabel("learning rate")
     ax.set_ylabel("weight decay")
     fig.tight_layout()
@@ -122,8 +136,9 @@ def plot_history(study, path):
         numbers = [t.number for t in trials]
         values = [t.value for t in trials]
         ax.scatter(numbers, values, s=12, label="trial")
-        ax.step(numbers, np.maximum.accumulate(values), where="post", color="C3",
-                label="best so far")
+        ax.step(
+            numbers, np.maximum.accumulate(values), where="post", color="C3", label="best so far"
+        )
         ax.legend()
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy")
@@ -141,15 +156,28 @@ class BestNetworkSaver:
     def __call__(self, number, result):
         merged = {**self.trial_config["defaults"], **result["params"]}
         arrays = result["params_arrays"]
-        network = build_network(self.trial_config["model"], tuple(result["input_shape"]),
-                                merged, self.trial_config["data"]["dtype"], rng=0)
+        network = build_network(
+            self.trial_config["model"],
+            tuple(result["input_shape"]),
+            merged,
+            self.trial_config["data"]["dtype"],
+            rng=0,
+        )
         network.set_params(arrays, source=f"trial {number}")
         network.save_params(os.path.join(self.out_dir, "best_params.pkl"))
         if result.get("buffers_arrays"):  # batch-norm running statistics
-            save_file(dict(result["buffers_arrays"]), os.path.join(self.out_dir, "best_buffers.pkl"))
-        record = {"trial": number, "model": self.trial_config["model"], "params": merged,
-                  "seed": result["seed"], "val_acc": result["val_acc"][-1],
-                  "test_acc": result.get("test_acc"), "input_shape": result["input_shape"]}
+            save_file(
+                dict(result["buffers_arrays"]), os.path.join(self.out_dir, "best_buffers.pkl")
+            )
+        record = {
+            "trial": number,
+            "model": self.trial_config["model"],
+            "params": merged,
+            "seed": result["seed"],
+            "val_acc": result["val_acc"][-1],
+            "test_acc": result.get("test_acc"),
+            "input_shape": result["input_shape"],
+        }
         with open(os.path.join(self.out_dir, "best_trial.json"), "w") as f:
             json.dump(record, f, indent=1)
 
@@ -157,21 +185,37 @@ class BestNetworkSaver:
 def write_report(study, out_dir, quiet=False, out=None):
     """Print the table and write the PNGs and ``summary.json``; returns the summary."""
     best = ranked(study)
-    summary = {"counts": state_counts(study),
-               "best": [{"trial": t.number, "val_acc": t.value,
-                         "test_acc": t.user_attrs.get("test_acc"),
-                         "params": t.user_attrs.get("all_params", t.params),
-                         "seed": t.user_attrs.get("seed")} for t in best[:10]]}
+    summary = {
+        "counts": state_counts(study),
+        "best": [
+            {
+                "trial": t.number,
+                "val_acc": t.value,
+                "test_acc": t.user_attrs.get("test_acc"),
+                "params": t.user_attrs.get("all_params", t.params),
+                "seed": t.user_attrs.get("seed"),
+            }
+            for t in best[:10]
+        ],
+    }
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    figures = {"best_curves.png": plot_book_figure, "lr_weight_decay.png": plot_lr_weight_decay,
-               "history.png": plot_history}
+    figures = {
+        "best_curves.png": plot_book_figure,
+        "lr_weight_decay.png": plot_lr_weight_decay,
+        "history.png": plot_history,
+    }
     for name, plot in figures.items():
         plot(study, os.path.join(out_dir, name))
     if not quiet:
         print(best_table(study), file=out)
-        print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items())),
-              file=out)
-        print(f"wrote {', '.join(figures)}, summary.json, results.jsonl"
-              f"{', best_params.pkl' if best else ''} to {out_dir}", file=out)
+        print(
+            "trials: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items())),
+            file=out,
+        )
+        print(
+            f"wrote {', '.join(figures)}, summary.json, results.jsonl"
+            f"{', best_params.pkl' if best else ''} to {out_dir}",
+            file=out,
+        )
     return summary

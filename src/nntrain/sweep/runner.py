@@ -41,11 +41,13 @@ def open_study(storage, study_name, config):
     optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name,
-                                    direction="maximize", load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, direction="maximize", load_if_exists=True
+        )
     except Exception as exc:  # SQLAlchemy's and Optuna's errors have no common base
-        raise SystemExit(f"nntrain: --storage {storage}: cannot open the study "
-                         f"({type(exc).__name__}: {exc})") from None
+        raise SystemExit(
+            f"nntrain: --storage {storage}: cannot open the study ({type(exc).__name__}: {exc})"
+        ) from None
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         study.set_user_attr(CONFIG_ATTR, config)
@@ -54,7 +56,8 @@ def open_study(storage, study_name, config):
         raise SystemExit(
             f"nntrain: study {study_name!r} in {storage} was created with other "
             f"options ({', '.join(changed)} differ); use the same options to resume it or "
-            "pass --study-name NAME for a new study")
+            "pass --study-name NAME for a new study"
+        )
     return study
 
 
@@ -82,8 +85,20 @@ def median_thresholds(study, epochs):
 
 
 def _attrs(result):
-    keys = ("seed", "train_acc", "val_acc", "epoch_loss", "test_acc", "seconds", "worker",
-            "status", "reason", "traceback", "setup_seconds", "threads")
+    keys = (
+        "seed",
+        "train_acc",
+        "val_acc",
+        "epoch_loss",
+        "test_acc",
+        "seconds",
+        "worker",
+        "status",
+        "reason",
+        "traceback",
+        "setup_seconds",
+        "threads",
+    )
     return {k: result.get(k) for k in keys if result.get(k) is not None}
 
 
@@ -102,8 +117,22 @@ class Sweep:
         Called when a trial beats the best so far (to save its network).
     """
 
-    def __init__(self, study, space, executor, trial_config, *, trials, seed, sampler,
-                 pruner, results, best_saver, threads=1, quiet=False):
+    def __init__(
+        self,
+        study,
+        space,
+        executor,
+        trial_config,
+        *,
+        trials,
+        seed,
+        sampler,
+        pruner,
+        results,
+        best_saver,
+        threads=1,
+        quiet=False,
+    ):
         self.study, self.space, self.executor = study, space, executor
         self.trial_config = trial_config
         self.trials, self.seed, self.pruner = trials, seed, pruner
@@ -123,17 +152,21 @@ class Sweep:
     def mark_interrupted(self):
         """Trials a dead client left running: ``FAIL`` with failure ``interrupted``."""
         optuna = require("optuna")
-        running = self.study.get_trials(deepcopy=False, states=(
-            optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))
+        running = self.study.get_trials(
+            deepcopy=False,
+            states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING),
+        )
         for frozen in running:
             reason = "interrupted: the client stopped while the trial ran"
             storage = self.study._storage
             storage.set_trial_user_attr(frozen._trial_id, "failure", "interrupted")
-            storage.set_trial_user_attr(frozen._trial_id, "seed",
-                                        trial_seed(self.seed, frozen.number))
+            storage.set_trial_user_attr(
+                frozen._trial_id, "seed", trial_seed(self.seed, frozen.number)
+            )
             storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
-            self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL,
-                            skip_if_finished=True)
+            self.study.tell(
+                frozen.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
+            )
 
     def backfill_results(self):
         """Append the finished trials the results file lacks (told just before a crash)."""
@@ -141,14 +174,24 @@ class Sweep:
         for frozen in self.study.get_trials(deepcopy=False):
             if frozen.number in recorded or not frozen.state.is_finished():
                 continue
-            self.results.append(frozen.number, frozen.state.name, frozen.value,
-                                {"params": frozen.params, **frozen.user_attrs})
+            self.results.append(
+                frozen.number,
+                frozen.state.name,
+                frozen.value,
+                {"params": frozen.params, **frozen.user_attrs},
+            )
 
     def run(self):
         """Ask, submit and tell until ``trials`` trials are finished. Returns the study."""
         tqdm = require("tqdm").tqdm
-        bar = tqdm(total=self.trials, initial=min(self.finished, self.trials), unit="trial",
-                   desc="trials", disable=self.quiet, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.trials,
+            initial=min(self.finished, self.trials),
+            unit="trial",
+            desc="trials",
+            disable=self.quiet,
+            dynamic_ncols=True,
+        )
         self._show_best(bar)
         try:
             while self.finished + len(self.pending) < self.trials or self.pending:
@@ -172,10 +215,20 @@ class Sweep:
             self.asked[trial.number] = (trial, params, seed, time.time())
             trial.set_user_attr("seed", seed)
             trial.set_user_attr("all_params", params)  # trial.params lacks the fixed ones
-            thresholds = (median_thresholds(self.study, self.trial_config["epochs"])
-                          if self.pruner == "median" else None)
-            future = self.executor.submit(run_trial, self.trial_config, params, seed,
-                                          thresholds, self.threads, return_params=True)
+            thresholds = (
+                median_thresholds(self.study, self.trial_config["epochs"])
+                if self.pruner == "median"
+                else None
+            )
+            future = self.executor.submit(
+                run_trial,
+                self.trial_config,
+                params,
+                seed,
+                thresholds,
+                self.threads,
+                return_params=True,
+            )
             self.pending[future] = trial.number
 
     def _collect(self, future, bar):
@@ -185,10 +238,16 @@ class Sweep:
         except Exception as exc:  # the task never finished: worker killed, cluster gone
             self.lost += 1
             if self.lost > max(10, self.trials):
-                raise SweepAborted(f"{self.lost} trials lost on the cluster, the last with "
-                                   f"{type(exc).__name__}: {exc}") from exc
-            result = {"seed": seed, "params": params, "status": "lost",
-                      "reason": f"lost: {type(exc).__name__}: {exc}"}
+                raise SweepAborted(
+                    f"{self.lost} trials lost on the cluster, the last with "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            result = {
+                "seed": seed,
+                "params": params,
+                "status": "lost",
+                "reason": f"lost: {type(exc).__name__}: {exc}",
+            }
         result["queued_seconds"] = max(0.0, time.time() - submitted - result.get("seconds", 0))
         arrays = result.pop("params_arrays", None)
         buffers = result.pop("buffers_arrays", None)
@@ -198,8 +257,9 @@ class Sweep:
         if status == "complete" and value > self.best:
             self.best = value
             if arrays is not None:
-                self.best_saver(trial.number, {**result, "params_arrays": arrays,
-                                                 "buffers_arrays": buffers})
+                self.best_saver(
+                    trial.number, {**result, "params_arrays": arrays, "buffers_arrays": buffers}
+                )
         self._show_best(bar)
         if status in ("complete", "pruned") or status in OWN_FAILURES:
             self.finished += 1
@@ -242,9 +302,12 @@ class Sweep:
                 trial.set_user_attr("seed", seed)
                 trial.set_user_attr("reason", reason)
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                self.results.append(trial.number, "FAIL", None,
-                                    {"params": params, "seed": seed, "reason": reason,
-                                     "failure": "interrupted"})
+                self.results.append(
+                    trial.number,
+                    "FAIL",
+                    None,
+                    {"params": params, "seed": seed, "reason": reason, "failure": "interrupted"},
+                )
             except Exception:  # the next run marks what is left RUNNING
                 pass
         self.pending.clear()
@@ -275,8 +338,12 @@ class ResultsFile:
         return numbers
 
     def append(self, number, state, value, result):
-        record = {"number": number, "state": state, "value": value,
-                  **{k: v for k, v in result.items() if k != "params_arrays"}}
+        record = {
+            "number": number,
+            "state": state,
+            "value": value,
+            **{k: v for k, v in result.items() if k != "params_arrays"},
+        }
         with open(self.path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()

@@ -88,8 +88,9 @@ class Dimension:
 
     def __init__(self, name, kind, values, option):
         if name not in PARAMETERS:
-            raise SpaceError(f"{option}: unknown parameter {name!r}; known: "
-                             f"{', '.join(PARAMETERS)}")
+            raise SpaceError(
+                f"{option}: unknown parameter {name!r}; known: {', '.join(PARAMETERS)}"
+            )
         self.name, self.kind = name, kind
         if kind == "fixed":
             self.values = [_convert(name, values[0], option)]
@@ -104,15 +105,19 @@ class Dimension:
             if convert not in (int, float):
                 raise SpaceError(f"{option}: {name} takes choice:... or a fixed value")
             if (convert is int) != (kind in ("int", "logint")):
-                what, hint = (("an integer", "int or logint") if convert is int
-                              else ("a real", "log or float"))
+                what, hint = (
+                    ("an integer", "int or logint")
+                    if convert is int
+                    else ("a real", "log or float")
+                )
                 raise SpaceError(f"{option}: {name} is {what} parameter; use {hint}")
             low, high = (_convert(name, v, option) for v in values)
             if not low < high:
                 raise SpaceError(f"{option}: {name}: low must be < high, got {low} >= {high}")
             if kind in ("log", "logint") and low <= 0:
-                raise SpaceError(f"{option}: {name}: a log range needs a positive low bound, "
-                                 f"got {low}")
+                raise SpaceError(
+                    f"{option}: {name}: a log range needs a positive low bound, got {low}"
+                )
             self.values = [low, high]
         for value in self.values:
             if not isinstance(value, (bool, str)):
@@ -159,8 +164,9 @@ def _dimension_from_toml(name, value, option):
         return _dimension_from_spec(name, value, option)
     if isinstance(value, dict):
         if len(value) != 1 or next(iter(value)) not in KINDS:
-            raise SpaceError(f"{option}: {name}: expected one of {{{', '.join(KINDS)} = ...}}, "
-                             f"got {value!r}")
+            raise SpaceError(
+                f"{option}: {name}: expected one of {{{', '.join(KINDS)} = ...}}, got {value!r}"
+            )
         kind, values = next(iter(value.items()))
         if not isinstance(values, list):
             raise SpaceError(f"{option}: {name}: {kind} expects a list, got {values!r}")
@@ -176,8 +182,9 @@ def load_toml(path):
         try:
             import tomli as tomllib
         except ImportError:
-            raise SpaceError("--space: reading TOML on Python < 3.11 needs tomli: "
-                             "pip install 'nnkernels[sweep]'") from None
+            raise SpaceError(
+                "--space: reading TOML on Python < 3.11 needs tomli: pip install 'nnkernels[sweep]'"
+            ) from None
     option = f"--space {path}"
     try:
         with open(path, "rb") as f:
@@ -210,8 +217,9 @@ class SearchSpace:
             return
         extra = [name for name in self.dimensions if name in MLP_ONLY]
         if extra:
-            raise SpaceError(f"--param: {', '.join(extra)} only apply to --model mlp "
-                             f"(got --model {model})")
+            raise SpaceError(
+                f"--param: {', '.join(extra)} only apply to --model mlp (got --model {model})"
+            )
 
     def suggest(self, trial):
         return {name: dim.suggest(trial) for name, dim in self.dimensions.items()}
@@ -220,8 +228,10 @@ class SearchSpace:
         """The parameters when every dimension is fixed (for ``nntrain repeat``)."""
         varying = [d.name for d in self.dimensions.values() if d.kind != "fixed"]
         if varying:
-            raise SpaceError(f"--param: repeat takes fixed values only; {', '.join(varying)} "
-                             "is a range or choice")
+            raise SpaceError(
+                f"--param: repeat takes fixed values only; {', '.join(varying)} "
+                "is a range or choice"
+            )
         return {name: dim.values[0] for name, dim in self.dimensions.items()}
 
     def describe(self):

@@ -25,10 +25,16 @@ DEFAULT_HIDDEN = {"hidden_size": 100, "hidden_layers": 2}
 
 def data_options(args):
     """The options that decide the data a trial sees (its key in the worker cache)."""
-    return {"dataset": args.dataset, "data_dir": args.data_dir,
-            "digits_size": args.digits_size, "flatten": args.model == "mlp",
-            "dtype": args.dtype, "train_size": args.train_size,
-            "val_fraction": args.val_fraction, "split_seed": args.split_seed}
+    return {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "digits_size": args.digits_size,
+        "flatten": args.model == "mlp",
+        "dtype": args.dtype,
+        "train_size": args.train_size,
+        "val_fraction": args.val_fraction,
+        "split_seed": args.split_seed,
+    }
 
 
 def load_split(options):
@@ -44,19 +50,26 @@ def load_split(options):
         return _DATA[key]
 
 
-def _split(dataset, data_dir, digits_size, flatten, dtype, train_size, val_fraction,
-           split_seed):
+def _split(dataset, data_dir, digits_size, flatten, dtype, train_size, val_fraction, split_seed):
     from ..cli import load_dataset
-    (x_train, t_train), (x_test, t_test) = load_dataset(dataset, data_dir, flatten=flatten,
-                                                        digits_size=digits_size)
+
+    (x_train, t_train), (x_test, t_test) = load_dataset(
+        dataset, data_dir, flatten=flatten, digits_size=digits_size
+    )
     if train_size is not None:
         x_train, t_train = x_train[:train_size], t_train[:train_size]
     order = np.random.default_rng(split_seed).permutation(len(x_train))
     n_val = int(len(x_train) * val_fraction)
     val, train = order[:n_val], order[n_val:]
     dtype = np.dtype(dtype)
-    return (x_train[train].astype(dtype), t_train[train], x_train[val].astype(dtype),
-            t_train[val], x_test.astype(dtype), t_test)
+    return (
+        x_train[train].astype(dtype),
+        t_train[train],
+        x_train[val].astype(dtype),
+        t_train[val],
+        x_test.astype(dtype),
+        t_test,
+    )
 
 
 def warm_jit(dtype):
@@ -69,7 +82,9 @@ def warm_jit(dtype):
         if dtype in _WARM:
             return
         import filelock
+
         from nnkernels._precompile import precompile
+
         with filelock.FileLock(_compile_lock_path()):
             precompile([dtype], processes=1)
         _WARM.add(dtype)
@@ -77,9 +92,12 @@ def warm_jit(dtype):
 
 def _compile_lock_path():
     import numba
+
     import nnkernels
+
     directory = numba.config.CACHE_DIR or os.path.join(
-        os.path.dirname(nnkernels.__file__), "__pycache__")
+        os.path.dirname(nnkernels.__file__), "__pycache__"
+    )
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, ".nntrain-sweep-compile.lock")
@@ -87,6 +105,7 @@ def _compile_lock_path():
             return probe
     except OSError:
         import tempfile
+
         return os.path.join(tempfile.gettempdir(), "nntrain-sweep-compile.lock")
 
 
@@ -99,17 +118,25 @@ def build_network(model, input_shape, params, dtype, rng):
     """The network of ``model`` with the sampled ``params`` (hidden sizes, dropout ...)."""
     from ..cli import build_network as build_conv_or_mlp
     from ..networks import MultiLayerNetExtend
+
     if model != "mlp":
         return build_conv_or_mlp(model, input_shape, layers="nnlayers", dtype=dtype, rng=rng)
     hidden = [params.get("hidden_size", DEFAULT_HIDDEN["hidden_size"])] * params.get(
-        "hidden_layers", DEFAULT_HIDDEN["hidden_layers"])
+        "hidden_layers", DEFAULT_HIDDEN["hidden_layers"]
+    )
     dropout = params.get("dropout", 0.0)
     return MultiLayerNetExtend(
-        int(np.prod(input_shape)), hidden, 10,
+        int(np.prod(input_shape)),
+        hidden,
+        10,
         weight_decay_lambda=params.get("weight_decay", 0.0),
-        use_dropout=dropout > 0, dropout_ration=dropout,
+        use_dropout=dropout > 0,
+        dropout_ration=dropout,
         use_batchnorm=bool(params.get("batchnorm", False)),
-        layers="nnlayers", dtype=dtype, rng=rng)
+        layers="nnlayers",
+        dtype=dtype,
+        rng=rng,
+    )
 
 
 def _seed_dropout(network, rng):
@@ -123,6 +150,7 @@ def _seed_dropout(network, rng):
 def _worker_name():
     try:
         from distributed import get_worker
+
         return get_worker().address
     except (ImportError, ValueError):
         return f"{socket.gethostname()}:{os.getpid()} (in process)"
@@ -149,13 +177,24 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
         of the process; the count used is in the result).
     """
     import numba
+
     from nnkernels import set_num_threads
+
     from ..trainer import Trainer
 
     started = time.time()
-    result = {"seed": int(seed), "params": dict(params), "worker": _worker_name(),
-              "started": started, "train_acc": [], "val_acc": [], "epoch_loss": [],
-              "test_acc": None, "status": "complete", "reason": None}
+    result = {
+        "seed": int(seed),
+        "params": dict(params),
+        "worker": _worker_name(),
+        "started": started,
+        "train_acc": [],
+        "val_acc": [],
+        "epoch_loss": [],
+        "test_acc": None,
+        "status": "complete",
+        "reason": None,
+    }
     try:
         result["threads"] = min(threads, numba.config.NUMBA_NUM_THREADS)
         set_num_threads(result["threads"])
@@ -165,32 +204,48 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
         result["input_shape"] = list(x_train.shape[1:])
         merged = {**config["defaults"], **params}
         init_rng, batch_rng, dropout_rng = trial_seeds(seed)
-        network = build_network(config["model"], x_train.shape[1:], merged,
-                                config["data"]["dtype"], init_rng)
+        network = build_network(
+            config["model"], x_train.shape[1:], merged, config["data"]["dtype"], init_rng
+        )
         _seed_dropout(network, dropout_rng)
         optimizer_param = {"lr": merged["lr"]} if merged.get("lr") is not None else {}
-        trainer = Trainer(network, x_train, t_train, x_val, t_val, epochs=config["epochs"],
-                          mini_batch_size=int(merged["batch_size"]),
-                          optimizer=merged["optimizer"], optimizer_param=optimizer_param,
-                          quiet=True, rng=batch_rng)
+        trainer = Trainer(
+            network,
+            x_train,
+            t_train,
+            x_val,
+            t_val,
+            epochs=config["epochs"],
+            mini_batch_size=int(merged["batch_size"]),
+            optimizer=merged["optimizer"],
+            optimizer_param=optimizer_param,
+            quiet=True,
+            rng=batch_rng,
+        )
         for epoch in range(config["epochs"]):
             for _ in range(trainer.iter_per_epoch):
                 trainer.train_step()
-            losses = trainer.train_loss_list[-trainer.iter_per_epoch:]
+            losses = trainer.train_loss_list[-trainer.iter_per_epoch :]
             result["epoch_loss"].append(float(np.mean(losses)))
             result["train_acc"].append(trainer.train_acc_list[-1])
             result["val_acc"].append(trainer.test_acc_list[-1])
             if not all(math.isfinite(v) for v in losses):
-                result.update(status="diverged",
-                              reason=f"non-finite training loss in epoch {epoch + 1}")
+                result.update(
+                    status="diverged", reason=f"non-finite training loss in epoch {epoch + 1}"
+                )
                 break
-            if (prune_below is not None and epoch < len(prune_below)
-                    and prune_below[epoch] is not None
-                    and max(result["val_acc"]) < prune_below[epoch]):
-                result.update(status="pruned",
-                              reason=f"validation accuracy {max(result['val_acc']):.4f} "
-                                     f"below the median {prune_below[epoch]:.4f} "
-                                     f"after epoch {epoch + 1}")
+            if (
+                prune_below is not None
+                and epoch < len(prune_below)
+                and prune_below[epoch] is not None
+                and max(result["val_acc"]) < prune_below[epoch]
+            ):
+                result.update(
+                    status="pruned",
+                    reason=f"validation accuracy {max(result['val_acc']):.4f} "
+                    f"below the median {prune_below[epoch]:.4f} "
+                    f"after epoch {epoch + 1}",
+                )
                 break
         if result["status"] == "complete":
             result["test_acc"] = float(network.accuracy(x_test, t_test))
@@ -198,7 +253,10 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
                 result["params_arrays"] = {k: np.array(v) for k, v in network.params.items()}
                 result["buffers_arrays"] = network.buffers()
     except Exception as exc:  # a trial that raises is recorded, the sweep goes on
-        result.update(status="error", reason=f"{type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc(limit=8))
+        result.update(
+            status="error",
+            reason=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=8),
+        )
     result["seconds"] = time.time() - started
     return result
