@@ -9,7 +9,7 @@ import nnlayers
 from conv_routes import ROUTES, convolution_route
 
 # Small test inputs would otherwise run the kernels' single-threaded twins; run the
-# multi-threaded kernels (where races could hide) instead. tests/test_serial_twins.py
+# multi-threaded kernels (where races could hide) instead. tests/nnkernels/test_serial_twins.py
 # checks that the twins give bit-identical results.
 nnkernels.set_config(parallel_threshold=0)
 
@@ -57,3 +57,10 @@ def conv_route(request):
     """Run the test once per route a Convolution layer can take (``conv_routes.py``)."""
     with convolution_route(request.param):
         yield request.param
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/hardening/ is slow: the README's fast suite leaves it to CI."""
+    for item in items:
+        if "hardening" in item.path.parts:
+            item.add_marker(pytest.mark.slow)

@@ -3,7 +3,7 @@
 The kernels' on-disk cache (``_jit._TolerantCache``) subclasses Numba's ``FunctionCache``
 and reaches into its internals, which change between Numba releases without notice, so
 only the releases CI has run are admitted: ``pyproject.toml`` says the same range
-(``tests/test_compat.py`` keeps the two in step). NumPy needs no check of its own: every
+(``tests/nnkernels/test_compat.py`` keeps the two in step). NumPy needs no check of its own: every
 Numba refuses to import with a NumPy it does not support.
 
 Trying a newer Numba (to raise the bound): set ``NNKERNELS_ALLOW_UNTESTED_NUMBA=1`` and the

@@ -463,6 +463,12 @@ def _backward_3d(dout, v, shift, coef, mean_d, slope, dx):
         _backward_plane(dout[i, c], v[i, c], shift[c], coef[c], mean_d[c], slope[c], dx[i, c])
 
 
+def _python(function):
+    """The Python code of an inner kernel function, to run on NumPy arrays (the function
+    itself under ``NUMBA_DISABLE_JIT``, where it is not compiled)."""
+    return getattr(function, "py_func", function)
+
+
 def _split_sums(a, b, shift):
     """The split path's :func:`_column_sums_2d` / :func:`_channel_sums_3d` for every
     feature/channel of C-contiguous ``(N, D)`` or ``(N, C, L)`` ``a`` and ``b`` (or None),
@@ -775,7 +781,7 @@ def _forward(xv, gamma, beta, eps, xn, out, write_xn):
     shift = _split_sums(xv, None, None)[0] / count
     centred, squares = _split_sums(xv, None, shift)
     # the kernels' formula on NumPy arrays: elementwise IEEE operations, the same bits
-    mean, var, std = _moments.py_func(shift, centred, squares, count, eps)
+    mean, var, std = _python(_moments)(shift, centred, squares, count, eps)
     normalize = _normalize_2d if xv.ndim == 2 else _normalize_3d
     if xv.size:
         normalize.sized(xv.size)(xv, mean, 1.0 / std, gamma, beta, xn, out, write_xn)
@@ -811,7 +817,7 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
     dbeta64, centred = _split_sums(dv, vv, shift)
     # the kernels' formulas on NumPy arrays: elementwise IEEE operations, the same bits
-    dgamma64, mean_d, slope, coef = _gradient_terms.py_func(
+    dgamma64, mean_d, slope, coef = _python(_gradient_terms)(
         dbeta64, centred, inv_scale, gamma.astype(np.float64), std64, count
     )
     backward = _backward_2d if dout.ndim == 2 else _backward_3d

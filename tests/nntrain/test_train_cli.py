@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from test_train_data import write_dataset
 
 import nnlayers
 from nntrain import SimpleConvNet, cli
-from test_train_data import write_dataset
 
 FAST_READY = hasattr(nnlayers, "Convolution")
 LAYERS = ["nnlayers" if FAST_READY else "reference"]

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train_trainer import make_trainer
 
 import nnlayers.reference as reference
 from _subprocess_helpers import child_env
 from nntrain import LoadError, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, cli
 from nntrain._io import _host_tag, load_file
-from test_train_trainer import make_trainer
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 numpy1_params_values = runpy.run_path(str(DATA / "make_numpy1_params.py"))["numpy1_params_values"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from _subprocess_helpers import child_env, describe
 
-TOOLS = sorted((Path(__file__).resolve().parents[1] / "tools").glob("*.py"))
+TOOLS = sorted((Path(__file__).resolve().parents[2] / "tools").glob("*.py"))
 # a private name of the project's packages: nnkernels._jit, nnlayers.layers._CONV_ROUTE, ...
 _PRIVATE = re.compile(r"\b(?:nnkernels|nnlayers|nntrain|nnbench)(?:\.\w+)*\._\w")
 
@@ -19,7 +19,11 @@ def test_the_tools_are_there():
     assert len(TOOLS) >= 5
 
 
-@pytest.mark.parametrize("tool", TOOLS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "tool",
+    [pytest.param(t, marks=pytest.mark.slow) if t.stem == "sweep_throughput" else t for t in TOOLS],
+    ids=lambda p: p.stem,
+)
 def test_tool_quick_mode_runs(tool):
     done = subprocess.run(
         [sys.executable, str(tool), "--quick"],

@@ -392,6 +392,7 @@ def running_trials(out):
         return db.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_interrupt_and_crash_then_resume_keeps_every_trial(tmp_path):
     out = tmp_path / "sweep"
     trials = 6

@@ -105,6 +105,6 @@ def test_library_found_without_threadpoolctl():
 @pytest.mark.parametrize("exponent", [3, 31, 16.0, True, "16"])
 def test_bad_exponent_is_refused(exponent):
     with pytest.raises(ValueError, match=r"exponent must be an int from 4 to 30, got"):
-        nnkernels.limit_blas_spin(exponent)
+        nnkernels.threads.limit_blas_spin(exponent)
     with pytest.raises((ValueError, TypeError), match="blas_spin_exponent must be"):
         nnkernels.set_config(blas_spin_exponent=exponent)

@@ -113,7 +113,7 @@ def test_repeated_calls_are_bitwise_identical(threads, n_threads, dtype):
 CHILD = r"""
 import json, sys
 import numpy as np
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/.."]  # this file's folder and tests/
 import nnlayers
 from test_hardening_determinism import compute_all, digests
 nnlayers.set_num_threads(int(sys.argv[2]))

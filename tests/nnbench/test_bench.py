@@ -246,7 +246,7 @@ def test_the_product_never_imports_nnbench():
     """Only the two entry-point modules reach nnbench; importing the packages does not."""
     from pathlib import Path
 
-    src = Path(__file__).resolve().parents[1] / "src"
+    src = Path(__file__).resolve().parents[2] / "src"
     entry_points = {src / "nnlayers" / "bench.py", src / "nntrain" / "stepbench.py"}
     for package in ("nnkernels", "nnlayers", "nntrain"):
         for path in (src / package).rglob("*.py"):
