@@ -1,17 +1,22 @@
-"""Sharing a batch's samples over Python threads, for the columns + ``numpy.matmul`` route.
+"""Sharing a batch's samples over Python threads, for both convolution routes.
 
 A convolution is a batch of small matrix products (e.g. ``32x144 @ 144x196`` per sample).
 OpenBLAS spreads each product over its threads, which pays off for large products but not
 for these: its second thread mostly waits. Instead each thread here takes a contiguous share
 of the samples and runs the whole per-sample pipeline on it (column kernel, products, folding
-back) with one BLAS thread and the kernels' single-threaded twins.
+back) with one BLAS thread and the kernels' single-threaded twins, or the fused
+convolution kernels (:mod:`nnkernels.convolution`), which are single-threaded GIL-free
+kernels over a share of the samples. The helper threads persist between calls: starting a
+thread costs more than a small convolution's share of the work.
 
 Every per-sample product and kernel computes exactly what it would with one thread, and
 callers reduce over samples after the parts are done, so results do not depend on the
 thread count.
 """
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from . import config
 from ._jit import serial_in_this_thread
@@ -42,13 +47,44 @@ def sample_parts(start, stop, macs):
     ]
 
 
-def _join_all(threads):
-    """Join every thread even if this one is interrupted meanwhile; then re-raise that."""
+class _Helpers:
+    """The helper threads ``run_parts`` hands parts to: started at the first shared call,
+    grown to the largest number of helpers asked for, replaced after ``fork()`` (a child
+    has none of its parent's threads)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.executor = None
+        self.size = 0
+
+    def executor_for(self, helpers):
+        with self.lock:
+            if self.size < helpers:
+                if self.executor is not None:
+                    self.executor.shutdown(wait=False)
+                self.executor = ThreadPoolExecutor(helpers, thread_name_prefix="nnkernels-part")
+                self.size = helpers
+            return self.executor
+
+    def forget(self):
+        """In a forked child: the parent's threads do not exist here."""
+        self.lock = threading.Lock()
+        self.executor = None
+        self.size = 0
+
+
+_HELPERS = _Helpers()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_HELPERS.forget)
+
+
+def _wait_all(futures):
+    """Wait for every future even if this thread is interrupted meanwhile; then re-raise that."""
     interrupted = None
-    for thread in threads:
-        while thread.is_alive():
+    for future in futures:
+        while not future.done():
             try:
-                thread.join()
+                wait([future])
             except BaseException as exc:  # noqa: BLE001 - re-raised once all are done
                 interrupted = interrupted or exc
     if interrupted is not None:
@@ -56,12 +92,15 @@ def _join_all(threads):
 
 
 def run_parts(parts, work):
-    """Call ``work(index, lo, hi, stop)`` for every part, each on its own thread.
+    """Call ``work(index, lo, hi, stop)`` for every part, the first in the calling thread and
+    each other on a helper thread.
 
     ``stop`` is a :class:`threading.Event` set when any part failed or the calling thread was
     interrupted; ``work`` should check it between chunks and return early. This function
     returns, or raises the first exception (``KeyboardInterrupt`` included), only once every
-    helper thread has finished, so no thread is still writing into the caller's arrays.
+    part has finished, so no thread is still writing into the caller's arrays. A part no
+    helper has started by the time the calling thread is done with its own runs in the
+    calling thread (so concurrent and nested calls never wait on each other's helpers).
 
     With one part, ``work`` runs in the calling thread with the kernels' and BLAS's own
     threading. With more, OpenBLAS is held at one thread and kernels run single-threaded in
@@ -87,19 +126,21 @@ def run_parts(parts, work):
                 errors.append(exc)
                 stop.set()
 
-        helpers = [
-            threading.Thread(target=run, args=(index,), daemon=True)
-            for index in range(1, len(parts))
-        ]
+        futures = []
         try:
-            for thread in helpers:
-                thread.start()
+            executor = _HELPERS.executor_for(len(parts) - 1)
+            futures = [executor.submit(run, index) for index in range(1, len(parts))]
             with serial_in_this_thread():
                 work(0, *parts[0], stop)
+            for index, future in enumerate(futures, start=1):
+                if future.cancel():
+                    run(index)
         except BaseException:
             stop.set()
+            for future in futures:
+                future.cancel()
             raise
         finally:
-            _join_all([thread for thread in helpers if thread.ident is not None])
+            _wait_all([future for future in futures if not future.cancelled()])
     if errors:
         raise errors[0]

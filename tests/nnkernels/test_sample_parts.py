@@ -171,6 +171,77 @@ def test_an_exception_in_a_helper_part_reaches_the_caller(threads):
         assert blas_threads() == [2] * len(blas_threads())  # restored despite the error
 
 
+@pytest.mark.skipif(not (TWO_THREADS and NUMPY_ON_OPENBLAS), reason="needs 2 threads, OpenBLAS")
+def test_helper_threads_persist_and_every_part_runs_once():
+    seen = []
+    lock = threading.Lock()
+
+    def work(index, lo, hi, stop):
+        with lock:
+            seen.append((index, lo, hi, threading.current_thread().name))
+
+    _products.run_parts([(0, 2), (2, 4)], work)
+    before = {t.ident for t in threading.enumerate() if t.name.startswith("nnkernels-part")}
+    for _ in range(20):
+        _products.run_parts([(0, 2), (2, 4)], work)
+    after = {t.ident for t in threading.enumerate() if t.name.startswith("nnkernels-part")}
+    assert before == after and len(after) == 1
+    assert sorted((i, lo, hi) for i, lo, hi, _ in seen) == sorted([(0, 0, 2), (1, 2, 4)] * 21)
+
+
+@pytest.mark.skipif(not (TWO_THREADS and NUMPY_ON_OPENBLAS), reason="needs 2 threads, OpenBLAS")
+def test_nested_and_concurrent_calls_do_not_wait_on_each_others_helpers():
+    """A part that shares its own work again finds the helper busy (with itself): the calling
+    thread then runs the queued part. Bounded by a timeout instead of hanging."""
+    done = []
+
+    def inner(index, lo, hi, stop):
+        done.append(("inner", lo, hi))
+
+    def outer(index, lo, hi, stop):
+        _products.run_parts([(lo, (lo + hi) // 2), ((lo + hi) // 2, hi)], inner)
+        done.append(("outer", lo, hi))
+
+    def both():
+        _products.run_parts([(0, 4), (4, 8)], outer)
+
+    callers = [threading.Thread(target=both, daemon=True) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=60)
+    assert not any(caller.is_alive() for caller in callers), "run_parts deadlocked"
+    assert sorted(done) == sorted(
+        [("inner", 0, 2), ("inner", 2, 4), ("inner", 4, 6), ("inner", 6, 8)] * 3
+        + [("outer", 0, 4), ("outer", 4, 8)] * 3
+    )
+
+
+FORK_AFTER_HELPERS = """
+    import os
+    from nnkernels.sample_parts import run_parts
+    seen = []
+    work = lambda index, lo, hi, stop: seen.append(index)
+    run_parts([(0, 1), (1, 2)], work)          # the parent's helper thread exists
+    pid = os.fork()
+    if pid == 0:
+        run_parts([(0, 1), (1, 2)], work)      # the child has no helper: it starts its own
+        os._exit(0 if sorted(seen) == [0, 0, 1, 1] else 3)
+    _, status = os.waitpid(pid, 0)
+    print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(
+    not (TWO_THREADS and NUMPY_ON_OPENBLAS and hasattr(os, "fork")),
+    reason="needs 2 threads, OpenBLAS and fork",
+)
+def test_a_forked_child_shares_work_over_helpers_of_its_own():
+    result = run_python(FORK_AFTER_HELPERS, timeout=120)
+    assert_ok(result)
+    assert output_line(result, "child") == "0"
+
+
 # ------------------------------------------------------------------ Convolution
 CASES = [  # N, C, H, W, FN, FH, FW, stride, pad
     (5, 3, 9, 7, 4, 3, 2, 1, 1),
