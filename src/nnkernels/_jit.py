@@ -5,6 +5,11 @@ treats any unreadable or unwritable entry as a miss (see ``_TolerantCache``). Ea
 single-threaded twin (the same code compiled without threads) for small work. Launches go
 through :mod:`nnkernels.runtime`, which prepares the threading layer at the first one and
 keeps launches safe under threads and ``fork()``.
+
+Threaded kernels (:func:`threaded_kernel`) are compiled without ``prange`` and take a share
+of the work as arguments; their callers run the shares on Python threads
+(:mod:`nnkernels.sample_parts`). They suit loops whose every iteration is large (a sample's
+products), where a parfor would add compile time and no speed.
 """
 
 import contextlib
@@ -19,6 +24,7 @@ from . import config, runtime
 
 __all__ = [
     "parallel_kernel",
+    "threaded_kernel",
     "inner_function",
     "forced_parallel",
     "serial_in_this_thread",
@@ -27,7 +33,7 @@ __all__ = [
 
 _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 
-_KERNELS = []  # every parallel _Kernel made, in order of creation
+_KERNELS = []  # every parallel and threaded _Kernel made, in order of creation
 _FORCE_PARALLEL = False  # True inside forced_parallel()
 _THIS_THREAD = threading.local()  # .serial: True inside serial_in_this_thread()
 
@@ -127,7 +133,7 @@ class _Kernel:
     ever asked, i.e. whether the twin is in use.
     """
 
-    def __init__(self, fn, parallel, also_reads=()):
+    def __init__(self, fn, parallel, also_reads=(), listed=None):
         self.dispatcher = _compile(fn, parallel, also_reads)
         self._fn = fn
         self._also_reads = also_reads
@@ -136,7 +142,7 @@ class _Kernel:
         self.used_sized = False
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        if parallel:
+        if parallel if listed is None else listed:
             _KERNELS.append(self)
 
     def __call__(self, *args):
@@ -179,12 +185,22 @@ def parallel_kernel(fn=None, *, also_reads=()):
     return _Kernel(fn, parallel=True, also_reads=paths)
 
 
+def threaded_kernel(*, also_reads=()):
+    """Compile the decorated function as a cached, GIL-free, single-threaded kernel that
+    callers run on several Python threads at once, each on its own share of the work.
+
+    Used as ``@threaded_kernel(also_reads=(module, ...))`` (see :func:`parallel_kernel`).
+    """
+    paths = tuple(module.__file__ for module in also_reads)
+    return lambda function: _Kernel(function, parallel=False, also_reads=paths, listed=True)
+
+
 def inner_function(fn):
     """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher)."""
     return _compile(fn, parallel=False)
 
 
 def all_kernels():
-    """Every parallel kernel created so far (module-level ones exist once their module is
-    imported; kernels made by factories, once made)."""
+    """Every parallel and threaded kernel created so far (module-level ones exist once their
+    module is imported; kernels made by factories, once made)."""
     return list(_KERNELS)

@@ -1,7 +1,8 @@
 """Convolution forward and backward, each one kernel: columns, BLAS products and folding
 per sample, with no return to Python in between.
 
-Each thread takes a contiguous share of the samples and, for each, writes the sample's
+Each thread (:func:`nnkernels.sample_parts.run_parts`) runs the GIL-free kernel on chunks
+of the samples, taking the next chunk when done, and, for each sample, writes its
 columns (``(C*FH*FW, out_h*out_w)``, the per-sample layout of
 :func:`nnkernels.im2col_per_sample`) into a buffer that stays in cache, multiplies by
 calling NumPy's OpenBLAS (``nnkernels._blas``; held at one thread meanwhile) and adds the
@@ -15,12 +16,13 @@ elsewhere the functions raise ``RuntimeError`` and callers use the column functi
 ``numpy.matmul``.
 """
 
+import threading
+
 import numpy as np
-from numba import prange
 
 from . import _blas, _examples, columns
 from ._blas import NO_TRANS, TRANS, gemm
-from ._jit import parallel_kernel
+from ._jit import threaded_kernel
 from ._registry import example, examples
 from ._validation import (
     as_float_array,
@@ -31,6 +33,7 @@ from ._validation import (
     empty_result,
 )
 from .columns import _fold_plane, _unfold_plane, conv_output_shape, im2col_per_sample
+from .sample_parts import run_parts
 from .threads import get_num_threads, single_threaded_blas
 
 __all__ = ["conv_kernels_available", "conv_forward", "conv_backward"]
@@ -45,28 +48,99 @@ def conv_kernels_available():
 
 # ------------------------------------------------------------------ kernels
 # Both kernels compile in the column code of columns.py and the BLAS binding of _blas.py.
-@parallel_kernel(also_reads=(columns, _blas))
+@threaded_kernel(also_reads=(columns, _blas))
 def _conv_forward_kernel(
-    x, weights, bias, filter_h, filter_w, stride, pad, out_h, out_w, n_parts, keep, cols, out
+    x, weights, bias, filter_h, filter_w, stride, pad, out_h, out_w, lo, hi, part, keep, cols, out
 ):
-    """``out[n] = weights @ columns(x[n]) + bias`` per sample.
+    """``out[n] = weights @ columns(x[n]) + bias`` for the samples ``lo <= n < hi``.
 
     x ``(N, C, H, W)``; weights ``(FN, K)`` with ``K = C*filter_h*filter_w``; bias ``(FN,)``;
-    out ``(N, FN, P)`` with ``P = out_h*out_w``. Part ``i`` of ``n_parts`` takes samples
-    ``[N*i//n_parts, N*(i+1)//n_parts)``. cols is ``(N, K, P)`` and keeps every sample's
-    columns when ``keep``, else ``(n_parts, K, P)``, one scratch matrix per part.
+    out ``(N, FN, P)`` with ``P = out_h*out_w``. cols is ``(N, K, P)`` and keeps every
+    sample's columns when ``keep``, else ``(parts, K, P)``, one scratch matrix per part, of
+    which this call uses ``cols[part]``.
     """
-    n_img, channels, height, width = x.shape
+    channels, height, width = x.shape[1:]
     n_filters, k = weights.shape
     n_out = out_h * out_w
     rows_per_plane = filter_h * filter_w * n_out
     xf = x.reshape(-1)
-    for part_index in prange(n_parts):
-        part = np.int64(part_index)
-        lo = n_img * part // n_parts
-        hi = n_img * (part + 1) // n_parts
-        for n in range(lo, hi):
-            sample_cols = cols[n if keep else part]
+    for n in range(lo, hi):
+        sample_cols = cols[n if keep else part]
+        cf = sample_cols.reshape(-1)
+        for c in range(channels):
+            _unfold_plane(
+                xf,
+                (n * channels + c) * height * width,
+                cf,
+                c * rows_per_plane,
+                filter_h,
+                filter_w,
+                stride,
+                pad,
+                height,
+                width,
+                out_h,
+                out_w,
+            )
+        result = out[n]
+        gemm(
+            NO_TRANS,
+            NO_TRANS,
+            n_filters,
+            n_out,
+            k,
+            weights,
+            k,
+            sample_cols,
+            n_out,
+            result,
+            n_out,
+        )
+        for f in range(n_filters):
+            b = bias[f]
+            for p in range(n_out):
+                result[f, p] += b
+
+
+@threaded_kernel(also_reads=(columns, _blas))
+def _conv_backward_kernel(
+    x,
+    weights,
+    dout,
+    filter_h,
+    filter_w,
+    stride,
+    pad,
+    out_h,
+    out_w,
+    lo,
+    hi,
+    part,
+    kept,
+    cols,
+    dcols,
+    dW_per_sample,
+    dx,
+):
+    """For the samples ``lo <= n < hi``: ``dW_per_sample[n] = columns(x[n]) @ dout[n].T``
+    and ``dx[n]`` the fold of ``weights.T @ dout[n]``.
+
+    dout ``(N, FN, P)``; dW_per_sample ``(N, K, FN)``; dx ``(N, C, H, W)``; dcols
+    ``(parts, K, P)`` scratch, of which this call uses ``dcols[part]``. cols holds every
+    sample's columns ``(N, K, P)`` when ``kept`` (from forward), else it is
+    ``(parts, K, P)`` scratch they are rebuilt in.
+    """
+    channels, height, width = x.shape[1:]
+    n_filters, k = weights.shape
+    n_out = out_h * out_w
+    rows_per_plane = filter_h * filter_w * n_out
+    xf = x.reshape(-1)
+    gf = dx.reshape(-1)
+    grad_cols = dcols[part]
+    gcf = grad_cols.reshape(-1)
+    for n in range(lo, hi):
+        sample_cols = cols[n if kept else part]
+        if not kept:
             cf = sample_cols.reshape(-1)
             for c in range(channels):
                 _unfold_plane(
@@ -83,112 +157,36 @@ def _conv_forward_kernel(
                     out_h,
                     out_w,
                 )
-            result = out[n]
-            gemm(
-                NO_TRANS,
-                NO_TRANS,
-                n_filters,
-                n_out,
-                k,
-                weights,
-                k,
-                sample_cols,
-                n_out,
-                result,
-                n_out,
+        d = dout[n]
+        gemm(
+            NO_TRANS,
+            TRANS,
+            k,
+            n_filters,
+            n_out,
+            sample_cols,
+            n_out,
+            d,
+            n_out,
+            dW_per_sample[n],
+            n_filters,
+        )
+        gemm(TRANS, NO_TRANS, k, n_out, n_filters, weights, k, d, n_out, grad_cols, n_out)
+        for c in range(channels):
+            _fold_plane(
+                gcf,
+                c * rows_per_plane,
+                gf,
+                (n * channels + c) * height * width,
+                filter_h,
+                filter_w,
+                stride,
+                pad,
+                height,
+                width,
+                out_h,
+                out_w,
             )
-            for f in range(n_filters):
-                b = bias[f]
-                for p in range(n_out):
-                    result[f, p] += b
-
-
-@parallel_kernel(also_reads=(columns, _blas))
-def _conv_backward_kernel(
-    x,
-    weights,
-    dout,
-    filter_h,
-    filter_w,
-    stride,
-    pad,
-    out_h,
-    out_w,
-    n_parts,
-    kept,
-    cols,
-    dcols,
-    dW_per_sample,
-    dx,
-):
-    """Per sample: ``dW_per_sample[n] = columns(x[n]) @ dout[n].T`` and ``dx[n]`` the fold
-    of ``weights.T @ dout[n]``.
-
-    dout ``(N, FN, P)``; dW_per_sample ``(N, K, FN)``; dx ``(N, C, H, W)``; dcols
-    ``(n_parts, K, P)`` scratch. cols holds every sample's columns ``(N, K, P)`` when
-    ``kept`` (from forward), else it is ``(n_parts, K, P)`` scratch they are rebuilt in.
-    """
-    n_img, channels, height, width = x.shape
-    n_filters, k = weights.shape
-    n_out = out_h * out_w
-    rows_per_plane = filter_h * filter_w * n_out
-    xf = x.reshape(-1)
-    gf = dx.reshape(-1)
-    for part_index in prange(n_parts):
-        part = np.int64(part_index)
-        lo = n_img * part // n_parts
-        hi = n_img * (part + 1) // n_parts
-        grad_cols = dcols[part]
-        gcf = grad_cols.reshape(-1)
-        for n in range(lo, hi):
-            sample_cols = cols[n if kept else part]
-            if not kept:
-                cf = sample_cols.reshape(-1)
-                for c in range(channels):
-                    _unfold_plane(
-                        xf,
-                        (n * channels + c) * height * width,
-                        cf,
-                        c * rows_per_plane,
-                        filter_h,
-                        filter_w,
-                        stride,
-                        pad,
-                        height,
-                        width,
-                        out_h,
-                        out_w,
-                    )
-            d = dout[n]
-            gemm(
-                NO_TRANS,
-                TRANS,
-                k,
-                n_filters,
-                n_out,
-                sample_cols,
-                n_out,
-                d,
-                n_out,
-                dW_per_sample[n],
-                n_filters,
-            )
-            gemm(TRANS, NO_TRANS, k, n_out, n_filters, weights, k, d, n_out, grad_cols, n_out)
-            for c in range(channels):
-                _fold_plane(
-                    gcf,
-                    c * rows_per_plane,
-                    gf,
-                    (n * channels + c) * height * width,
-                    filter_h,
-                    filter_w,
-                    stride,
-                    pad,
-                    height,
-                    width,
-                    out_h,
-                    out_w,
-                )
 
 
 # ------------------------------------------------------------------ wrappers
@@ -206,6 +204,36 @@ def _parts(n_parts, n_img):
         n_parts = get_num_threads()
     n_parts = check_int(n_parts, "n_parts", minimum=1)
     return max(1, min(n_parts, n_img))
+
+
+#: chunks of samples per part that the parts take in turn, so that a thread which starts late
+#: (a helper waking up) takes fewer samples instead of holding up the call
+CHUNKS_PER_PART = 8
+
+
+def _run_in_chunks(n_img, n_parts, run_chunk):
+    """Call ``run_chunk(part, lo, hi)`` over ``range(n_img)`` in chunks, on ``n_parts``
+    threads (:func:`run_parts`), each thread taking the next chunk when done with one.
+
+    Every sample's results are computed by one call whatever thread takes it, so they do
+    not depend on the scheduling; ``part`` names the thread's scratch.
+    """
+    if n_parts == 1:
+        run_chunk(0, 0, n_img)
+        return
+    size = max(1, n_img // (n_parts * CHUNKS_PER_PART))
+    starts = iter(range(0, n_img, size))
+    lock = threading.Lock()
+
+    def part_work(part, lo, hi, stop):
+        while not stop.is_set():
+            with lock:
+                start = next(starts, None)
+            if start is None:
+                return
+            run_chunk(part, start, min(n_img, start + size))
+
+    run_parts([(0, n_img)] * n_parts, part_work)
 
 
 def _numeric(value, name):
@@ -295,10 +323,13 @@ def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     if result.size and k == 0:  # no input channels: the sums are empty
         result[...] = bias[:, None]
     elif result.size:
+        geometry = (fh, fw, stride, pad, out_h, out_w)
+
+        def forward_chunk(part, lo, hi):
+            _conv_forward_kernel(x, weights, bias, *geometry, lo, hi, part, keep, cols, result)
+
         with single_threaded_blas():
-            _conv_forward_kernel(
-                x, weights, bias, fh, fw, stride, pad, out_h, out_w, n_parts, keep, cols, result
-            )
+            _run_in_chunks(n_img, n_parts, forward_chunk)
     elif keep and cols.size:  # no filters, but the columns were asked for
         im2col_per_sample(x, fh, fw, stride, pad, out=cols)
     return result.reshape(n_img, n_filters, out_h, out_w)
@@ -358,24 +389,15 @@ def conv_backward(
         kept = True
     if grad_x.size and d.size:
         dcols = empty_result((n_parts, k, n_out), dtype)
-        with single_threaded_blas():
+        geometry = (fh, fw, stride, pad, out_h, out_w)
+
+        def backward_chunk(part, lo, hi):
             _conv_backward_kernel(
-                x,
-                weights,
-                d,
-                fh,
-                fw,
-                stride,
-                pad,
-                out_h,
-                out_w,
-                n_parts,
-                kept,
-                cols,
-                dcols,
-                grad_w,
-                grad_x,
+                x, weights, d, *geometry, lo, hi, part, kept, cols, dcols, grad_w, grad_x
             )
+
+        with single_threaded_blas():
+            _run_in_chunks(n_img, n_parts, backward_chunk)
     else:
         grad_x[...] = 0
         grad_w[...] = 0
