@@ -1,4 +1,5 @@
-"""Start-up latency in a fresh interpreter: import + first Convolution forward+backward.
+"""Start-up latency in a fresh interpreter: import + first Convolution forward+backward, and
+import + first SimpleConvNet training step (batch 100 and an SGD update).
 
 ``timeraw_*`` runs the returned code in a new Python process per sample. Cold: the
 sample's setup points ``NUMBA_CACHE_DIR`` at a new empty directory (removed when the
@@ -22,6 +23,17 @@ from nnbench.cases import build_contenders, get_cases
 build_contenders(get_cases("conv_a")[0], "{dtype}", ("nnlayers",))["nnlayers"]()
 """
 
+# SimpleConvNet's first training step on a batch of 100 (what a training script waits for)
+_FIRST_STEP = """
+import numpy as np
+import nnlayers
+from nnbench.cases import build_network, network_batch
+from nntrain.optimizers import SGD
+net = build_network("simple", "nnlayers", np.{dtype})
+x, t = network_batch(np.random.default_rng(0), np.{dtype})
+SGD(lr=0.01).update(net.params, net.gradient(x, t))
+"""
+
 _COLD_SETUP = """
 import atexit, os, shutil, tempfile
 _cache = tempfile.mkdtemp(prefix="nnkernels_asv_cold_")
@@ -36,7 +48,7 @@ os.environ["NUMBA_CACHE_DIR"] = {cache!r}
 
 
 class ColdStart:
-    """Empty Numba cache: import + first conv A forward+backward includes the compile."""
+    """Empty Numba cache: the first calls include the compile."""
 
     params = [DTYPES]
     param_names = ["dtype"]
@@ -47,9 +59,12 @@ class ColdStart:
     def timeraw_import_and_first_conv(self, dtype):
         return textwrap.dedent(_FIRST_CONV.format(dtype=dtype)), textwrap.dedent(_COLD_SETUP)
 
+    def timeraw_import_and_first_training_step(self, dtype):
+        return textwrap.dedent(_FIRST_STEP.format(dtype=dtype)), textwrap.dedent(_COLD_SETUP)
+
 
 class WarmStart:
-    """Warm Numba cache: import + first conv A forward+backward loads compiled kernels."""
+    """Warm Numba cache: the first calls load compiled kernels."""
 
     params = [DTYPES]
     param_names = ["dtype"]
@@ -60,11 +75,12 @@ class WarmStart:
     def setup(self, dtype):
         self.cache = tempfile.mkdtemp(prefix="nnkernels_asv_warm_")
         env = dict(os.environ, NUMBA_CACHE_DIR=self.cache)
-        subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(_FIRST_CONV.format(dtype=dtype))],
-            env=env,
-            check=True,
-        )
+        for code in (_FIRST_CONV, _FIRST_STEP):
+            subprocess.run(
+                [sys.executable, "-c", textwrap.dedent(code.format(dtype=dtype))],
+                env=env,
+                check=True,
+            )
 
     def teardown(self, dtype):
         shutil.rmtree(self.cache, ignore_errors=True)
@@ -72,6 +88,12 @@ class WarmStart:
     def timeraw_import_and_first_conv(self, dtype):
         return (
             textwrap.dedent(_FIRST_CONV.format(dtype=dtype)),
+            textwrap.dedent(_WARM_SETUP.format(cache=self.cache)),
+        )
+
+    def timeraw_import_and_first_training_step(self, dtype):
+        return (
+            textwrap.dedent(_FIRST_STEP.format(dtype=dtype)),
             textwrap.dedent(_WARM_SETUP.format(cache=self.cache)),
         )
 
