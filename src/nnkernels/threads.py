@@ -38,8 +38,9 @@ BLAS_SPIN_EXPONENT = 16
 def set_num_threads(n):
     """Use ``n`` threads in the Numba kernels and in NumPy's BLAS; returns the previous count.
 
-    BLAS threads are set through ``threadpoolctl`` when it is installed (the ``bench``
-    extra); otherwise set ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` before starting Python.
+    BLAS threads are set in every loaded OpenBLAS directly (``openblas_set_num_threads``, a
+    process-wide count, whichever thread calls) and through ``threadpoolctl`` when it is
+    installed (the ``bench`` extra), which also reaches other BLAS libraries.
     ``n`` must be between 1 and ``numba.config.NUMBA_NUM_THREADS`` (the core count unless
     ``NUMBA_NUM_THREADS`` says otherwise).
     """
@@ -57,6 +58,10 @@ def set_num_threads(n):
         pass
     else:
         threadpool_limits(limits=n, user_api="blas")
+    # threadpoolctl, called from a thread other than the one that set the count first, can
+    # leave NumPy's OpenBLAS unchanged; openblas_set_num_threads always sets the global count
+    for set_fn, _ in _openblas_thread_setters():
+        set_fn(n)
     return previous
 
 

@@ -116,6 +116,19 @@ def test_a_child_forked_inside_a_block_gets_its_blas_threads_back():
     assert output_line(result, "parent") == "True"
 
 
+@pytest.mark.skipif(not (NUMPY_ON_OPENBLAS and TWO_THREADS), reason="needs OpenBLAS, 2 threads")
+def test_set_num_threads_sets_the_blas_count_from_any_thread(threads):
+    """A sweep trial in a worker thread sets its BLAS threads after the main thread did."""
+    threads(2)
+    seen = []
+    helper = threading.Thread(target=lambda: (threads(1), seen.append(blas_threads())))
+    helper.start()
+    helper.join()
+    assert seen == [[1] * len(blas_threads())] and blas_threads() == seen[0]
+    threads(2)
+    assert blas_threads() == [2] * len(blas_threads())
+
+
 def test_single_threaded_kernels_affects_only_the_calling_thread():
     kernel = activations._relu_forward_kernel
     big = 1 << 20
