@@ -133,7 +133,7 @@ class _Kernel:
     ever asked, i.e. whether the twin is in use.
     """
 
-    def __init__(self, fn, parallel, also_reads=(), listed=None):
+    def __init__(self, fn, parallel, also_reads=()):
         self.dispatcher = _compile(fn, parallel, also_reads)
         self._fn = fn
         self._also_reads = also_reads
@@ -142,7 +142,7 @@ class _Kernel:
         self.used_sized = False
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        if parallel if listed is None else listed:
+        if parallel:
             _KERNELS.append(self)
 
     def __call__(self, *args):
@@ -192,7 +192,13 @@ def threaded_kernel(*, also_reads=()):
     Used as ``@threaded_kernel(also_reads=(module, ...))`` (see :func:`parallel_kernel`).
     """
     paths = tuple(module.__file__ for module in also_reads)
-    return lambda function: _Kernel(function, parallel=False, also_reads=paths, listed=True)
+
+    def compile_threaded(function):
+        kernel = _Kernel(function, parallel=False, also_reads=paths)
+        _KERNELS.append(kernel)
+        return kernel
+
+    return compile_threaded
 
 
 def inner_function(fn):
