@@ -19,7 +19,7 @@ IMPLS = ["nnlayers", "reference", "torch"]
 
 # short name ("A", "B", "C") -> nnbench case; asv's parameter values stay the letters
 CONV = cases_of_kind("conv")
-POOL = cases_of_kind("pool")
+POOL = cases_of_kind("pool", default_only=False)  # S: one image, the serial twins
 BN = cases_of_kind("bn")
 # im2col/col2im run on conv C's input
 COLUMNS = {"C": get_cases("im2col")[0]}

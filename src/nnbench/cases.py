@@ -148,6 +148,14 @@ CASES = (
         dict(pool=(3, 3), stride=2),
     ),
     Case(
+        "pool_s",
+        "pool",
+        "pool S: N=1 30x24x24, 2x2 s2 (single-threaded kernels)",
+        (1, 30, 24, 24),
+        dict(pool=(2, 2), stride=2),
+        default=False,
+    ),
+    Case(
         "bn_a", "bn", "batchnorm A: N=100, D=30*24*24", (100, 30 * 24 * 24), dict(per_channel=False)
     ),
     Case("bn_b", "bn", "batchnorm B: N=100, D=100", (100, 100), dict(per_channel=False)),

@@ -19,6 +19,7 @@ import types
 
 from numba import njit
 from numba.core.caching import FunctionCache
+from numba.core.compiler import Compiler
 
 from . import config, runtime
 
@@ -113,10 +114,20 @@ class _TolerantCache(FunctionCache):
             pass
 
 
-def _compile(fn, parallel, also_reads=()):
+class _NoAliasCompiler(Compiler):
+    """Numba's compiler, telling LLVM that no two array arguments share memory (Numba's
+    parfors do so for their loop bodies when it finds no aliasing)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state.flags.noalias = True
+
+
+def _compile(fn, parallel, also_reads=(), noalias=False):
     """A Numba dispatcher for ``fn`` with the tolerant disk cache (or none if nowhere is
     writable: Numba then raises "no locator available" and we run uncached)."""
-    dispatcher = njit(parallel=parallel, cache=False, **_OPTIONS)(fn)
+    options = dict(_OPTIONS, pipeline_class=_NoAliasCompiler) if noalias else _OPTIONS
+    dispatcher = njit(parallel=parallel, cache=False, **options)(fn)
     try:
         dispatcher._cache = _TolerantCache(fn, also_reads)
     except RuntimeError:
@@ -133,10 +144,11 @@ class _Kernel:
     ever asked, i.e. whether the twin is in use.
     """
 
-    def __init__(self, fn, parallel, also_reads=()):
-        self.dispatcher = _compile(fn, parallel, also_reads)
+    def __init__(self, fn, parallel, also_reads=(), noalias=False):
+        self.dispatcher = _compile(fn, parallel, also_reads, noalias)
         self._fn = fn
         self._also_reads = also_reads
+        self._noalias = noalias
         self._parallel = parallel
         self._serial = None if parallel else self
         self.used_sized = False
@@ -155,7 +167,10 @@ class _Kernel:
         """The single-threaded twin (compiled on first use, cached like any kernel)."""
         if self._serial is None:
             self._serial = _Kernel(
-                _renamed(self._fn, "_serial"), parallel=False, also_reads=self._also_reads
+                _renamed(self._fn, "_serial"),
+                parallel=False,
+                also_reads=self._also_reads,
+                noalias=self._noalias,
             )
         return self._serial
 
@@ -170,7 +185,7 @@ class _Kernel:
         return self
 
 
-def parallel_kernel(fn=None, *, also_reads=()):
+def parallel_kernel(fn=None, *, also_reads=(), noalias=False):
     """Compile ``fn`` as a cached, GIL-free, multi-threaded (``prange``) kernel.
 
     ``error_model="numpy"`` drops Python's division-by-zero checks (kernels receive
@@ -178,11 +193,17 @@ def parallel_kernel(fn=None, *, also_reads=()):
     results are reproducible and match the reference where the math allows. Used as
     ``@parallel_kernel(also_reads=(module, ...))``, the modules whose functions the kernel
     calls (their code is compiled into it) take part in its cache's validity check.
+
+    ``noalias=True`` promises that no two array arguments of any call share memory, so
+    that LLVM may vectorise loops storing to one array and loading from another; the
+    single-threaded twin needs it for that (a parfor's loop body gets it from Numba when
+    Numba sees no aliasing). Arrays made inside the kernel (``reshape``) do not carry the
+    promise: pass the arrays the loops index.
     """
     paths = tuple(module.__file__ for module in also_reads)
     if fn is None:
-        return lambda function: _Kernel(function, parallel=True, also_reads=paths)
-    return _Kernel(fn, parallel=True, also_reads=paths)
+        return lambda function: _Kernel(function, parallel=True, also_reads=paths, noalias=noalias)
+    return _Kernel(fn, parallel=True, also_reads=paths, noalias=noalias)
 
 
 def threaded_kernel(*, also_reads=()):

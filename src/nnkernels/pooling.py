@@ -27,8 +27,9 @@ __all__ = ["maxpool_forward", "maxpool_backward"]
 
 
 # ------------------------------------------------------------------ kernels
-# Indices into the flattened arrays are cast to uint64 (they are never negative): Numba then
-# drops its negative-index wraparound, which is what lets LLVM vectorise the interior loop.
+# The kernels take the flattened arrays (never sharing memory: ``noalias``) and index them
+# with uint64 (never negative): Numba then drops its negative-index wraparound. Both are
+# what lets LLVM vectorise the interior loop, the single-threaded twin included.
 
 
 @functools.cache
@@ -39,20 +40,14 @@ def _forward_kernel(pool_h, pool_w, stride):
     (pool_h, pool_w, stride) compiles once and is cached on disk like any kernel.
     """
 
-    @parallel_kernel
-    def kernel(x, pad, out, argmax):
-        n_img, channels, height, width = x.shape
-        out_h = out.shape[2]
-        out_w = out.shape[3]
-        xf = x.reshape(-1)
-        of = out.reshape(-1)
-        af = argmax.reshape(-1)
+    @parallel_kernel(noalias=True)
+    def kernel(xf, planes, height, width, pad, of, af, out_h, out_w):
         # outputs whose window lies entirely inside the image
         oy_lo = min(out_h, (pad + stride - 1) // stride)
         oy_hi = max(oy_lo, min(out_h, (height + pad - pool_h) // stride + 1))
         ox_lo = min(out_w, (pad + stride - 1) // stride)
         ox_hi = max(ox_lo, min(out_w, (width + pad - pool_w) // stride + 1))
-        for plane in prange(n_img * channels):
+        for plane in prange(planes):
             p = np.int64(plane)
             for oy in range(out_h):
                 y0 = oy * stride - pad
@@ -108,16 +103,10 @@ def _forward_kernel(pool_h, pool_w, stride):
 def _backward_kernel(pool_w, stride):
     """The backward kernel with ``pool_w`` and the stride as compile-time constants."""
 
-    @parallel_kernel
-    def kernel(dout, argmax, pad, dx):
-        n_img, channels, height, width = dx.shape
-        out_h = dout.shape[2]
-        out_w = dout.shape[3]
-        gf = dx.reshape(-1)
-        df = dout.reshape(-1)
-        af = argmax.reshape(-1)
+    @parallel_kernel(noalias=True)
+    def kernel(df, af, out_h, out_w, pad, gf, planes, height, width):
         plane_size = height * width
-        for plane in prange(n_img * channels):
+        for plane in prange(planes):
             p = np.int64(plane)
             g0 = p * plane_size
             for i in range(plane_size):
@@ -176,7 +165,16 @@ def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
     out = empty_result((n_img, channels, out_h, out_w), x.dtype)
     argmax = empty_result((n_img, channels, out_h, out_w), dtype=np.int64)
     if out.size:
-        _forward_kernel(ph, pw, s).sized(x.size)(x, p, out, argmax)
+        _forward_kernel(ph, pw, s).sized(x.size)(
+            x.reshape(-1),
+            n_img * channels,
+            *x.shape[2:],
+            p,
+            out.reshape(-1),
+            argmax.reshape(-1),
+            out_h,
+            out_w,
+        )
     return out, argmax
 
 
@@ -221,5 +219,14 @@ def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0)
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     dx = empty_result(shape, dout.dtype)
     if dx.size:
-        _backward_kernel(pw, s).sized(dx.size)(dout, argmax, p, dx)
+        _backward_kernel(pw, s).sized(dx.size)(
+            dout.reshape(-1),
+            argmax.reshape(-1),
+            out_h,
+            out_w,
+            p,
+            dx.reshape(-1),
+            shape[0] * shape[1],
+            *shape[2:],
+        )
     return dx
