@@ -19,7 +19,8 @@ from nnbench.timing import median_seconds
 
 
 @njit(parallel=True)  # (not cached: it reads the thread count at run time)
-def _threaded_fill(a, value):
+def threaded_fill(a, value):
+    """Fill ``a`` (1-D) with ``value``, every Numba thread writing an equal share."""
     n = a.shape[0]
     parts = numba.get_num_threads()
     for part in prange(parts):
@@ -37,7 +38,7 @@ def main(argv=None):
     sizes = args.sizes or ((1, 4) if args.quick else (4, 8, 16, 24, 32, 48, 64))
     repeat = 2 if args.quick else 15
     threads = numba.get_num_threads()
-    _threaded_fill(np.empty(8), 0.0)  # compile outside the timing
+    threaded_fill(np.empty(8), 0.0)  # compile outside the timing
 
     def ms(fn):
         return median_seconds(fn, repeat) * 1e3
@@ -47,8 +48,8 @@ def main(argv=None):
         kept = np.empty(n)
         fresh = ms(lambda: np.empty(n).fill(0.0))
         reused = ms(lambda: kept.fill(0.0))
-        fresh_t = ms(lambda: _threaded_fill(np.empty(n), 0.0))
-        reused_t = ms(lambda: _threaded_fill(kept, 0.0))
+        fresh_t = ms(lambda: threaded_fill(np.empty(n), 0.0))
+        reused_t = ms(lambda: threaded_fill(kept, 0.0))
         print(
             f"{megabytes:5g} MB  fresh {fresh:6.2f} ms   reused {reused:6.2f} ms   "
             f"{threads} threads: fresh {fresh_t:6.2f} ms   reused {reused_t:6.2f} ms",
