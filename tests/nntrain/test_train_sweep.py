@@ -168,6 +168,47 @@ def test_small_sweep_on_an_in_process_local_cluster(tmp_path, capsys):
     assert again["epoch_loss"] == study.best_trial.user_attrs["epoch_loss"]
 
 
+# ---------------------------------------------------------------- worker malloc settings
+def test_local_process_workers_keep_glibcs_adaptive_malloc(monkeypatch):
+    # Dask's nanny would set MALLOC_TRIM_THRESHOLD_=65536 in the workers, which maps every
+    # array above 128 KiB afresh; the sweep's local cluster leaves it unset
+    from nntrain.sweep.cluster import malloc_settings, open_executor
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    executor = open_executor(None, 1, connect_timeout=30, dashboard=False)
+    try:
+        settings = executor.submit(malloc_settings).result(timeout=120)
+        pid = executor.submit(os.getpid).result(timeout=120)
+    finally:
+        executor.close()
+    assert pid != os.getpid()  # a worker process, started by Dask's nanny
+    assert settings == {}
+
+
+def test_the_documented_worker_config_unsets_dasks_malloc_trim_setting():
+    import dask.config
+
+    from nntrain.sweep.cluster import TRIM_SETTING
+
+    docs = os.path.join(os.path.dirname(SRC), "docs")
+    collected = dask.config.collect(paths=[docs], env={})
+    with dask.config.set(collected):
+        assert dask.config.get(TRIM_SETTING) is None
+
+
+def test_a_worker_with_dasks_malloc_trim_setting_gets_one_warning(tmp_path, capsys, monkeypatch):
+    # thread workers share this process's environment: as a remote nanny-started worker
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--out", str(out), "--trials", "3", "--workers", "1"]
+    assert cli.main([*argv, "--local-cluster", "threads", *TINY]) == 0
+    err = capsys.readouterr().err
+    assert err.count("runs with MALLOC_TRIM_THRESHOLD_=65536") == 1, err
+    assert all(r["malloc_settings"] == {"MALLOC_TRIM_THRESHOLD_": "65536"} for r in results(out))
+
+
 def best_config(out):
     """The trial configuration of the sweep in ``out`` (as stored with the study)."""
     stored = load_study(out).user_attrs["nntrain_sweep_config"]

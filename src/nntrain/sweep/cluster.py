@@ -13,6 +13,32 @@ import os
 
 from . import require
 
+#: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory
+#: back to the system). Setting it turns off glibc's adaptive mmap threshold, so every
+#: array above 128 KiB is mapped afresh and page-faulted on each allocation, which made
+#: small trials twice as slow. Local clusters leave it unset; :func:`slow_malloc_warning`
+#: tells users of other clusters.
+TRIM_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+def malloc_settings():
+    """The glibc malloc variables of this process's environment that slow NumPy down."""
+    names = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def slow_malloc_warning(settings, worker):
+    """A warning for a worker whose ``malloc_settings()`` are ``settings``, or None."""
+    if "MALLOC_TRIM_THRESHOLD_" not in settings or "MALLOC_MMAP_THRESHOLD_" in settings:
+        return None
+    return (
+        f"nntrain: warning: worker {worker} runs with MALLOC_TRIM_THRESHOLD_="
+        f"{settings['MALLOC_TRIM_THRESHOLD_']} (Dask's default): arrays above 128 KiB are "
+        "then mapped afresh on every allocation, which can make trials twice as slow; start "
+        "its workers with the Dask setting distributed.nanny.pre-spawn-environ."
+        "MALLOC_TRIM_THRESHOLD_ set to null (see docs/sweep.md)"
+    )
+
 
 def thread_env(threads):
     """Environment of local-cluster workers: ``threads`` for Numba and BLAS in each."""
@@ -139,15 +165,16 @@ def open_executor(
             ) from None
         return DaskExecutor(client)
     options = {"env": thread_env(threads)} if local_processes else {}
-    cluster = distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=local_processes,
-        protocol="tcp://",
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0" if dashboard else None,
-        **options,
-    )
+    with require("dask").config.set({TRIM_SETTING: None}):  # None: leave it unset
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=local_processes,
+            protocol="tcp://",
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if dashboard else None,
+            **options,
+        )
     client = distributed.Client(cluster)
     return DaskExecutor(client, cluster)
 

@@ -4,11 +4,13 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
 from . import require
+from .cluster import slow_malloc_warning
 from .trial import run_trial
 
 #: the median pruner's startup trials (as Optuna's ``MedianPruner`` default)
@@ -141,6 +143,7 @@ class Sweep:
         self.pending = {}  # future -> trial number
         self.asked = {}  # trial number -> (trial, params, seed, submitted) until told
         self.lost = 0
+        self.warned = False  # about a worker's malloc settings, once per sweep
         self.mark_interrupted()
         self.backfill_results()
         stored = study.get_trials(deepcopy=False)
@@ -266,6 +269,10 @@ class Sweep:
             bar.update(1)
         if status in ("error", "lost") and not self.quiet:
             bar.write(f"trial {trial.number} failed: {result['reason']}")
+        warning = slow_malloc_warning(result.get("malloc_settings", {}), result.get("worker"))
+        if warning and not self.warned:
+            self.warned = True
+            bar.write(warning, file=sys.stderr)
 
     def _tell(self, trial, result):
         """Record ``result`` in the study; returns ``(state name, value)``."""

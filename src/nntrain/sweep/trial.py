@@ -14,6 +14,8 @@ import traceback
 
 import numpy as np
 
+from .cluster import malloc_settings
+
 #: per-process data cache: one load per worker, keyed by the data options
 _DATA = {}
 _DATA_LOCK = threading.Lock()
@@ -187,6 +189,7 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
         "seed": int(seed),
         "params": dict(params),
         "worker": _worker_name(),
+        "malloc_settings": malloc_settings(),
         "started": started,
         "train_acc": [],
         "val_acc": [],
