@@ -140,16 +140,19 @@ def build_parser():
 
 
 # ---------------------------------------------------------------- pieces
-def load_dataset(name, data_dir, flatten, digits_size=8):
-    """``((x_train, t_train), (x_test, t_test))`` normalised, integer labels."""
+def load_dataset(name, data_dir, flatten, digits_size=8, train_count=None):
+    """``((x_train, t_train), (x_test, t_test))`` normalised, integer labels; only the
+    first ``train_count`` training images if given (the IDX files are read no further)."""
     options = dict(normalize=True, flatten=flatten, one_hot_label=False)
     if name == "digits":
         if data_dir:
             raise SystemExit("nntrain: --data-dir does not apply to --dataset digits")
-        return datasets.load_digits(**options, image_size=digits_size)
+        (x_train, t_train), test = datasets.load_digits(**options, image_size=digits_size)
+        return (x_train[:train_count], t_train[:train_count]), test
+    options.update(data_dir=data_dir, train_count=train_count)
     if name == "fashion-mnist":
-        return datasets.load_fashion_mnist(**options, data_dir=data_dir)
-    return datasets.load_mnist(**options, data_dir=data_dir)
+        return datasets.load_fashion_mnist(**options)
+    return datasets.load_mnist(**options)
 
 
 def build_network(model, input_shape, *, layers, dtype, rng):

@@ -50,27 +50,24 @@ _IDX_TYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path):
+def _read_bytes(path, limit=None):
+    """The file's bytes (gunzipped if gzipped), only the first ``limit`` if given."""
     with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+        gzipped = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        try:
+            if not gzipped:
+                return f.read() if limit is None else f.read(limit)
+            if limit is None:
+                return gzip.decompress(f.read())
+            with gzip.GzipFile(fileobj=f) as stream:
+                return stream.read(limit)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from None
 
 
-def read_idx(path, *, ndim=None):
-    """Read one IDX file (optionally gzipped) into an ndarray of its native shape.
-
-    Checks the magic number (two zero bytes, a known type code, the number of dimensions),
-    that every dimension is positive, and that the payload size matches the header exactly.
-    ``ndim`` (if given) is the number of dimensions required. Problems raise ``ValueError``
-    naming the file.
-    """
-    path = os.fspath(path)
-    raw = _read_bytes(path)
+def _idx_header(raw, path, ndim):
+    """``(shape, dtype, header size)`` from the first bytes ``raw`` of an IDX file."""
     if len(raw) < 4:
         raise ValueError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
     zero1, zero2, type_code, dims = raw[0], raw[1], raw[2], raw[3]
@@ -89,7 +86,32 @@ def read_idx(path, *, ndim=None):
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=dims, offset=4))
     if any(d == 0 for d in shape):
         raise ValueError(f"{path}: IDX header declares an empty dimension, shape {shape}")
-    dtype = _IDX_TYPES[type_code]
+    return shape, _IDX_TYPES[type_code], header_size
+
+
+def read_idx(path, *, ndim=None, count=None):
+    """Read one IDX file (optionally gzipped) into an ndarray of its native shape.
+
+    Checks the magic number (two zero bytes, a known type code, the number of dimensions),
+    that every dimension is positive, and that the payload size matches the header exactly.
+    ``ndim`` (if given) is the number of dimensions required. ``count`` (if given) reads
+    only the first ``count`` records along the first axis (all if the file has fewer):
+    the file is not read past them, so only their presence is checked. Problems raise
+    ``ValueError`` naming the file.
+    """
+    path = os.fspath(path)
+    if count is None:
+        raw = _read_bytes(path)
+        shape, dtype, header_size = _idx_header(raw, path, ndim)
+    else:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count: expected a positive int, got {count!r}")
+        head = _read_bytes(path, 4)
+        header_size = 4 + 4 * (head[3] if len(head) == 4 else 0)
+        shape, dtype, header_size = _idx_header(_read_bytes(path, header_size), path, ndim)
+        shape = (min(count, shape[0]),) + shape[1:]
+        record = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        raw = _read_bytes(path, header_size + shape[0] * record)
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     payload = len(raw) - header_size
     if payload < expected:
@@ -132,8 +154,11 @@ def _check_pair(images, labels, image_path, label_path, num_classes=10):
         raise ValueError(f"{label_path}: expected unsigned-byte labels, got {labels.dtype}")
 
 
-def load_idx_dir(data_dir, normalize=True, flatten=True, one_hot_label=False):
-    """Load the four MNIST-format IDX files in ``data_dir`` (plain or ``.gz``)."""
+def load_idx_dir(data_dir, normalize=True, flatten=True, one_hot_label=False, *, train_count=None):
+    """Load the four MNIST-format IDX files in ``data_dir`` (plain or ``.gz``).
+
+    ``train_count`` (if given) reads only the first ``train_count`` training images and
+    labels (see :func:`read_idx`'s ``count``)."""
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data_dir: {data_dir!r} is not a directory")
@@ -141,8 +166,9 @@ def load_idx_dir(data_dir, normalize=True, flatten=True, one_hot_label=False):
     for split in ("train", "test"):
         image_path = _find_file(data_dir, IDX_FILES[f"{split}_images"])
         label_path = _find_file(data_dir, IDX_FILES[f"{split}_labels"])
-        images = read_idx(image_path, ndim=3)
-        labels = read_idx(label_path, ndim=1)
+        count = train_count if split == "train" else None
+        images = read_idx(image_path, ndim=3, count=count)
+        labels = read_idx(label_path, ndim=1, count=count)
         _check_pair(images, labels, image_path, label_path)
         out.append(_format_uint8(images, labels, normalize, flatten, one_hot_label))
     return tuple(out)
@@ -165,10 +191,13 @@ def _format_uint8(images, labels, normalize, flatten, one_hot_label, scale=255.0
     return images, labels
 
 
-def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None):
+def load_mnist(
+    normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, train_count=None
+):
     """The book's ``load_mnist`` reading IDX files instead of downloading them.
 
-    ``data_dir`` defaults to the ``NNTRAIN_MNIST_DIR`` environment variable.
+    ``data_dir`` defaults to the ``NNTRAIN_MNIST_DIR`` environment variable;
+    ``train_count`` as in :func:`load_idx_dir`.
     """
     if data_dir is None:
         data_dir = os.environ.get("NNTRAIN_MNIST_DIR")
@@ -178,7 +207,13 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
             "directory holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
             "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]"
         )
-    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten, one_hot_label=one_hot_label)
+    return load_idx_dir(
+        data_dir,
+        normalize=normalize,
+        flatten=flatten,
+        one_hot_label=one_hot_label,
+        train_count=train_count,
+    )
 
 
 def find_fashion_mnist():
@@ -192,8 +227,11 @@ def find_fashion_mnist():
     return None
 
 
-def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None):
-    """Fashion-MNIST (28x28 clothing images, 10 classes) from ``data_dir`` or the Debian package."""
+def load_fashion_mnist(
+    normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, train_count=None
+):
+    """Fashion-MNIST (28x28 clothing images, 10 classes) from ``data_dir`` or the Debian
+    package; ``train_count`` as in :func:`load_idx_dir`."""
     if data_dir is None:
         data_dir = find_fashion_mnist()
         if data_dir is None:
@@ -203,7 +241,13 @@ def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, *, dat
                 + "; install it (Debian/Ubuntu: apt-get install dataset-fashion-mnist) "
                 "or pass data_dir"
             )
-    return load_idx_dir(data_dir, normalize=normalize, flatten=flatten, one_hot_label=one_hot_label)
+    return load_idx_dir(
+        data_dir,
+        normalize=normalize,
+        flatten=flatten,
+        one_hot_label=one_hot_label,
+        train_count=train_count,
+    )
 
 
 def load_digits(

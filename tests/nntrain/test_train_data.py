@@ -55,6 +55,33 @@ def test_load_idx_dir_formats(tmp_path, gz):
     np.testing.assert_array_equal(t.sum(axis=1), 1)
 
 
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_reading_only_the_first_training_images(tmp_path, gz):
+    arrays = write_dataset(tmp_path, n_train=7, gz=gz)
+    (x, t), (xt, tt) = load_idx_dir(tmp_path, normalize=False, flatten=False, train_count=3)
+    np.testing.assert_array_equal(x[:, 0], arrays["train_images"][:3])
+    np.testing.assert_array_equal(t, arrays["train_labels"][:3])
+    np.testing.assert_array_equal(xt[:, 0], arrays["test_images"])  # the test set whole
+    np.testing.assert_array_equal(tt, arrays["test_labels"])
+    name = data.IDX_FILES["train_images"] + (".gz" if gz else "")
+    whole = read_idx(tmp_path / name)
+    np.testing.assert_array_equal(read_idx(tmp_path / name, count=100), whole)  # all 7
+    assert read_idx(tmp_path / name, count=1, ndim=3).shape == (1, 4, 3)
+    with pytest.raises(ValueError, match="count: expected a positive int"):
+        read_idx(tmp_path / name, count=0)
+
+
+def test_reading_the_first_records_of_a_truncated_file(tmp_path):
+    path = tmp_path / "cut.idx"
+    path.write_bytes(idx_bytes(np.arange(12, dtype=np.uint8).reshape(4, 3))[:-4])
+    np.testing.assert_array_equal(read_idx(path, count=2), [[0, 1, 2], [3, 4, 5]])
+    with pytest.raises(ValueError, match="truncated IDX data"):
+        read_idx(path, count=4)
+    with pytest.raises(ValueError, match="bad IDX magic"):
+        (tmp_path / "bad.idx").write_bytes(b"\x01\x00\x08\x01" + bytes(8))
+        read_idx(tmp_path / "bad.idx", count=1)
+
+
 def test_dotted_file_names_and_load_mnist_env(tmp_path, monkeypatch):
     write_dataset(tmp_path)
     for name in os.listdir(tmp_path):

@@ -56,10 +56,8 @@ def _split(dataset, data_dir, digits_size, flatten, dtype, train_size, val_fract
     from ..cli import load_dataset
 
     (x_train, t_train), (x_test, t_test) = load_dataset(
-        dataset, data_dir, flatten=flatten, digits_size=digits_size
+        dataset, data_dir, flatten=flatten, digits_size=digits_size, train_count=train_size
     )
-    if train_size is not None:
-        x_train, t_train = x_train[:train_size], t_train[:train_size]
     order = np.random.default_rng(split_seed).permutation(len(x_train))
     n_val = int(len(x_train) * val_fraction)
     val, train = order[:n_val], order[n_val:]
