@@ -49,7 +49,7 @@ def _default_processes():
     return max(1, min(cores, len(_registry.groups())))
 
 
-def precompile(dtypes=("float32", "float64"), processes=None, load=True):
+def precompile(dtypes=("float32", "float64"), processes=None, load=True, groups=None):
     """Compile every kernel for each dtype; return ``{dtype name: seconds}``.
 
     Both the multi-threaded kernels and the single-threaded twins the library uses at the
@@ -59,7 +59,8 @@ def precompile(dtypes=("float32", "float64"), processes=None, load=True):
     ``processes``: worker processes to compile in (default: one per available core; 1
     compiles in this process). The returned seconds are then each dtype's share of the
     wall time, in proportion to its compile time. With ``load`` (default), the kernels
-    the workers compiled are then loaded into this process too.
+    the workers compiled are then loaded into this process too. ``groups``: names of the
+    kernel table's groups (``_registry.groups()``) to compile, default all.
     """
     dtypes = tuple(np.dtype(d).name for d in dtypes)
     processes = _default_processes() if processes is None else processes
@@ -67,8 +68,13 @@ def precompile(dtypes=("float32", "float64"), processes=None, load=True):
         raise ValueError(f"processes must be a positive int, got {processes!r}")
     start = time.perf_counter()
     spent = {dtype: 0.0 for dtype in dtypes}
+    known = _registry.groups()
+    unknown = sorted(set(groups or ()) - set(known))
+    if unknown:
+        raise ValueError(f"groups: unknown kernel group(s) {unknown}; known: {sorted(known)}")
+    chosen = known if groups is None else [group for group in known if group in groups]
     # the slowest groups first, so that the worker pool does not end on one of them
-    groups = sorted(_registry.groups(), key=lambda group: group not in _SLOWEST)
+    groups = sorted(chosen, key=lambda group: group not in _SLOWEST)
     if processes > 1:
         context = multiprocessing.get_context("spawn")  # never fork a process using threads
         with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:

@@ -50,3 +50,11 @@ def test_processes_must_be_positive():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="processes"):
             nnkernels.precompile(processes=bad)
+
+
+def test_unknown_kernel_groups_are_named():
+    from nnkernels._precompile import precompile
+
+    with pytest.raises(ValueError, match=r"unknown kernel group\(s\) \['relus'\]"):
+        precompile(["float32"], processes=1, groups=["relu", "relus"])
+    assert set(precompile(["float32"], processes=1, groups=["relu"])) == {"float32"}

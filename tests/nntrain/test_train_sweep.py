@@ -209,6 +209,63 @@ def test_a_worker_with_dasks_malloc_trim_setting_gets_one_warning(tmp_path, caps
     assert all(r["malloc_settings"] == {"MALLOC_TRIM_THRESHOLD_": "65536"} for r in results(out))
 
 
+WARMED_TRIAL = """
+import json, sys
+from nnkernels import _jit
+from nntrain.sweep.trial import run_trial, warm_jit
+model, params = json.loads(sys.argv[1])
+config = {
+    "model": model,
+    "epochs": 1,
+    "data": {"dataset": "digits", "data_dir": None, "digits_size": 28, "flatten": model == "mlp",
+             "dtype": "float32", "train_size": 250, "val_fraction": 0.2, "split_seed": 0},
+    "defaults": {"lr": 0.01, "optimizer": "sgd", "batch_size": 100, "weight_decay": 0.0,
+                 "dropout": 0.0, "batchnorm": False, "hidden_size": 20, "hidden_layers": 2},
+}
+def dispatchers():  # every kernel and the single-threaded twins made so far
+    kernels = _jit.all_kernels()
+    twins = [k._serial for k in kernels if k._serial not in (None, k)]
+    return {id(k): k for k in kernels + twins}
+calls = []
+original = warm_jit.__globals__["warm_jit"]
+def counting(dtype, groups=None):
+    original(dtype, groups)
+    calls.append(sorted(groups))
+    calls.append({key: len(k.dispatcher.overloads) for key, k in dispatchers().items()})
+warm_jit.__globals__["warm_jit"] = counting
+result = run_trial(config, params, 1)
+assert result["status"] == "complete", result
+groups, loaded = calls[0], calls[1]
+grown = [k.__name__ for key, k in dispatchers().items()
+         if len(k.dispatcher.overloads) > loaded.get(key, 0)]
+print(json.dumps({"groups": groups, "grown": grown}))
+"""
+
+
+@pytest.mark.parametrize(
+    "model, params, groups",
+    [
+        ("mlp", {}, ["relu"]),
+        ("mlp", {"batchnorm": True}, ["batchnorm", "relu"]),
+        ("simple", {}, ["convolution", "im2col/col2im per sample", "max pooling", "relu"]),
+    ],
+)
+def test_a_trial_warms_every_kernel_it_runs_and_no_other_group(model, params, groups):
+    # in a fresh process: after warm_jit(dtype, kernel_groups(network)), the trial itself
+    # loads or compiles no kernel outside the file lock
+    done = subprocess.run(
+        [sys.executable, "-c", WARMED_TRIAL, json.dumps([model, params])],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["groups"] == groups
+    assert report["grown"] == []
+
+
 def best_config(out):
     """The trial configuration of the sweep in ``out`` (as stored with the study)."""
     stored = load_study(out).user_attrs["nntrain_sweep_config"]

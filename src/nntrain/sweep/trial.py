@@ -72,22 +72,42 @@ def _split(dataset, data_dir, digits_size, flatten, dtype, train_size, val_fract
     )
 
 
-def warm_jit(dtype):
-    """Load (or compile) every kernel for ``dtype`` once per process.
+#: the groups of nnkernels' kernel table that each nnlayers layer class runs
+KERNEL_GROUPS = {
+    "Relu": ("relu",),
+    "BatchNormalization": ("batchnorm",),
+    "Pooling": ("max pooling",),
+    "Convolution": ("convolution", "im2col/col2im per sample"),
+}
+
+
+def kernel_groups(network):
+    """The kernel groups ``network``'s layers run (see :data:`KERNEL_GROUPS`)."""
+    names = {type(layer).__name__ for layer in network._layer_sequence()}
+    return sorted({group for name in names for group in KERNEL_GROUPS.get(name, ())})
+
+
+def warm_jit(dtype, groups=None):
+    """Load (or compile) the kernels of ``groups`` (default: every group) for ``dtype``,
+    each once per process.
 
     Compilation holds a file lock next to Numba's cache, so workers starting together on
     one machine never write one cache at once; on a warm cache this only loads kernels.
     """
+    from nnkernels._registry import groups as all_groups
+
+    wanted = sorted(all_groups()) if groups is None else sorted(groups)
     with _WARM_LOCK:
-        if dtype in _WARM:
+        missing = [group for group in wanted if (dtype, group) not in _WARM]
+        if not missing:
             return
         import filelock
 
         from nnkernels._precompile import precompile
 
         with filelock.FileLock(_compile_lock_path()):
-            precompile([dtype], processes=1)
-        _WARM.add(dtype)
+            precompile([dtype], processes=1, groups=missing)
+        _WARM.update((dtype, group) for group in missing)
 
 
 def _compile_lock_path():
@@ -199,15 +219,15 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
     try:
         result["threads"] = min(threads, numba.config.NUMBA_NUM_THREADS)
         set_num_threads(result["threads"])
-        warm_jit(config["data"]["dtype"])
         x_train, t_train, x_val, t_val, x_test, t_test = load_split(config["data"])
-        result["setup_seconds"] = time.time() - started
         result["input_shape"] = list(x_train.shape[1:])
         merged = {**config["defaults"], **params}
         init_rng, batch_rng, dropout_rng = trial_seeds(seed)
         network = build_network(
             config["model"], x_train.shape[1:], merged, config["data"]["dtype"], init_rng
         )
+        warm_jit(config["data"]["dtype"], kernel_groups(network))
+        result["setup_seconds"] = time.time() - started
         _seed_dropout(network, dropout_rng)
         optimizer_param = {"lr": merged["lr"]} if merged.get("lr") is not None else {}
         trainer = Trainer(
