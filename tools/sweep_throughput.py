@@ -5,7 +5,8 @@ with the same trials run one after another in one process with 2 threads.
     python tools/sweep_throughput.py --quick   # smoke run: 2 tiny trials per mode
 
 Every mode samples the same trials (random sampler, same seed, fresh study). Printed per
-mode: wall time of the sweep loop (cluster start-up excluded), trials per minute, the sum
+mode: wall time of the sweep loop (from the first trial asked to the last told: starting
+the cluster, opening the study and stopping the cluster excluded), trials per minute, the sum
 of the trials' training seconds, and the overhead: worker time not spent training
 (loading data and kernels once per worker, scheduling, transfers, recording results,
 idle workers at the end) as a share of training time. Default trials: the
