@@ -207,13 +207,7 @@ def load_mnist(
             "directory holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
             "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]"
         )
-    return load_idx_dir(
-        data_dir,
-        normalize=normalize,
-        flatten=flatten,
-        one_hot_label=one_hot_label,
-        train_count=train_count,
-    )
+    return load_idx_dir(data_dir, normalize, flatten, one_hot_label, train_count=train_count)
 
 
 def find_fashion_mnist():
@@ -241,13 +235,7 @@ def load_fashion_mnist(
                 + "; install it (Debian/Ubuntu: apt-get install dataset-fashion-mnist) "
                 "or pass data_dir"
             )
-    return load_idx_dir(
-        data_dir,
-        normalize=normalize,
-        flatten=flatten,
-        one_hot_label=one_hot_label,
-        train_count=train_count,
-    )
+    return load_idx_dir(data_dir, normalize, flatten, one_hot_label, train_count=train_count)
 
 
 def load_digits(
