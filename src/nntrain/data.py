@@ -106,9 +106,8 @@ def read_idx(path, *, ndim=None, count=None):
     else:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count: expected a positive int, got {count!r}")
-        head = _read_bytes(path, 4)
-        header_size = 4 + 4 * (head[3] if len(head) == 4 else 0)
-        shape, dtype, header_size = _idx_header(_read_bytes(path, header_size), path, ndim)
+        # the longest header (255 dimensions) is 1024 bytes
+        shape, dtype, header_size = _idx_header(_read_bytes(path, 1024), path, ndim)
         shape = (min(count, shape[0]),) + shape[1:]
         record = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         raw = _read_bytes(path, header_size + shape[0] * record)
