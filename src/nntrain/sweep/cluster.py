@@ -15,8 +15,8 @@ from . import require
 
 #: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory
 #: back to the system). Setting it turns off glibc's adaptive mmap threshold, so every
-#: array above 128 KiB is mapped afresh and page-faulted on each allocation, which made
-#: small trials twice as slow. Local clusters leave it unset; :func:`slow_malloc_warning`
+#: array above 128 KiB is mapped afresh and page-faulted on each allocation (docs/sweep.md
+#: has the cost). Local clusters leave it unset; :func:`slow_malloc_warning`
 #: tells users of other clusters.
 TRIM_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
