@@ -168,17 +168,18 @@ def test_small_sweep_on_an_in_process_local_cluster(tmp_path, capsys):
     assert again["epoch_loss"] == study.best_trial.user_attrs["epoch_loss"]
 
 
-# ---------------------------------------------------------------- worker malloc settings
-def test_local_process_workers_keep_glibcs_adaptive_malloc(monkeypatch):
+# ---------------------------------------------------------------- worker settings
+def test_local_process_workers_keep_malloc_adaptive_and_run_no_profiler(monkeypatch):
     # Dask's nanny would set MALLOC_TRIM_THRESHOLD_=65536 in the workers, which maps every
-    # array above 128 KiB afresh; the sweep's local cluster leaves it unset
-    from nntrain.sweep.cluster import malloc_settings, open_executor
+    # array above 128 KiB afresh, and its workers would sample the trial's stack every
+    # 10 ms; the sweep's local cluster does neither
+    from nntrain.sweep.cluster import open_executor, worker_settings
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     executor = open_executor(None, 1, connect_timeout=30, dashboard=False)
     try:
-        settings = executor.submit(malloc_settings).result(timeout=120)
+        settings = executor.submit(worker_settings).result(timeout=120)
         pid = executor.submit(os.getpid).result(timeout=120)
     finally:
         executor.close()
@@ -186,27 +187,40 @@ def test_local_process_workers_keep_glibcs_adaptive_malloc(monkeypatch):
     assert settings == {}
 
 
-def test_the_documented_worker_config_unsets_dasks_malloc_trim_setting():
+def test_the_documented_worker_config_makes_the_local_clusters_choices():
     import dask.config
 
-    from nntrain.sweep.cluster import TRIM_SETTING
+    from nntrain.sweep.cluster import WORKER_CONFIG
 
     docs = os.path.join(os.path.dirname(SRC), "docs")
     collected = dask.config.collect(paths=[docs], env={})
     with dask.config.set(collected):
-        assert dask.config.get(TRIM_SETTING) is None
+        for key, value in WORKER_CONFIG.items():
+            assert dask.config.get(key) is value, key
 
 
-def test_a_worker_with_dasks_malloc_trim_setting_gets_one_warning(tmp_path, capsys, monkeypatch):
+def test_a_worker_with_dasks_default_settings_gets_one_warning(tmp_path, capsys, monkeypatch):
     # thread workers share this process's environment: as a remote nanny-started worker
+    import dask.config
+
+    from nntrain.sweep.cluster import PROFILE_SETTING
+
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     out = tmp_path / "sweep"
     argv = ["sweep", "--out", str(out), "--trials", "3", "--workers", "1"]
-    assert cli.main([*argv, "--local-cluster", "threads", *TINY]) == 0
+    # the sweep's own settings are applied inside this one, as a user's would be
+    with dask.config.set({PROFILE_SETTING: True}):
+        from nntrain.sweep import cluster
+
+        monkeypatch.setattr(cluster, "WORKER_CONFIG", {})
+        assert cli.main([*argv, "--local-cluster", "threads", *TINY]) == 0
     err = capsys.readouterr().err
-    assert err.count("runs with MALLOC_TRIM_THRESHOLD_=65536") == 1, err
-    assert all(r["malloc_settings"] == {"MALLOC_TRIM_THRESHOLD_": "65536"} for r in results(out))
+    assert err.count("nntrain: warning: worker") == 1, err
+    assert "runs with MALLOC_TRIM_THRESHOLD_=65536" in err
+    assert "Dask's profiler on" in err
+    expected = {"MALLOC_TRIM_THRESHOLD_": "65536", "dask_profiler": True}
+    assert all(r["worker_settings"] == expected for r in results(out))
 
 
 WARMED_TRIAL = """

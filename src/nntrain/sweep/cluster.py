@@ -10,33 +10,54 @@ that can run at once), ``prefetch()`` (trials to queue beyond those) and ``dashb
 import concurrent.futures
 import contextlib
 import os
+import sys
 
 from . import require
 
 #: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory
 #: back to the system). Setting it turns off glibc's adaptive mmap threshold, so every
-#: array above 128 KiB is mapped afresh and page-faulted on each allocation (docs/sweep.md
-#: has the cost). Local clusters leave it unset; :func:`slow_malloc_warning`
-#: tells users of other clusters.
+#: array above 128 KiB is mapped afresh and page-faulted on each allocation.
 TRIM_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+#: Dask's worker profiler interrupts the running task every 10 ms to walk its stack.
+PROFILE_SETTING = "distributed.worker.profile.enabled"
+#: The Dask settings of local-cluster workers (``None``: leave the variable unset);
+#: docs/dask-workers.yaml makes the same choices for workers started elsewhere, and
+#: :func:`slow_worker_warning` tells users of workers that lack them. docs/sweep.md has
+#: the cost of each.
+WORKER_CONFIG = {TRIM_SETTING: None, PROFILE_SETTING: False}
 
 
-def malloc_settings():
-    """The glibc malloc variables of this process's environment that slow NumPy down."""
+def worker_settings():
+    """The settings of this process that slow trials down: glibc's malloc variables and,
+    in a Dask worker, ``"dask_profiler": True`` when its profiler runs."""
     names = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
-    return {name: os.environ[name] for name in names if name in os.environ}
+    settings = {name: os.environ[name] for name in names if name in os.environ}
+    distributed = sys.modules.get("distributed")  # a Dask worker has imported it
+    try:
+        if distributed and "profile" in distributed.get_worker().periodic_callbacks:
+            settings["dask_profiler"] = True
+    except ValueError:  # not in a Dask worker
+        pass
+    return settings
 
 
-def slow_malloc_warning(settings, worker):
-    """A warning for a worker whose ``malloc_settings()`` are ``settings``, or None."""
-    if "MALLOC_TRIM_THRESHOLD_" not in settings or "MALLOC_MMAP_THRESHOLD_" in settings:
+def slow_worker_warning(settings, worker):
+    """A warning for a worker whose ``worker_settings()`` are ``settings``, or None."""
+    problems = []
+    if "MALLOC_TRIM_THRESHOLD_" in settings and "MALLOC_MMAP_THRESHOLD_" not in settings:
+        problems.append(
+            f"MALLOC_TRIM_THRESHOLD_={settings['MALLOC_TRIM_THRESHOLD_']} (Dask's default: "
+            "arrays above 128 KiB are then mapped afresh on every allocation, which can make "
+            "trials twice as slow)"
+        )
+    if settings.get("dask_profiler"):
+        problems.append("Dask's profiler on (it interrupts trials every 10 ms)")
+    if not problems:
         return None
     return (
-        f"nntrain: warning: worker {worker} runs with MALLOC_TRIM_THRESHOLD_="
-        f"{settings['MALLOC_TRIM_THRESHOLD_']} (Dask's default): arrays above 128 KiB are "
-        "then mapped afresh on every allocation, which can make trials twice as slow; start "
-        "its workers with the Dask setting distributed.nanny.pre-spawn-environ."
-        "MALLOC_TRIM_THRESHOLD_ set to null (see docs/sweep.md)"
+        f"nntrain: warning: worker {worker} runs with {' and '.join(problems)}; start its "
+        f"workers with the Dask settings {TRIM_SETTING} set to null and {PROFILE_SETTING} "
+        "set to false (docs/dask-workers.yaml, see docs/sweep.md)"
     )
 
 
@@ -165,7 +186,7 @@ def open_executor(
             ) from None
         return DaskExecutor(client)
     options = {"env": thread_env(threads)} if local_processes else {}
-    with require("dask").config.set({TRIM_SETTING: None}):  # None: leave it unset
+    with require("dask").config.set(WORKER_CONFIG):
         cluster = distributed.LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from . import require
-from .cluster import slow_malloc_warning
+from .cluster import slow_worker_warning
 from .trial import run_trial
 
 #: the median pruner's startup trials (as Optuna's ``MedianPruner`` default)
@@ -269,7 +269,7 @@ class Sweep:
             bar.update(1)
         if status in ("error", "lost") and not self.quiet:
             bar.write(f"trial {trial.number} failed: {result['reason']}")
-        warning = slow_malloc_warning(result.get("malloc_settings", {}), result.get("worker"))
+        warning = slow_worker_warning(result.get("worker_settings", {}), result.get("worker"))
         if warning and not self.warned:
             self.warned = True
             bar.write(warning, file=sys.stderr)

@@ -14,7 +14,7 @@ import traceback
 
 import numpy as np
 
-from .cluster import malloc_settings
+from .cluster import worker_settings
 
 #: per-process data cache: one load per worker, keyed by the data options
 _DATA = {}
@@ -207,7 +207,7 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
         "seed": int(seed),
         "params": dict(params),
         "worker": _worker_name(),
-        "malloc_settings": malloc_settings(),
+        "worker_settings": worker_settings(),
         "started": started,
         "train_acc": [],
         "val_acc": [],
