@@ -187,6 +187,24 @@ def test_local_process_workers_keep_malloc_adaptive_and_run_no_profiler(monkeypa
     assert settings == {}
 
 
+def test_every_worker_warms_up_before_its_first_trial():
+    # data and kernels load on each worker while the client opens the study
+    from nntrain.sweep import trial
+    from nntrain.sweep.cli import parse_args, trial_config
+    from nntrain.sweep.cluster import open_executor
+
+    config = trial_config(parse_args(["sweep", "--out", "unused", *TINY]))
+    executor = open_executor(None, 2, connect_timeout=30, dashboard=False)
+    try:
+        for future in executor.warm_up(trial.warm_up, config):
+            future.result(timeout=120)
+        loaded = executor.client.run(lambda: (len(trial._DATA), sorted(trial._WARM)))
+    finally:
+        executor.close()
+    assert len(loaded) == 2
+    assert all(state == (1, [("float32", "relu")]) for state in loaded.values()), loaded
+
+
 def test_the_documented_worker_config_makes_the_local_clusters_choices():
     import dask.config
 

@@ -287,13 +287,13 @@ def check_data(args, config):
 
 
 def _start(args, config):
-    """Warm the JIT cache here, then open the executor (local cluster or --scheduler)."""
+    """Open the executor (local cluster or --scheduler) and start warming its workers
+    (data and kernels), which goes on while the study opens."""
     from .cluster import SweepSetupError, default_workers, open_executor
-    from .trial import warm_jit
+    from .trial import warm_up
 
     workers = default_workers() if args.workers is None else args.workers
     if not args.scheduler:
-        warm_jit(config["data"]["dtype"])
         if max(workers, 1) * args.threads > default_workers():
             print(
                 f"nntrain: warning: {max(workers, 1)} x {args.threads} threads on "
@@ -310,6 +310,7 @@ def _start(args, config):
         )
     except SweepSetupError as exc:
         _fail(str(exc))
+    executor.warm_up(warm_up, config)
     if not args.quiet:
         where = args.scheduler or (
             f"{workers} local worker process(es)" if workers else "this process"

@@ -107,6 +107,11 @@ class InProcessExecutor:
     def prefetch(self):
         return 0
 
+    @staticmethod
+    def warm_up(fn, *args):
+        """Run ``fn(*args)`` here now (this process is the only worker)."""
+        fn(*args)
+
     def close(self):
         pass
 
@@ -116,6 +121,7 @@ class DaskExecutor:
 
     def __init__(self, client, cluster=None):
         self.client, self.cluster = client, cluster
+        self.warming = []
         self.dashboard = (
             getattr(client, "dashboard_link", None)
             if cluster is not None
@@ -124,6 +130,16 @@ class DaskExecutor:
 
     def submit(self, fn, *args, **kwargs):
         return self.client.submit(fn, *args, pure=False, **kwargs)
+
+    def warm_up(self, fn, *args):
+        """Queue ``fn(*args)`` once on every worker connected now, ahead of any trial;
+        returns the futures (a worker whose warm-up fails still runs trials, which then
+        report the error)."""
+        self.warming = [
+            self.client.submit(fn, *args, pure=False, workers=[address])
+            for address in self.client.nthreads()
+        ]
+        return self.warming
 
     @staticmethod
     def wait_first(futures, timeout=None):

@@ -129,6 +129,18 @@ def _compile_lock_path():
         return os.path.join(tempfile.gettempdir(), "nntrain-sweep-compile.lock")
 
 
+def warm_up(config):
+    """A worker's set-up before its first trial: load ``config``'s data and the kernels
+    that a network with ``config``'s default parameters runs (trials warm any others
+    they need)."""
+    x_train = load_split(config["data"])[0]
+    dtype = config["data"]["dtype"]
+    network = build_network(
+        config["model"], x_train.shape[1:], config["defaults"], dtype, np.random.default_rng(0)
+    )
+    warm_jit(dtype, kernel_groups(network))
+
+
 def trial_seeds(seed):
     """``(init, batches, dropout)`` generators, all derived from the trial's ``seed``."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
