@@ -86,22 +86,23 @@ def median_thresholds(study, epochs):
     return thresholds
 
 
+#: what a trial's result adds to its Optuna user attributes (``seed`` and ``all_params``
+#: are set when it is asked for; ``results.jsonl`` has every field). Each attribute is
+#: an SQLite transaction in the client, which shares the cores with the workers.
+STUDY_ATTRS = (
+    "train_acc",
+    "val_acc",
+    "epoch_loss",
+    "test_acc",
+    "seconds",
+    "worker",
+    "reason",
+    "traceback",
+)
+
+
 def _attrs(result):
-    keys = (
-        "seed",
-        "train_acc",
-        "val_acc",
-        "epoch_loss",
-        "test_acc",
-        "seconds",
-        "worker",
-        "status",
-        "reason",
-        "traceback",
-        "setup_seconds",
-        "threads",
-    )
-    return {k: result.get(k) for k in keys if result.get(k) is not None}
+    return {k: result.get(k) for k in STUDY_ATTRS if result.get(k) is not None}
 
 
 class Sweep:
