@@ -101,6 +101,8 @@ def warm_jit(dtype, groups=None):
         missing = [group for group in wanted if (dtype, group) not in _WARM]
         if not missing:
             return
+        if not _WARM:
+            _start_numba()
         import filelock
 
         from nnkernels._precompile import precompile
@@ -108,6 +110,14 @@ def warm_jit(dtype, groups=None):
         with filelock.FileLock(_compile_lock_path()):
             precompile([dtype], processes=1, groups=missing)
         _WARM.update((dtype, group) for group in missing)
+
+
+def _start_numba():
+    # Numba sets its compiler up on first use (about 0.4 s); outside the lock, workers
+    # starting together do that at once and then take turns only to load kernels
+    import numba
+
+    numba.njit(lambda: 0)()
 
 
 def _compile_lock_path():
