@@ -214,7 +214,7 @@ def test_the_documented_worker_config_makes_the_local_clusters_choices():
     collected = dask.config.collect(paths=[docs], env={})
     with dask.config.set(collected):
         for key, value in WORKER_CONFIG.items():
-            assert dask.config.get(key) is value, key
+            assert dask.config.get(key) == value, key
 
 
 def test_a_worker_with_dasks_default_settings_gets_one_warning(tmp_path, capsys, monkeypatch):

@@ -20,11 +20,19 @@ from . import require
 TRIM_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 #: Dask's worker profiler interrupts the running task every 10 ms to walk its stack.
 PROFILE_SETTING = "distributed.worker.profile.enabled"
-#: The Dask settings of local-cluster workers (``None``: leave the variable unset);
+#: The Dask settings of local clusters (``None``: leave the variable unset);
 #: docs/dask-workers.yaml makes the same choices for workers started elsewhere, and
-#: :func:`slow_worker_warning` tells users of workers that lack them. docs/sweep.md has
-#: the cost of each.
-WORKER_CONFIG = {TRIM_SETTING: None, PROFILE_SETTING: False}
+#: :func:`slow_worker_warning` tells users of workers that lack the first two.
+#: The periodic checks (the event loop's responsiveness, the nanny's memory watch, the
+#: dashboard's CPU and memory samples) run less often: every 20, 100 and 500 ms, they
+#: took about 10% of a core in an idle two-worker cluster. docs/sweep.md has the costs.
+WORKER_CONFIG = {
+    TRIM_SETTING: None,
+    PROFILE_SETTING: False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 
 
 def worker_settings():
