@@ -1,21 +1,23 @@
 """Trials per minute of ``nntrain sweep`` with 1 and 2 single-threaded local workers, and
 with the same trials run one after another in one process with 2 threads.
 
-    python tools/sweep_throughput.py [--trials 20] [extra nntrain sweep options]
+    python tools/sweep_throughput.py [--trials 20] [--rounds 1] [extra nntrain sweep options]
     python tools/sweep_throughput.py --quick   # smoke run: 2 tiny trials per mode
 
 Every mode samples the same trials (random sampler, same seed, fresh study). Printed per
 mode: wall time of the sweep loop (from the first trial asked to the last told: starting
-the cluster, opening the study and stopping the cluster excluded), trials per minute, the sum
-of the trials' training seconds, and the overhead: worker time not spent training
-(loading data and kernels once per worker, scheduling, transfers, recording results,
-idle workers at the end) as a share of training time. Default trials: the
-book preset's network and data on digits with 20 epochs.
+the cluster, the workers' warm-up that overlaps opening the study, and stopping the
+cluster excluded; the whole command's time is printed as "process"), trials per minute,
+the sum of the trials' training seconds, and the overhead: worker time in the loop not
+spent training (set-up inside trials, scheduling, transfers, recording results, idle
+workers at the end) as a share of training time. Default trials: the book preset's
+network and data on digits with 20 epochs.
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +71,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the modes this many times, one after another, and report the median "
+        "of each round's ratios",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="2 one-epoch trials on 8x8 digits per mode (a smoke test)",
@@ -81,28 +90,47 @@ def main():
         f"nntrain sweep {' '.join(extra)} --trials {args.trials}; load average before: "
         f"{os.getloadavg()[0]:.2f}"
     )
+    ratios = []
+    for number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"round {number}")
+        ratios.append(run_round(args.trials, extra))
+    if args.rounds > 1:
+        one, threads = zip(*ratios)
+        print(
+            f"median of {args.rounds} rounds: 2 workers / 1 worker "
+            f"{statistics.median(one):.2f}x; 2 workers / 1 process with 2 threads "
+            f"{statistics.median(threads):.2f}x"
+        )
+
+
+def run_round(trials, extra):
+    """Run every mode once; print and return the round's two ratios."""
     rates = {}
     for name, mode_args, workers in MODES:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            wall, records = run(mode_args, args.trials, extra, out)
+            wall, records = run(mode_args, trials, extra, out)
             total = time.perf_counter() - start
         setup = sum(r.get("setup_seconds", 0.0) for r in records)
         training = sum(r["seconds"] for r in records) - setup
         overhead = (workers * wall - training) / training
-        rates[name] = 60 * args.trials / wall
+        rates[name] = 60 * trials / wall
         print(
             f"{name:<22} sweep {wall:7.1f} s (process {total:6.1f} s)  "
             f"{rates[name]:6.1f} trials/min  training {training:7.1f} s  "
             f"overhead {100 * overhead:5.1f}% (of which data+JIT setup "
-            f"{100 * setup / training:4.1f}%)"
+            f"{100 * setup / training:4.1f}%)",
+            flush=True,
         )
+    one = rates["2 workers"] / rates["1 worker"]
+    threads = rates["2 workers"] / rates["1 process, 2 threads"]
     print(
-        f"2 workers / 1 worker: {rates['2 workers'] / rates['1 worker']:.2f}x; "
-        f"2 workers / 1 process with 2 threads: "
-        f"{rates['2 workers'] / rates['1 process, 2 threads']:.2f}x; "
-        f"load average after: {os.getloadavg()[0]:.2f}"
+        f"2 workers / 1 worker: {one:.2f}x; 2 workers / 1 process with 2 threads: "
+        f"{threads:.2f}x; load average after: {os.getloadavg()[0]:.2f}",
+        flush=True,
     )
+    return one, threads
 
 
 if __name__ == "__main__":
