@@ -208,12 +208,12 @@ def test_every_worker_warms_up_before_its_first_trial():
 def test_the_documented_worker_config_makes_the_local_clusters_choices():
     import dask.config
 
-    from nntrain.sweep.cluster import WORKER_CONFIG
+    from nntrain.sweep.cluster import LOCAL_CLUSTER_CONFIG
 
     docs = os.path.join(os.path.dirname(SRC), "docs")
     collected = dask.config.collect(paths=[docs], env={})
     with dask.config.set(collected):
-        for key, value in WORKER_CONFIG.items():
+        for key, value in LOCAL_CLUSTER_CONFIG.items():
             assert dask.config.get(key) == value, key
 
 
@@ -231,7 +231,7 @@ def test_a_worker_with_dasks_default_settings_gets_one_warning(tmp_path, capsys,
     with dask.config.set({PROFILE_SETTING: True}):
         from nntrain.sweep import cluster
 
-        monkeypatch.setattr(cluster, "WORKER_CONFIG", {})
+        monkeypatch.setattr(cluster, "LOCAL_CLUSTER_CONFIG", {})
         assert cli.main([*argv, "--local-cluster", "threads", *TINY]) == 0
     err = capsys.readouterr().err
     assert err.count("nntrain: warning: worker") == 1, err

@@ -2,9 +2,10 @@
 this process (``--workers 0``, trials one after another).
 
 Both executors offer ``submit(fn, *args, **kwargs)`` returning a future with
-``result()``, ``wait_first(futures)`` returning the finished ones, ``slots()`` (trials
-that can run at once), ``prefetch()`` (trials to queue beyond those) and ``dashboard``
-(a URL or ``None``).
+``result()``, ``warm_up(fn, *args)`` running ``fn`` once on each worker ahead of the
+trials, ``wait_first(futures)`` returning the finished ones, ``slots()`` (trials that
+can run at once), ``prefetch()`` (trials to queue beyond those) and ``dashboard`` (a URL
+or ``None``).
 """
 
 import concurrent.futures
@@ -26,7 +27,7 @@ PROFILE_SETTING = "distributed.worker.profile.enabled"
 #: The periodic checks (the event loop's responsiveness, the nanny's memory watch, the
 #: dashboard's CPU and memory samples) run less often: every 20, 100 and 500 ms, they
 #: took about 10% of a core in an idle two-worker cluster. docs/sweep.md has the costs.
-WORKER_CONFIG = {
+LOCAL_CLUSTER_CONFIG = {
     TRIM_SETTING: None,
     PROFILE_SETTING: False,
     "distributed.admin.tick.interval": "1s",
@@ -210,7 +211,7 @@ def open_executor(
             ) from None
         return DaskExecutor(client)
     options = {"env": thread_env(threads)} if local_processes else {}
-    with require("dask").config.set(WORKER_CONFIG):
+    with require("dask").config.set(LOCAL_CLUSTER_CONFIG):
         cluster = distributed.LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
