@@ -83,6 +83,8 @@ def main():
         help="2 one-epoch trials on 8x8 digits per mode (a smoke test)",
     )
     args, extra = parser.parse_known_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.quick:
         args.trials, extra = 2, QUICK + extra
     extra = extra or DEFAULT
@@ -119,7 +121,7 @@ def run_round(trials, extra):
         print(
             f"{name:<22} sweep {wall:7.1f} s (process {total:6.1f} s)  "
             f"{rates[name]:6.1f} trials/min  training {training:7.1f} s  "
-            f"overhead {100 * overhead:5.1f}% (of which data+JIT setup "
+            f"overhead {100 * overhead:5.1f}% (of which set-up inside trials "
             f"{100 * setup / training:4.1f}%)",
             flush=True,
         )

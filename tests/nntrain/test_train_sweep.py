@@ -187,22 +187,44 @@ def test_local_process_workers_keep_malloc_adaptive_and_run_no_profiler(monkeypa
     assert settings == {}
 
 
-def test_every_worker_warms_up_before_its_first_trial():
-    # data and kernels load on each worker while the client opens the study
+def test_warm_up_loads_data_and_the_spaces_kernels_on_every_worker():
+    # data and kernels load on each worker while the client opens the study; a space
+    # that can turn batch norm on warms its kernels too
     from nntrain.sweep import trial
-    from nntrain.sweep.cli import parse_args, trial_config
+    from nntrain.sweep.cli import build_space, parse_args, trial_config
     from nntrain.sweep.cluster import open_executor
 
-    config = trial_config(parse_args(["sweep", "--out", "unused", *TINY]))
+    args = parse_args(["sweep", "--out", "unused", *TINY, "--param", "batchnorm=choice:0,1"])
+    config, params = trial_config(args), build_space(args).warm_up_params()
+    assert params == {"batchnorm": True}
     executor = open_executor(None, 2, connect_timeout=30, dashboard=False)
     try:
-        for future in executor.warm_up(trial.warm_up, config):
+        for future in executor.warm_up(trial.warm_worker, config, params):
             future.result(timeout=120)
         loaded = executor.client.run(lambda: (len(trial._DATA), sorted(trial._WARM)))
     finally:
         executor.close()
     assert len(loaded) == 2
-    assert all(state == (1, [("float32", "relu")]) for state in loaded.values()), loaded
+    expected = (1, [("float32", "batchnorm"), ("float32", "relu")])
+    assert all(state == expected for state in loaded.values()), loaded
+
+
+@pytest.mark.parametrize(
+    "param, expected",
+    [
+        ("lr=log:1e-3:1e-1", {}),
+        ("batchnorm=true", {"batchnorm": True}),
+        ("batchnorm=false", {"batchnorm": False}),
+        ("batchnorm=choice:false,true", {"batchnorm": True}),
+        ("hidden_size=64", {"hidden_size": 64}),
+    ],
+)
+def test_warm_up_params_cover_what_the_space_can_run(param, expected):
+    from nntrain.sweep.cli import build_space, parse_args
+
+    args = parse_args(["sweep", "--out", "unused", *TINY, "--param", param])
+    params = build_space(args).warm_up_params()
+    assert {k: v for k, v in params.items() if k not in ("lr", "weight_decay")} == expected
 
 
 def test_the_documented_worker_config_makes_the_local_clusters_choices():
@@ -218,20 +240,19 @@ def test_the_documented_worker_config_makes_the_local_clusters_choices():
 
 
 def test_a_worker_with_dasks_default_settings_gets_one_warning(tmp_path, capsys, monkeypatch):
-    # thread workers share this process's environment: as a remote nanny-started worker
+    # thread workers share this process's environment and its Dask settings: with the
+    # local cluster's own settings left out, a worker runs as a remote one started with
+    # Dask's defaults would
     import dask.config
 
-    from nntrain.sweep.cluster import PROFILE_SETTING
+    from nntrain.sweep import cluster
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setattr(cluster, "LOCAL_CLUSTER_CONFIG", {})
     out = tmp_path / "sweep"
     argv = ["sweep", "--out", str(out), "--trials", "3", "--workers", "1"]
-    # the sweep's own settings are applied inside this one, as a user's would be
-    with dask.config.set({PROFILE_SETTING: True}):
-        from nntrain.sweep import cluster
-
-        monkeypatch.setattr(cluster, "LOCAL_CLUSTER_CONFIG", {})
+    with dask.config.set({cluster.PROFILE_SETTING: True}):
         assert cli.main([*argv, "--local-cluster", "threads", *TINY]) == 0
     err = capsys.readouterr().err
     assert err.count("nntrain: warning: worker") == 1, err

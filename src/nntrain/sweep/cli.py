@@ -287,10 +287,8 @@ def check_data(args, config):
 
 
 def _start(args, config):
-    """Open the executor (local cluster or --scheduler) and start warming its workers
-    (data and kernels), which goes on while the study opens."""
+    """Open the executor (local cluster or --scheduler)."""
     from .cluster import SweepSetupError, default_workers, open_executor
-    from .trial import warm_up
 
     workers = default_workers() if args.workers is None else args.workers
     if not args.scheduler:
@@ -310,7 +308,6 @@ def _start(args, config):
         )
     except SweepSetupError as exc:
         _fail(str(exc))
-    executor.warm_up(warm_up, config)
     if not args.quiet:
         where = args.scheduler or (
             f"{workers} local worker process(es)" if workers else "this process"
@@ -357,11 +354,14 @@ def prepare(args):
 def run_sweep(args):
     from .report import BestNetworkSaver, write_report
     from .runner import ResultsFile, Sweep, SweepAborted, open_study
+    from .trial import warm_worker
 
     space, config = prepare(args)
     stored_config = {**config, "space": space.describe(), "seed": args.seed, "pruner": args.pruner}
     executor = _start(args, config)
     try:
+        # the workers load data and kernels while the study opens (--workers 0: before)
+        executor.warm_up(warm_worker, config, space.warm_up_params())
         study = open_study(args.storage, args.study_name, stored_config)
         sweep = Sweep(
             study,
@@ -395,10 +395,12 @@ def run_sweep(args):
 
 def run_repeat(args):
     from .repeat import repeat
+    from .trial import warm_worker
 
     space, config = prepare(args)
     executor = _start(args, config)
     try:
+        executor.warm_up(warm_worker, config, space.warm_up_params())
         repeat(
             executor,
             config,

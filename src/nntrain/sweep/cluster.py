@@ -24,9 +24,11 @@ PROFILE_SETTING = "distributed.worker.profile.enabled"
 #: The Dask settings of local clusters (``None``: leave the variable unset);
 #: docs/dask-workers.yaml makes the same choices for workers started elsewhere, and
 #: :func:`slow_worker_warning` tells users of workers that lack the first two.
-#: The periodic checks (the event loop's responsiveness, the nanny's memory watch, the
-#: dashboard's CPU and memory samples) run less often: every 20, 100 and 500 ms, they
-#: took about 10% of a core in an idle two-worker cluster. docs/sweep.md has the costs.
+#: The periodic checks (the event loop's responsiveness; the memory watch of nannies
+#: and workers, so a runaway trial is stopped or spilled up to 1 s later; the system
+#: monitor behind heartbeats and the dashboard's CPU and memory plots) run less often:
+#: every 20, 100 and 500 ms, they took about 10% of a core in an idle two-worker
+#: cluster. docs/sweep.md has the costs.
 LOCAL_CLUSTER_CONFIG = {
     TRIM_SETTING: None,
     PROFILE_SETTING: False,
@@ -118,8 +120,9 @@ class InProcessExecutor:
 
     @staticmethod
     def warm_up(fn, *args):
-        """Run ``fn(*args)`` here now (this process is the only worker)."""
+        """Run ``fn(*args)`` here now (this process is the only worker); returns ``[]``."""
         fn(*args)
+        return []
 
     def close(self):
         pass
@@ -130,7 +133,6 @@ class DaskExecutor:
 
     def __init__(self, client, cluster=None):
         self.client, self.cluster = client, cluster
-        self.warming = []
         self.dashboard = (
             getattr(client, "dashboard_link", None)
             if cluster is not None
@@ -142,13 +144,15 @@ class DaskExecutor:
 
     def warm_up(self, fn, *args):
         """Queue ``fn(*args)`` once on every worker connected now, ahead of any trial;
-        returns the futures (a worker whose warm-up fails still runs trials, which then
-        report the error)."""
-        self.warming = [
+        returns the futures, which the caller need not keep (the tasks run and are
+        then forgotten by the scheduler)."""
+        distributed = require("distributed")
+        futures = [
             self.client.submit(fn, *args, pure=False, workers=[address])
             for address in self.client.nthreads()
         ]
-        return self.warming
+        distributed.fire_and_forget(futures)
+        return futures
 
     @staticmethod
     def wait_first(futures, timeout=None):

@@ -144,7 +144,7 @@ class Sweep:
         self.pending = {}  # future -> trial number
         self.asked = {}  # trial number -> (trial, params, seed, submitted) until told
         self.lost = 0
-        self.warned = False  # about a worker's malloc settings, once per sweep
+        self.warned = False  # about a worker's slow settings, once per sweep
         self.mark_interrupted()
         self.backfill_results()
         stored = study.get_trials(deepcopy=False)
@@ -178,11 +178,12 @@ class Sweep:
         for frozen in self.study.get_trials(deepcopy=False):
             if frozen.number in recorded or not frozen.state.is_finished():
                 continue
+            status = frozen.user_attrs.get("failure", frozen.state.name.lower())
             self.results.append(
                 frozen.number,
                 frozen.state.name,
                 frozen.value,
-                {"params": frozen.params, **frozen.user_attrs},
+                {"params": frozen.params, "status": status, **frozen.user_attrs},
             )
 
     def run(self):

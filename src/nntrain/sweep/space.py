@@ -234,6 +234,15 @@ class SearchSpace:
             )
         return {name: dim.values[0] for name, dim in self.dimensions.items()}
 
+    def warm_up_params(self):
+        """Parameters of a network that runs every kernel group this space's trials can:
+        the fixed values, and batch norm on if any of its values turns it on."""
+        params = {n: d.values[0] for n, d in self.dimensions.items() if d.kind == "fixed"}
+        batchnorm = self.dimensions.get("batchnorm")
+        if batchnorm is not None and any(batchnorm.values):
+            params["batchnorm"] = True
+        return params
+
     def describe(self):
         """``{name: spec string}``: stored with the study to detect a changed space."""
         return {name: dim.describe() for name, dim in self.dimensions.items()}

@@ -139,16 +139,22 @@ def _compile_lock_path():
         return os.path.join(tempfile.gettempdir(), "nntrain-sweep-compile.lock")
 
 
-def warm_up(config):
-    """A worker's set-up before its first trial: load ``config``'s data and the kernels
-    that a network with ``config``'s default parameters runs (trials warm any others
-    they need)."""
-    x_train = load_split(config["data"])[0]
-    dtype = config["data"]["dtype"]
-    network = build_network(
-        config["model"], x_train.shape[1:], config["defaults"], dtype, np.random.default_rng(0)
-    )
-    warm_jit(dtype, kernel_groups(network))
+def warm_worker(config, params):
+    """A worker's set-up ahead of its trials: load ``config``'s data and the kernels that
+    a network with ``params`` (over ``config``'s defaults) runs.
+
+    An error here is left for the trials to report: each loads the data and warms its
+    own network's kernels again.
+    """
+    try:
+        x_train = load_split(config["data"])[0]
+        dtype = config["data"]["dtype"]
+        merged = {**config["defaults"], **params}
+        rng = np.random.default_rng(0)
+        network = build_network(config["model"], x_train.shape[1:], merged, dtype, rng)
+        warm_jit(dtype, kernel_groups(network))
+    except Exception:
+        pass
 
 
 def trial_seeds(seed):
