@@ -39,9 +39,13 @@ TINY = [
 ]
 
 
-def results(out):
-    with open(out / "results.jsonl") as f:
+def read_jsonl(path):
+    with open(path) as f:
         return [json.loads(line) for line in f]
+
+
+def results(out):
+    return read_jsonl(out / "results.jsonl")
 
 
 def load_study(out, name="nntrain-sweep"):
@@ -239,7 +243,10 @@ def test_the_documented_worker_config_makes_the_local_clusters_choices():
             assert dask.config.get(key) == value, key
 
 
-def test_a_worker_with_dasks_default_settings_gets_one_warning(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["sweep", "repeat"])
+def test_a_worker_with_dasks_default_settings_gets_one_warning(
+    command, tmp_path, capsys, monkeypatch
+):
     # thread workers share this process's environment and its Dask settings: with the
     # local cluster's own settings left out, a worker runs as a remote one started with
     # Dask's defaults would
@@ -250,16 +257,23 @@ def test_a_worker_with_dasks_default_settings_gets_one_warning(tmp_path, capsys,
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.setattr(cluster, "LOCAL_CLUSTER_CONFIG", {})
-    out = tmp_path / "sweep"
-    argv = ["sweep", "--out", str(out), "--trials", "3", "--workers", "1"]
+    out = tmp_path / command
+    argv = [command, "--out", str(out), "--workers", "1", "--local-cluster", "threads"]
+    if command == "sweep":
+        argv += ["--trials", "3", *TINY]
+    else:
+        argv += ["--seeds", "3", "--dataset", "digits", "--digits-size", "8", "--epochs", "1"]
+        argv += ["--param", "lr=0.05", "--quiet"]
     with dask.config.set({cluster.PROFILE_SETTING: True}):
-        assert cli.main([*argv, "--local-cluster", "threads", *TINY]) == 0
+        assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("nntrain: warning: worker") == 1, err
     assert "runs with MALLOC_TRIM_THRESHOLD_=65536" in err
     assert "Dask's profiler on" in err
     expected = {"MALLOC_TRIM_THRESHOLD_": "65536", "dask_profiler": True}
-    assert all(r["worker_settings"] == expected for r in results(out))
+    lines = results(out) if command == "sweep" else read_jsonl(out / "repeat.jsonl")
+    assert len(lines) == 3
+    assert all(r["worker_settings"] == expected for r in lines)
 
 
 WARMED_TRIAL = """

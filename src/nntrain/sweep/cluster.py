@@ -72,6 +72,23 @@ def slow_worker_warning(settings, worker):
     )
 
 
+class SlowWorkerNotice:
+    """Shows :func:`slow_worker_warning` for the first result from a slow worker only."""
+
+    def __init__(self):
+        self.shown = False
+
+    def check(self, result, write):
+        """Call ``write(message)`` if ``result`` (a trial's) is the first from a slow worker."""
+        if self.shown:
+            return
+        settings = result.get("worker_settings", {})
+        warning = slow_worker_warning(settings, result.get("worker"))
+        if warning:
+            self.shown = True
+            write(warning)
+
+
 def thread_env(threads):
     """Environment of local-cluster workers: ``threads`` for Numba and BLAS in each."""
     return {

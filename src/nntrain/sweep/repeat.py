@@ -2,10 +2,12 @@
 
 import json
 import os
+import sys
 
 import numpy as np
 
 from . import require
+from .cluster import SlowWorkerNotice
 from .runner import ResultsFile
 from .trial import run_trial
 
@@ -83,6 +85,7 @@ def repeat(executor, config, params, seeds, out_dir, threads=1, quiet=False):
         executor.submit(run_trial, config, params, seed, None, threads): seed for seed in seeds
     }
     runs = []
+    slow_worker = SlowWorkerNotice()
     with tqdm(total=len(pending), unit="run", desc="seeds", disable=quiet) as bar:
         while pending:
             for future in executor.wait_first(list(pending), timeout=2.0):
@@ -100,6 +103,7 @@ def repeat(executor, config, params, seeds, out_dir, threads=1, quiet=False):
                 results.append(
                     seed, result["status"], (result.get("val_acc") or [None])[-1], result
                 )
+                slow_worker.check(result, lambda message: bar.write(message, file=sys.stderr))
                 bar.update(1)
     runs.sort(key=lambda r: r["seed"])
     summary = summarise(runs)

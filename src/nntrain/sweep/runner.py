@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from . import require
-from .cluster import slow_worker_warning
+from .cluster import SlowWorkerNotice
 from .trial import run_trial
 
 #: the median pruner's startup trials (as Optuna's ``MedianPruner`` default)
@@ -144,7 +144,7 @@ class Sweep:
         self.pending = {}  # future -> trial number
         self.asked = {}  # trial number -> (trial, params, seed, submitted) until told
         self.lost = 0
-        self.warned = False  # about a worker's slow settings, once per sweep
+        self.slow_worker = SlowWorkerNotice()
         self.mark_interrupted()
         self.backfill_results()
         stored = study.get_trials(deepcopy=False)
@@ -271,10 +271,7 @@ class Sweep:
             bar.update(1)
         if status in ("error", "lost") and not self.quiet:
             bar.write(f"trial {trial.number} failed: {result['reason']}")
-        warning = slow_worker_warning(result.get("worker_settings", {}), result.get("worker"))
-        if warning and not self.warned:
-            self.warned = True
-            bar.write(warning, file=sys.stderr)
+        self.slow_worker.check(result, lambda message: bar.write(message, file=sys.stderr))
 
     def _tell(self, trial, result):
         """Record ``result`` in the study; returns ``(state name, value)``."""
