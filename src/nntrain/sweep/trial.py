@@ -147,14 +147,21 @@ def warm_worker(config, params):
     own network's kernels again.
     """
     try:
-        x_train = load_split(config["data"])[0]
-        dtype = config["data"]["dtype"]
-        merged = {**config["defaults"], **params}
-        rng = np.random.default_rng(0)
-        network = build_network(config["model"], x_train.shape[1:], merged, dtype, rng)
-        warm_jit(dtype, kernel_groups(network))
+        warm_network(config, params, np.random.default_rng(0))
     except Exception:
         pass
+
+
+def warm_network(config, params, rng):
+    """``(data, network, merged parameters)``: ``config``'s data (``load_split``) and the
+    network of ``params`` over ``config``'s defaults, initialised from ``rng``, its
+    kernels loaded in this process."""
+    data = load_split(config["data"])
+    merged = {**config["defaults"], **params}
+    dtype = config["data"]["dtype"]
+    network = build_network(config["model"], data[0].shape[1:], merged, dtype, rng)
+    warm_jit(dtype, kernel_groups(network))
+    return data, network, merged
 
 
 def trial_seeds(seed):
@@ -247,14 +254,10 @@ def run_trial(config, params, seed, prune_below=None, threads=1, return_params=F
     try:
         result["threads"] = min(threads, numba.config.NUMBA_NUM_THREADS)
         set_num_threads(result["threads"])
-        x_train, t_train, x_val, t_val, x_test, t_test = load_split(config["data"])
-        result["input_shape"] = list(x_train.shape[1:])
-        merged = {**config["defaults"], **params}
         init_rng, batch_rng, dropout_rng = trial_seeds(seed)
-        network = build_network(
-            config["model"], x_train.shape[1:], merged, config["data"]["dtype"], init_rng
-        )
-        warm_jit(config["data"]["dtype"], kernel_groups(network))
+        data, network, merged = warm_network(config, params, init_rng)
+        x_train, t_train, x_val, t_val, x_test, t_test = data
+        result["input_shape"] = list(x_train.shape[1:])
         result["setup_seconds"] = time.time() - started
         _seed_dropout(network, dropout_rng)
         optimizer_param = {"lr": merged["lr"]} if merged.get("lr") is not None else {}
