@@ -41,13 +41,26 @@ def rng():
 @pytest.fixture
 def forbid_kernels(monkeypatch):
     """Call it to make every JIT kernel raise if launched (proves checks run before kernels)."""
-    import nnkernels._jit as jit
+    import nnkernels.runtime.jit as jit
 
     def activate():
         def sentinel(self, *args):
             raise AssertionError(f"kernel {self.__name__} ran on invalid input")
 
         monkeypatch.setattr(jit._Kernel, "__call__", sentinel)
+
+    return activate
+
+
+@pytest.fixture
+def without_library_blas(monkeypatch):
+    """Call it to make this process behave as if the library's BLAS were not installed."""
+    from nnkernels.runtime.process import STATE, BlasState
+
+    def activate():
+        missing = BlasState()
+        missing.looked, missing.reason = True, "scipy-openblas32 is not installed (a test)"
+        monkeypatch.setattr(STATE, "blas", missing)
 
     return activate
 

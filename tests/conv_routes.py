@@ -1,14 +1,13 @@
 """The two routes a Convolution layer can take, for tests that must run both.
 
-``kernels``: the fused kernels of ``nnkernels.convolution`` (where NumPy's OpenBLAS can be
-called from Numba); ``matmul``: per-sample columns and ``numpy.matmul`` shared over Python
-threads, which the layer falls back to elsewhere and takes for small or few-sample batches.
+``kernels``: the fused kernels (where the library's BLAS is); ``matmul``: per-sample columns
+and matrix products, which the layer falls back to elsewhere and takes for batches with
+fewer samples than threads.
 """
 
 import nnkernels
-from nnkernels.conv_routes import KERNELS
 
-ROUTES = ["kernels", "matmul"] if KERNELS.available() else ["matmul"]
+ROUTES = ["kernels", "matmul"] if nnkernels.conv_kernels_available() else ["matmul"]
 
 
 def convolution_route(route):

@@ -388,14 +388,6 @@ def _parse_args(argv):
     )
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     ap.add_argument(
-        "--blas-spin",
-        type=int,
-        default=0,
-        metavar="N",
-        help="time nnlayers with nnkernels.set_config(blas_spin_exponent=N), as nntrain "
-        "runs (OpenBLAS's idle threads sleep after 2**N cycles); 0: the library default",
-    )
-    ap.add_argument(
         "--no-extras",
         action="store_true",
         help="skip the cold/warm start-up probes and the thread-scaling run",
@@ -450,7 +442,6 @@ def _meta(threads, torch_version):
         "torch": torch_version,
         "threads": threads,
         "threading_layer": nnkernels.threading_layer(),
-        "blas_spin_exponent": nnkernels.get_config()["blas_spin_exponent"],
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
@@ -466,8 +457,6 @@ def main(argv=None):
         return 0
     if args.threads is not None:
         nnkernels.set_num_threads(args.threads)
-    if args.blas_spin:
-        nnkernels.set_config(blas_spin_exponent=args.blas_spin)
     threads = nnkernels.get_num_threads()
 
     if args.torch_worker:

@@ -30,7 +30,7 @@ _IMPORT_S = time.perf_counter() - _T0
 
 def _kernel_calls(dtype):
     """``(name, call)`` for every example call of the kernel table, on ``dtype``."""
-    from nnkernels import _registry
+    from nnkernels import registry as _registry
 
     return _registry.example_calls(dtype)
 

@@ -1,30 +1,45 @@
 """Numba-JIT kernels for the convolution/pooling/batch-norm hot path.
 
 Pure functions on arrays: each public function validates its arguments, normalises dtype
-and memory layout (C-contiguous float32 or float64) and calls a private parallel kernel.
-Importing changes nothing in the process: the runtime (threading layer, fork safety) is
-prepared at the first parallel kernel launch (:mod:`nnkernels.runtime`,
-:func:`show_config`).
+and memory layout (C-contiguous float32 or float64) and calls a private kernel; matrix
+products run on the library's own BLAS. :class:`ConvolutionEngine` holds a convolution's
+two passes. Importing changes nothing in the process: the runtime (threading layer, the
+library's BLAS, fork safety) is prepared when first needed (:func:`show_config`).
+
+This namespace is the public API; the subpackages (``runtime``, ``kernels``, ``engine``)
+are the implementation.
 """
 
 from . import _compat  # noqa: F401 - first: an untested Numba raises ImportError here
-from ._precompile import precompile
-from .activations import relu_backward, relu_forward
-from .batchnorm import (
+from ._precompile import kernel_groups, precompile
+from .config import CONV_ROUTES, config_context, get_config, set_config
+from .engine.convolution import ConvolutionEngine
+from .kernels.activations import relu_backward, relu_forward
+from .kernels.batchnorm import (
     batchnorm_backward,
     batchnorm_backward_from_input,
     batchnorm_forward,
     batchnorm_inference,
 )
-from .columns import col2im, col2im_per_sample, conv_output_shape, im2col, im2col_per_sample
-from .config import config_context, get_config, set_config
-from .convolution import conv_backward, conv_forward, conv_kernels_available
-from .pooling import maxpool_backward, maxpool_forward
-from .runtime import runtime_info, show_config
-from .threads import get_num_threads, set_num_threads, threading_layer
+from .kernels.columns import (
+    Geometry,
+    col2im,
+    col2im_per_sample,
+    conv_output_shape,
+    im2col,
+    im2col_per_sample,
+)
+from .kernels.convolution import conv_backward, conv_forward, conv_kernels_available
+from .kernels.pooling import maxpool_backward, maxpool_forward
+from .kernels.products import matmul
+from .report import runtime_info, show_config
+from .runtime.launch import threading_layer
+from .runtime.partition import get_num_threads, set_num_threads
+from .validation import compute_dtype
 
 __all__ = [
     "conv_output_shape",
+    "Geometry",
     "im2col",
     "col2im",
     "im2col_per_sample",
@@ -32,6 +47,9 @@ __all__ = [
     "conv_forward",
     "conv_backward",
     "conv_kernels_available",
+    "ConvolutionEngine",
+    "CONV_ROUTES",
+    "matmul",
     "relu_forward",
     "relu_backward",
     "maxpool_forward",
@@ -40,10 +58,12 @@ __all__ = [
     "batchnorm_inference",
     "batchnorm_backward",
     "batchnorm_backward_from_input",
+    "compute_dtype",
     "set_num_threads",
     "get_num_threads",
     "threading_layer",
     "precompile",
+    "kernel_groups",
     "get_config",
     "set_config",
     "config_context",

@@ -4,7 +4,7 @@ Run ``python -m nnkernels.precompile`` once after installing, or before starting
 processes at once: Numba's cache can be corrupted when several processes write it at the
 same time, so warm it from one job first.
 
-Every example call of the kernel table (:mod:`nnkernels._registry`) runs once with the
+Every example call of the kernel table (:mod:`nnkernels.registry`) runs once with the
 multi-threaded kernels and, where the library uses them at the default settings, once with
 their single-threaded twins. The table's groups (functions sharing kernels) are handed to
 worker processes, so every cache index file (one per kernel function) is written by one
@@ -19,26 +19,41 @@ import time
 
 import numpy as np
 
-from . import _jit, _registry
+from . import registry
+from .kernels import (  # noqa: F401 - importing a kernel module registers its functions
+    activations,
+    batchnorm,
+    columns,
+    convolution,
+    pooling,
+    products,
+)
+from .runtime import jit
 
-__all__ = ["precompile"]
+__all__ = ["precompile", "kernel_groups"]
 
 _SLOWEST = ("convolution", "batchnorm")  # compile time of a group, cold cache
 
 
 def _compile_group(group, dtypes):
     """Run one group's examples (multi-threaded kernels, then twins) for ``dtypes``."""
-    names = _registry.groups()[group]
+    names = registry.groups()[group]
     timings = {}
     for dtype in dtypes:
         start = time.perf_counter()
-        for _, run in _registry.example_calls(dtype, names):
-            with _jit.serial_in_this_thread():
+        for _, run in registry.example_calls(dtype, names):
+            with jit.serial_in_this_thread():
                 run(twins_only=True)
-            with _jit.forced_parallel():
+            with jit.forced_parallel():
                 run()
         timings[np.dtype(dtype).name] = time.perf_counter() - start
     return timings
+
+
+def kernel_groups():
+    """``{group: [function name, ...]}``: the groups of the kernel table, each compiled in
+    one process by :func:`precompile` (functions that share kernels or inputs)."""
+    return registry.groups()
 
 
 def _default_processes():
@@ -46,7 +61,7 @@ def _default_processes():
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, len(_registry.groups())))
+    return max(1, min(cores, len(registry.groups())))
 
 
 def precompile(dtypes=("float32", "float64"), processes=None, load=True, groups=None):
@@ -60,7 +75,7 @@ def precompile(dtypes=("float32", "float64"), processes=None, load=True, groups=
     compiles in this process). The returned seconds are then each dtype's share of the
     wall time, in proportion to its compile time. With ``load`` (default), the kernels
     the workers compiled are then loaded into this process too. ``groups``: names of the
-    kernel table's groups (``_registry.groups()``) to compile, default all.
+    kernel table's groups (``registry.groups()``) to compile, default all.
     """
     dtypes = tuple(np.dtype(d).name for d in dtypes)
     processes = _default_processes() if processes is None else processes
@@ -68,7 +83,7 @@ def precompile(dtypes=("float32", "float64"), processes=None, load=True, groups=
         raise ValueError(f"processes must be a positive int, got {processes!r}")
     start = time.perf_counter()
     spent = {dtype: 0.0 for dtype in dtypes}
-    known = _registry.groups()
+    known = registry.groups()
     unknown = sorted(set(groups or ()) - set(known))
     if unknown:
         raise ValueError(f"groups: unknown kernel group(s) {unknown}; known: {sorted(known)}")

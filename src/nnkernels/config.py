@@ -3,8 +3,9 @@
 ======================  ===========  ======================================================
 setting                 default      meaning
 ======================  ===========  ======================================================
-``threads``             ``None``     threads a kernel launch may use; ``None``: Numba's
-                                     count in the calling thread (``numba.get_num_threads``)
+``threads``             ``None``     threads a call of the library may use (its kernels,
+                                     products and helper threads); ``None``: Numba's count
+                                     in the calling thread (``numba.get_num_threads``)
 ``threading_layer``     ``None``     Numba threading layer to request at the first parallel
                                      launch when neither the user nor other code chose one;
                                      ``None``: TBB when it loads, else Numba's own choice.
@@ -17,22 +18,21 @@ setting                 default      meaning
                                      ``None``: automatic (see ``AUTO_CHUNK_ABOVE``)
 ``conv_route``          ``"auto"``   ``"auto"``, ``"kernels"`` (the fused convolution
                                      kernels, where available) or ``"matmul"`` (columns and
-                                     ``numpy.matmul``)
-``blas_spin_exponent``  ``None``     opt-in: make OpenBLAS's idle workers sleep after
-                                     ``2**n`` cycles (4..30). Process-wide: ``set_config``
-                                     restarts NumPy's BLAS thread pool, once, and only while
-                                     no other Python thread runs (``show_config`` says
-                                     whether it was applied); ``None`` restores OpenBLAS's
-                                     own timeout
+                                     matrix products)
 ======================  ===========  ======================================================
 
 :func:`set_config` changes the process-wide values; :func:`config_context` changes them for
 the calling thread within a ``with`` block (threads the library starts for that call inherit
 them). Nothing here is read at import: every setting is looked up when it is used.
+
+``blas_spin_exponent`` (which restarted NumPy's BLAS thread pool) is accepted with a
+``DeprecationWarning`` and has no effect: the library computes on a BLAS of its own and
+leaves NumPy's alone.
 """
 
 import contextlib
 import threading
+import warnings
 
 __all__ = [
     "get_config",
@@ -60,7 +60,11 @@ _DEFAULTS = {
     "split_min_macs": 1 << 22,
     "workspace_limit": None,
     "conv_route": "auto",
-    "blas_spin_exponent": None,
+}
+#: settings that are accepted and ignored, with a DeprecationWarning saying why
+_DEPRECATED = {
+    "blas_spin_exponent": "it has no effect: nnkernels computes on a BLAS of its own and never "
+    "changes NumPy's (remove the setting)",
 }
 
 
@@ -100,16 +104,19 @@ _CHECKS = {
     "split_min_macs": _int_at_least(0),
     "workspace_limit": _int_at_least(1, optional=True),
     "conv_route": _one_of(CONV_ROUTES),
-    "blas_spin_exponent": _int_at_least(4, 30, optional=True),
 }
 
 _global = dict(_DEFAULTS)
 _lock = threading.Lock()
 _local = threading.local()  # .overrides: the settings config_context changed in this thread
-_listeners = []  # called with the names of changed settings after set_config
 
 
 def _checked(settings):
+    for name in sorted(set(settings) & set(_DEPRECATED)):
+        warnings.warn(
+            f"setting {name!r} is deprecated: {_DEPRECATED[name]}", DeprecationWarning, stacklevel=3
+        )
+    settings = {name: value for name, value in settings.items() if name not in _DEPRECATED}
     unknown = sorted(set(settings) - set(_DEFAULTS))
     if unknown:
         raise TypeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_DEFAULTS)}")
@@ -155,8 +162,6 @@ def set_config(**settings):
     with _lock:
         previous = {name: _global[name] for name in settings}
         _global.update(settings)
-    for listener in _listeners:
-        listener(settings)
     return previous
 
 
@@ -192,9 +197,3 @@ def inherited(overrides):
         yield
     finally:
         _local.overrides = previous
-
-
-def on_change(listener):
-    """Register ``listener(settings)`` to run after :func:`set_config` changed ``settings``."""
-    _listeners.append(listener)
-    return listener

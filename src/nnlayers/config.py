@@ -1,10 +1,10 @@
 """The convolution workspace limit under the names earlier releases gave it.
 
-Every setting lives in :mod:`nnkernels.config`; these two functions read and set its
+Every setting lives in ``nnkernels.get_config()``; these two functions read and set its
 ``workspace_limit``.
 """
 
-from nnkernels import config
+import nnkernels
 
 __all__ = ["set_workspace_limit", "get_workspace_limit"]
 
@@ -17,8 +17,7 @@ def set_workspace_limit(nbytes):
     and ``backward`` recomputes columns chunk by chunk instead of keeping them from
     ``forward``: less memory, the same results. At least one sample is processed at a time.
     ``None`` (the default) is automatic: column matrices up to
-    ``nnkernels.config.AUTO_CHUNK_ABOVE`` (16 MiB) are kept whole, larger ones are processed
-    as under a ``AUTO_WORKSPACE`` (4 MiB) bound. Same as
+    16 MiB are kept whole, larger ones are processed as under a 4 MiB bound. Same as
     ``nnkernels.set_config(workspace_limit=nbytes)``.
 
     Parameters
@@ -30,9 +29,9 @@ def set_workspace_limit(nbytes):
         raise TypeError(f"nbytes must be an int or None, got {type(nbytes).__name__} {nbytes!r}")
     if nbytes is not None and nbytes <= 0:
         raise ValueError(f"nbytes must be positive, got {nbytes}")
-    return config.set_config(workspace_limit=nbytes)["workspace_limit"]
+    return nnkernels.set_config(workspace_limit=nbytes)["workspace_limit"]
 
 
 def get_workspace_limit():
     """The convolution workspace bound in bytes, or ``None`` when it is automatic."""
-    return config.get("workspace_limit")
+    return nnkernels.get_config()["workspace_limit"]

@@ -13,9 +13,6 @@ concurrent ``forward`` calls on one layer do not share it.
 import numpy as np
 
 import nnkernels
-from nnkernels._validation import as_float_array, check_int, compute_dtype
-from nnkernels.config import CONV_ROUTES
-from nnkernels.conv_routes import Geometry, Saved, ScratchPool, choose_route
 
 from . import functions as _functions
 from .functions import *  # noqa: F403 - the reference's layers module re-exports them
@@ -129,7 +126,7 @@ class Affine:
         W = _as_input(self.W, "W")
         if W.ndim != 2:
             raise ValueError(f"W must be 2-D (input features, outputs), got shape {W.shape}")
-        compute_dtype(x, W, self.b, names=("x", "W", "b"))  # rejects complex/object parameters
+        dtype = nnkernels.compute_dtype(x, W, self.b, names=("x", "W", "b"))
         b = _as_input(self.b, "b")
         if b.size not in (1, W.shape[1]) or b.ndim > 2:
             raise ValueError(
@@ -145,14 +142,18 @@ class Affine:
         x2d = x.reshape(x.shape[0], n_features)
         self.original_x_shape = x.shape
         self.x = x2d
-        return np.dot(x2d, W) + self.b
+        out = nnkernels.matmul(x2d.astype(dtype, copy=False), W.astype(dtype, copy=False))
+        out += b.astype(dtype, copy=False).reshape(-1)
+        return out
 
     def backward(self, dout):
         _require_forward(self, "x")
         W = _as_input(self.W, "W")
         dout = _check_dout(dout, (self.x.shape[0], W.shape[1]), self)
-        dx = np.dot(dout, W.T)
-        self.dW = np.dot(self.x.T, dout)
+        dtype = nnkernels.compute_dtype(dout, self.x, W, names=("dout", "x", "W"))
+        dout = dout.astype(dtype, copy=False)
+        dx = nnkernels.matmul(dout, W.astype(dtype, copy=False).T)
+        self.dW = nnkernels.matmul(self.x.astype(dtype, copy=False).T, dout)
         self.db = np.sum(dout, axis=0)
         return dx.reshape(*self.original_x_shape)
 
@@ -286,7 +287,7 @@ class BatchNormalization:
             raise ValueError("x must hold at least one sample, got batch size 0")
         xv = self._view(x)
         n_stats = xv.shape[1]
-        dtype = compute_dtype(x, self.gamma, self.beta, names=("x", "gamma", "beta"))
+        dtype = nnkernels.compute_dtype(x, self.gamma, self.beta, names=("x", "gamma", "beta"))
         if self.running_mean is None:
             self.running_mean = np.zeros(n_stats, dtype=dtype)
             self.running_var = np.zeros(n_stats, dtype=dtype)
@@ -321,11 +322,10 @@ class BatchNormalization:
 class Convolution:
     """2-D convolution (cross-correlation) of ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)``.
 
-    Output ``(N, FN, out_h, out_w)``, ``out = (H + 2*pad - FH)//stride + 1``, computed per
-    sample through its columns ``(C*FH*FW, out_h*out_w)`` and matrix products, so the result
-    is NCHW without a transpose. Each forward picks a route (:mod:`nnkernels.conv_routes`:
-    the fused kernels or columns and ``numpy.matmul``) and its backward uses the same one;
-    both give the same results whatever the thread count.
+    Output ``(N, FN, out_h, out_w)``, ``out = (H + 2*pad - FH)//stride + 1``, computed by a
+    :class:`nnkernels.ConvolutionEngine` (per sample, through columns and matrix products on
+    the library's BLAS, with no transpose); results are the same whatever the route and the
+    thread count.
 
     ``route`` (keyword-only): ``"auto"``, ``"kernels"`` or ``"matmul"``; ``None`` (the
     default) follows the ``conv_route`` setting (``nnkernels.set_config``). ``col`` and
@@ -334,37 +334,33 @@ class Convolution:
     """
 
     def __init__(self, W, b, stride=1, pad=0, *, route=None):
-        if route is not None and route not in CONV_ROUTES:
-            raise ValueError(
-                f"route must be one of {', '.join(map(repr, CONV_ROUTES))} or None, got {route!r}"
-            )
+        self._engine = nnkernels.ConvolutionEngine(stride, pad, route)
         self.W = W
         self.b = b
-        self.stride = stride
-        self.pad = pad
-        self.route = route
         self.x = None
         self.dW = None
         self.db = None
-        self._route = None  # the route the last forward took, with what its backward needs
-        self._saved = None
-        self._book_col = None
-        self._scratch = ScratchPool()
+        self._col = None
+
+    stride = property(
+        lambda self: self._engine.stride, lambda self, value: setattr(self._engine, "stride", value)
+    )
+    pad = property(
+        lambda self: self._engine.pad, lambda self, value: setattr(self._engine, "pad", value)
+    )
+    route = property(
+        lambda self: self._engine.route, lambda self, value: setattr(self._engine, "route", value)
+    )
 
     @property
     def col(self):
         """The last input's columns in the reference's layout ``(N*out_h*out_w, C*FH*FW)``
         (a new array per forward, computed when first read; None before a forward)."""
-        if self._book_col is None and self._saved is not None:
-            g = self._saved.geometry
-            self._book_col = nnkernels.im2col(
-                self._saved.x, g.filter_h, g.filter_w, g.stride, g.pad
-            )
-        return self._book_col
+        return self._col if self._col is not None else self._engine.columns()
 
     @col.setter
     def col(self, value):
-        self._book_col = value
+        self._col = value
 
     @property
     def col_W(self):
@@ -372,49 +368,16 @@ class Convolution:
         W = np.asarray(self.W)
         return W.reshape(W.shape[0], int(np.prod(W.shape[1:]))).T
 
-    def _filter_shape(self):
-        shape = np.shape(self.W)
-        if len(shape) != 4:
-            raise ValueError(f"W must be 4-D (FN, C, FH, FW), got shape {shape}")
-        return shape
-
     def forward(self, x):
-        x = _as_input(x)
-        if x.ndim != 4:
-            raise ValueError(f"x must be 4-D (N, C, H, W), got shape {x.shape}")
-        FN, C, FH, FW = self._filter_shape()
-        if x.shape[1] != C:
-            raise ValueError(
-                f"x has {x.shape[1]} channels (shape {x.shape}) but W expects {C} "
-                f"(W shape {np.shape(self.W)})"
-            )
-        stride = check_int(self.stride, "stride", minimum=1)
-        pad = check_int(self.pad, "pad", minimum=0)
-        out_h, out_w = nnkernels.conv_output_shape(x.shape, FH, FW, stride, pad)
-        dtype = compute_dtype(x, self.W, self.b, names=("x", "W", "b"))
-        xc = as_float_array(x, "x", dtype=dtype)
-        weights = np.asarray(self.W, dtype=dtype)
-        bias = _bias_column(self.b, FN, dtype).reshape(-1)
-        geometry = Geometry(FH, FW, stride, pad, out_h, out_w)
-        route = choose_route(self.route, x.shape[0], x.shape[0] * FN * C * FH * FW * out_h * out_w)
-        out, saved = route.forward(xc, weights, bias, geometry, self._scratch)
-        self.x = xc
-        self._route, self._saved, self._book_col = route, saved, None
-        return out.reshape(x.shape[0], FN, out_h, out_w)
+        out = self._engine.forward(x, self.W, self.b)
+        self.x = self._engine.input
+        self._col = None
+        return out
 
     def backward(self, dout):
-        _require_forward(self, "_saved")
-        FN = self._filter_shape()[0]
-        saved = self._saved
-        g = saved.geometry
-        N = saved.x.shape[0]
-        dout = _check_dout(dout, (N, FN, g.out_h, g.out_w), self)
-        dtype = np.result_type(saved.x.dtype, compute_dtype(dout))
-        if dtype != saved.x.dtype:  # a float64 dout after a float32 forward
-            saved = Saved(saved.x.astype(dtype), g)
-        d = as_float_array(dout, "dout", dtype=dtype).reshape(N, FN, g.out_h * g.out_w)
-        weights = np.asarray(self.W, dtype=dtype)
-        dx, self.dW, self.db = self._route.backward(d, weights, saved, self._scratch)
+        if self._engine.input is None:
+            raise ValueError("Convolution.backward() called before forward()")
+        dx, self.dW, self.db = self._engine.backward(dout, self.W)
         return dx
 
 

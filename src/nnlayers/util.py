@@ -1,7 +1,8 @@
 """The reference's ``common.util`` helpers, backed by the JIT kernels."""
 
+import numpy as np
+
 import nnkernels
-from nnkernels._validation import as_float_array
 
 __all__ = ["im2col", "col2im", "conv_output_size"]
 
@@ -13,7 +14,9 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
 
     Unlike the reference, the result keeps the input's float dtype (float32 stays float32).
     """
-    input_data = as_float_array(input_data, "input_data", ndim=4)
+    nnkernels.compute_dtype(input_data, names=("input_data",))  # names it if not real numeric
+    if np.ndim(input_data) != 4:
+        raise ValueError(f"input_data must be 4-D (N, C, H, W), got shape {np.shape(input_data)}")
     return nnkernels.im2col(input_data, filter_h, filter_w, stride, pad)
 
 

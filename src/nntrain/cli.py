@@ -83,15 +83,6 @@ def build_parser():
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds weight init, batch sampling and dropout"
     )
-    parser.add_argument(
-        "--blas-spin",
-        type=int,
-        default=16,
-        metavar="N",
-        help="make OpenBLAS's idle threads sleep after 2**N cycles instead of about 0.1 s, "
-        "so they do not take the cores from the next kernel (nnkernels' "
-        "blas_spin_exponent setting; 0 leaves OpenBLAS as it is; default 16)",
-    )
     parser.add_argument("--threads", type=int, help="threads for nnlayers' kernels")
     parser.add_argument(
         "--layers",
@@ -326,19 +317,12 @@ def main(argv=None):
             raise SystemExit(f"nntrain: --{name.replace('_', '-')} must be positive, got {value}")
     if args.dataset == "mnist-dir" and not (args.data_dir or os.environ.get("NNTRAIN_MNIST_DIR")):
         raise SystemExit("nntrain: --dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
-    if args.blas_spin and not 4 <= args.blas_spin <= 30:
-        raise SystemExit(f"nntrain: --blas-spin must be 0 or from 4 to 30, got {args.blas_spin}")
     if args.resume and not args.checkpoint:
         raise SystemExit("nntrain: --resume needs --checkpoint")
     if args.trust_pickle and not args.resume:
         raise SystemExit("nntrain: --trust-pickle applies to --resume only")
     if args.threads is not None:
         set_threads(args.threads)
-    if args.blas_spin:
-        # the command owns its process, so it may restart OpenBLAS's pool (a library may not)
-        import nnkernels
-
-        nnkernels.set_config(blas_spin_exponent=args.blas_spin)
     dtype = np.dtype(args.dtype)
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
 

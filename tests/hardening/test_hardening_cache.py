@@ -33,11 +33,11 @@ CHILD = r"""
 import json, os, sys
 import numpy as np
 import nnkernels
-import nnkernels._jit
+import nnkernels.runtime.jit
 from nnlayers import reference
 
 # run (and so compile and cache) the multi-threaded kernels even on these small inputs
-FORCE = nnkernels._jit.forced_parallel()
+FORCE = nnkernels.runtime.jit.forced_parallel()
 FORCE.__enter__()  # kept referenced for the whole run
 
 assert nnkernels.__file__.startswith(os.environ["EXPECT_SRC"]), nnkernels.__file__
@@ -46,13 +46,13 @@ out, mask = nnkernels.relu_forward(x)
 expected = np.maximum(x, 0) + float(os.environ.get("EXPECT_RELU_SHIFT", "0")) * (x > 0)
 np.testing.assert_array_equal(out, expected)
 np.testing.assert_array_equal(mask, x <= 0)
-kernels = [nnkernels.activations._relu_forward_kernel]
+kernels = [nnkernels.kernels.activations._relu_forward_kernel]
 if os.environ.get("WITH_COLUMNS"):
     img = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
     cols = nnkernels.im2col_per_sample(img, 3, 2, 2, 1)
     ref = reference.im2col(img, 3, 2, 2, 1).reshape(2, -1, 3 * 3 * 2).transpose(0, 2, 1)
     np.testing.assert_array_equal(cols, ref)
-    kernels += [nnkernels.columns._im2col_per_sample_kernel]
+    kernels += [nnkernels.kernels.columns._im2col_per_sample_kernel]
 report = {}
 for k in kernels:
     twins = [k] + [s for s in [getattr(k, "_serial", None)] if s is not None and s is not k]
@@ -330,8 +330,10 @@ def test_convolution_works_with_jit_disabled():
 
 def test_a_change_to_a_file_a_kernel_compiles_in_invalidates_its_cache(tmp_path, monkeypatch):
     """Numba checks a kernel's own source file only; the fused convolution kernels also
-    compile in columns.py's and _blas.py's code, so their stamps cover those files too."""
-    from nnkernels import _blas, _jit, columns, convolution
+    compile in columns.py's and blas.py's code, so their stamps cover those files too."""
+    from nnkernels.kernels import columns, convolution
+    from nnkernels.runtime import blas
+    from nnkernels.runtime import jit as _jit
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     helper = tmp_path / "helper.py"
@@ -346,5 +348,5 @@ def test_a_change_to_a_file_a_kernel_compiles_in_invalidates_its_cache(tmp_path,
     helper.write_text("x = 12\n")
     assert stamp() != before
     kernel = convolution._conv_forward_kernel
-    assert set(kernel._also_reads) == {columns.__file__, _blas.__file__}
+    assert set(kernel._also_reads) == {columns.__file__, blas.__file__}
     assert kernel.serial._also_reads == kernel._also_reads

@@ -33,10 +33,10 @@ import os, sys, threading
 import numpy as np
 import numba
 import nnkernels
-import nnkernels._jit
+import nnkernels.runtime.jit
 
 # small inputs would run the kernels' single-threaded twins: force the threaded ones
-FORCE = nnkernels._jit.forced_parallel()
+FORCE = nnkernels.runtime.jit.forced_parallel()
 FORCE.__enter__()  # kept referenced for the whole run
 import nnlayers.layers
 from nnlayers import BatchNormalization, Convolution, Pooling

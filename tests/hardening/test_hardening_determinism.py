@@ -40,9 +40,9 @@ def _inputs(dtype):
 
 def compute_all(dtype=np.float32):
     """Every output and gradient of the layers under test, by name (threaded kernels forced)."""
-    import nnkernels._jit
+    import nnkernels.runtime.jit
 
-    with nnkernels._jit.forced_parallel():
+    with nnkernels.runtime.jit.forced_parallel():
         return _compute_all(dtype)
 
 

@@ -1,6 +1,6 @@
 """Hostile input across the public API: a correct result or a clear ValueError/TypeError.
 
-Each target below is a public function of the kernel table (``nnkernels._registry``: every
+Each target below is a public function of the kernel table (``nnkernels.registry``: every
 registered function must have an oracle here) or a layer's forward+backward (``nnlayers``)
 with a generator of valid arguments and an oracle (``nnlayers.reference``, or an obvious
 loop for padded pooling and per-channel batch norm). Besides the drawn calls, every example
@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nnkernels
-import nnkernels._jit as jit
+import nnkernels.runtime.jit as jit
 import nnlayers
-from nnkernels import _registry
+from nnkernels import registry as _registry
 from nnlayers import reference as ref
 
 FUZZ_EXAMPLES = 250
@@ -333,7 +333,7 @@ def registered_call(target, dtype, index=0):
     return collections.OrderedDict(bound.arguments)
 
 
-#: oracle of each function of the kernel table (nnkernels._registry)
+#: oracle of each function of the kernel table (nnkernels.registry)
 ORACLES = {
     "im2col": lambda x, *a: (ref.im2col(_f64(x), *a),),
     "col2im": lambda c, *a: (ref.col2im(_f64(c), *a),),

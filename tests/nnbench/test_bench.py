@@ -132,14 +132,15 @@ def test_torch_separate_process(tmp_path):
 
 
 _PROBE_COVERAGE = """
-from nnkernels import _jit, activations, batchnorm, columns, convolution, pooling
+from nnkernels.kernels import activations, batchnorm, columns, convolution, pooling, products
+from nnkernels.runtime import jit as _jit
 from nnbench import probe
 from nnbench.cases import build_contenders, get_cases
 
 
 def loaded():
     counts = {}
-    for module in (activations, batchnorm, columns, convolution, pooling):
+    for module in (activations, batchnorm, columns, convolution, pooling, products):
         for name, obj in vars(module).items():
             if isinstance(obj, _jit._Kernel):
                 counts[module.__name__, name] = len(obj.dispatcher.overloads)

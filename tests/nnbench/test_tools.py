@@ -11,7 +11,7 @@ import pytest
 from _subprocess_helpers import child_env, describe
 
 TOOLS = sorted((Path(__file__).resolve().parents[2] / "tools").glob("*.py"))
-# a private name of the project's packages: nnkernels._jit, nnlayers.layers._CONV_ROUTE, ...
+# a private name of the project's packages: nnkernels.runtime.jit, nnlayers.layers._CONV_ROUTE, ...
 _PRIVATE = re.compile(r"\b(?:nnkernels|nnlayers|nntrain|nnbench)(?:\.\w+)*\._\w")
 
 

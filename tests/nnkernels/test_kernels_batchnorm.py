@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnkernels import batchnorm as bn_module
 from nnkernels import (
     batchnorm_backward,
     batchnorm_backward_from_input,
@@ -13,6 +12,7 @@ from nnkernels import (
     batchnorm_inference,
     config_context,
 )
+from nnkernels.kernels import batchnorm as bn_module
 from nnlayers.reference import BatchNormalization
 from strategies import bad_out_arrays
 

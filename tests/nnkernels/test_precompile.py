@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 COUNT_MISSES = """
     import nnkernels
-    from nnkernels import _jit
+    from nnkernels.runtime import jit as _jit
 
     nnkernels.precompile(processes=1)   # loads every kernel; compiles whatever is missing
     kernels = _jit.all_kernels()

@@ -125,7 +125,7 @@ def _check_chunked_by_workspace_limit(case, dtype, seed, per_chunk):
 
 def test_automatic_chunk_size_keeps_small_column_matrices_whole(workspace_limit):
     from nnkernels.config import AUTO_CHUNK_ABOVE, AUTO_WORKSPACE
-    from nnkernels.conv_routes import conv_chunk_size
+    from nnkernels.runtime.partition import conv_chunk_size
 
     workspace_limit(None)
     per_sample = 1 << 20
@@ -150,13 +150,13 @@ def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_li
     workspace_limit(1 << 62)
     whole = nnlayers.Convolution(W, b, 1, 1, route="matmul")  # chunking is the matmul route's
     expected = [whole.forward(x).copy(), whole.backward(dout).copy(), whole.dW, whole.db]
-    assert whole._saved.col is not None
+    assert whole._engine._saved.col is not None
     workspace_limit(None)
     monkeypatch.setattr(config, "AUTO_CHUNK_ABOVE", 6 * per_sample - 1)
     monkeypatch.setattr(config, "AUTO_WORKSPACE", 2 * per_sample)
     chunked = nnlayers.Convolution(W, b, 1, 1, route="matmul")
     got = [chunked.forward(x).copy(), chunked.backward(dout).copy(), chunked.dW, chunked.db]
-    assert chunked._saved.col is None  # columns were recomputed in backward, not kept
+    assert chunked._engine._saved.col is None  # columns were recomputed in backward, not kept
     for e, g in zip(expected, got):
         np.testing.assert_array_equal(g, e)
 
@@ -1028,28 +1028,16 @@ def test_the_columns_attribute_has_the_reference_meaning_and_is_never_rewritten(
         np.testing.assert_array_equal(col, slow.col)
 
 
-@pytest.mark.skipif(
-    not nnkernels.conv_kernels_available() or nnkernels.get_num_threads() < 2,
-    reason="needs the fused kernels and 2 threads",
-)
-def test_the_route_follows_the_batch(workspace_limit):
-    # the fused kernels give each thread whole samples and always start the thread pool:
-    # they take batches that fill every thread with enough work
-    workspace_limit(None)
-    W = make_values(81, (64, 64, 3, 3), np.float32)
-    layer = nnlayers.Convolution(W, np.zeros(64, np.float32), 1, 1)
-    one = make_values(82, (1, 64, 24, 24), np.float32)
-    layer.forward(one)
-    assert layer._route.name == "matmul"  # one large image: threads share it by columns
-    layer.forward(np.concatenate([one, one]))
-    assert layer._route.name == "kernels"  # two samples for two threads: the fused kernels
-    layer.backward(np.ones((2, 64, 24, 24), np.float32))  # backward takes forward's route
-    previous = nnkernels.set_num_threads(1)
-    try:
-        layer.forward(one)
-        assert layer._route.name == "kernels"  # one thread: one sample fills it
-    finally:
-        nnkernels.set_num_threads(previous)
-    small = nnlayers.Convolution(W[:4, :4], np.zeros(4, np.float32), 1, 1)
-    small.forward(np.concatenate([one[:, :4, :6, :6]] * 4))
-    assert small._route.name == "matmul"  # too little work to start the thread pool for
+@pytest.mark.skipif(not nnkernels.conv_kernels_available(), reason="needs the fused kernels")
+def test_the_fused_kernels_take_every_batch_and_small_work_one_thread():
+    from nnkernels.engine.convolution import KERNELS, choose_route
+
+    split = nnkernels.get_config()["split_min_macs"]
+    threads = nnkernels.get_num_threads()
+    assert choose_route("auto", 1, split) == (KERNELS, threads)  # one large image
+    assert choose_route("auto", 100, split) == (KERNELS, threads)
+    assert choose_route("auto", 100, split - 1) == (KERNELS, 1)  # the calling thread alone
+    W = make_values(81, (8, 4, 3, 3), np.float32)
+    layer = nnlayers.Convolution(W, np.zeros(8, np.float32), 1, 1)
+    layer.forward(make_values(82, (1, 4, 6, 6), np.float32))
+    assert layer._engine.route_taken == "kernels"

@@ -278,7 +278,7 @@ def test_a_worker_with_dasks_default_settings_gets_one_warning(
 
 WARMED_TRIAL = """
 import json, sys
-from nnkernels import _jit
+from nnkernels.runtime import jit as _jit
 from nntrain.sweep.trial import run_trial, warm_jit
 model, params = json.loads(sys.argv[1])
 config = {
@@ -312,9 +312,13 @@ print(json.dumps({"groups": groups, "grown": grown}))
 @pytest.mark.parametrize(
     "model, params, groups",
     [
-        ("mlp", {}, ["relu"]),
-        ("mlp", {"batchnorm": True}, ["batchnorm", "relu"]),
-        ("simple", {}, ["convolution", "im2col/col2im per sample", "max pooling", "relu"]),
+        ("mlp", {}, ["products", "relu"]),
+        ("mlp", {"batchnorm": True}, ["batchnorm", "products", "relu"]),
+        (
+            "simple",
+            {},
+            ["convolution", "im2col/col2im per sample", "max pooling", "products", "relu"],
+        ),
     ],
 )
 def test_a_trial_warms_every_kernel_it_runs_and_no_other_group(model, params, groups):

@@ -75,9 +75,10 @@ def _split(dataset, data_dir, digits_size, flatten, dtype, train_size, val_fract
 #: the groups of nnkernels' kernel table that each nnlayers layer class runs
 KERNEL_GROUPS = {
     "Relu": ("relu",),
+    "Affine": ("products",),
     "BatchNormalization": ("batchnorm",),
     "Pooling": ("max pooling",),
-    "Convolution": ("convolution", "im2col/col2im per sample"),
+    "Convolution": ("convolution", "im2col/col2im per sample", "products"),
 }
 
 
@@ -94,7 +95,7 @@ def warm_jit(dtype, groups=None):
     Compilation holds a file lock next to Numba's cache, so workers starting together on
     one machine never write one cache at once; on a warm cache this only loads kernels.
     """
-    from nnkernels._registry import groups as all_groups
+    from nnkernels import kernel_groups as all_groups
 
     wanted = sorted(all_groups()) if groups is None else sorted(groups)
     with _WARM_LOCK:
@@ -105,7 +106,7 @@ def warm_jit(dtype, groups=None):
             _start_numba()
         import filelock
 
-        from nnkernels._precompile import precompile
+        from nnkernels import precompile
 
         with filelock.FileLock(_compile_lock_path()):
             precompile([dtype], processes=1, groups=missing)

@@ -3,12 +3,12 @@
 Kernels are ``njit(parallel=True, nogil=True)`` functions with an on-disk cache that
 treats any unreadable or unwritable entry as a miss (see ``_TolerantCache``). Each has a
 single-threaded twin (the same code compiled without threads) for small work. Launches go
-through :mod:`nnkernels.runtime`, which prepares the threading layer at the first one and
+through :mod:`.launch`, which prepares the threading layer at the first one and
 keeps launches safe under threads and ``fork()``.
 
 Threaded kernels (:func:`threaded_kernel`) are compiled without ``prange`` and take a share
 of the work as arguments; their callers run the shares on Python threads
-(:mod:`nnkernels.sample_parts`). They suit loops whose every iteration is large (a sample's
+(:mod:`.helpers`). They suit loops whose every iteration is large (a sample's
 products), where a parfor would add compile time and no speed.
 """
 
@@ -21,7 +21,8 @@ from numba import njit
 from numba.core.caching import FunctionCache
 from numba.core.compiler import Compiler
 
-from . import config, runtime
+from .. import config
+from . import launch
 
 __all__ = [
     "parallel_kernel",
@@ -136,7 +137,7 @@ def _compile(fn, parallel, also_reads=(), noalias=False):
 
 
 class _Kernel:
-    """A compiled kernel, launched through :func:`nnkernels.runtime.launch`.
+    """A compiled kernel, launched through :func:`.launch.launch`.
 
     Calling it runs the multi-threaded (``prange``) version; ``kernel.serial`` is the same
     code compiled without threads, and ``kernel.sized(work)`` picks one by the amount of
@@ -160,7 +161,7 @@ class _Kernel:
     def __call__(self, *args):
         if not self._parallel:
             return self.dispatcher(*args)
-        return runtime.launch(self, args)
+        return launch.launch(self, args)
 
     @property
     def serial(self):

@@ -3,10 +3,10 @@
 import numpy as np
 from numba import prange
 
+from ..registry import example, examples
+from ..runtime.jit import inner_function, parallel_kernel
+from ..validation import as_float_array, check_shape
 from . import _examples
-from ._jit import inner_function, parallel_kernel
-from ._registry import example, examples
-from ._validation import as_float_array, check_shape
 
 __all__ = ["relu_forward", "relu_backward"]
 

@@ -7,7 +7,7 @@ running, is the cost) but big enough to be split over threads, and reach every p
 
 import numpy as np
 
-from ._registry import example
+from ..registry import example
 
 #: (N, C, H, W) of the image examples
 IMAGE = (3, 5, 9, 7)

@@ -8,7 +8,7 @@ definition::
 
 Precompiling, the serial-twin test, the fuzzer and the start-up probe all read this table
 (:func:`table`, :func:`example_calls`), and a test checks that running every example
-compiled every kernel (``nnkernels._jit.all_kernels``): a kernel no example reaches fails it.
+compiled every kernel (``nnkernels.runtime.jit.all_kernels``): a kernel no example reaches fails it.
 """
 
 import dataclasses
@@ -70,13 +70,9 @@ def examples(make, group=None):
     return register
 
 
-def _load_all():
-    from . import activations, batchnorm, columns, convolution, pooling  # noqa: F401
-
-
 def table():
-    """``{name: Entry}`` of every registered function, in registration order."""
-    _load_all()
+    """``{name: Entry}`` of every registered function, in registration order (every kernel
+    module registers its functions when imported, which ``import nnkernels`` does)."""
     return dict(_TABLE)
 
 

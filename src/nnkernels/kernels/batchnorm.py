@@ -37,10 +37,11 @@ import numbers
 import numpy as np
 from numba import prange
 
-from . import _examples, config
-from ._jit import inner_function, parallel_kernel
-from ._registry import examples
-from ._validation import as_float_array, checked_out, compute_dtype
+from .. import config
+from ..registry import examples
+from ..runtime.jit import inner_function, parallel_kernel
+from ..validation import as_float_array, checked_out, compute_dtype
+from . import _examples
 
 __all__ = [
     "batchnorm_forward",

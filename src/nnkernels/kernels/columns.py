@@ -13,13 +13,15 @@ Every function keeps the input's float dtype (float32 or float64); other real dt
 converted as NumPy would (integers and bools to float64).
 """
 
+import dataclasses
+
 import numpy as np
 from numba import prange
 
-from . import _blas, _examples
-from ._jit import inner_function, parallel_kernel
-from ._registry import example, examples
-from ._validation import (
+from ..registry import example, examples
+from ..runtime import blas
+from ..runtime.jit import inner_function, parallel_kernel
+from ..validation import (
     as_float_array,
     check_input_shape,
     check_int,
@@ -27,8 +29,10 @@ from ._validation import (
     empty_result,
     window_output_size,
 )
+from . import _examples
 
 __all__ = [
+    "Geometry",
     "conv_output_shape",
     "im2col",
     "col2im",
@@ -258,7 +262,7 @@ def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_
 def _per_sample(call):
     """The layers run the per-sample column kernels' twins only where the fused
     convolution kernels are unavailable: elsewhere their examples skip the twins."""
-    return call.parallel_only() if _blas.AVAILABLE else call
+    return call.parallel_only() if blas.available() else call
 
 
 def conv_output_shape(input_shape, filter_h, filter_w, stride=1, pad=0):
@@ -278,9 +282,27 @@ def conv_output_shape(input_shape, filter_h, filter_w, stride=1, pad=0):
     return out_h, out_w
 
 
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """A convolution's window: filter size, stride, padding and output size (Python ints)."""
+
+    filter_h: int
+    filter_w: int
+    stride: int
+    pad: int
+    out_h: int
+    out_w: int
+
+    @classmethod
+    def of(cls, input_shape, filter_h, filter_w, stride=1, pad=0):
+        """The geometry of a window over ``input_shape`` ``(N, C, H, W)``, validated as by
+        :func:`conv_output_shape`."""
+        out_h, out_w = conv_output_shape(input_shape, filter_h, filter_w, stride, pad)
+        return cls(int(filter_h), int(filter_w), int(stride), int(pad), out_h, out_w)
+
+
 def _checked_window_args(shape, filter_h, filter_w, stride, pad):
-    out_h, out_w = conv_output_shape(shape, filter_h, filter_w, stride, pad)
-    return int(filter_h), int(filter_w), int(stride), int(pad), out_h, out_w
+    return dataclasses.astuple(Geometry.of(shape, filter_h, filter_w, stride, pad))
 
 
 @examples(lambda dtype: [example(_examples.image(dtype), 3, 2, 2, 1)], group="im2col/col2im")

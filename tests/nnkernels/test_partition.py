@@ -1,5 +1,5 @@
-"""Convolution's samples shared over threads (``nnkernels.sample_parts``), the single-threaded
-BLAS and kernel switches it relies on, and that sharing changes no result."""
+"""How work is shared over threads (``nnkernels.runtime.partition`` and ``.helpers``), the
+single-threaded kernel switch it relies on, and that sharing changes no result."""
 
 import os
 import threading
@@ -11,27 +11,14 @@ import pytest
 import nnkernels
 import nnlayers
 from _subprocess_helpers import assert_ok, output_line, run_python
-from nnkernels import _jit, activations
-from nnkernels import sample_parts as _products
-from nnkernels.conv_routes import ScratchPool
-from nnkernels.threads import single_threaded_blas, single_threaded_kernels
+from nnkernels.engine.convolution import ScratchPool
+from nnkernels.kernels import activations
+from nnkernels.runtime import helpers, jit, partition
+from nnkernels.runtime.jit import serial_in_this_thread as single_threaded_kernels
+from nnkernels.runtime.process import STATE
 from nnlayers import reference
 
-threadpoolctl = pytest.importorskip("threadpoolctl")
-NUMPY_ON_OPENBLAS = any(
-    info["internal_api"] == "openblas" for info in threadpoolctl.threadpool_info()
-)
 TWO_THREADS = numba.config.NUMBA_NUM_THREADS >= 2
-
-
-def blas_threads():
-    """Thread counts of the OpenBLAS builds ``single_threaded_blas`` controls (NumPy's; a
-    SciPy imported later brings its own, which NumPy's products do not use)."""
-    from nnkernels import threads as thread_module
-
-    with single_threaded_blas():  # makes sure the controlled libraries are known
-        pass
-    return [get_fn() for _, get_fn in thread_module._SINGLE_BLAS["setters"]]
 
 
 @pytest.fixture
@@ -48,87 +35,6 @@ def always_split():
 
 
 # ------------------------------------------------------------------ the switches
-@pytest.mark.skipif(not NUMPY_ON_OPENBLAS, reason="NumPy's BLAS is not OpenBLAS")
-def test_single_threaded_blas_restores_the_count_after_nested_and_concurrent_blocks(threads):
-    threads(2 if TWO_THREADS else 1)
-    before = blas_threads()
-    inside, entered, release = [], threading.Barrier(2), threading.Event()
-
-    def other():
-        with single_threaded_blas():
-            entered.wait()
-            release.wait()
-
-    helper = threading.Thread(target=other)
-    helper.start()
-    with single_threaded_blas() as single:
-        entered.wait()
-        with single_threaded_blas():
-            inside.append(blas_threads())
-        inside.append(blas_threads())
-    inside.append(blas_threads())  # the other block is still open
-    release.set()
-    helper.join()
-    assert single is True
-    assert inside == [[1] * len(before)] * 3
-    assert blas_threads() == before
-
-
-FORK_INSIDE_A_BLOCK = """
-    import os, threading
-    from threadpoolctl import threadpool_info
-    import nnkernels
-    from nnkernels.threads import single_threaded_blas
-    nnkernels.set_num_threads(2)
-    blas = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    before = blas()
-    entered, release = threading.Event(), threading.Event()
-    def hold():
-        with single_threaded_blas():
-            entered.set()
-            release.wait()
-    holder = threading.Thread(target=hold)
-    holder.start()
-    entered.wait()
-    pid = os.fork()
-    if pid == 0:  # the child: no thread will leave the parent's block here
-        ok = blas() == before
-        with single_threaded_blas():  # the lock must be free, the block must work
-            ok = ok and blas() == [1] * len(before)
-        ok = ok and blas() == before
-        os._exit(0 if ok else 3)
-    release.set()
-    holder.join()
-    _, status = os.waitpid(pid, 0)
-    print("child", os.waitstatus_to_exitcode(status))
-    print("parent", blas() == before)
-"""
-
-
-@pytest.mark.skipif(
-    not (NUMPY_ON_OPENBLAS and TWO_THREADS and hasattr(os, "fork")),
-    reason="needs OpenBLAS, 2 threads and fork",
-)
-def test_a_child_forked_inside_a_block_gets_its_blas_threads_back():
-    result = run_python(FORK_INSIDE_A_BLOCK, timeout=120)
-    assert_ok(result)
-    assert output_line(result, "child") == "0"
-    assert output_line(result, "parent") == "True"
-
-
-@pytest.mark.skipif(not (NUMPY_ON_OPENBLAS and TWO_THREADS), reason="needs OpenBLAS, 2 threads")
-def test_set_num_threads_sets_the_blas_count_from_any_thread(threads):
-    """A sweep trial in a worker thread sets its BLAS threads after the main thread did."""
-    threads(2)
-    seen = []
-    helper = threading.Thread(target=lambda: (threads(1), seen.append(blas_threads())))
-    helper.start()
-    helper.join()
-    assert seen == [[1] * len(blas_threads())] and blas_threads() == seen[0]
-    threads(2)
-    assert blas_threads() == [2] * len(blas_threads())
-
-
 def test_single_threaded_kernels_affects_only_the_calling_thread():
     kernel = activations._relu_forward_kernel
     big = 1 << 20
@@ -145,7 +51,7 @@ def test_single_threaded_kernels_affects_only_the_calling_thread():
     seen["after"] = kernel.sized(big)
     assert seen["inside"] is kernel.serial
     assert seen["other"] is kernel and seen["after"] is kernel
-    with _jit.forced_parallel(), single_threaded_kernels():
+    with jit.forced_parallel(), single_threaded_kernels():
         assert kernel.sized(big) is kernel  # the process-wide switch (precompile, tests) wins
 
 
@@ -155,16 +61,16 @@ SPLIT = nnkernels.get_config()["split_min_macs"]
 
 def test_parts_cover_the_samples_in_order(threads):
     threads(2 if TWO_THREADS else 1)
-    parts = _products.sample_parts(0, 7, SPLIT)
+    parts = partition.sample_parts(0, 7, SPLIT)
     assert parts[0][0] == 0 and parts[-1][1] == 7
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
     assert len(parts) == (2 if TWO_THREADS else 1)
-    offset = _products.sample_parts(10, 17, SPLIT)
+    offset = partition.sample_parts(10, 17, SPLIT)
     assert offset == [(lo + 10, hi + 10) for lo, hi in parts]
-    assert _products.sample_parts(0, 7, SPLIT - 1) == [(0, 7)]
-    assert _products.sample_parts(3, 4, 1 << 40) == [(3, 4)]
+    assert partition.sample_parts(0, 7, SPLIT - 1) == [(0, 7)]
+    assert partition.sample_parts(3, 4, 1 << 40) == [(3, 4)]
     threads(1)
-    assert _products.sample_parts(0, 7, 1 << 40) == [(0, 7)]
+    assert partition.sample_parts(0, 7, 1 << 40) == [(0, 7)]
 
 
 @pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
@@ -178,13 +84,11 @@ def test_an_exception_in_a_helper_part_reaches_the_caller(threads):
         done.append((lo, hi))
 
     with pytest.raises(ValueError, match="part 1 failed"):
-        _products.run_parts([(0, 3), (3, 6)], work)
+        helpers.run_parts([(0, 3), (3, 6)], work)
     assert done == [(0, 3)]
-    if NUMPY_ON_OPENBLAS:
-        assert blas_threads() == [2] * len(blas_threads())  # restored despite the error
 
 
-@pytest.mark.skipif(not (TWO_THREADS and NUMPY_ON_OPENBLAS), reason="needs 2 threads, OpenBLAS")
+@pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
 def test_helper_threads_persist_and_every_part_runs_once():
     seen = []
     lock = threading.Lock()
@@ -194,15 +98,15 @@ def test_helper_threads_persist_and_every_part_runs_once():
             seen.append((index, lo, hi, threading.current_thread().name))
 
     for _ in range(21):
-        _products.run_parts([(0, 2), (2, 4)], work)
+        helpers.run_parts([(0, 2), (2, 4)], work)
     # one thread per call would have given 20 or so distinct helpers
-    helpers = {name for *_, name in seen if name != threading.current_thread().name}
-    assert all(name.startswith("nnkernels-part") for name in helpers)
-    assert len(helpers) <= _products._HELPERS.size
+    names = {name for *_, name in seen if name != threading.current_thread().name}
+    assert all(name.startswith("nnkernels-part") for name in names)
+    assert len(names) <= STATE.helpers.size
     assert sorted((i, lo, hi) for i, lo, hi, _ in seen) == sorted([(0, 0, 2), (1, 2, 4)] * 21)
 
 
-@pytest.mark.skipif(not (TWO_THREADS and NUMPY_ON_OPENBLAS), reason="needs 2 threads, OpenBLAS")
+@pytest.mark.skipif(not TWO_THREADS, reason="needs 2 threads")
 def test_nested_and_concurrent_calls_do_not_wait_on_each_others_helpers():
     """A part that shares its own work again finds the helper busy (with itself): the calling
     thread then runs the queued part. Bounded by a timeout instead of hanging."""
@@ -212,11 +116,11 @@ def test_nested_and_concurrent_calls_do_not_wait_on_each_others_helpers():
         done.append(("inner", lo, hi))
 
     def outer(index, lo, hi, stop):
-        _products.run_parts([(lo, (lo + hi) // 2), ((lo + hi) // 2, hi)], inner)
+        helpers.run_parts([(lo, (lo + hi) // 2), ((lo + hi) // 2, hi)], inner)
         done.append(("outer", lo, hi))
 
     def both():
-        _products.run_parts([(0, 4), (4, 8)], outer)
+        helpers.run_parts([(0, 4), (4, 8)], outer)
 
     callers = [threading.Thread(target=both, daemon=True) for _ in range(3)]
     for caller in callers:
@@ -232,7 +136,7 @@ def test_nested_and_concurrent_calls_do_not_wait_on_each_others_helpers():
 
 FORK_AFTER_HELPERS = """
     import os
-    from nnkernels.sample_parts import run_parts
+    from nnkernels.runtime.helpers import run_parts
     seen = []
     work = lambda index, lo, hi, stop: seen.append(index)
     run_parts([(0, 1), (1, 2)], work)          # the parent's helper thread exists
@@ -246,8 +150,8 @@ FORK_AFTER_HELPERS = """
 
 
 @pytest.mark.skipif(
-    not (TWO_THREADS and NUMPY_ON_OPENBLAS and hasattr(os, "fork")),
-    reason="needs 2 threads, OpenBLAS and fork",
+    not (TWO_THREADS and hasattr(os, "fork")),
+    reason="needs 2 threads and fork",
 )
 def test_a_forked_child_shares_work_over_helpers_of_its_own():
     result = run_python(FORK_AFTER_HELPERS, timeout=120)

@@ -11,10 +11,9 @@ import functools
 import numpy as np
 from numba import prange
 
-from . import _examples
-from ._jit import parallel_kernel
-from ._registry import example, examples
-from ._validation import (
+from ..registry import example, examples
+from ..runtime.jit import parallel_kernel
+from ..validation import (
     as_float_array,
     check_input_shape,
     check_int,
@@ -22,6 +21,7 @@ from ._validation import (
     empty_result,
     window_output_size,
 )
+from . import _examples
 
 __all__ = ["maxpool_forward", "maxpool_backward"]
 

@@ -1,4 +1,4 @@
-"""The kernels' runtime: threading layer, launches, fork safety, and :func:`show_config`.
+"""Kernel launches: the threading layer, launches from several threads, and fork safety.
 
 ``import nnkernels`` changes nothing in the process. The first parallel kernel launch calls
 :func:`ensure_ready` once, which
@@ -11,7 +11,7 @@
   requests the ``threading_layer`` setting, else TBB when pip's TBB loads, else Numba's own
   choice (GNU OpenMP where available). A request is set in ``numba.config`` only while Numba
   loads the layer and restored afterwards;
-* registers at-fork hooks (below).
+* registers the at-fork hooks (:mod:`.process`).
 
 Every launch then
 
@@ -32,41 +32,27 @@ terminates its first parallel region.
 import ctypes
 import glob
 import os
-import platform
 import sys
 import threading
 
 import numba
 
-from . import config
+from .. import config
+from .process import STATE, watch_forks
 
-__all__ = ["ensure_ready", "runtime_info", "show_config", "fork_safety", "launch"]
+__all__ = [
+    "ensure_ready",
+    "fork_safety",
+    "launch",
+    "layer_loaded",
+    "threading_layer",
+    "who_chose",
+    "FORK_POLICY",
+]
 
 #: Numba's threading-layer priority when nobody changed it
 NUMBA_DEFAULT_PRIORITY = ("tbb", "omp", "workqueue")
 _TBB_REQUESTS = ("tbb", "safe", "threadsafe")
-
-
-class _State:
-    """Process-wide launch state; a forked child starts from a fresh copy of the locks."""
-
-    def __init__(self):
-        self.ready = False
-        self.ready_lock = threading.Lock()
-        self.launch_lock = threading.Lock()  # held around launches under workqueue
-        self.count_lock = threading.Lock()
-        self.in_flight = 0
-        self.launchers = set()  # idents of the threads that launched a parallel kernel
-        self.locked_launches = True  # until the layer is known
-        self.serial_only = None  # reason a forked child runs single-threaded twins only
-        self.layer = None
-        self.requested = None
-        self.chosen_by = None
-        self.tbb_path = None
-        self.fork = None  # (forking thread, launches in flight, launchers) in before-fork
-
-
-_STATE = _State()
 
 
 def _env_choice():
@@ -76,7 +62,7 @@ def _env_choice():
     return None
 
 
-def _layer_loaded():
+def layer_loaded():
     """The layer Numba loaded in this process, or None (never loads one)."""
     try:
         return numba.threading_layer()
@@ -86,7 +72,7 @@ def _layer_loaded():
 
 def who_chose():
     """Who decided the threading layer before the library's first launch, or None."""
-    if _layer_loaded() is not None:
+    if layer_loaded() is not None:
         return "code that ran before the library's first launch (Numba had loaded it)"
     choice = _env_choice()
     if choice:
@@ -113,14 +99,14 @@ def _load_pip_tbb():
     locally (``RTLD_LOCAL``): Numba's ``tbbpool`` needs it by soname, and the loader then
     uses the copy already in the process.
     """
-    if _STATE.tbb_path:
-        return _STATE.tbb_path
+    if STATE.layer.tbb_path:
+        return STATE.layer.tbb_path
     for path in _pip_tbb_paths():
         try:
             ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
         except OSError:
             continue
-        _STATE.tbb_path = path
+        STATE.layer.tbb_path = path
         return path
     return None
 
@@ -150,10 +136,10 @@ def _start_numba_layer(request):
 
 
 def _decide_layer():
-    state = _STATE
+    state = STATE.layer
     state.chosen_by = who_chose()
     if state.chosen_by is not None:
-        if _layer_loaded() is None and _user_requests_tbb():
+        if layer_loaded() is None and _user_requests_tbb():
             _load_pip_tbb()  # so that pip's TBB can satisfy the user's request
         _start_numba_layer(None)
         return
@@ -183,23 +169,22 @@ def ensure_ready():
     Decides and loads the threading layer (see the module docstring) and registers the
     at-fork hooks. Idempotent and thread-safe.
     """
-    state = _STATE
+    state = STATE.layer
     if state.ready:
         return
     with state.ready_lock:
         if state.ready:
             return
         _decide_layer()
-        state.layer = _layer_loaded()
+        state.layer = layer_loaded()
         state.locked_launches = state.layer == "workqueue"
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        watch_forks()
         state.ready = True
 
 
 def launch(kernel, args):
     """Run a parallel kernel's dispatcher on ``args`` (see the module docstring)."""
-    state = _STATE
+    state = STATE.layer
     if not state.ready:
         ensure_ready()
     if state.serial_only:
@@ -232,12 +217,6 @@ def _run(dispatcher, args, threads):
 
 
 # ------------------------------------------------------------------ fork
-def _before_fork():
-    # takes no lock: a signal handler may fork while this thread holds any of them
-    state = _STATE
-    state.fork = (threading.get_ident(), state.in_flight, frozenset(state.launchers))
-
-
 def fork_safety(layer, forking_thread, in_flight, launchers):
     """Why a child forked in this situation must not start parallel regions, or None.
 
@@ -267,19 +246,10 @@ def fork_safety(layer, forking_thread, in_flight, launchers):
     return None
 
 
-def _after_fork_in_child():
-    state = _STATE
-    state.ready_lock = threading.Lock()
-    state.launch_lock = threading.Lock()
-    state.count_lock = threading.Lock()
-    if state.fork is not None and not state.serial_only:
-        state.serial_only = fork_safety(state.layer, *state.fork)
-    state.in_flight = 0
-    state.launchers = set()
-    state.fork = None
+STATE.fork_safety = fork_safety
 
-
-_FORK_POLICY = {
+#: what a forked child of each layer does (``show_config``)
+FORK_POLICY = {
     "tbb": "fork-safe when only the forking thread launched kernels and none was in "
     "flight; otherwise the child runs single-threaded twins",
     "workqueue": "fork-safe unless a launch was in flight (the child then runs "
@@ -289,121 +259,6 @@ _FORK_POLICY = {
 }
 
 
-# ------------------------------------------------------------------ settings
-def _settings_changed(settings):
-    if "blas_spin_exponent" in settings:
-        from .threads import apply_blas_spin
-
-        apply_blas_spin(settings["blas_spin_exponent"])
-
-
-config.on_change(_settings_changed)
-
-
-# ------------------------------------------------------------------ report
-def _versions():
-    import llvmlite
-    import numpy
-
-    from . import __version__
-
-    return {
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "numba": numba.__version__,
-        "llvmlite": llvmlite.__version__,
-        "nnkernels": __version__,
-    }
-
-
-def _cpu():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:
-        available = os.cpu_count()
-    return {"model": model, "cores": os.cpu_count(), "available": available}
-
-
-def _cache_dir():
-    from .activations import _relu_forward_kernel
-
-    cache = getattr(_relu_forward_kernel.dispatcher, "_cache", None)
-    path = getattr(cache, "_cache_path", None)
-    return numba.config.CACHE_DIR or path or "none (no writable location: kernels uncached)"
-
-
-def runtime_info():
-    """What the library found and decided in this process, as a ``dict``.
-
-    Loads nothing: before the first parallel launch, ``threading_layer.in_use`` is None and
-    ``chosen_by`` says who would decide.
-    """
-    from . import _blas
-    from .threads import SINGLE_THREADED_BLAS_EFFECT, blas_info, spin_state
-
-    state = _STATE
-    layer = _layer_loaded()
-    chosen_by = state.chosen_by if state.ready else (who_chose() or "undecided (first launch)")
-    conv_ok, conv_reason = _blas.probe()
-    return {
-        "versions": _versions(),
-        "cpu": _cpu(),
-        "threading_layer": {
-            "requested": state.requested if state.ready else config.get("threading_layer"),
-            "in_use": layer,
-            "chosen_by": chosen_by,
-            "tbb_library": state.tbb_path,
-            "fork_safety": _FORK_POLICY.get(layer, "unknown layer: forks untested"),
-            "serial_only": state.serial_only,
-            "launch_lock": layer == "workqueue",
-        },
-        "threads": {
-            "setting": config.get("threads"),
-            "numba_in_this_thread": numba.get_num_threads() if layer else None,
-            "numba_maximum": numba.config.NUMBA_NUM_THREADS,
-        },
-        "blas": blas_info(),
-        "blas_spin": spin_state(),
-        "single_threaded_blas": SINGLE_THREADED_BLAS_EFFECT,
-        "conv_kernels": {"available": conv_ok, "reason": conv_reason},
-        "jit_cache_dir": _cache_dir(),
-        "config": config.get_config(),
-    }
-
-
-def _lines(value, indent):
-    pad = " " * indent
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (dict, list)) and item:
-                yield f"{pad}{key}:"
-                yield from _lines(item, indent + 2)
-            else:
-                yield f"{pad}{key}: {item}"
-    elif isinstance(value, list):
-        for item in value:
-            yield f"{pad}-"
-            yield from _lines(item, indent + 2)
-    else:
-        yield f"{pad}{value}"
-
-
-def show_config(file=None):
-    """Print versions, CPU, threading layer, threads, BLAS, fused-kernel availability, JIT
-    cache and every setting (the content of :func:`runtime_info`).
-
-    Parameters
-    ----------
-    file : file-like, optional
-        Where to print (default: ``sys.stdout``).
-    """
-    print("\n".join(_lines(runtime_info(), 0)), file=file or sys.stdout)
+def threading_layer():
+    """Name of the Numba threading layer in use (``None`` before any parallel kernel ran)."""
+    return layer_loaded()

@@ -1,30 +1,27 @@
-"""Convolution forward and backward, each one kernel: columns, BLAS products and folding
-per sample, with no return to Python in between.
+"""The fused convolution: forward and backward each one kernel per chunk of samples, with
+the columns, the products and the folding done without returning to Python.
 
-Each thread (:func:`nnkernels.sample_parts.run_parts`) runs the GIL-free kernel on chunks
-of the samples, taking the next chunk when done, and, for each sample, writes its
+Each thread runs the GIL-free kernel on chunks of the samples, taking the next chunk when
+done (:func:`nnkernels.runtime.partition.run_in_chunks`), and, for each sample, writes its
 columns (``(C*FH*FW, out_h*out_w)``, the per-sample layout of
 :func:`nnkernels.im2col_per_sample`) into a buffer that stays in cache, multiplies by
-calling NumPy's OpenBLAS (``nnkernels._blas``; held at one thread meanwhile) and adds the
-bias, or in backward forms the sample's weight gradient and folds its input gradient back.
-Every product is the one ``numpy.matmul`` makes for that sample, so results are the same
-bits as columns plus ``numpy.matmul`` (except where a product has a dimension of one:
-NumPy then calls ``gemv``/``dot``), whatever the thread count.
+calling the library's own BLAS (:mod:`nnkernels.runtime.blas`, one thread per call) and
+adds the bias, or in backward forms the sample's weight gradient and folds its input
+gradient back. Each sample's results come from the same products whatever the thread
+count.
 
-Available only where NumPy's BLAS is its OpenBLAS wheel build (:func:`conv_kernels_available`);
-elsewhere the functions raise ``RuntimeError`` and callers use the column functions and
-``numpy.matmul``.
+Available where the library's BLAS is (:func:`conv_kernels_available`); elsewhere the
+functions raise ``RuntimeError`` and callers use the column functions and a product.
 """
-
-import threading
 
 import numpy as np
 
-from . import _blas, _examples, columns
-from ._blas import NO_TRANS, TRANS, gemm
-from ._jit import threaded_kernel
-from ._registry import example, examples
-from ._validation import (
+from ..registry import example, examples
+from ..runtime import blas
+from ..runtime.blas import NO_TRANS, TRANS, gemm
+from ..runtime.jit import threaded_kernel
+from ..runtime.partition import get_num_threads, run_in_chunks
+from ..validation import (
     as_float_array,
     check_int,
     check_ndim,
@@ -32,23 +29,28 @@ from ._validation import (
     compute_dtype,
     empty_result,
 )
-from .columns import _fold_plane, _unfold_plane, conv_output_shape, im2col_per_sample
-from .sample_parts import run_parts
-from .threads import get_num_threads, single_threaded_blas
+from . import _examples, columns
+from .columns import Geometry, _fold_plane, _unfold_plane, im2col_per_sample
 
-__all__ = ["conv_kernels_available", "conv_forward", "conv_backward"]
+__all__ = [
+    "conv_kernels_available",
+    "conv_forward",
+    "conv_backward",
+    "fused_forward",
+    "fused_backward",
+]
 
 
 def conv_kernels_available():
-    """Whether :func:`conv_forward` and :func:`conv_backward` can run in this process
-    (NumPy's BLAS is the OpenBLAS of its PyPI wheels); the first call loads that OpenBLAS
-    into LLVM's symbol table (``nnkernels.show_config()`` says why not, where not)."""
-    return _blas.AVAILABLE
+    """Whether :func:`conv_forward` and :func:`conv_backward` can run in this process (the
+    library's BLAS loaded); the first call loads it (``nnkernels.show_config()`` says why
+    not, where not)."""
+    return blas.available()
 
 
 # ------------------------------------------------------------------ kernels
-# Both kernels compile in the column code of columns.py and the BLAS binding of _blas.py.
-@threaded_kernel(also_reads=(columns, _blas))
+# Both kernels compile in the column code of columns.py and the BLAS binding of blas.py.
+@threaded_kernel(also_reads=(columns, blas))
 def _conv_forward_kernel(
     x, weights, bias, filter_h, filter_w, stride, pad, out_h, out_w, lo, hi, part, keep, cols, out
 ):
@@ -102,7 +104,7 @@ def _conv_forward_kernel(
                 result[f, p] += b
 
 
-@threaded_kernel(also_reads=(columns, _blas))
+@threaded_kernel(also_reads=(columns, blas))
 def _conv_backward_kernel(
     x,
     weights,
@@ -189,13 +191,64 @@ def _conv_backward_kernel(
             )
 
 
-# ------------------------------------------------------------------ wrappers
+# ------------------------------------------------------------------ without checks
+def fused_forward(x, weights, bias, g, n_parts, out, cols=None):
+    """Fill ``out`` ``(N, FN, P)`` with the convolution of valid arguments: ``x``
+    ``(N, C, H, W)`` and ``weights`` ``(FN, C*FH*FW)`` C-contiguous of one float dtype,
+    ``bias`` ``(FN,)`` of it (not sharing memory with ``out`` or ``cols``), ``g`` a
+    :class:`~nnkernels.kernels.columns.Geometry`. ``cols`` ``(N, K, P)``, if given, receives
+    every sample's columns; else ``n_parts`` scratch matrices are used."""
+    blas.require()
+    n_img, k, n_out = x.shape[0], weights.shape[1], g.out_h * g.out_w
+    keep = cols is not None
+    if not keep:
+        cols = empty_result((n_parts, k, n_out), x.dtype)
+    if out.size and k == 0:  # no input channels: the sums are empty
+        out[...] = bias[:, None]
+    elif out.size:
+        geometry = (g.filter_h, g.filter_w, g.stride, g.pad, g.out_h, g.out_w)
+
+        def forward_chunk(part, lo, hi):
+            _conv_forward_kernel(x, weights, bias, *geometry, lo, hi, part, keep, cols, out)
+
+        run_in_chunks(n_img, n_parts, forward_chunk)
+    elif keep and cols.size:  # no filters, but the columns were asked for
+        im2col_per_sample(x, g.filter_h, g.filter_w, g.stride, g.pad, out=cols)
+
+
+def fused_backward(dout, x, weights, g, n_parts, dx, dW_per_sample, cols=None):
+    """Fill ``dx`` ``(N, C, H, W)`` and ``dW_per_sample`` ``(N, K, FN)`` from valid
+    arguments: ``dout`` ``(N, FN, P)``, ``x`` and ``weights`` as in :func:`fused_forward`,
+    all C-contiguous of one float dtype. ``cols``: the columns forward kept (writeable), or
+    None to rebuild them ``n_parts`` samples at a time."""
+    blas.require()
+    n_img, k, n_out = x.shape[0], weights.shape[1], g.out_h * g.out_w
+    kept = cols is not None
+    if not kept:
+        cols = empty_result((n_parts, k, n_out), x.dtype)
+    if dx.size and dout.size:
+        dcols = empty_result((n_parts, k, n_out), x.dtype)
+        geometry = (g.filter_h, g.filter_w, g.stride, g.pad, g.out_h, g.out_w)
+
+        def backward_chunk(part, lo, hi):
+            _conv_backward_kernel(
+                x, weights, dout, *geometry, lo, hi, part, kept, cols, dcols, dW_per_sample, dx
+            )
+
+        run_in_chunks(n_img, n_parts, backward_chunk)
+    else:
+        dx[...] = 0
+        dW_per_sample[...] = 0
+
+
+# ------------------------------------------------------------------ public functions
 def _require_kernels():
-    if not _blas.AVAILABLE:
+    if not blas.available():
         raise RuntimeError(
-            "nnkernels.conv_forward/conv_backward need NumPy's OpenBLAS (the PyPI wheels' "
-            "scipy_cblas_?gemm64_ symbols), which this process does not have; use "
-            "im2col_per_sample/col2im_per_sample with numpy.matmul instead"
+            "nnkernels.conv_forward/conv_backward need the library's BLAS (the "
+            f"scipy-openblas32 package), which this process does not have "
+            f"({blas.describe()['why']}); use im2col_per_sample/col2im_per_sample with "
+            "nnkernels.matmul instead"
         )
 
 
@@ -204,36 +257,6 @@ def _parts(n_parts, n_img):
         n_parts = get_num_threads()
     n_parts = check_int(n_parts, "n_parts", minimum=1)
     return max(1, min(n_parts, n_img))
-
-
-#: chunks of samples per part that the parts take in turn, so that a thread which starts late
-#: (a helper waking up) takes fewer samples instead of holding up the call
-CHUNKS_PER_PART = 8
-
-
-def _run_in_chunks(n_img, n_parts, run_chunk):
-    """Call ``run_chunk(part, lo, hi)`` over ``range(n_img)`` in chunks, on ``n_parts``
-    threads (:func:`run_parts`), each thread taking the next chunk when done with one.
-
-    Every sample's results are computed by one call whatever thread takes it, so they do
-    not depend on the scheduling; ``part`` names the thread's scratch.
-    """
-    if n_parts == 1:
-        run_chunk(0, 0, n_img)
-        return
-    size = max(1, n_img // (n_parts * CHUNKS_PER_PART))
-    starts = iter(range(0, n_img, size))
-    lock = threading.Lock()
-
-    def part_work(part, lo, hi, stop):
-        while not stop.is_set():
-            with lock:
-                start = next(starts, None)
-            if start is None:
-                return
-            run_chunk(part, start, min(n_img, start + size))
-
-    run_parts([(0, n_img)] * n_parts, part_work)
 
 
 def _numeric(value, name):
@@ -267,7 +290,7 @@ def _inputs(x, W, third, third_name):
 
 def _conv_examples(make):
     """Examples only where the kernels are available; they have no twins."""
-    return lambda dtype: [call.parallel_only() for call in make(dtype)] if _blas.AVAILABLE else []
+    return lambda dtype: [call.parallel_only() for call in make(dtype)] if blas.available() else []
 
 
 @examples(
@@ -298,8 +321,7 @@ def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
     _require_kernels()
     x, W, b, dtype = _inputs(x, W, b, "b")
     n_filters, channels, fh, fw = W.shape
-    out_h, out_w = conv_output_shape(x.shape, fh, fw, stride, pad)
-    stride, pad = int(stride), int(pad)
+    g = Geometry.of(x.shape, fh, fw, stride, pad)
     weights = W.reshape(n_filters, channels * fh * fw)
     if b.size not in (1, n_filters):
         raise ValueError(
@@ -312,27 +334,13 @@ def conv_forward(x, W, b, stride=1, pad=0, *, out=None, col=None, n_parts=None):
         copy=True,
     )
     n_img = x.shape[0]
-    k, n_out = weights.shape[1], out_h * out_w
+    k, n_out = weights.shape[1], g.out_h * g.out_w
     n_parts = _parts(n_parts, n_img)
     result = checked_out(out, (n_img, n_filters, n_out), dtype, inputs=(x, W, b))
-    if col is None:
-        cols, keep = empty_result((n_parts, k, n_out), dtype), False
-    else:
-        cols = checked_out(col, (n_img, k, n_out), dtype, name="col", inputs=(x, W, b, result))
-        keep = True
-    if result.size and k == 0:  # no input channels: the sums are empty
-        result[...] = bias[:, None]
-    elif result.size:
-        geometry = (fh, fw, stride, pad, out_h, out_w)
-
-        def forward_chunk(part, lo, hi):
-            _conv_forward_kernel(x, weights, bias, *geometry, lo, hi, part, keep, cols, result)
-
-        with single_threaded_blas():
-            _run_in_chunks(n_img, n_parts, forward_chunk)
-    elif keep and cols.size:  # no filters, but the columns were asked for
-        im2col_per_sample(x, fh, fw, stride, pad, out=cols)
-    return result.reshape(n_img, n_filters, out_h, out_w)
+    if col is not None:
+        col = checked_out(col, (n_img, k, n_out), dtype, name="col", inputs=(x, W, b, result))
+    fused_forward(x, weights, bias, g, n_parts, result, col)
+    return result.reshape(n_img, n_filters, g.out_h, g.out_w)
 
 
 @examples(
@@ -356,22 +364,20 @@ def conv_backward(
     ``dout`` ``(N, FN, out_h, out_w)`` or ``(N, FN, out_h*out_w)``; ``x`` and ``W`` as in
     forward; the gradients have NumPy's promoted float dtype of the three. ``col``: the
     columns forward kept (the same writeable array; else they are rebuilt, ``n_parts``
-    samples at a time). ``dx``
-    ``(N, C, H, W)`` and ``dW_per_sample`` ``(N, C*FH*FW, FN)``, if given (writeable,
-    C-contiguous, of that dtype), are filled instead of fresh arrays. ``dW`` is the sum
-    over samples of the per-sample products, ``db`` of ``dout`` summed per sample, as NumPy
-    sums them.
+    samples at a time). ``dx`` ``(N, C, H, W)`` and ``dW_per_sample`` ``(N, C*FH*FW, FN)``,
+    if given (writeable, C-contiguous, of that dtype), are filled instead of fresh arrays.
+    ``dW`` is the sum over samples of the per-sample products, ``db`` of ``dout`` summed per
+    sample, as NumPy sums them.
     """
     _require_kernels()
     x, W, dout, dtype = _inputs(x, W, dout, "dout")
     n_filters, channels, fh, fw = W.shape
-    out_h, out_w = conv_output_shape(x.shape, fh, fw, stride, pad)
-    stride, pad = int(stride), int(pad)
+    g = Geometry.of(x.shape, fh, fw, stride, pad)
     n_img = x.shape[0]
-    k, n_out = channels * fh * fw, out_h * out_w
-    if dout.shape not in ((n_img, n_filters, out_h, out_w), (n_img, n_filters, n_out)):
+    k, n_out = channels * fh * fw, g.out_h * g.out_w
+    if dout.shape not in ((n_img, n_filters, g.out_h, g.out_w), (n_img, n_filters, n_out)):
         raise ValueError(
-            f"dout must have shape {(n_img, n_filters, out_h, out_w)} (or "
+            f"dout must have shape {(n_img, n_filters, g.out_h, g.out_w)} (or "
             f"{(n_img, n_filters, n_out)}), got {dout.shape}"
         )
     d = as_float_array(dout, "dout", dtype=dtype).reshape(n_img, n_filters, n_out)
@@ -381,26 +387,10 @@ def conv_backward(
     grad_w = checked_out(
         dW_per_sample, (n_img, k, n_filters), dtype, name="dW_per_sample", inputs=(x, W, d, grad_x)
     )
-    if col is None:
-        cols, kept = empty_result((n_parts, k, n_out), dtype), False
-    else:
+    if col is not None:
         # writeable, as forward needed it: the kernel's one column type serves both cases
-        cols = checked_out(col, (n_img, k, n_out), dtype, name="col", inputs=(grad_x, grad_w))
-        kept = True
-    if grad_x.size and d.size:
-        dcols = empty_result((n_parts, k, n_out), dtype)
-        geometry = (fh, fw, stride, pad, out_h, out_w)
-
-        def backward_chunk(part, lo, hi):
-            _conv_backward_kernel(
-                x, weights, d, *geometry, lo, hi, part, kept, cols, dcols, grad_w, grad_x
-            )
-
-        with single_threaded_blas():
-            _run_in_chunks(n_img, n_parts, backward_chunk)
-    else:
-        grad_x[...] = 0
-        grad_w[...] = 0
+        col = checked_out(col, (n_img, k, n_out), dtype, name="col", inputs=(grad_x, grad_w))
+    fused_backward(d, x, weights, g, n_parts, grad_x, grad_w, col)
     dW = grad_w.sum(axis=0).T.reshape(n_filters, channels, fh, fw)
     db = d.sum(axis=2).sum(axis=0)
     return grad_x, dW, db
