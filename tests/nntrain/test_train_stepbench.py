@@ -8,19 +8,23 @@ import sys
 from nnbench import steps
 
 
-def test_stepbench_smoke(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(steps, "_torch_available", lambda: False)
+def test_stepbench_smoke(tmp_path, capsys):
+    """Every contender in a fresh process of its own, two rounds."""
     out = tmp_path / "steps.json"
-    assert steps.main(["--models", "simple", "--steps", "1", "--json", str(out)]) == 0
+    argv = ["--models", "simple", "--quick", "--rounds", "2", "--no-torch", "--json", str(out)]
+    assert steps.main(argv) == 0
     printed = capsys.readouterr().out
     assert "SimpleConvNet" in printed and "speedup over the reference" in printed
-    medians = json.loads(out.read_text())["simple"]
-    assert set(medians) == {"reference float64", "nnlayers float64", "nnlayers float32"}
-    assert all(v > 0 for v in medians.values())
+    result = json.loads(out.read_text())["simple"]
+    names = {"reference float64", "nnlayers float64", "nnlayers float32"}
+    assert set(result["median_s"]) == names
+    assert all(v > 0 for v in result["median_s"].values())
+    assert len(result["rounds"]) == 2 and all(set(r) == names for r in result["rounds"])
+    assert result["speedup_float64"] > 0
 
 
 def test_contenders_train_on_the_same_batches(monkeypatch):
-    """Each round draws one batch for all contenders (and seeds dropout alike)."""
+    """Every contender's process draws the same batches (and seeds dropout alike)."""
     seen = {}
     real = steps.build_network
 
@@ -36,7 +40,12 @@ def test_contenders_train_on_the_same_batches(monkeypatch):
         return net
 
     monkeypatch.setattr(steps, "build_network", spy)
-    steps.numpy_step_times("simple", steps=2, warmup=1)
+    for layers, dtype in (
+        ("reference", "float64"),
+        ("nnlayers", "float64"),
+        ("nnlayers", "float32"),
+    ):
+        steps.step_time("simple", layers, dtype, steps=2, warmup=1)
     batches = list(seen.values())
     assert len(batches) == 3 and all(len(b) == 3 for b in batches)
     assert batches[0] == batches[1] == batches[2]
