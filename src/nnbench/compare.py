@@ -9,7 +9,13 @@ calls (which include any JIT compile) are not timed. Then, unless ``--no-extras`
   and calls every kernel and layer once per dtype (first call = compile + run);
 * warm start: a second interpreter with that now-warm cache times the import and the
   first Convolution forward+backward;
-* threads: conv C with 1 and with 2 threads (Numba and BLAS, via ``set_num_threads``).
+* threads: conv C with 1 and with 2 threads (``nnkernels.set_num_threads``).
+
+The reference computes on NumPy's BLAS, whose idle threads spin about 0.1 s after each
+product and would take the cores from the contender timed next; the command therefore
+runs with ``OPENBLAS_THREAD_TIMEOUT=4`` (re-starting itself with it unless the variable is
+set), so they sleep right away. nnlayers never uses NumPy's BLAS. ``--threads`` limits
+the reference's BLAS threads too (with ``threadpoolctl``, the ``bench`` extra).
 
 With ``--torch-separate`` PyTorch runs in a second interpreter, interleaved with the
 reference there just as nnlayers is in the first (the reference's calls leave the caches
@@ -449,14 +455,30 @@ def _meta(threads, torch_version):
     }
 
 
+#: what the command sets for NumPy's OpenBLAS, the reference's (see the module docstring)
+QUIET_BLAS = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def _limit_reference_blas(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(threads, user_api="blas")
+
+
 def main(argv=None):
     args = _parse_args(argv)
     if args.list:
         for case in args.case_list:
             print(f"{case.name:8s} {case.label}")
         return 0
+    if argv is None and not args.torch_worker and not set(QUIET_BLAS) & set(os.environ):
+        command = [sys.executable, "-m", "nnbench.compare", *sys.argv[1:]]
+        os.execve(sys.executable, command, {**os.environ, **QUIET_BLAS})
     if args.threads is not None:
         nnkernels.set_num_threads(args.threads)
+        _limit_reference_blas(args.threads)
     threads = nnkernels.get_num_threads()
 
     if args.torch_worker:
