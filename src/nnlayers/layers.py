@@ -10,6 +10,8 @@ never writes again; scratch reused between calls is internal and taken per call,
 concurrent ``forward`` calls on one layer do not share it.
 """
 
+import copy
+
 import numpy as np
 
 import nnkernels
@@ -341,6 +343,12 @@ class Convolution:
         self.dW = None
         self.db = None
         self._col = None
+
+    def __copy__(self):
+        # the engine holds the last forward's state: a copy gets an engine of its own
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__, _engine=copy.copy(self._engine))
+        return copied
 
     stride = property(
         lambda self: self._engine.stride, lambda self, value: setattr(self._engine, "stride", value)

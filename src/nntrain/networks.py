@@ -17,6 +17,8 @@ flattens to it) for the multi-layer nets; labels are integer class ids ``(N,)`` 
 one-hot ``(N, classes)``.
 """
 
+import importlib
+import types
 from collections import OrderedDict
 
 import numpy as np
@@ -113,6 +115,19 @@ class _Network:
         self._normal = _as_rng(rng)
         self.params = {}
         self.last_loss = None
+
+    def __getstate__(self):
+        # the layer module by name (modules do not pickle); the initialiser is spent
+        state = dict(self.__dict__)
+        state.pop("_normal", None)
+        if isinstance(self._layers, types.ModuleType):
+            state["_layers"] = self._layers.__name__
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("_layers"), str):
+            state = dict(state, _layers=importlib.import_module(state["_layers"]))
+        self.__dict__.update(state)
 
     def _randn(self, scale, shape):
         return (scale * self._normal(shape)).astype(self.dtype, copy=False)

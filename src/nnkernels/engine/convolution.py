@@ -387,6 +387,12 @@ class ConvolutionEngine:
             state["_saved"] = dataclasses.replace(self._saved, col=None)
         return state
 
+    def __copy__(self):
+        # a copy takes its own scratch; the last forward's record is shared, never written
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__, _scratch=None)
+        return copied
+
     # -------------------------------------------------------------- passes
     def forward(self, x, W, b):
         """The convolution of ``x`` ``(N, C, H, W)`` by ``W`` ``(FN, C, FH, FW)`` plus ``b``.
