@@ -35,7 +35,7 @@ from .kernels.products import matmul
 from .report import runtime_info, show_config
 from .runtime.launch import threading_layer
 from .runtime.partition import get_num_threads, set_num_threads
-from .validation import compute_dtype
+from .validation import compute_dtype, real_array
 
 __all__ = [
     "conv_output_shape",
@@ -59,6 +59,7 @@ __all__ = [
     "batchnorm_backward",
     "batchnorm_backward_from_input",
     "compute_dtype",
+    "real_array",
     "set_num_threads",
     "get_num_threads",
     "threading_layer",

@@ -11,6 +11,7 @@ import operator
 import numpy as np
 
 __all__ = [
+    "real_array",
     "as_float_array",
     "compute_dtype",
     "check_int",
@@ -22,6 +23,31 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: the largest integer argument (a size, stride, pad or count) any function accepts: sizes
+#: beyond it cannot describe an array that fits in memory, and kernels index in 64 bits
+MAX_INT = 2**31 - 1
+
+
+def real_array(x, name):
+    """``x`` as a plain ``numpy.ndarray`` of a real numeric dtype (no copy when it is one).
+
+    Subclasses (``numpy.matrix``, ``memmap``) become plain arrays; masked arrays are refused,
+    since computing on their data would silently drop the mask. Raises ``TypeError`` naming
+    ``name`` for anything that is not real numeric.
+    """
+    if type(x) is not np.ndarray:
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(
+                f"{name} must be a plain array, got a masked array; fill the masked values "
+                f"first ({name}.filled(...))"
+            )
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a real numeric array, got {_describe(x)}") from exc
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+    return x
 
 
 def _describe(value):
@@ -78,7 +104,7 @@ def as_float_array(x, name, dtype=None, ndim=None):
     integer input becomes float64, float16 becomes float32. ``ndim`` (an int or a tuple of
     allowed ints) is checked and named in the error.
     """
-    if isinstance(x, np.ndarray):
+    if type(x) is np.ndarray:
         arr = x
         if (
             arr.flags.c_contiguous
@@ -89,10 +115,7 @@ def as_float_array(x, name, dtype=None, ndim=None):
         ):
             return arr
     else:
-        try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be a real numeric array, got {_describe(x)}") from exc
+        arr = real_array(x, name)
     kind = arr.dtype.kind
     if kind not in "biuf":
         raise TypeError(
@@ -124,8 +147,9 @@ def check_shape(arr, name, shape):
         raise ValueError(f"{name} must have shape {want}, got {tuple(arr.shape)}")
 
 
-def check_int(value, name, minimum=None):
-    """Return ``value`` as a Python int; integral floats are rejected as non-integers."""
+def check_int(value, name, minimum=None, maximum=MAX_INT):
+    """Return ``value`` as a Python int between ``minimum`` (if given) and ``maximum``;
+    integral floats are rejected as non-integers."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         try:
             if isinstance(value, (bool, np.bool_)):
@@ -137,6 +161,8 @@ def check_int(value, name, minimum=None):
         value_int = int(value)
     if minimum is not None and value_int < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value_int}")
+    if value_int > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value_int}")
     return value_int
 
 

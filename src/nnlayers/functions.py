@@ -52,7 +52,9 @@ def relu_grad(x):
 
 
 def softmax(x):
-    """Softmax over the last axis, shifted by the maximum for stability; shape of ``x``."""
+    """Softmax over the last axis, shifted by the maximum for stability; shape of ``x``
+    (an array subclass such as ``numpy.matrix`` is computed on as a plain array)."""
+    x = np.asarray(x)
     shifted = x - np.max(x, axis=-1, keepdims=True)
     e = np.exp(shifted)
     return e / np.sum(e, axis=-1, keepdims=True)

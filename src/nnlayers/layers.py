@@ -40,15 +40,8 @@ __all__ = [
 
 
 def _as_input(x, name="x"):
-    """``x`` as an ndarray of a real numeric dtype (no copy when it already is one)."""
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be a real numeric array, got {type(x).__name__}") from exc
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
-    return x
+    """``x`` as a plain ndarray of a real numeric dtype (no copy when it already is one)."""
+    return nnkernels.real_array(x, name)
 
 
 def _require_forward(layer, attr):

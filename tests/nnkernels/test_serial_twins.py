@@ -76,6 +76,7 @@ def test_every_public_kernel_function_is_registered():
             "conv_output_shape",
             "Geometry",
             "compute_dtype",
+            "real_array",
             "CONV_ROUTES",
             "ConvolutionEngine",  # runs the kernels of registered functions only
             "kernel_groups",

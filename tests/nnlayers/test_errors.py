@@ -650,3 +650,95 @@ def test_conv_complex_weights_error_names_W(forbid_kernels):
 def test_nnlayers_im2col_error_names_input_data():
     with pytest.raises(TypeError, match=r"input_data"):
         nnlayers.im2col(COMPLEX, 2, 2)
+
+
+# ------------------------------------------------------------------ integers out of range
+HUGE = [2**31, 2**63, 2**64, np.uint64(2**64 - 1), -(2**63)]
+IMAGE = np.ones((1, 2, 6, 6))
+INTEGER_ARGUMENTS = [  # (argument, call with the value)
+    ("stride", lambda v: nnlayers.Convolution(W4[:, :2], B4, stride=v).forward(IMAGE)),
+    ("pad", lambda v: nnlayers.Convolution(W4[:, :2], B4, pad=v).forward(IMAGE)),
+    ("pool_h", lambda v: nnlayers.Pooling(v, 2, 2).forward(IMAGE)),
+    ("pool_w", lambda v: nnlayers.Pooling(2, v, 2).forward(IMAGE)),
+    ("stride", lambda v: nnlayers.Pooling(2, 2, v).forward(IMAGE)),
+    ("pad", lambda v: nnlayers.Pooling(3, 3, 1, v).forward(IMAGE)),
+    ("filter_h", lambda v: nnlayers.im2col(IMAGE, v, 2)),
+    ("filter_w", lambda v: nnlayers.im2col(IMAGE, 2, v)),
+    ("stride", lambda v: nnlayers.im2col(IMAGE, 2, 2, v)),
+    ("pad", lambda v: nnlayers.im2col(IMAGE, 2, 2, 1, v)),
+    ("stride", lambda v: nnlayers.col2im(np.ones((25, 8)), (1, 2, 6, 6), 2, 2, v)),
+    ("input_shape", lambda v: nnlayers.col2im(np.ones((25, 8)), (1, 2, v, 6), 2, 2)),
+    ("stride", lambda v: nnlayers.conv_output_size(6, 2, v)),
+    ("threads", lambda v: nnkernels.matmul(np.ones((2, 2)), np.ones((2, 2)), threads=v)),
+    ("n_parts", lambda v: nnkernels.conv_forward(IMAGE, W4[:, :2], B4, n_parts=v)),
+]
+
+
+@pytest.mark.parametrize("value", HUGE, ids=str)
+@pytest.mark.parametrize(
+    "name, call",
+    INTEGER_ARGUMENTS,
+    ids=[f"{i}-{name}" for i, (name, _) in enumerate(INTEGER_ARGUMENTS)],
+)
+def test_integers_out_of_range_are_refused_by_name(name, call, value, forbid_kernels):
+    """2**63 gave a bare OverflowError and 2**64 a Numba TypingError, depending on which
+    kernels were compiled; every integer argument is range-checked first."""
+    if name == "n_parts" and not nnkernels.conv_kernels_available():
+        pytest.skip("no fused kernels here")
+    forbid_kernels()
+    with pytest.raises(ValueError, match=rf"{name}.* must be (at most|>=)"):
+        call(value)
+
+
+# ------------------------------------------------------------------ array subclasses
+MATRIX_CALLS = [
+    ("Relu", lambda x: nnlayers.Relu().forward(x)),
+    ("Sigmoid", lambda x: nnlayers.Sigmoid().forward(x)),
+    ("Affine", lambda x: nnlayers.Affine(np.ones((3, 2)), 0.5).forward(x)),
+    ("Dropout test mode", lambda x: nnlayers.Dropout().forward(x, False)),
+    (
+        "BatchNormalization",
+        lambda x: nnlayers.BatchNormalization(np.ones(3), np.zeros(3)).forward(x),
+    ),
+    ("SoftmaxWithLoss", lambda x: nnlayers.SoftmaxWithLoss().forward(x, [0, 2])),
+    ("softmax", nnlayers.softmax),
+]
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("name, call", MATRIX_CALLS, ids=[name for name, _ in MATRIX_CALLS])
+def test_numpy_matrix_input_gives_the_plain_arrays_result(name, call):
+    """np.matrix into Relu gave a Numba TypingError; a subclass is viewed as a plain array."""
+    matrix = np.matrix([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]])
+    got, want = call(matrix), call(np.asarray(matrix))
+    assert type(got) is type(want)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_memmap_input_is_read_as_a_plain_array(tmp_path):
+    data = np.memmap(tmp_path / "x.bin", dtype=np.float64, mode="w+", shape=X4.shape)
+    data[:] = np.arange(X4.size).reshape(X4.shape) - 30
+    layer, plain = conv(), conv()
+    out = layer.forward(data)
+    assert type(out) is np.ndarray
+    np.testing.assert_array_equal(out, plain.forward(np.array(data)))
+
+
+MASKED = np.ma.masked_array(np.ones((2, 3, 6, 5)), mask=np.zeros((2, 3, 6, 5), bool))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: nnlayers.Relu().forward(MASKED),
+        lambda: conv().forward(MASKED),
+        lambda: nnlayers.Pooling(2, 2, 2).forward(MASKED),
+        lambda: nnlayers.Affine(np.ones((90, 2)), 0).forward(MASKED),
+        lambda: nnlayers.im2col(MASKED, 2, 2),
+        lambda: nnkernels.matmul(MASKED[0, 0], np.ones((5, 2))),
+    ],
+)
+def test_masked_arrays_are_refused_clearly(call, forbid_kernels):
+    forbid_kernels()
+    with pytest.raises(TypeError, match=r"must be a plain array, got a masked array"):
+        call()

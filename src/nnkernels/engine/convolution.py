@@ -45,7 +45,7 @@ from ..runtime.partition import (
     kept_chunk,
     unkept_chunk,
 )
-from ..validation import as_float_array, check_int, compute_dtype, empty_result
+from ..validation import as_float_array, check_int, compute_dtype, empty_result, real_array
 
 __all__ = ["ConvolutionEngine", "ScratchPool", "choose_route", "CONV_ROUTES"]
 
@@ -288,20 +288,6 @@ def choose_route(requested, n_samples, macs):
     return route, threads
 
 
-def _real_array(value, name):
-    """``value`` as an ndarray of a real numeric dtype (no copy when it is one)."""
-    if not isinstance(value, np.ndarray):
-        try:
-            value = np.asarray(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{name} must be a real numeric array, got {type(value).__name__}"
-            ) from exc
-    if value.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {value.dtype}")
-    return value
-
-
 class ConvolutionEngine:
     """A convolution's forward and backward passes, with what the backward needs kept.
 
@@ -402,8 +388,8 @@ class ConvolutionEngine:
         (float32 or float64), ``out_h = (H + 2*pad - FH)//stride + 1``. Inputs are not
         modified.
         """
-        x = _real_array(x, "x")
-        W = _real_array(W, "W")
+        x = real_array(x, "x")
+        W = real_array(W, "W")
         if x.ndim != 4:
             raise ValueError(f"x must be 4-D (N, C, H, W), got shape {x.shape}")
         if W.ndim != 4:
@@ -432,7 +418,7 @@ class ConvolutionEngine:
 
     @staticmethod
     def _bias(b, n_filters, dtype):
-        b = _real_array(b, "b")
+        b = real_array(b, "b")
         if b.size == n_filters:
             return np.ascontiguousarray(b.reshape(-1), dtype=dtype)
         if b.size == 1:
@@ -452,7 +438,7 @@ class ConvolutionEngine:
         if self._saved is None:
             raise ValueError("backward() called before forward()")
         saved = self._saved
-        W = _real_array(W, "W")
+        W = real_array(W, "W")
         if W.shape != saved.filter_shape:
             raise ValueError(
                 f"W has shape {W.shape} but had {saved.filter_shape} at forward; the "
@@ -460,7 +446,7 @@ class ConvolutionEngine:
             )
         g = saved.geometry
         n, n_filters = saved.x.shape[0], saved.filter_shape[0]
-        dout = _real_array(dout, "dout")
+        dout = real_array(dout, "dout")
         want = (n, n_filters, g.out_h, g.out_w)
         if dout.shape != want:
             raise ValueError(

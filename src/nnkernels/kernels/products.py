@@ -20,7 +20,14 @@ from ..runtime.blas import MAX_DIMENSION, NO_TRANS, TRANS, gemm
 from ..runtime.helpers import run_parts
 from ..runtime.jit import threaded_kernel
 from ..runtime.partition import get_num_threads
-from ..validation import as_float_array, check_int, check_ndim, checked_out, compute_dtype
+from ..validation import (
+    as_float_array,
+    check_int,
+    check_ndim,
+    checked_out,
+    compute_dtype,
+    real_array,
+)
 from . import _examples
 
 __all__ = ["matmul", "product", "Operand", "operand", "multiply", "pieces"]
@@ -232,7 +239,8 @@ def product(a, b, out, threads=1):
 
 
 def _as_matrices(x, name, dtype):
-    if not isinstance(x, np.ndarray) or x.dtype != dtype:
+    x = real_array(x, name)
+    if x.dtype != dtype:
         x = as_float_array(x, name, dtype=dtype)
     check_ndim(x, name, (2, 3))
     return x
