@@ -12,9 +12,9 @@ process only; a parallel compile of a kernel takes 1-2 s, so this divides the wa
 about the number of cores.
 """
 
-import concurrent.futures
 import multiprocessing
 import os
+import signal
 import time
 
 import numpy as np
@@ -56,6 +56,57 @@ def kernel_groups():
     return registry.groups()
 
 
+def _ignore_interrupts():
+    # in a worker: Ctrl-C reaches the whole process group; the parent alone handles it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_pool(processes):
+    """A pool of ``processes`` spawned workers (never forked: this process may run threads)
+    that ignore Ctrl-C from their start, so that none prints a traceback when interrupted
+    while still importing: they are spawned while this process ignores SIGINT, which a
+    spawned process inherits. SIGINT is blocked meanwhile too, so that a Ctrl-C pressed
+    then stays pending (Linux never discards a blocked signal) and reaches this process
+    once the pool has started."""
+    context = multiprocessing.get_context("spawn")
+    block = hasattr(signal, "pthread_sigmask")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ()) if block else None
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        if block:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return context.Pool(processes, initializer=_ignore_interrupts)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _in_workers(processes, groups, dtypes):
+    """``_compile_group`` of every group in ``processes`` spawned workers; their timings.
+
+    On any exception in this process (Ctrl-C included) the workers are killed before it
+    propagates, and further Ctrl-C is ignored meanwhile, so that neither a first nor a
+    second interrupt can leave this process waiting on workers that wait on it.
+    """
+    pool = _start_pool(min(processes, len(groups)) or 1)
+    try:
+        pending = [pool.apply_async(_compile_group, (group, dtypes)) for group in groups]
+        timings = [result.get() for result in pending]
+        pool.close()
+        pool.join()
+        return timings
+    except BaseException:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool.terminate()
+            pool.join()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        raise
+
+
 def _default_processes():
     try:
         cores = len(os.sched_getaffinity(0))
@@ -91,12 +142,9 @@ def precompile(dtypes=("float32", "float64"), processes=None, load=True, groups=
     # the slowest groups first, so that the worker pool does not end on one of them
     groups = sorted(chosen, key=lambda group: group not in _SLOWEST)
     if processes > 1:
-        context = multiprocessing.get_context("spawn")  # never fork a process using threads
-        with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-            futures = [pool.submit(_compile_group, group, dtypes) for group in groups]
-            for future in futures:
-                for dtype, seconds in future.result().items():
-                    spent[dtype] += seconds
+        for timings in _in_workers(processes, groups, dtypes):
+            for dtype, seconds in timings.items():
+                spent[dtype] += seconds
     if processes == 1 or load:
         for group in groups:  # from the now warm cache when workers compiled
             for dtype, seconds in _compile_group(group, dtypes).items():

@@ -5,6 +5,7 @@ Prints the wall time (compile on a cold cache, load on a warm one), split per dt
 """
 
 import argparse
+import sys
 import time
 
 from ._precompile import _default_processes, precompile
@@ -30,10 +31,20 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    for name, seconds in precompile(args.dtypes, processes=args.processes, load=False).items():
+    try:
+        timings = precompile(args.dtypes, processes=args.processes, load=False)
+    except KeyboardInterrupt:
+        print(
+            "nnkernels: precompile interrupted; the kernels compiled so far are cached, "
+            "run it again to compile the rest",
+            file=sys.stderr,
+        )
+        return 130
+    for name, seconds in timings.items():
         print(f"nnkernels: {name} kernels ready ({seconds:.2f} s of the wall time)")
     print(f"nnkernels: every kernel ready in {time.perf_counter() - start:.2f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

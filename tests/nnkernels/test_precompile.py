@@ -1,8 +1,14 @@
 """``nnkernels.precompile`` and ``python -m nnkernels.precompile`` warm the JIT cache."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
-from _subprocess_helpers import assert_ok, output_line, run_python
+from _subprocess_helpers import assert_ok, child_env, output_line, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +40,13 @@ def test_precompile_leaves_nothing_to_compile(tmp_path, warm_up):
     result = run_python(COUNT_MISSES, env=env, timeout=600)
     assert_ok(result)
     assert output_line(result, "MISSES") == "0", result.stdout
-    # every kernel of the table for 2 dtypes (18 multi-threaded ones, 20 where the fused
-    # convolution kernels are available), with the twins in use at the default settings,
+    # every kernel of the table for 2 dtypes (18 multi-threaded ones, 21 where the library's
+    # BLAS is: the fused convolution and products kernels), with the twins in use at the
+    # default settings,
     # all loaded from the cache
     import nnkernels
 
-    parallel = 2 * (20 if nnkernels.conv_kernels_available() else 18)
+    parallel = 2 * (21 if nnkernels.conv_kernels_available() else 18)
     assert int(output_line(result, "PARALLEL")) == parallel
     assert int(output_line(result, "HITS")) == int(output_line(result, "COMPILED")) > parallel
 
@@ -58,3 +65,57 @@ def test_unknown_kernel_groups_are_named():
     with pytest.raises(ValueError, match=r"unknown kernel group\(s\) \['relus'\]"):
         precompile(["float32"], processes=1, groups=["relu", "relus"])
     assert set(precompile(["float32"], processes=1, groups=["relu"])) == {"float32"}
+
+
+def _group_gone(pgid, within):
+    """Whether no process of the group ``pgid`` is left within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups: POSIX")
+@pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
+@pytest.mark.parametrize("after", [0.5, 2.5, 6.0], ids=["starting", "spawning", "compiling"])
+def test_ctrl_c_ends_the_command_and_every_worker(tmp_path, after, presses):
+    """Ctrl-C (SIGINT to the terminal's process group) once, or twice 0.5 s apart, at
+    several moments of a cold compile: the command exits 130 and every process of its group
+    is gone within seconds. Twice used to leave it and its workers waiting on each other."""
+    env = child_env({"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_DISABLE_JIT": None})
+    command = [sys.executable, "-m", "nnkernels.precompile", "--processes", "2"]
+    proc = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        time.sleep(after)
+        for press in range(presses):
+            if press:
+                time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert _group_gone(proc.pid, within=10), "a worker outlived the command"
+    assert proc.returncode in (130, -signal.SIGINT), stderr.decode()[-2000:]
+    if proc.returncode == 130:
+        assert b"interrupted" in stderr and b"Traceback" not in stderr, stderr.decode()
+
+
+def test_a_run_after_an_interrupted_one_completes(tmp_path):
+    env = child_env({"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_DISABLE_JIT": None})
+    command = [sys.executable, "-m", "nnkernels.precompile", "--processes", "2"]
+    proc = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    time.sleep(8)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert _group_gone(proc.pid, within=10)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "every kernel ready" in done.stdout
