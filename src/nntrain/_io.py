@@ -1,18 +1,18 @@
 """Reading and writing weights and checkpoints: restricted pickle, ``.npz``, atomic saves.
 
-Every file the package reads back goes through :func:`load_file`, which by default
-unpickles only the book's format and our checkpoints (dicts, lists, tuples, strings,
-numbers, ``None`` and NumPy arrays, dtypes and scalars of bool, integer, floating or
-complex kinds) and never calls anything else a pickle names. ``trusted=True`` is plain
-:func:`pickle.load`. A path ending in ``.npz`` is read and written with
-:func:`numpy.load` / :func:`numpy.savez`, without pickle.
+Every file the package reads back goes through :func:`load_file`. By default it reads a
+pickle with the restricted unpickler of :mod:`nntrain._pickle_reader` (dicts, lists,
+tuples, strings, numbers, ``None`` and NumPy arrays and scalars of bool, integer,
+floating and complex dtypes, each array built from the bytes the file gives) and a
+``.npz`` archive with :mod:`nntrain._npz`, both within a memory budget set before
+reading. ``trusted=True`` reads a pickle with plain :func:`pickle.load`.
 """
 
-import json
 import os
 import pickle
 import re
 import socket
+import stat
 import struct
 import tempfile
 import zipfile
@@ -20,292 +20,177 @@ import zlib
 
 import numpy as np
 
-__all__ = ["LoadError", "load_file", "save_file"]
+from ._npz import NOT_READ, read_npz, to_npz
+from ._pickle_reader import read_pickle
+from ._untrusted import BoundedReader, Budget, LoadError, Meter, describe, printable
+
+__all__ = [
+    "NOT_READ",
+    "Budget",
+    "LoadError",
+    "checked_array",
+    "checked_arrays",
+    "default_budget",
+    "load_file",
+    "printable",
+    "save_file",
+    "values_budget",
+]
+
+#: what every budget adds to its arrays, for keys, small values and the readers' own state
+SLACK = 1 << 20
+#: bytes per file byte a load without expectations may take
+FILE_FACTOR = 16
 
 
-class LoadError(ValueError):
-    """A weights or checkpoint file that cannot be loaded; the message names the file."""
+def default_budget(size):
+    """The budget of a load that expects nothing: ``FILE_FACTOR`` times the file's size."""
+    return Budget(FILE_FACTOR * size + SLACK, f"{FILE_FACTOR} x the file's size + 1 MiB")
 
 
-# ---------------------------------------------------------------- restricted unpickling
-_ALLOWED_DTYPE_KINDS = "biufc"
+def values_budget(count, what, extra=0, extra_basis=""):
+    """The budget of a load expecting ``count`` array values (``what`` names them): twice
+    ``count`` float64 values (a pickle's bytes and the arrays built from them), plus
+    ``extra`` bytes and :data:`SLACK`."""
+    basis = f"twice {what} at 8 bytes each{extra_basis} + 1 MiB"
+    return Budget(2 * 8 * count + extra + SLACK, basis)
 
 
-def _checked_dtype(dtype, source):
-    dtype = np.dtype(dtype)
-    if dtype.kind not in _ALLOWED_DTYPE_KINDS or dtype.hasobject or dtype.fields:
-        raise LoadError(
-            f"{source}: refused NumPy dtype {dtype.str!r} "
-            "(only bool, integer, floating and complex arrays are accepted)"
-        )
-    return dtype
+def display_name(path):
+    """``path`` as it appears in messages: decoded, control characters escaped."""
+    return printable(os.fsdecode(path))
 
 
-def _restricted_globals(source):
-    """``{(module, name): callable}`` a restricted pickle may name, each checking its input.
-
-    The NumPy callables are taken from what this NumPy's own arrays and scalars reduce to,
-    and are listed under both the 1.x (``numpy.core``) and 2.x (``numpy._core``) names.
-    """
-    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
-    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
-    scalar = np.float64(0).__reduce__()[0]
-
-    def make_dtype(spec, *args):
-        dtype = np.dtype(spec, *args)
-        _checked_dtype(dtype, source)
-        return dtype
-
-    def make_reconstruct(subtype, shape, dtype_code):
-        if subtype is not np.ndarray:
-            raise LoadError(f"{source}: refused array subclass {subtype!r}")
-        return reconstruct(subtype, shape, dtype_code)
-
-    def make_frombuffer(buffer, dtype, shape, order):
-        return frombuffer(buffer, _checked_dtype(dtype, source), shape, order)
-
-    def make_scalar(dtype, *state):
-        return scalar(_checked_dtype(dtype, source), *state)
-
-    def encode_latin1(text, encoding="latin1"):
-        # protocol 2 writes bytes as _codecs.encode(str, "latin1")
-        if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-            raise LoadError(f"{source}: refused _codecs.encode(..., {encoding!r})")
-        return text.encode("latin1")
-
-    allowed = {
-        ("numpy", "dtype"): make_dtype,
-        ("numpy", "ndarray"): np.ndarray,
-        ("_codecs", "encode"): encode_latin1,
-        ("collections", "OrderedDict"): dict,
-    }
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(core + ".multiarray", "_reconstruct")] = make_reconstruct
-        allowed[(core + ".multiarray", "scalar")] = make_scalar
-        allowed[(core + ".numeric", "_frombuffer")] = make_frombuffer
-    return allowed
+# ---------------------------------------------------------------- opening
+def _open_regular(path, name):
+    """``(binary file, size)`` of the regular file ``path``; :class:`LoadError` for a
+    directory, a device or FIFO, or a path that cannot be opened (a symbolic link loop),
+    ``FileNotFoundError`` for a missing file."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO does not wait for a writer
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise LoadError(f"{name}: a symbolic link to a missing file") from None
+        raise
+    except OSError as exc:
+        raise LoadError(f"{name}: cannot be opened: {exc.strerror or exc}") from None
+    try:
+        mode, size = os.fstat(fd)[stat.ST_MODE], os.fstat(fd).st_size
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise LoadError(f"{name}: is {kind}")
+        return os.fdopen(fd, "rb"), size
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-class _RestrictedUnpickler(pickle._Unpickler):
-    """The pure-Python unpickler, whose opcodes can be overridden: ``BUILD`` is checked
-    (a dtype's state can set its object flag), classes are never instantiated."""
-
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def __init__(self, file, source):
-        super().__init__(file)
-        self._source = source
-        self._allowed = _restricted_globals(source)
-
-    def find_class(self, module, name):
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise LoadError(
-                f"{self._source}: refused to load global {module}.{name}: only dicts, lists, "
-                "tuples, strings, numbers, None and NumPy arrays are loaded by default; pass "
-                "trusted=True (CLI: --trust-pickle) only for a file you trust"
-            ) from None
-
-    def persistent_load(self, pid):
-        raise LoadError(f"{self._source}: refused persistent id {pid!r}")
-
-    def load_build(self):
-        target = self.stack[-2]
-        if not isinstance(target, (np.dtype, np.ndarray)):
-            raise LoadError(
-                f"{self._source}: refused to set the state of a {type(target).__name__}"
-            )
-        super().load_build()
-        _checked_dtype(target if isinstance(target, np.dtype) else target.dtype, self._source)
-
-    def load_reduce(self):
-        if self.stack[-2] is np.ndarray:  # only an argument of _reconstruct
-            raise LoadError(f"{self._source}: refused to call numpy.ndarray")
-        super().load_reduce()
-
-    def refuse_instantiation(self):
-        raise LoadError(
-            f"{self._source}: refused to instantiate a class (pickle opcodes OBJ, INST, NEWOBJ)"
-        )
-
-    dispatch[pickle.BUILD[0]] = load_build
-    dispatch[pickle.REDUCE[0]] = load_reduce
-    for _opcode in (pickle.OBJ, pickle.INST, pickle.NEWOBJ, pickle.NEWOBJ_EX):
-        dispatch[_opcode[0]] = refuse_instantiation
-    del _opcode
-
-
-def _check_plain(obj, source):
-    """Refuse any object in the loaded tree outside the accepted types."""
-    stack, seen = [obj], set()
-    while stack:
-        item = stack.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif type(item) in (list, tuple):
-            stack.extend(item)
-        elif type(item) is np.ndarray or isinstance(item, np.generic):
-            _checked_dtype(item.dtype, source)
-        elif not (item is None or type(item) in (str, int, float, bool, complex)):
-            raise LoadError(f"{source}: refused a {type(item).__name__} object")
-
-
-# Errors a damaged or foreign file raises from inside pickle or NumPy.
-_FORMAT_ERRORS = (
-    pickle.UnpicklingError,
+# Errors a damaged archive raises from inside zipfile and zlib.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
     EOFError,
     ValueError,
-    TypeError,
-    AttributeError,
-    IndexError,
-    KeyError,
-    ImportError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
     OverflowError,
     UnicodeDecodeError,
-    struct.error,
-    zipfile.BadZipFile,
-    MemoryError,
+    KeyError,
+    OSError,
 )
 
 
-def _load_pickle(path, source, trusted):
-    with open(path, "rb") as f:
-        try:
-            if trusted:
-                return pickle.load(f)
-            obj = _RestrictedUnpickler(f, source).load()
-        except LoadError:
-            raise
-        except _FORMAT_ERRORS as exc:
-            raise LoadError(
-                f"{source}: not a pickle file, or a truncated one: {type(exc).__name__}: {exc}"
-            ) from None
-    _check_plain(obj, source)
-    return obj
-
-
-# ---------------------------------------------------------------- .npz
-# Anything but a flat dict of arrays is stored as a JSON skeleton under this key, with
-# each array replaced by {"__array__": name} and tuples by {"__tuple__": [...]}.
-_SKELETON = "__nntrain_skeleton__"
-
-
-def _to_npz(obj):
-    if (
-        isinstance(obj, dict)
-        and obj
-        and all(
-            isinstance(k, str) and k != _SKELETON and type(v) is np.ndarray for k, v in obj.items()
-        )
-    ):
-        return dict(obj)
-    arrays = {}
-
-    def encode(item):
-        if isinstance(item, (np.ndarray, np.generic)):
-            name = f"a{len(arrays)}"
-            arrays[name] = np.asarray(item)
-            return {"__array__": name, "scalar": isinstance(item, np.generic)}
-        if isinstance(item, dict):
-            if not all(isinstance(k, str) for k in item):
-                raise TypeError(".npz files hold dicts with string keys only")
-            return {"__dict__": {k: encode(v) for k, v in item.items()}}
-        if isinstance(item, (list, tuple)):
-            values = [encode(v) for v in item]
-            return {"__tuple__": values} if isinstance(item, tuple) else values
-        if item is None or type(item) in (str, int, float, bool):
-            return item
-        raise TypeError(f".npz files cannot hold a {type(item).__name__}")
-
-    arrays[_SKELETON] = np.array(json.dumps(encode(obj)))
-    return arrays
-
-
-def _from_npz(arrays):
-    if _SKELETON not in arrays:
-        return arrays
-
-    def decode(item):
-        if isinstance(item, list):
-            return [decode(v) for v in item]
-        if not isinstance(item, dict):
-            return item
-        if "__tuple__" in item:
-            return tuple(decode(v) for v in item["__tuple__"])
-        if "__dict__" in item:
-            return {k: decode(v) for k, v in item["__dict__"].items()}
-        array = arrays[item["__array__"]]
-        return array[()] if item.get("scalar") else array
-
-    return decode(json.loads(str(arrays.pop(_SKELETON))))
-
-
-def _load_npz(path, source):
+def _load_npz(reader, size, name, meter, only):
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        obj = _from_npz(arrays)
-    except _FORMAT_ERRORS + (OSError, RecursionError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+        return read_npz(reader, size, name, meter, only)
+    except LoadError:
+        raise
+    except _ZIP_ERRORS as exc:
         raise LoadError(
-            f"{source}: not a complete .npz file of arrays: {type(exc).__name__}: {exc}"
+            f"{name}: not a complete .npz file of arrays: {type(exc).__name__}: "
+            f"{printable(str(exc)[:200])}"
         ) from None
-    _check_plain(obj, source)
-    return obj
+
+
+def _load_trusted_pickle(file, name):
+    try:
+        return pickle.load(file)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as exc:
+        raise LoadError(
+            f"{name}: not a pickle file, or a truncated one: {type(exc).__name__}: "
+            f"{printable(str(exc)[:200])}"
+        ) from None
 
 
 def _is_npz(path):
-    return path.lower().endswith(".npz")
+    return os.fsdecode(path).lower().endswith(".npz")
 
 
 # ---------------------------------------------------------------- public
-def load_file(path, *, trusted=False):
+def load_file(path, *, trusted=False, budget=None, only=None):
     """Read a weights or checkpoint file written by :func:`save_file` or the book.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.npz`` archive (read with ``allow_pickle=False``) or, for any other suffix, a
-        pickle (protocols 2 to 5, written by NumPy 1.x or 2.x).
+        A ``.npz`` archive or, for any other suffix, a pickle (protocols 2 to 5, written
+        by NumPy 1.x or 2.x).
     trusted : bool
-        ``False`` (default): unpickle only dicts, lists, tuples, strings, numbers, ``None``
-        and NumPy arrays, dtypes and scalars; any other global a pickle names raises
-        :class:`LoadError` before it is imported or called. ``True``: plain
-        :func:`pickle.load`, which can run arbitrary code; only for files you trust.
+        ``False`` (default): unpickle only dicts, lists, tuples, strings, numbers,
+        ``None`` and NumPy arrays and scalars of bool, integer, floating and complex
+        dtypes; anything else raises :class:`LoadError` before it is imported or called.
+        ``True``: plain :func:`pickle.load`, which can run arbitrary code and has no
+        memory budget; only for files you trust.
+    budget : Budget, optional
+        The most memory reading may take (default: :func:`default_budget` of the file's
+        size); a file needing more raises :class:`LoadError` before the memory is taken.
+    only : collection of str, optional
+        For a ``.npz`` archive of one array per key: the keys to read; the others come
+        back as :data:`NOT_READ` without being decompressed.
 
     Returns
     -------
     object
-        The stored object; arrays come back as plain ``numpy.ndarray``.
+        The stored object; arrays come back as new ``numpy.ndarray`` owning their data.
 
     Raises
     ------
     LoadError
-        The file is empty, truncated, not of its suffix's format, or holds a refused object.
+        The file is empty, truncated, not of its suffix's format, holds a refused object,
+        needs more memory than ``budget``, or is not a regular file.
     FileNotFoundError
         ``path`` does not exist.
     """
     path = os.fspath(path)
+    name = display_name(path)
     _remove_stale_temp_files(path)
-    with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"
-        if not f.tell():
-            raise LoadError(f"{path}: the file is empty")
-    if _is_npz(path) != is_zip:
-        raise LoadError(
-            f"{path}: the file is {'a' if is_zip else 'not a'} zip archive, but "
-            "a path ending in .npz is read as a NumPy .npz archive (a zip) and "
-            "any other as a pickle"
-        )
-    if is_zip:
-        return _load_npz(path, path)
-    return _load_pickle(path, path, trusted)
+    file, size = _open_regular(path, name)
+    with file:
+        if size == 0:
+            raise LoadError(f"{name}: the file is empty")
+        is_zip = file.read(4) == b"PK\x03\x04"
+        file.seek(0)
+        if _is_npz(path) != is_zip:
+            raise LoadError(
+                f"{name}: the file is {'a' if is_zip else 'not a'} zip archive, but "
+                "a path ending in .npz is read as a NumPy .npz archive (a zip) and "
+                "any other as a pickle"
+            )
+        if trusted and not is_zip:
+            return _load_trusted_pickle(file, name)
+        budget = default_budget(size) if budget is None else budget
+        meter = Meter(budget, name)
+        if size > budget.limit:
+            raise LoadError(
+                f"{name}: the file's {size} bytes are more than loading it may take "
+                f"({budget.limit} bytes: {budget.basis})"
+            )
+        reader = BoundedReader(file, size)
+        if is_zip:
+            return _load_npz(reader, size, name, meter, only)
+        return read_pickle(reader, size, name, meter)
 
 
 def save_file(obj, path):
@@ -329,7 +214,7 @@ def save_file(obj, path):
     try:
         with os.fdopen(fd, "wb") as f:
             if _is_npz(path):
-                np.savez(f, **_to_npz(obj))
+                np.savez(f, **to_npz(obj))
             else:
                 pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
             f.flush()
@@ -398,6 +283,12 @@ def _fsync_directory(directory):
 
 
 # ---------------------------------------------------------------- checking loaded values
+def _keys_text(keys, limit=10):
+    shown = ", ".join(describe(key) for key in keys[:limit])
+    more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
+    return f"[{shown}{more}]"
+
+
 def checked_arrays(
     values, expected, *, source, what="parameter", strict=True, allow_nonfinite=False
 ):
@@ -430,16 +321,15 @@ def checked_arrays(
         Not a dict, missing or (with ``strict``) unknown keys, a non-floating, wrongly
         shaped, non-finite or overflowing value; the message names the key.
     """
+    source = printable(source)
     if not isinstance(values, dict):
-        raise LoadError(
-            f"{source}: expected a dict of {what} arrays, found a {type(values).__name__}"
-        )
+        raise LoadError(f"{source}: expected a dict of {what} arrays, found {describe(values)}")
     missing = sorted(set(expected) - set(values), key=str)
     unexpected = sorted(set(values) - set(expected), key=str) if strict else []
     if missing or unexpected:
         raise LoadError(
-            f"{source}: {what} keys do not match (missing {missing}, "
-            f"unexpected {unexpected}; expected {sorted(expected)})"
+            f"{source}: {what} keys do not match (missing {_keys_text(missing)}, "
+            f"unexpected {_keys_text(unexpected)}; expected {sorted(expected)})"
         )
     return {
         key: checked_array(
@@ -454,22 +344,51 @@ def checked_arrays(
     }
 
 
+def _check_nested(value, shape, source, key):
+    """Refuse nested lists or tuples that are not exactly ``shape`` deep and long, or
+    whose items are not numbers (or arrays of the remaining shape), before NumPy
+    converts them: shared references cannot make the conversion larger than ``shape``."""
+    level = [value]
+    for depth, length in enumerate(shape):
+        items = []
+        for item in level:
+            if isinstance(item, np.ndarray) and item.shape == shape[depth:]:
+                continue
+            if type(item) not in (list, tuple) or len(item) != length:
+                raise LoadError(
+                    f"{source}: {key}: expected shape {shape}, found nested sequences of "
+                    f"another shape ({describe(item)} at depth {depth})"
+                )
+            items.extend(item)
+        level = items
+    for item in level:
+        if isinstance(item, np.ndarray) and item.shape == ():
+            continue
+        if not isinstance(item, (int, float, complex, np.number, np.bool_)):
+            raise LoadError(f"{source}: {key}: expected numbers, found {describe(item)}")
+
+
 def checked_array(value, *, source, key, shape, dtype, allow_nonfinite=False):
     """``value`` as a new C-contiguous ``dtype`` array of ``shape``, or :class:`LoadError`.
 
     ``value`` must hold real floating-point numbers; the checks are those of
-    :func:`checked_arrays`.
+    :func:`checked_arrays`. Nested lists are checked against ``shape`` before they are
+    converted, so the conversion never takes more than the array's own size.
     """
+    source = printable(source)
+    shape = tuple(shape)
+    if type(value) in (list, tuple):
+        _check_nested(value, shape, source, key)
     try:
         array = np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise LoadError(f"{source}: {key}: not an array: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise LoadError(f"{source}: {key}: not an array: {printable(str(exc)[:200])}") from None
     if array.dtype.kind != "f":
         raise LoadError(
             f"{source}: {key}: expected a floating-point array, found dtype {array.dtype}"
         )
-    if array.shape != tuple(shape):
-        raise LoadError(f"{source}: {key}: expected shape {tuple(shape)}, found {array.shape}")
+    if array.shape != shape:
+        raise LoadError(f"{source}: {key}: expected shape {shape}, found {array.shape}")
     with np.errstate(over="ignore", invalid="ignore"):
         converted = np.array(array, dtype=dtype, copy=True, order="C")
     finite = np.isfinite(array)

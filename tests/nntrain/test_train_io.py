@@ -140,7 +140,7 @@ def test_object_arrays_are_refused(tmp_path):
     with pytest.raises(LoadError, match="refused"):
         load_file(path)
     assert not marker.exists()
-    with pytest.raises(LoadError, match="refused NumPy dtype '|O'"):
+    with pytest.raises(LoadError, match="refused NumPy dtype 'O8'"):
         load_file(dump({"W1": np.array([None, None])}, tmp_path / "none.pkl"))
 
 
@@ -149,7 +149,7 @@ def test_a_dtype_state_setting_the_object_flag_is_refused(tmp_path):
     assert raw.count(b"O8") == 1
     path = tmp_path / "flag.pkl"
     path.write_bytes(raw.replace(b"O8", b"f8"))  # a float dtype whose state says "object"
-    with pytest.raises(LoadError, match="refused NumPy dtype"):
+    with pytest.raises(LoadError, match="refused the state of NumPy dtype 'f8'"):
         load_file(path)
 
 
@@ -346,7 +346,7 @@ def test_npz_params_need_no_pickle(tmp_path):
 def test_npz_with_object_arrays_is_refused(tmp_path):
     path = tmp_path / "params.npz"
     np.savez(path, W1=np.array([None, 1], dtype=object))
-    with pytest.raises(LoadError, match=f"{path}: not a complete .npz file of arrays"):
+    with pytest.raises(LoadError, match=f"{path}: member 'W1': refused NumPy dtype '\\|O'"):
         load_file(path)
 
 
