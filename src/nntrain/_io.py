@@ -31,6 +31,8 @@ __all__ = [
     "checked_array",
     "checked_arrays",
     "default_budget",
+    "describe",
+    "display_name",
     "load_file",
     "printable",
     "save_file",

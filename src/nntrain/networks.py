@@ -23,7 +23,15 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._io import LoadError, checked_array, checked_arrays, load_file, save_file
+from ._io import (
+    LoadError,
+    checked_array,
+    checked_arrays,
+    display_name,
+    load_file,
+    save_file,
+    values_budget,
+)
 from ._layers import resolve_layers
 
 __all__ = ["SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend"]
@@ -215,12 +223,19 @@ class _Network:
         Raises
         ------
         nntrain.LoadError
-            The file is damaged, holds a refused object, or does not fit this network;
-            the parameters are then unchanged.
+            The file is damaged, holds a refused object, does not fit this network, or
+            needs more memory than twice this network's parameters at 8 bytes each plus
+            1 MiB; the parameters are then unchanged.
         """
+        count = sum(value.size for value in self.params.values())
         self.set_params(
-            load_file(file_name, trusted=trusted),
-            source=str(file_name),
+            load_file(
+                file_name,
+                trusted=trusted,
+                budget=values_budget(count, f"this network's {count} parameters"),
+                only=set(self.params),
+            ),
+            source=display_name(file_name),
             strict=strict,
             allow_nonfinite=allow_nonfinite,
         )
@@ -232,7 +247,8 @@ class _Network:
         ----------
         params : dict
             ``{key: floating-point array}`` with this network's keys and shapes; values
-            are copied and converted to its dtype.
+            are copied and converted to its dtype. Nested lists are checked against the
+            key's shape before they are converted.
         source : str
             Named in error messages.
         strict : bool
