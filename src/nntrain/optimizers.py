@@ -30,9 +30,22 @@ def _check_fraction(name, value):
         raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
 
 
+def _check_counter(name, value):
+    """A step counter: a non-negative int64."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not 0 <= value <= np.iinfo(np.int64).max
+    ):
+        shown = f"an int of {int(value).bit_length()} bits" if isinstance(value, int) else value
+        raise ValueError(f"{name}: expected a non-negative int64 step count, got {shown!r}")
+    return int(value)
+
+
 class _Optimizer:
     _state_names = ()  # dict-of-arrays attributes
-    _scalar_names = ()  # scalar attributes that change during training
+    _scalar_names = ()  # step counters that change during training
+    _nonnegative_names = ()  # state arrays that hold sums or averages of squares
 
     def _zeros_like(self, params):
         return {key: np.zeros_like(val) for key, val in params.items()}
@@ -48,16 +61,36 @@ class _Optimizer:
         return state
 
     def load_state_dict(self, state):
-        for name in self._state_names + self._scalar_names:
-            if name not in state:
-                raise ValueError(f"state: missing {name!r} for {type(self).__name__}")
+        """Restore ``state_dict()`` output, checking all of it first.
+
+        Raises
+        ------
+        ValueError
+            Missing or unknown names, a state entry that is not ``None`` or a dict of
+            arrays, entries that must be set together but are not, a negative value in a
+            sum of squares, or a step counter that is not a non-negative int64.
+        """
+        names = self._state_names + self._scalar_names
+        if not isinstance(state, dict) or set(state) != set(names):
+            found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"state: expected {sorted(names)} for {type(self).__name__}, found {found}"
+            )
+        arrays = {}
         for name in self._state_names:
             value = state[name]
-            setattr(
-                self, name, None if value is None else {k: np.array(v) for k, v in value.items()}
-            )
-        for name in self._scalar_names:
-            setattr(self, name, state[name])
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{name}: expected None or a dict of arrays")
+            arrays[name] = None if value is None else {k: np.array(v) for k, v in value.items()}
+            if name in self._nonnegative_names and value is not None:
+                for key, array in arrays[name].items():
+                    if np.any(array < 0):
+                        raise ValueError(f"{name} {key!r}: a sum of squares with negative values")
+        if len({arrays[name] is None for name in self._state_names}) > 1:
+            raise ValueError(f"{', '.join(self._state_names)}: all None or all set")
+        counters = {name: _check_counter(name, state[name]) for name in self._scalar_names}
+        for name, value in {**arrays, **counters}.items():
+            setattr(self, name, value)
 
     def __repr__(self):
         args = ", ".join(
@@ -122,6 +155,7 @@ class AdaGrad(_Optimizer):
     """``h += dW**2; W -= lr * dW / (sqrt(h) + 1e-7)``."""
 
     _state_names = ("h",)
+    _nonnegative_names = ("h",)
 
     def __init__(self, lr=0.01):
         _check_positive("lr", lr)
@@ -141,6 +175,7 @@ class RMSprop(_Optimizer):
     """``h = decay*h + (1-decay)*dW**2; W -= lr * dW / (sqrt(h) + 1e-7)``."""
 
     _state_names = ("h",)
+    _nonnegative_names = ("h",)
 
     def __init__(self, lr=0.01, decay_rate=0.99):
         _check_positive("lr", lr)
@@ -168,6 +203,7 @@ class Adam(_Optimizer):
 
     _state_names = ("m", "v")
     _scalar_names = ("iter",)
+    _nonnegative_names = ("v",)
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         _check_positive("lr", lr)
