@@ -21,7 +21,17 @@ import time
 
 import numpy as np
 
-from ._io import LoadError, checked_arrays, load_file, save_file
+from ._io import (
+    LoadError,
+    checked_arrays,
+    describe,
+    display_name,
+    load_file,
+    printable,
+    save_file,
+    values_budget,
+)
+from ._rng_states import check_rng_state
 from .optimizers import make_optimizer
 
 __all__ = ["Trainer"]
@@ -164,7 +174,7 @@ class Trainer:
         self._epoch_step_time = 0.0
 
         self.checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)
-        if resume and os.path.exists(self.checkpoint_path):
+        if resume and os.path.lexists(self.checkpoint_path):  # a broken link is an error
             self.load_checkpoint(self.checkpoint_path, trusted=trusted)
 
     # ------------------------------------------------------------ stepping
@@ -318,45 +328,143 @@ class Trainer:
     def load_checkpoint(self, path, *, trusted=False, allow_nonfinite=False):
         """Restore a checkpoint written by ``save_checkpoint``, checking all of it first.
 
+        Every field is checked for its type and range: arrays against the network's
+        parameters and buffers, the optimizer's state by its ``load_state_dict``, counters
+        as non-negative ints consistent with each other and with the histories' lengths,
+        histories as finite numbers, random generator states against the generators' own.
+
         Parameters
         ----------
         path : str or os.PathLike
             A ``.npz`` archive or a pickle.
         trusted : bool
             Unpickle with plain :func:`pickle.load` (can run arbitrary code); by default
-            only dicts, lists, tuples, strings, numbers, ``None`` and NumPy arrays.
+            only dicts, lists, tuples, strings, numbers, ``None`` and NumPy arrays and
+            scalars.
         allow_nonfinite : bool
-            Accept NaN and infinite parameters and optimizer state (a diverged run).
+            Accept NaN and infinite parameters, optimizer state and losses (a diverged
+            run).
 
         Raises
         ------
         nntrain.LoadError
-            The file is damaged, holds a refused object, or was written for another
-            network, optimizer, data size or batch size; the network, optimizer, trainer
-            and random generators are then unchanged.
+            The file is damaged, holds a refused object or an ill-formed field, needs more
+            memory than :meth:`checkpoint_budget`, or was written for another network,
+            optimizer, data size or batch size; the network, optimizer, trainer and random
+            generators are then unchanged.
         """
-        source = os.fspath(path)
-        state = load_file(source, trusted=trusted)
-        if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
-            raise LoadError(f"{source}: not a trainer checkpoint (version {_CHECKPOINT_VERSION})")
-        missing = sorted(set(self.state_dict()) - set(state))
+        source = display_name(path)
+        state = load_file(path, trusted=trusted, budget=self.checkpoint_budget())
+        apply = self._checked_checkpoint(state, source, allow_nonfinite)
+        for step in apply:
+            step()
+
+    def checkpoint_budget(self):
+        """The most memory reading a checkpoint of this trainer may take: twice its
+        network's parameters, as many again for batch-norm buffers and once more per
+        optimizer state array, at 8 bytes each; 256 bytes per history entry of its
+        epochs; and 1 MiB."""
+        count = sum(np.size(value) for value in self.network.params.values())
+        arrays = 2 + len(getattr(self.optimizer, "_state_names", ()))
+        history = self.max_iter + self.iter_per_epoch + 4 * (self.epochs + 1)
+        return values_budget(
+            arrays * count,
+            f"{arrays} x the network's {count} parameters",
+            extra=256 * history,
+            extra_basis=f", 256 bytes per each of {history} history entries",
+        )
+
+    def _checked_fields(self, state, source):
+        """Refuse a state that is not a checkpoint of this version and of this trainer."""
+        if not isinstance(state, dict):
+            raise LoadError(f"{source}: not a trainer checkpoint: found {describe(state)}")
+        version = state.get("version")
+        if type(version) is not int or version != _CHECKPOINT_VERSION:
+            raise LoadError(
+                f"{source}: not a trainer checkpoint (version {_CHECKPOINT_VERSION}): "
+                f"version is {describe(version)}"
+            )
+        fields = set(self.state_dict())
+        missing = sorted(fields - set(state))
         if missing:
             raise LoadError(f"{source}: checkpoint lacks {missing}")
+        unknown = sorted(set(state) - fields, key=str)
+        if unknown:
+            raise LoadError(f"{source}: checkpoint has unknown fields {unknown[:10]}")
         for key, mine in (
             ("train_size", self.train_size),
             ("mini_batch_size", self.batch_size),
             ("optimizer_class", type(self.optimizer).__name__),
         ):
-            if state[key] != mine:
+            value = state[key]
+            kind = str if isinstance(mine, str) else int
+            if type(value) is not kind or value != mine:
                 raise LoadError(
-                    f"{source}: checkpoint {key} is {state[key]!r} but this trainer has {mine!r}"
+                    f"{source}: checkpoint {key} is {describe(value)} but this trainer has {mine!r}"
                 )
-        apply = self._checked_checkpoint(state, source, allow_nonfinite)
-        for step in apply:
-            step()
+
+    def _checked_counters(self, state, source, allow_nonfinite):
+        """``(counters, histories)``: the step and epoch counts and the history lists,
+        checked for type, range and consistency with each other."""
+        counters = {}
+        for key in ("current_iter", "current_epoch"):
+            value = state[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or not 0 <= value < 2**63
+            ):
+                raise LoadError(
+                    f"{source}: {key}: expected a non-negative int, found {describe(value)}"
+                )
+            counters[key] = int(value)
+        epochs = counters["current_iter"] // self.iter_per_epoch
+        if counters["current_epoch"] != epochs:
+            raise LoadError(
+                f"{source}: current_epoch is {counters['current_epoch']} but current_iter "
+                f"{counters['current_iter']} at {self.iter_per_epoch} steps per epoch "
+                f"makes {epochs}"
+            )
+        histories = {}
+        for key, length, finite, nonnegative in (
+            ("train_loss_list", counters["current_iter"], not allow_nonfinite, False),
+            ("train_acc_list", epochs, True, False),
+            ("test_acc_list", epochs, True, False),
+            ("epoch_times", epochs, True, True),
+            ("eval_times", epochs, True, True),
+        ):
+            value = state[key]
+            if type(value) is not list or len(value) != length:
+                raise LoadError(
+                    f"{source}: {key}: expected a list of {length} numbers (one per "
+                    f"{'step' if key == 'train_loss_list' else 'epoch'}), found "
+                    f"{describe(value)}"
+                )
+            histories[key] = [
+                self._checked_number(v, source, f"{key}[{i}]", finite, nonnegative)
+                for i, v in enumerate(value)
+            ]
+        return counters, histories
+
+    @staticmethod
+    def _checked_number(value, source, key, finite, nonnegative):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise LoadError(f"{source}: {key}: expected a number, found {describe(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if (finite and not math.isfinite(number)) or (nonnegative and not number >= 0):
+            expected = "a finite number" if finite else "a number"
+            raise LoadError(
+                f"{source}: {key}: expected {expected}"
+                f"{' >= 0' if nonnegative else ''}, found {describe(value)}"
+            )
+        return number
 
     def _checked_checkpoint(self, state, source, allow_nonfinite):
         """Check every part of ``state``; return the calls that apply it."""
+        self._checked_fields(state, source)
         net = self.network
         params = checked_arrays(
             state["params"], net.params, source=source, allow_nonfinite=allow_nonfinite
@@ -379,27 +487,7 @@ class Trainer:
         if opt_state is not None:
             opt_state = self._checked_optimizer_state(opt_state, source, allow_nonfinite)
             apply.append(lambda: self.optimizer.load_state_dict(opt_state))
-        counters = {}
-        for key in ("current_iter", "current_epoch"):
-            value = state[key]
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise LoadError(f"{source}: {key}: expected a non-negative int, found {value!r}")
-            counters[key] = int(value)
-        histories = {}
-        for key in (
-            "train_loss_list",
-            "train_acc_list",
-            "test_acc_list",
-            "epoch_times",
-            "eval_times",
-        ):
-            value = state[key]
-            if not isinstance(value, list) or not all(
-                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-                for v in value
-            ):
-                raise LoadError(f"{source}: {key}: expected a list of numbers")
-            histories[key] = [float(v) for v in value]
+        counters, histories = self._checked_counters(state, source, allow_nonfinite)
         self._check_rng_state(
             self._get_rng_state,
             self._set_rng_state,
@@ -426,11 +514,12 @@ class Trainer:
         return apply + [apply_trainer_state]
 
     def _checked_optimizer_state(self, opt_state, source, allow_nonfinite):
-        """The optimizer state with its arrays checked against the network's params."""
+        """The optimizer state with its arrays checked against the network's params and
+        the rest by the optimizer's own ``load_state_dict`` (on a copy)."""
         opt = self.optimizer
         if not isinstance(opt_state, dict):
             raise LoadError(
-                f"{source}: optimizer_state: expected a dict, found {type(opt_state).__name__}"
+                f"{source}: optimizer_state: expected a dict, found {describe(opt_state)}"
             )
         checked = dict(opt_state)
         for name in getattr(opt, "_state_names", ()):
@@ -442,26 +531,24 @@ class Trainer:
                     what=f"{type(opt).__name__} {name}",
                     allow_nonfinite=allow_nonfinite,
                 )
-        for name in getattr(opt, "_scalar_names", ()):
-            value = checked.get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise LoadError(
-                    f"{source}: optimizer_state {name!r}: expected a number, found {value!r}"
-                )
         scratch = copy.deepcopy(opt)
         try:
             scratch.load_state_dict(checked)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise LoadError(f"{source}: optimizer_state: {exc}") from None
+            raise LoadError(f"{source}: optimizer_state: {printable(str(exc)[:300])}") from None
         return checked
 
     @staticmethod
     def _check_rng_state(get_state, set_state, new, source, key):
-        """Try ``new`` on the generator and put its own state back."""
+        """Check ``new`` against the generator's own state, try it on the generator and
+        put the generator's state back."""
         old = get_state()
+        check_rng_state(new, old, source, key)
         try:
             set_state(new)
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-            raise LoadError(f"{source}: {key}: not a state of this generator: {exc}") from None
+            raise LoadError(
+                f"{source}: {key}: not a state of this generator: {printable(str(exc)[:200])}"
+            ) from None
         finally:
             set_state(old)

@@ -302,14 +302,14 @@ def checkpoint_corruptions():
         state["batch_rng_state"] = {"bit_generator": "PCG64", "state": "none"}
 
     def bad_history(state):
-        state["train_loss_list"] = ["loss"]
+        state["train_loss_list"][0] = "loss"
 
     return {
         "other network": (other_network, r"'W1': expected shape \(10, 16\), found \(10, 17\)"),
         "nan in Adam": (nan_in_adam, "Adam v 'W2': 1 of"),
         "buffer": (bad_buffer, r"'BatchNorm1.running_var': expected shape \(16,\), found \(5,\)"),
-        "rng": (bad_rng, "batch_rng_state: not a state of this generator"),
-        "history": (bad_history, "train_loss_list: expected a list of numbers"),
+        "rng": (bad_rng, r"batch_rng_state: expected a dict with keys \['bit_generator'"),
+        "history": (bad_history, r"train_loss_list\[0\]: expected a number, found 'loss'"),
     }
 
 
