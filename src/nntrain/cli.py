@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from . import data as datasets
-from ._io import LoadError
+from ._io import LoadError, display_name, printable
 from ._layers import layers_name, resolve_layers
 from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet
 from .optimizers import OPTIMIZERS, make_optimizer
@@ -338,8 +338,8 @@ def main(argv=None):
     if epochs > 0 or not args.compare_reference:
         try:
             train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape)
-        except LoadError as exc:
-            print(f"nntrain: error: {exc}", file=sys.stderr)
+        except LoadError as exc:  # one line, whatever the file's name or content
+            print(f"nntrain: error: {printable(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
     if args.compare_reference:
         if not args.quiet:
@@ -383,7 +383,7 @@ def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
         trusted=args.trust_pickle,
     )
     if trainer.current_epoch and not args.quiet:
-        print(f"resumed from {args.checkpoint} after epoch {trainer.current_epoch}")
+        print(f"resumed from {display_name(args.checkpoint)} after epoch {trainer.current_epoch}")
     start = time.perf_counter()
     final_test_acc = trainer.train()
     wall = time.perf_counter() - start
@@ -399,7 +399,9 @@ def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
         )
         write_outputs(args.out, trainer, network, config, final_test_acc)
         if not args.quiet:
-            print(f"wrote params.pkl, history.json, learning_curves.png to {args.out}")
+            print(
+                f"wrote params.pkl, history.json, learning_curves.png to {display_name(args.out)}"
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover
