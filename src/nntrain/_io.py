@@ -51,11 +51,12 @@ def default_budget(size):
 
 
 def values_budget(count, what, extra=0, extra_basis=""):
-    """The budget of a load expecting ``count`` array values (``what`` names them): twice
-    ``count`` float64 values (a pickle's bytes and the arrays built from them), plus
-    ``extra`` bytes and :data:`SLACK`."""
-    basis = f"twice {what} at 8 bytes each{extra_basis} + 1 MiB"
-    return Budget(2 * 8 * count + extra + SLACK, basis)
+    """The budget of a load expecting ``count`` array values (``what`` names them): three
+    times ``count`` float64 values (a protocol 2 pickle holds an array's bytes as text,
+    the bytes made from it and the array built from them), plus ``extra`` bytes and
+    :data:`SLACK`."""
+    basis = f"3 x {what} at 8 bytes each{extra_basis} + 1 MiB"
+    return Budget(3 * 8 * count + extra + SLACK, basis)
 
 
 def display_name(path):
@@ -78,11 +79,11 @@ def _open_regular(path, name):
     except OSError as exc:
         raise LoadError(f"{name}: cannot be opened: {exc.strerror or exc}") from None
     try:
-        mode, size = os.fstat(fd)[stat.ST_MODE], os.fstat(fd).st_size
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
             raise LoadError(f"{name}: is {kind}")
-        return os.fdopen(fd, "rb"), size
+        return os.fdopen(fd, "rb"), status.st_size
     except BaseException:
         os.close(fd)
         raise
@@ -119,7 +120,18 @@ def _load_npz(reader, size, name, meter, only):
 def _load_trusted_pickle(file, name):
     try:
         return pickle.load(file)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        ImportError,
+        OverflowError,
+        struct.error,
+    ) as exc:
         raise LoadError(
             f"{name}: not a pickle file, or a truncated one: {type(exc).__name__}: "
             f"{printable(str(exc)[:200])}"

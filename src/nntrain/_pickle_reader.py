@@ -21,6 +21,7 @@ make can take at most. Only then does the second pass unpickle, with every call 
 import pickle
 import pickletools
 import struct
+import sys
 
 from ._untrusted import (
     PLAIN_DTYPES,
@@ -81,26 +82,26 @@ _COSTS = {
     "STOP": 0,
     "FRAME": 0,  # charged as twice the largest frame, see _scan
 }
-#: per-byte cost of each opcode's argument, on top of its fixed cost
-_PER_BYTE = {
-    "INT": 1,
-    "LONG": 1,
-    "LONG1": 2,
-    "LONG4": 2,
-    "STRING": 4,
-    "BINSTRING": 4,
-    "SHORT_BINSTRING": 4,
-    "UNICODE": 4,
-    "BINUNICODE": 4,
-    "SHORT_BINUNICODE": 4,
-    "BINUNICODE8": 4,
-    "BINBYTES": 1,
-    "SHORT_BINBYTES": 1,
-    "BINBYTES8": 1,
-    "BYTEARRAY8": 1,
-}
-for _name in _PER_BYTE:
-    _COSTS.setdefault(_name, 80 + _SLOT)
+#: opcodes whose new object is their argument: they cost its size (``sys.getsizeof``)
+_VALUES = (
+    "INT",
+    "LONG",
+    "LONG1",
+    "LONG4",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+    "UNICODE",
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "BINUNICODE8",
+    "BINBYTES",
+    "SHORT_BINBYTES",
+    "BINBYTES8",
+    "BYTEARRAY8",
+)
+for _name in _VALUES:
+    _COSTS[_name] = _SLOT
 del _name
 
 _REFUSED_OPCODES = {
@@ -121,14 +122,6 @@ _REFUSED_OPCODES = {
 }
 
 
-def _argument_size(arg):
-    if isinstance(arg, int):
-        return arg.bit_length() // 8 + 1
-    if isinstance(arg, (str, bytes, bytearray)):
-        return len(arg)
-    return 0
-
-
 def _scan(reader, size, source, meter):
     """Walk the opcodes without running them: refuse what is never loaded, charge ``meter``
     for the objects the opcodes can make, then rewind ``reader``."""
@@ -142,8 +135,13 @@ def _scan(reader, size, source, meter):
                 module, _, global_name = arg.partition(" ")
                 _global(module, global_name, source)
             elif name == "FRAME":
-                largest_frame = max(largest_frame, min(arg, size - pos))
-            total += _COSTS[name] + _PER_BYTE.get(name, 0) * _argument_size(arg)
+                if arg > size - pos - 9:
+                    raise LoadError(
+                        f"{source}: not a pickle file, or a truncated one: a frame of {arg} "
+                        f"bytes at byte {pos}, {size - pos - 9} bytes before the end"
+                    )
+                largest_frame = max(largest_frame, arg)
+            total += _COSTS[name] + (sys.getsizeof(arg) if name in _VALUES else 0)
     except (ValueError, struct.error, UnicodeDecodeError) as exc:
         if isinstance(exc, LoadError):
             raise
@@ -298,7 +296,7 @@ def _build_array(unpickler, pending, state):
     shape, dtype, fortran, data = state
     dtype = _built_dtype(dtype, source, "array state")
     fortran = _flag(fortran, source, "array state Fortran flag")
-    return array_from_bytes(data, dtype, shape, fortran, unpickler.meter, "an array")
+    return array_from_bytes(data, dtype, shape, fortran, unpickler.meter, "an array", native=True)
 
 
 def _make_frombuffer(unpickler, args):

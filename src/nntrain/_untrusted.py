@@ -142,9 +142,11 @@ def check_bools(array, raw, source, what):
         raise LoadError(f"{source}: {what}: a bool array holds bytes other than 0 and 1")
 
 
-def array_from_bytes(data, dtype, shape, fortran, meter, what="an array"):
+def array_from_bytes(data, dtype, shape, fortran, meter, what="an array", native=False):
     """A new array of ``dtype`` and ``shape`` owning a copy of ``data``, its bytes in C
-    order (Fortran order if ``fortran``); ``len(data)`` must be exactly the array's size."""
+    order (Fortran order if ``fortran``); ``len(data)`` must be exactly the array's size.
+    ``native``: the array takes the machine's byte order (the values are kept), as NumPy's
+    ``ndarray.__setstate__`` does."""
     source = meter.source
     shape = checked_shape(shape, source, f"{what}: ")
     if not isinstance(data, (bytes, bytearray)):
@@ -155,8 +157,12 @@ def array_from_bytes(data, dtype, shape, fortran, meter, what="an array"):
             f"{source}: {what} of shape {shape} and dtype {dtype} takes {expected} bytes, "
             f"the file gives {len(data)}"
         )
-    array, raw = new_array(dtype, shape, fortran, meter, what)
-    raw[:] = np.frombuffer(data, dtype=np.uint8)
+    if native and not dtype.isnative:
+        array, raw = new_array(dtype.newbyteorder("="), shape, fortran, meter, what)
+        raw.view(array.dtype)[:] = np.frombuffer(data, dtype=dtype)
+    else:
+        array, raw = new_array(dtype, shape, fortran, meter, what)
+        raw[:] = np.frombuffer(data, dtype=np.uint8)
     check_bools(array, raw, source, what)
     return array
 

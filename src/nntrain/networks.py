@@ -224,8 +224,8 @@ class _Network:
         ------
         nntrain.LoadError
             The file is damaged, holds a refused object, does not fit this network, or
-            needs more memory than twice this network's parameters at 8 bytes each plus
-            1 MiB; the parameters are then unchanged.
+            needs more memory than three times this network's parameters at 8 bytes each
+            plus 1 MiB; the parameters are then unchanged.
         """
         count = sum(value.size for value in self.params.values())
         self.set_params(

@@ -360,10 +360,10 @@ class Trainer:
             step()
 
     def checkpoint_budget(self):
-        """The most memory reading a checkpoint of this trainer may take: twice its
-        network's parameters, as many again for batch-norm buffers and once more per
-        optimizer state array, at 8 bytes each; 256 bytes per history entry of its
-        epochs; and 1 MiB."""
+        """The most memory reading a checkpoint of this trainer may take
+        (:class:`~nntrain._io.Budget`): three times its network's parameters, as many
+        again for batch-norm buffers and once more per optimizer state array, at 8 bytes
+        each; 256 bytes per history entry of its epochs; and 1 MiB."""
         count = sum(np.size(value) for value in self.network.params.values())
         arrays = 2 + len(getattr(self.optimizer, "_state_names", ()))
         history = self.max_iter + self.iter_per_epoch + 4 * (self.epochs + 1)
