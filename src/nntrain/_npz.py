@@ -179,7 +179,7 @@ def _read_skeleton(archive, info, source, meter):
     what = f"member {SKELETON!r}"
     with _open_member(archive, info, source, what) as member:
         descr, fortran, shape = _header(member, source, what)
-        match = re.fullmatch(r"<U([1-9][0-9]{0,8})", descr) if isinstance(descr, str) else None
+        match = re.fullmatch(r"<U([1-9][0-9]{0,7})", descr) if isinstance(descr, str) else None
         if match is None or shape != ():
             raise LoadError(
                 f"{source}: {what}: expected a text scalar (<U...), "

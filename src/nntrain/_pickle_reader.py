@@ -142,7 +142,7 @@ def _scan(reader, size, source, meter):
                     )
                 largest_frame = max(largest_frame, arg)
             total += _COSTS[name] + (sys.getsizeof(arg) if name in _VALUES else 0)
-    except (ValueError, struct.error, UnicodeDecodeError) as exc:
+    except (ValueError, struct.error, UnicodeDecodeError, OverflowError, IndexError) as exc:
         if isinstance(exc, LoadError):
             raise
         raise LoadError(

@@ -303,6 +303,6 @@ def test_fuzz_loader_short(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [2, 3, 4])
+@pytest.mark.parametrize("seed", [2, 3])
 def test_fuzz_loader_long(tmp_path, seed):
     run_fuzz(tmp_path, SLOW_CASES, seed)
