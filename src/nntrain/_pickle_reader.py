@@ -2,10 +2,11 @@
 shape, dtype and bytes the file gives, never by NumPy's own reconstructors.
 
 Reading takes two passes. The first walks the opcodes (:func:`pickletools.genops`) without
-running them: it refuses the opcodes that build other objects or need out-of-band data,
-refuses globals outside :data:`_GLOBALS`, and charges the memory the objects the opcodes
-make can take at most. Only then does the second pass unpickle, with every call and state
-(``REDUCE``, ``BUILD``) handled by this module:
+running them: it refuses globals outside :data:`_GLOBALS`, frames longer than the file and
+lengths past its end, and charges the memory the objects the opcodes make can take at
+most. Only then does the second pass unpickle; it refuses the opcodes that make other
+objects (instances, sets, persistent ids, extensions, out-of-band buffers) when it reaches
+them, and every call and state (``REDUCE``, ``BUILD``) is handled by this module:
 
 * ``numpy.dtype(spec, align, copy)`` and its ``BUILD`` state become one of
   :data:`~nntrain._untrusted.PLAIN_DTYPES` (the state is checked to be that of a plain
@@ -13,7 +14,8 @@ make can take at most. Only then does the second pass unpickle, with every call 
 * ``_reconstruct(ndarray, (0,), b"b")`` stands for an array until its one ``BUILD`` gives
   shape, dtype, order flag and bytes; ``_frombuffer(bytes, dtype, shape, order)`` (protocol
   5) and ``scalar(dtype, bytes)`` give all of it at once. Each makes a new array owning a
-  copy of exactly those bytes, charged to the budget first;
+  copy of exactly those bytes, charged to the budget first (in the machine's byte order
+  after a ``BUILD``, as NumPy's ``ndarray.__setstate__`` gives it);
 * ``_codecs.encode(str, "latin1")`` and ``bytes()`` (protocol 2's bytes) and
   ``collections.OrderedDict()`` (a dict) are the only other calls.
 """
@@ -146,7 +148,8 @@ def _scan(reader, size, source, meter):
         if isinstance(exc, LoadError):
             raise
         raise LoadError(
-            f"{source}: not a pickle file, or a truncated one: {type(exc).__name__}: {exc}"
+            f"{source}: not a pickle file, or a truncated one: {type(exc).__name__}: "
+            f"{printable(str(exc)[:200])}"
         ) from None
     meter.charge(total + 2 * largest_frame, "the objects the pickle's opcodes make")
     reader.seek(0)
