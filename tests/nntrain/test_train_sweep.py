@@ -209,7 +209,7 @@ def test_warm_up_loads_data_and_the_spaces_kernels_on_every_worker():
     finally:
         executor.close()
     assert len(loaded) == 2
-    expected = (1, [("float32", "batchnorm"), ("float32", "relu")])
+    expected = (1, [("float32", "batchnorm"), ("float32", "products"), ("float32", "relu")])
     assert all(state == expected for state in loaded.values()), loaded
 
 

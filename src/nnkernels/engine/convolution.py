@@ -457,6 +457,6 @@ class ConvolutionEngine:
             saved = Saved(saved.x.astype(dtype), g, saved.filter_shape)
         d = as_float_array(dout, "dout", dtype=dtype).reshape(n, n_filters, g.out_h * g.out_w)
         weights = as_float_array(W, "W", dtype=dtype)
-        macs = 2 * d.size * weights[0].size
+        macs = 2 * d.size * int(np.prod(saved.filter_shape[1:]))
         _, threads = choose_route(self._route.name, n, macs)
         return self._route.backward(d, weights, saved, self._pool(), max(1, min(threads, n)))

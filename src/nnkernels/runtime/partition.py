@@ -116,6 +116,8 @@ def conv_chunk_size(n_samples, bytes_per_sample):
 def unkept_chunk(n_samples, per_sample, threads):
     """Samples per chunk when a batch's columns are not kept: each thread then holds a
     column chunk and an input-gradient chunk, together within the workspace limit."""
+    if per_sample <= 0:  # no columns (no input channels): any chunk holds nothing
+        return max(int(n_samples), 1)
     return max(
         1,
         min(
@@ -128,6 +130,8 @@ def unkept_chunk(n_samples, per_sample, threads):
 def kept_chunk(n_samples, per_sample, threads):
     """Samples per chunk of a backward whose columns were kept: each thread holds an
     input-gradient chunk within its share of the workspace limit."""
+    if per_sample <= 0:
+        return max(int(n_samples), 1)
     return max(
         1,
         min(conv_chunk_size(n_samples, per_sample) // threads, BACKWARD_CHUNK_BYTES // per_sample),
