@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import oracles
 from nnkernels import (
     batchnorm_backward,
     batchnorm_backward_from_input,
@@ -18,36 +19,7 @@ from strategies import bad_out_arrays
 
 SETTINGS = settings(deadline=None, max_examples=30)
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
-EPS = 1e-6
-
-
-def numpy_batchnorm(x, gamma, beta, eps=EPS):
-    """Per-feature (2-D) or per-channel (4-D) batch norm in float64 with NumPy."""
-    x = np.asarray(x, dtype=np.float64)
-    axes = (0,) if x.ndim == 2 else (0, 2, 3)
-    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
-    mean = x.mean(axis=axes)
-    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
-    std = np.sqrt(var + eps)
-    xn = (x - mean.reshape(shape)) / std.reshape(shape)
-    out = np.asarray(gamma, np.float64).reshape(shape) * xn + np.asarray(beta, np.float64).reshape(
-        shape
-    )
-    return out, xn, mean, var, std
-
-
-def numpy_backward(dout, xn, std, gamma):
-    dout = np.asarray(dout, np.float64)
-    xn = np.asarray(xn, np.float64)
-    axes = (0,) if dout.ndim == 2 else (0, 2, 3)
-    shape = (1, -1) if dout.ndim == 2 else (1, -1, 1, 1)
-    dbeta = dout.sum(axis=axes)
-    dgamma = (xn * dout).sum(axis=axes)
-    m = dout.size // dbeta.size
-    dx = (np.asarray(gamma, np.float64) / np.asarray(std, np.float64)).reshape(shape) * (
-        dout - (dbeta / m).reshape(shape) - xn * (dgamma / m).reshape(shape)
-    )
-    return dx, dgamma, dbeta
+EPS = oracles.BATCHNORM_EPS
 
 
 def close(actual, expected, dtype, scale=1.0):
@@ -112,7 +84,7 @@ def test_forward_2d_matches_reference(case):
 def test_forward_matches_numpy(case):
     x, gamma, beta = case
     out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
-    w_out, w_xn, w_mean, w_var, w_std = numpy_batchnorm(x, gamma, beta)
+    w_out, w_xn, w_mean, w_var, w_std = oracles.batchnorm_forward(x, gamma, beta)
     dtype = x.dtype
     scale = max(1.0, float(np.abs(x).max()))
     close(mean, w_mean, dtype, scale)
@@ -146,7 +118,7 @@ def test_forward_4d_few_channels_large_batch():
     for channels in (1, 2):
         x = rng.standard_normal((64, channels, 32, 32)) * 3 + 7
         out, xn, mean, var, std = batchnorm_forward(x, 1.5, -0.5)
-        w = numpy_batchnorm(x, np.full(channels, 1.5), np.full(channels, -0.5))
+        w = oracles.batchnorm_forward(x, np.full(channels, 1.5), np.full(channels, -0.5))
         for got, want in zip((out, xn, mean, var, std), w):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -177,11 +149,7 @@ def test_inference_matches_numpy(case):
     running_mean = rng.standard_normal(size)
     running_var = rng.random(size) + 0.1
     out = batchnorm_inference(x, gamma, beta, running_mean, running_var)
-    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
-    want = gamma.astype(np.float64).reshape(shape) * (
-        (x.astype(np.float64) - running_mean.reshape(shape))
-        / np.sqrt(running_var + EPS).reshape(shape)
-    ) + beta.astype(np.float64).reshape(shape)
+    want = oracles.batchnorm_inference(x, gamma, beta, running_mean, running_var)
     assert out.dtype == x.dtype and out.shape == x.shape
     close(out, want, x.dtype, max(1.0, float(np.abs(want).max())))
 
@@ -228,7 +196,7 @@ def test_backward_matches_numpy_formula(case):
     _, xn, _, _, std = batchnorm_forward(x, gamma, beta)
     dout = np.random.default_rng(2).standard_normal(x.shape).astype(x.dtype)
     dx, dgamma, dbeta = batchnorm_backward(dout, xn, std, gamma)
-    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, xn, std, gamma)
+    w_dx, w_dgamma, w_dbeta = oracles.batchnorm_backward(dout, xn, std, gamma)
     for got in (dx, dgamma, dbeta):
         assert got.dtype == x.dtype
     m = dout.size // dbeta.size
@@ -355,14 +323,14 @@ def test_fused_and_split_paths_match_numpy(shape, dtype):
     gamma = rng.standard_normal(size).astype(dtype)
     beta = rng.standard_normal(size).astype(dtype)
     out, xn, mean, var, std = batchnorm_forward(x, gamma, beta)
-    w_out, w_xn, w_mean, w_var, w_std = numpy_batchnorm(x, gamma, beta)
+    w_out, w_xn, w_mean, w_var, w_std = oracles.batchnorm_forward(x, gamma, beta)
     scale = 10.0 * max(1.0, float(np.abs(gamma).max()))
     close(out, w_out, dtype, scale)
     close(mean, w_mean, dtype, 10.0)
     close(std, w_std, dtype, 10.0)
     dout = rng.standard_normal(shape).astype(dtype)
     dx, dgamma, dbeta = batchnorm_backward(dout, xn, std, gamma)
-    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, xn, std, gamma)
+    w_dx, w_dgamma, w_dbeta = oracles.batchnorm_backward(dout, xn, std, gamma)
     terms = float(np.abs(gamma / std).max()) * 10.0
     close(dx, w_dx, dtype, terms)
     close(dgamma, w_dgamma, dtype, float(np.sqrt(x.size)) * 10)
@@ -607,16 +575,10 @@ def test_backward_from_input_matches_backward_from_xn(shape, dtype):
     close(from_x[0], from_xn[0], dtype, 10.0 * float(np.abs(gamma / std64).max()))
     close(from_x[1], from_xn[1], dtype, 10.0 * np.sqrt(m))
     np.testing.assert_array_equal(from_x[2], from_xn[2])  # dbeta = sum(dout) either way
-    w_dx, w_dgamma, w_dbeta = numpy_backward(
-        dout, (x.astype(np.float64) - _bcast(mean64, x)) / _bcast(std64, x), std64, gamma
-    )
+    w_dx, w_dgamma, w_dbeta = oracles.batchnorm_backward_from_input(dout, x, mean64, std64, gamma)
     close(from_x[0], w_dx, dtype, 10.0 * float(np.abs(gamma / std64).max()))
     close(from_x[1], w_dgamma, dtype, 10.0 * np.sqrt(m))
     close(from_x[2], w_dbeta, dtype, 10.0 * np.sqrt(m))
-
-
-def _bcast(v, like):
-    return v.reshape((1, -1) if like.ndim == 2 else (1, -1, 1, 1))
 
 
 @SETTINGS
@@ -632,11 +594,8 @@ def test_backward_from_input_matches_the_reference(case):
     dout = np.random.default_rng(3).standard_normal(x.shape).astype(x.dtype)
     dx, dgamma, dbeta = batchnorm_backward_from_input(dout, x, mean, std, gamma)
     x64 = x.astype(np.float64)
-    w_xn = (x64 - _bcast(x64.mean(axis=_axes(x)), x)) / _bcast(
-        np.sqrt(x64.var(axis=_axes(x)) + EPS), x
-    )
-    w_std = np.sqrt(x64.var(axis=_axes(x)) + EPS)
-    w_dx, w_dgamma, w_dbeta = numpy_backward(dout, w_xn, w_std, gamma)
+    _, w_xn, _, _, w_std = oracles.batchnorm_forward(x, gamma, beta)
+    w_dx, w_dgamma, w_dbeta = oracles.batchnorm_backward(dout, w_xn, w_std, gamma)
     m = dout.size // w_dbeta.size
     cond = 10.0 * _condition(x, w_std)
     close(dbeta, w_dbeta, x.dtype, np.sqrt(m))
@@ -649,17 +608,13 @@ def test_backward_from_input_matches_the_reference(case):
         close(dx, want, x.dtype, cond * (float(np.abs(gamma / w_std).max()) + 1.0))
 
 
-def _axes(x):
-    return (0,) if x.ndim == 2 else (0, 2, 3)
-
-
 def test_backward_from_input_statistics_of_any_float_dtype():
     x, dout, gamma, _ = _case((6, 5), np.float32)
     _, _, mean, _, std = batchnorm_forward(x, gamma, 0.0)  # float32 statistics
     dx, dgamma, dbeta = batchnorm_backward_from_input(dout, x, mean, std, gamma)
     assert dx.dtype == np.float32
     _, xn, _, _, _ = batchnorm_forward(x, gamma, 0.0)
-    w_dx, w_dgamma, _ = numpy_backward(dout, xn, std, gamma)
+    w_dx, w_dgamma, _ = oracles.batchnorm_backward(dout, xn, std, gamma)
     close(dx, w_dx, np.float32, 10.0)
 
 

@@ -1,51 +1,16 @@
-"""nnkernels.maxpool_forward / maxpool_backward against slow loops and the reference Pooling."""
+"""nnkernels.maxpool_forward / maxpool_backward against the slow loops of ``oracles`` and the
+reference Pooling."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import oracles
 from nnkernels import maxpool_backward, maxpool_forward
 from nnlayers.reference import Pooling
 
 SETTINGS = settings(deadline=None, max_examples=30)
-
-
-# ------------------------------------------------------------------ slow, obvious versions
-def slow_maxpool_forward(x, pool_h, pool_w, stride, pad):
-    """Window by window with np.nanargmax-free np.argmax over the in-image cells only."""
-    n_img, channels, height, width = x.shape
-    out_h = (height + 2 * pad - pool_h) // stride + 1
-    out_w = (width + 2 * pad - pool_w) // stride + 1
-    out = np.empty((n_img, channels, out_h, out_w), dtype=x.dtype)
-    arg = np.empty((n_img, channels, out_h, out_w), dtype=np.int64)
-    for n in range(n_img):
-        for c in range(channels):
-            for oy in range(out_h):
-                for ox in range(out_w):
-                    values, indices = [], []
-                    for ky in range(pool_h):
-                        for kx in range(pool_w):
-                            y, xx = oy * stride + ky - pad, ox * stride + kx - pad
-                            if 0 <= y < height and 0 <= xx < width:
-                                values.append(x[n, c, y, xx])
-                                indices.append(ky * pool_w + kx)
-                    best = int(np.argmax(np.array(values, dtype=x.dtype)))
-                    out[n, c, oy, ox] = values[best]
-                    arg[n, c, oy, ox] = indices[best]
-    return out, arg
-
-
-def slow_maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride, pad):
-    dx = np.zeros(input_shape, dtype=dout.dtype)
-    n_img, channels, out_h, out_w = dout.shape
-    for n in range(n_img):
-        for c in range(channels):
-            for oy in range(out_h):
-                for ox in range(out_w):
-                    ky, kx = divmod(int(argmax[n, c, oy, ox]), pool_w)
-                    dx[n, c, oy * stride + ky - pad, ox * stride + kx - pad] += dout[n, c, oy, ox]
-    return dx
 
 
 # ------------------------------------------------------------------ strategies
@@ -93,7 +58,7 @@ def test_forward_matches_slow_loop(case):
     x, pool_h, pool_w, stride, pad = case
     x_before = x.copy()
     out, arg = maxpool_forward(x, pool_h, pool_w, stride, pad)
-    want_out, want_arg = slow_maxpool_forward(np.asarray(x), pool_h, pool_w, stride, pad)
+    want_out, want_arg = oracles.maxpool_forward(np.asarray(x), pool_h, pool_w, stride, pad)
     assert out.dtype == x.dtype and arg.dtype == np.int64
     assert out.flags.c_contiguous and arg.flags.c_contiguous
     np.testing.assert_array_equal(out, want_out)  # NaNs compare equal here
@@ -142,7 +107,7 @@ def test_forward_benchmark_shapes(shape, pool, stride, pad, dtype):
     # long rows take the vectorised interior path; compare it against the slow loop
     x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     out, arg = maxpool_forward(x, pool, pool, stride, pad)
-    want_out, want_arg = slow_maxpool_forward(x, pool, pool, stride, pad)
+    want_out, want_arg = oracles.maxpool_forward(x, pool, pool, stride, pad)
     np.testing.assert_array_equal(out, want_out)
     np.testing.assert_array_equal(arg, want_arg)
 
@@ -165,7 +130,9 @@ def test_backward_matches_slow_loop(case, dout_layout):
     dout = noncontiguous(rng.standard_normal(arg.shape).astype(x.dtype), dout_layout)
     dout_before, arg_before = dout.copy(), arg.copy()
     dx = maxpool_backward(dout, arg, x.shape, pool_h, pool_w, stride, pad)
-    want = slow_maxpool_backward(np.asarray(dout), arg, x.shape, pool_h, pool_w, stride, pad)
+    want = oracles.maxpool_backward(
+        np.asarray(dout), arg, x.shape, pool_h, pool_w, stride, pad, dtype=dout.dtype
+    )
     assert dx.dtype == x.dtype and dx.shape == x.shape and dx.flags.c_contiguous
     np.testing.assert_allclose(dx, want, rtol=1e-6 if x.dtype == np.float32 else 1e-14)
     np.testing.assert_array_equal(dout, dout_before)
@@ -199,7 +166,8 @@ def test_backward_accepts_int32_argmax_and_keeps_float32():
     dout = np.ones(arg.shape, dtype=np.float32)
     dx = maxpool_backward(dout, arg.astype(np.int32), x.shape, 2, 2, stride=2)
     assert dx.dtype == np.float32
-    np.testing.assert_array_equal(dx, slow_maxpool_backward(dout, arg, x.shape, 2, 2, 2, 0))
+    want = oracles.maxpool_backward(dout, arg, x.shape, 2, 2, 2, 0, dtype=dout.dtype)
+    np.testing.assert_array_equal(dx, want)
 
 
 # ------------------------------------------------------------------ validation
