@@ -2,13 +2,13 @@
 
 Each target below is a public function of the kernel table (``nnkernels.registry``: every
 registered function must have an oracle here) or a layer's forward+backward (``nnlayers``)
-with a generator of valid arguments and an oracle (``nnlayers.reference``, or an obvious
-loop for padded pooling and per-channel batch norm). Besides the drawn calls, every example
-call of the kernel table is swept with every single mutation. Hypothesis draws a valid
-call and then 0-2 mutations of its arguments: memory layouts and other dtypes (benign:
-the call must still succeed), NaN/inf values (must propagate as in the oracle), wrong
-ndim/shape, zero-size batch, complex/object/string arrays, 0-d arrays, Python lists, and
-negative/zero/non-integer/huge/bool/None sizes. The outcome must be one of
+with a generator of valid arguments and an oracle (``nnlayers.reference``, or the slow
+obvious versions in ``oracles.py`` for padded pooling and per-channel batch norm). Besides
+the drawn calls, every example call of the kernel table is swept with every single mutation.
+Hypothesis draws a valid call and then 0-2 mutations of its arguments: memory layouts and
+other dtypes (benign: the call must still succeed), NaN/inf values (must propagate as in the
+oracle), wrong ndim/shape, zero-size batch, complex/object/string arrays, 0-d arrays, Python
+lists, and negative/zero/non-integer/huge/bool/None sizes. The outcome must be one of
 
 * a result equal to the oracle on the mutated arguments (shape, dtype rule and values), or
 * ``ValueError``/``TypeError`` with a message naming an argument, raised before any JIT
@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 import nnkernels
 import nnkernels.runtime.jit as jit
 import nnlayers
+import oracles
 from nnkernels import registry as _registry
 from nnlayers import reference as ref
 
@@ -42,119 +43,38 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def naive_maxpool(x, ph, pw, stride, pad):
-    """Max over each window's cells inside the image; argmax ``ky*pw + kx`` as np.argmax."""
-    x = _f64(x)
-    N, C, H, W = x.shape
-    oh, ow = (H + 2 * pad - ph) // stride + 1, (W + 2 * pad - pw) // stride + 1
-    out = np.empty((N, C, oh, ow))
-    arg = np.empty((N, C, oh, ow), dtype=np.int64)
-    for n in range(N):
-        for c in range(C):
-            for oy in range(oh):
-                for ox in range(ow):
-                    vals, keys = [], []
-                    for ky in range(ph):
-                        for kx in range(pw):
-                            y, xx = oy * stride + ky - pad, ox * stride + kx - pad
-                            if 0 <= y < H and 0 <= xx < W:
-                                vals.append(x[n, c, y, xx])
-                                keys.append(ky * pw + kx)
-                    best = int(np.argmax(vals))
-                    out[n, c, oy, ox] = vals[best]
-                    arg[n, c, oy, ox] = keys[best]
-    return out, arg
+def ref_maxpool_forward(x, *window):
+    return oracles.maxpool_forward(_f64(x), *window)
 
 
-def naive_maxpool_backward(dout, argmax, shape, ph, pw, stride, pad):
-    dout, argmax = _f64(dout), np.asarray(argmax)
-    dx = np.zeros(shape)
-    N, C, oh, ow = dout.shape
-    for n, c, oy, ox in np.ndindex(N, C, oh, ow):
-        k = int(argmax[n, c, oy, ox])
-        y, xx = oy * stride + k // pw - pad, ox * stride + k % pw - pad
-        if 0 <= y < shape[2] and 0 <= xx < shape[3]:
-            dx[n, c, y, xx] += dout[n, c, oy, ox]
-    return dx
+def ref_maxpool_backward(dout, *rest):
+    return (oracles.maxpool_backward(_f64(dout), *rest),)
 
 
-def _bn_view(x):
-    """(N, D) as is; (N, C, H, W) as (N*H*W, C) for per-channel statistics."""
-    x = _f64(x)
-    return x if x.ndim == 2 else x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+def ref_bn_inference(*args):
+    return (oracles.batchnorm_inference(*args),)
 
 
-def _bn_unview(v, shape):
-    return (
-        v
-        if len(shape) == 2
-        else v.reshape(shape[0], shape[2], shape[3], shape[1]).transpose(0, 3, 1, 2)
-    )
+def ref_im2col_per_sample(x, *window):
+    return (oracles.im2col_per_sample(_f64(x), *window),)
 
 
-def ref_bn_forward(x, gamma, beta, eps=1e-6):
-    v = _bn_view(x)
-    mean = v.mean(axis=0)
-    var = ((v - mean) ** 2).mean(axis=0)
-    std = np.sqrt(var + eps)
-    xn = (v - mean) / std
-    out = _f64(gamma) * xn + _f64(beta)
-    shape = np.shape(x)
-    return _bn_unview(out, shape), _bn_unview(xn, shape), mean, var, std
-
-
-def ref_bn_inference(x, gamma, beta, mean, var, eps=1e-6):
-    v = _bn_view(x)
-    out = _f64(gamma) * (v - _f64(mean)) / np.sqrt(_f64(var) + eps) + _f64(beta)
-    return (_bn_unview(out, np.shape(x)),)
-
-
-def ref_bn_backward(dout, xn, std, gamma):
-    d, n = _bn_view(dout), _bn_view(xn)
-    dbeta = d.sum(axis=0)
-    dgamma = (d * n).sum(axis=0)
-    dxn = _f64(gamma) * d
-    dx = (dxn - dxn.mean(axis=0) - n * (dxn * n).mean(axis=0)) / _f64(std)
-    return _bn_unview(dx, np.shape(dout)), dgamma, dbeta
-
-
-def ref_bn_backward_from_input(dout, x, mean, std, gamma):
-    xn = (_bn_view(x) - _f64(mean)) / _f64(std)
-    return ref_bn_backward(dout, _bn_unview(xn, np.shape(x)), std, gamma)
-
-
-def ref_im2col_per_sample(x, fh, fw, s, p):
-    x = _f64(x)
-    col = ref.im2col(x, fh, fw, s, p)
-    return (col.reshape(x.shape[0], -1, col.shape[1]).transpose(0, 2, 1),)
-
-
-def ref_col2im_per_sample(cols, shape, fh, fw, s, p):
-    cols = _f64(cols)
-    return (ref.col2im(cols.transpose(0, 2, 1).reshape(-1, cols.shape[1]), shape, fh, fw, s, p),)
+def ref_col2im_per_sample(cols, *shape_and_window):
+    return (oracles.col2im_per_sample(_f64(cols), *shape_and_window),)
 
 
 def ref_conv_forward(x, W, b, stride=1, pad=0):
-    return (ref.Convolution(_f64(W), _f64(b), stride, pad).forward(_f64(x)),)
+    return (oracles.convolution(x, W, b, stride, pad),)
 
 
 def ref_conv_backward(dout, x, W, stride=1, pad=0):
-    layer = ref.Convolution(_f64(W), 0.0, stride, pad)
-    out = layer.forward(_f64(x))
-    dx = layer.backward(_f64(dout).reshape(out.shape))
-    return dx, layer.dW, layer.db
-
-
-def ref_conv_layer(x, W, b, stride, pad, dout):
-    layer = ref.Convolution(_f64(W), _f64(b), stride, pad)
-    out = layer.forward(_f64(x))
-    dx = layer.backward(_f64(dout))
-    return out, dx, layer.dW, layer.db
+    out = oracles.convolution(x, W, 0.0, stride, pad)
+    return oracles.convolution(x, W, 0.0, stride, pad, _f64(dout).reshape(out.shape))[1:]
 
 
 def ref_pool_layer(x, ph, pw, stride, pad, dout):
-    out, arg = naive_maxpool(x, ph, pw, stride, pad)
-    return out, naive_maxpool_backward(dout, arg, np.shape(x), ph, pw, stride, pad)
+    out, arg = ref_maxpool_forward(x, ph, pw, stride, pad)
+    return out, oracles.maxpool_backward(_f64(dout), arg, np.shape(x), ph, pw, stride, pad)
 
 
 def ref_bn_layer(x, gamma, beta, dout):
@@ -339,14 +259,14 @@ ORACLES = {
     "col2im": lambda c, *a: (ref.col2im(_f64(c), *a),),
     "im2col_per_sample": ref_im2col_per_sample,
     "col2im_per_sample": ref_col2im_per_sample,
-    "maxpool_forward": naive_maxpool,
-    "maxpool_backward": lambda *a: (naive_maxpool_backward(*a),),
+    "maxpool_forward": ref_maxpool_forward,
+    "maxpool_backward": ref_maxpool_backward,
     "relu_forward": lambda x: (np.maximum(_f64(x), 0), _f64(x) <= 0),
     "relu_backward": lambda d, m: (np.where(np.asarray(m), 0.0, _f64(d)),),
-    "batchnorm_forward": ref_bn_forward,
+    "batchnorm_forward": oracles.batchnorm_forward,
     "batchnorm_inference": ref_bn_inference,
-    "batchnorm_backward": ref_bn_backward,
-    "batchnorm_backward_from_input": ref_bn_backward_from_input,
+    "batchnorm_backward": oracles.batchnorm_backward,
+    "batchnorm_backward_from_input": oracles.batchnorm_backward_from_input,
     "conv_forward": ref_conv_forward,
     "conv_backward": ref_conv_backward,
 }
@@ -366,7 +286,7 @@ TARGETS = {
     },
     "nnlayers.im2col": (nnlayers.im2col, lambda x, *a: (ref.im2col(_f64(x), *a),), True),
     "nnlayers.col2im": (nnlayers.col2im, lambda c, *a: (ref.col2im(_f64(c), *a),), True),
-    "Convolution": (call_conv_layer, ref_conv_layer, False),
+    "Convolution": (call_conv_layer, oracles.convolution, False),
     "Pooling": (call_pool_layer, ref_pool_layer, False),
     "BatchNormalization": (call_bn_layer, ref_bn_layer, False),
     "Affine": (call_affine_layer, ref_affine_layer, False),

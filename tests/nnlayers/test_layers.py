@@ -1,5 +1,6 @@
-"""Every fast layer against nnlayers.reference (or a slow obvious version where the
-reference is wrong), over drawn shapes, both float dtypes and several memory layouts."""
+"""Every fast layer against nnlayers.reference (or a slow obvious version in oracles.py
+where the reference is wrong), over drawn shapes, both float dtypes and several memory
+layouts."""
 
 import weakref
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 import nnkernels
 import nnlayers
 import nnlayers.reference as ref
+import oracles
 from conv_routes import ROUTES, convolution_route
 from strategies import (
     Window,
@@ -255,46 +257,6 @@ def test_convolution_empty_batch(conv_route):
 
 
 # ================================================================== Pooling
-def _naive_maxpool(x, ph, pw, stride, pad):
-    """Max over each window's cells inside the image; first maximum (row-major) wins;
-    a NaN beats everything (as np.max/np.argmax). Returns out, argmax (N, C, OH, OW)."""
-    N, C, H, W = x.shape
-    oh = (H + 2 * pad - ph) // stride + 1
-    ow = (W + 2 * pad - pw) // stride + 1
-    out = np.empty((N, C, oh, ow), dtype=x.dtype)
-    arg = np.empty((N, C, oh, ow), dtype=np.int64)
-    for n in range(N):
-        for c in range(C):
-            for oy in range(oh):
-                for ox in range(ow):
-                    best, best_k = None, None
-                    for ky in range(ph):
-                        for kx in range(pw):
-                            y, xx = oy * stride + ky - pad, ox * stride + kx - pad
-                            if not (0 <= y < H and 0 <= xx < W):
-                                continue
-                            v = x[n, c, y, xx]
-                            if best is None or (not np.isnan(best) and (v > best or np.isnan(v))):
-                                best, best_k = v, ky * pw + kx
-                    out[n, c, oy, ox] = best
-                    arg[n, c, oy, ox] = best_k
-    return out, arg
-
-
-def _naive_maxpool_backward(dout, arg, x_shape, ph, pw, stride, pad):
-    dx = np.zeros(x_shape, dtype=np.float64)
-    N, C, oh, ow = dout.shape
-    for n in range(N):
-        for c in range(C):
-            for oy in range(oh):
-                for ox in range(ow):
-                    k = arg[n, c, oy, ox]
-                    dx[n, c, oy * stride + k // pw - pad, ox * stride + k % pw - pad] += dout[
-                        n, c, oy, ox
-                    ]
-    return dx
-
-
 @settings(max_examples=50)
 @given(g=windows(max_k=4, max_pad=0), dtype=dtypes, layout=layouts, seed=seeds, style=value_styles)
 def test_pooling_matches_reference_without_padding(g, dtype, layout, seed, style):
@@ -328,14 +290,14 @@ def test_pooling_with_padding_matches_naive_loops(g, dtype, layout, seed, style)
     dout = make_values(seed + 1, (g.n, g.c, *g.out_hw), dtype)
     fast = nnlayers.Pooling(g.fh, g.fw, g.stride, g.pad)
     out = fast.forward(in_layout(x, layout))
-    expected, arg = _naive_maxpool(x, g.fh, g.fw, g.stride, g.pad)
+    expected, arg = oracles.maxpool_forward(x, g.fh, g.fw, g.stride, g.pad)
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(fast.arg_max, arg.transpose(0, 2, 3, 1).ravel())
     dx = fast.backward(in_layout(dout, layout))
     assert dx.dtype == dtype
     assert_close(
-        dx, _naive_maxpool_backward(dout, arg, x.shape, g.fh, g.fw, g.stride, g.pad), dtype
+        dx, oracles.maxpool_backward(dout, arg, x.shape, g.fh, g.fw, g.stride, g.pad), dtype
     )
 
 
@@ -555,26 +517,6 @@ def test_batchnorm_dtypes_follow_numpy_promotion(x_dtype, param_dtype, expected)
     assert_close(fast.dgamma, slow.dgamma, expected)
 
 
-def _torch_style_batchnorm2d(x, gamma, beta, eps=1e-6):
-    mean = x.mean(axis=(0, 2, 3))
-    var = ((x - mean[None, :, None, None]) ** 2).mean(axis=(0, 2, 3))  # biased
-    xn = (x - mean[None, :, None, None]) / np.sqrt(var + eps)[None, :, None, None]
-    return gamma[None, :, None, None] * xn + beta[None, :, None, None], xn, mean, var
-
-
-def _torch_style_batchnorm2d_backward(dout, xn, var, gamma, eps=1e-6):
-    std = np.sqrt(var + eps)[None, :, None, None]
-    dbeta = dout.sum(axis=(0, 2, 3))
-    dgamma = (dout * xn).sum(axis=(0, 2, 3))
-    dxn = dout * gamma[None, :, None, None]
-    dx = (
-        dxn
-        - dxn.mean(axis=(0, 2, 3), keepdims=True)
-        - xn * (dxn * xn).mean(axis=(0, 2, 3), keepdims=True)
-    ) / std
-    return dx, dgamma, dbeta
-
-
 @settings(max_examples=30)
 @given(
     n=st.integers(1, 4),
@@ -597,7 +539,7 @@ def test_batchnorm_per_channel_matches_batchnorm2d_math(n, c, h, w, dtype, layou
         x = make_values(seed + 7 * step, shape, dtype) * 3 - 1
         dout = make_values(seed + 7 * step + 3, shape, dtype)
         out = layer.forward(in_layout(x, layout))
-        expected, xn, mean, var = _torch_style_batchnorm2d(x.astype(np.float64), g64, b64)
+        expected, xn, mean, var, std = oracles.batchnorm_forward(x, g64, b64)
         assert out.dtype == dtype and out.shape == shape
         assert_close(out, expected, dtype)
         run_mean = 0.7 * run_mean + 0.3 * mean
@@ -606,22 +548,14 @@ def test_batchnorm_per_channel_matches_batchnorm2d_math(n, c, h, w, dtype, layou
         assert_close(layer.running_mean, run_mean, dtype)
         assert_close(layer.running_var, run_var, dtype)
         dx = layer.backward(in_layout(dout, layout))
-        dx_e, dgamma_e, dbeta_e = _torch_style_batchnorm2d_backward(
-            dout.astype(np.float64), xn, var, g64
-        )
+        dx_e, dgamma_e, dbeta_e = oracles.batchnorm_backward(dout, xn, std, g64)
         assert dx.dtype == dtype
         assert_close(dx, dx_e, dtype, scale=max(1.0, float(np.abs(dx_e).max())))
         assert_close(layer.dgamma, dgamma_e, dtype)
         assert_close(layer.dbeta, dbeta_e, dtype)
     x = make_values(seed + 50, shape, dtype)
     out = layer.forward(x, train_flg=False)
-    x64 = x.astype(np.float64)
-    expected = (
-        g64[None, :, None, None]
-        * (x64 - run_mean[None, :, None, None])
-        / np.sqrt(run_var + 1e-6)[None, :, None, None]
-        + b64[None, :, None, None]
-    )
+    expected = oracles.batchnorm_inference(x, g64, b64, run_mean, run_var)
     assert_close(out, expected, dtype, scale=float(np.abs(expected).max()) + 1.0)
 
 
