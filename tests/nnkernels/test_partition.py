@@ -160,6 +160,21 @@ def test_a_forked_child_shares_work_over_helpers_of_its_own():
 
 
 # ------------------------------------------------------------------ Convolution
+def test_automatic_chunk_size_keeps_small_column_matrices_whole(workspace_limit):
+    from nnkernels.config import AUTO_CHUNK_ABOVE, AUTO_WORKSPACE
+
+    workspace_limit(None)
+    per_sample = 1 << 20
+    whole = AUTO_CHUNK_ABOVE // per_sample
+    assert partition.conv_chunk_size(whole, per_sample) == whole
+    assert partition.conv_chunk_size(whole + 1, per_sample) == AUTO_WORKSPACE // per_sample
+    assert partition.conv_chunk_size(3, AUTO_CHUNK_ABOVE) == 1  # one sample above the threshold
+    workspace_limit(1 << 62)  # a bound of the user's replaces the automatic one
+    assert partition.conv_chunk_size(whole + 1, per_sample) == whole + 1
+    workspace_limit(2 * per_sample)
+    assert partition.conv_chunk_size(whole, per_sample) == 2
+
+
 CASES = [  # N, C, H, W, FN, FH, FW, stride, pad
     (5, 3, 9, 7, 4, 3, 2, 1, 1),
     (6, 2, 8, 8, 3, 3, 3, 2, 0),

@@ -13,7 +13,7 @@ import nnkernels
 import nnlayers
 import nnlayers.reference as ref
 import oracles
-from conv_routes import ROUTES, convolution_route
+from conv_routes import ROUTES
 from strategies import (
     Window,
     assert_close,
@@ -29,145 +29,62 @@ from strategies import (
 
 
 # ================================================================== Convolution
-@st.composite
-def conv_cases(draw, max_n=3):
-    g = draw(windows(max_n=max_n))
-    fn = draw(st.integers(1, 4))
-    return g, fn
-
-
-def _check_conv_against_reference(x, W, b, dout, stride, pad, expect_dtype, xin=None, dout_in=None):
-    """Forward and backward of both implementations; compare out, dx, dW, db."""
-    xin = x if xin is None else xin
-    dout_in = dout if dout_in is None else dout_in
-    x_saved, dout_saved, W_saved = xin.copy(), dout_in.copy(), W.copy()
-    fast = nnlayers.Convolution(W, b, stride, pad)
-    slow = ref.Convolution(W.astype(np.float64), np.asarray(b, dtype=np.float64), stride, pad)
+# The layer is the book's API over nnkernels.ConvolutionEngine, whose passes, routes, dtypes,
+# chunking and errors tests/nnkernels/test_engine.py covers: here, that API only.
+@settings(max_examples=25)
+@given(case=windows(), fn=st.integers(1, 4), dtype=dtypes, layout=layouts, seed=seeds)
+def test_convolution_matches_reference(case, fn, dtype, layout, seed):
+    g = case
+    x, W, b, dout = conv_arrays(seed, g, fn, dtype)
+    xin, dout_in = in_layout(x, layout), in_layout(dout, layout)
+    fast = nnlayers.Convolution(W, b, g.stride, g.pad)
     out = fast.forward(xin)
-    expected = slow.forward(x.astype(np.float64))
-    assert out.dtype == expect_dtype
-    assert out.shape == expected.shape
-    assert_close(out, expected, expect_dtype)
     dx = fast.backward(dout_in)
-    dx_expected = slow.backward(dout.astype(np.float64))
-    assert dx.dtype == np.result_type(expect_dtype, dout.dtype)
-    assert dx.shape == x.shape
-    assert_close(dx, dx_expected, dx.dtype)
-    assert fast.dW.shape == W.shape and fast.dW.dtype == dx.dtype
-    assert_close(fast.dW, slow.dW, dx.dtype)
-    assert fast.db.shape == (W.shape[0],)
-    assert_close(fast.db, slow.db, dx.dtype)
-    np.testing.assert_array_equal(xin, x_saved)
-    np.testing.assert_array_equal(dout_in, dout_saved)
-    np.testing.assert_array_equal(W, W_saved)
-    return fast
+    expected = oracles.convolution(x, W, b, g.stride, g.pad, dout)
+    for name, got, want in zip(("out", "dx", "dW", "db"), (out, dx, fast.dW, fast.db), expected):
+        assert got.dtype == dtype and got.shape == want.shape, name
+        assert_close(got, want, dtype, err_msg=name)
+    np.testing.assert_array_equal(xin, x)
+    np.testing.assert_array_equal(dout_in, dout)
 
 
-@settings(max_examples=50)
-@given(case=conv_cases(), dtype=dtypes, layout=layouts, seed=seeds, route=st.sampled_from(ROUTES))
-def test_convolution_matches_reference(case, dtype, layout, seed, route):
-    g, fn = case
-    x, W, b, dout = conv_arrays(seed, g, fn, dtype)
-    with convolution_route(route):
-        _check_conv_against_reference(
-            x,
-            W,
-            b,
-            dout,
-            g.stride,
-            g.pad,
-            np.dtype(dtype),
-            xin=in_layout(x, layout),
-            dout_in=in_layout(dout, layout),
-        )
-
-
-@settings(max_examples=25)
-@given(case=conv_cases(), layout=layouts, seed=seeds, route=st.sampled_from(ROUTES))
-def test_convolution_noncontiguous_parameters(case, layout, seed, route):
-    g, fn = case
-    x, W, b, dout = conv_arrays(seed, g, fn, np.float64)
-    Wl, bl = in_layout(W, layout), in_layout(b, layout)
-    fast = nnlayers.Convolution(Wl, bl, g.stride, g.pad)
-    slow = ref.Convolution(W, b, g.stride, g.pad)
-    with convolution_route(route):
-        assert_close(fast.forward(x), slow.forward(x))
-        assert_close(fast.backward(dout), slow.backward(dout))
-    assert_close(fast.dW, slow.dW)
-    assert_close(fast.db, slow.db)
-
-
-@settings(max_examples=25)
-@given(case=conv_cases(max_n=5), dtype=dtypes, seed=seeds, per_chunk=st.integers(1, 3))
-def test_convolution_chunked_by_workspace_limit_gives_same_results(case, dtype, seed, per_chunk):
-    # the bound shapes the matmul route's chunks; the kernels hold one sample per thread
-    with convolution_route("matmul"):
-        _check_chunked_by_workspace_limit(case, dtype, seed, per_chunk)
-
-
-def _check_chunked_by_workspace_limit(case, dtype, seed, per_chunk):
-    g, fn = case
-    x, W, b, dout = conv_arrays(seed, g, fn, dtype)
-    unbounded = nnlayers.Convolution(W, b, g.stride, g.pad)
-    out_full = unbounded.forward(x)
-    dx_full = unbounded.backward(dout)
-    oh, ow = g.out_hw
-    per_sample = g.c * g.fh * g.fw * oh * ow * np.dtype(dtype).itemsize
-    previous = nnlayers.set_workspace_limit(per_chunk * per_sample)
-    try:
-        chunked = _check_conv_against_reference(x, W, b, dout, g.stride, g.pad, np.dtype(dtype))
-        out_chunked = chunked.forward(x)
-        dx_chunked = chunked.backward(dout)
-    finally:
-        nnlayers.set_workspace_limit(previous)
-    assert_close(out_chunked, out_full, dtype)
-    assert_close(dx_chunked, dx_full, dtype)
-    assert_close(chunked.dW, unbounded.dW, dtype)
-
-
-def test_automatic_chunk_size_keeps_small_column_matrices_whole(workspace_limit):
-    from nnkernels.config import AUTO_CHUNK_ABOVE, AUTO_WORKSPACE
-    from nnkernels.runtime.partition import conv_chunk_size
-
-    workspace_limit(None)
-    per_sample = 1 << 20
-    whole = AUTO_CHUNK_ABOVE // per_sample
-    assert conv_chunk_size(whole, per_sample) == whole
-    assert conv_chunk_size(whole + 1, per_sample) == AUTO_WORKSPACE // per_sample
-    assert conv_chunk_size(3, AUTO_CHUNK_ABOVE) == 1  # one sample above the threshold
-    workspace_limit(1 << 62)  # a bound of the user's replaces the automatic one
-    assert conv_chunk_size(whole + 1, per_sample) == whole + 1
-    workspace_limit(2 * per_sample)
-    assert conv_chunk_size(whole, per_sample) == 2
+def test_convolution_stride_pad_and_route_are_the_engines_read_at_every_forward():
+    x, W, b, _ = conv_arrays(61, Window(2, 2, 7, 6, 3, 3, 1, 0), 3, np.float64)
+    layer = nnlayers.Convolution(W, b)
+    assert (layer.stride, layer.pad, layer.route) == (1, 0, None)
+    with pytest.raises(TypeError):
+        nnlayers.Convolution(W, b, 1, 0, "matmul")  # route is keyword-only
+    layer.stride, layer.pad = 2, 1
+    assert (layer._engine.stride, layer._engine.pad) == (2, 1)
+    assert_close(layer.forward(x), oracles.convolution(x, W, b, 2, 1))
+    for route in ROUTES:
+        layer.route = route
+        assert layer._engine.route == route
+        layer.forward(x)
+        assert layer._engine.route_taken == route
+    with pytest.raises(ValueError, match="route must be one of"):
+        layer.route = "fused"
+    assert nnlayers.Convolution(W, b, route="matmul")._engine.route == "matmul"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_automatic_chunking_gives_the_whole_batch_bits(monkeypatch, workspace_limit, dtype):
-    # Large column matrices are chunked without a bound; thresholds lowered to keep it small.
-    # Every product is per sample and dW is summed over samples after, so the bits agree.
-    from nnkernels import config
-
-    x, W, b, dout = conv_arrays(5, Window(6, 3, 9, 8, 3, 3, 1, 1), 4, dtype)
-    per_sample = 3 * 3 * 3 * 9 * 8 * np.dtype(dtype).itemsize
-    workspace_limit(1 << 62)
-    whole = nnlayers.Convolution(W, b, 1, 1, route="matmul")  # chunking is the matmul route's
-    expected = [whole.forward(x).copy(), whole.backward(dout).copy(), whole.dW, whole.db]
-    assert whole._engine._saved.col is not None
-    workspace_limit(None)
-    monkeypatch.setattr(config, "AUTO_CHUNK_ABOVE", 6 * per_sample - 1)
-    monkeypatch.setattr(config, "AUTO_WORKSPACE", 2 * per_sample)
-    chunked = nnlayers.Convolution(W, b, 1, 1, route="matmul")
-    got = [chunked.forward(x).copy(), chunked.backward(dout).copy(), chunked.dW, chunked.db]
-    assert chunked._engine._saved.col is None  # columns were recomputed in backward, not kept
-    for e, g in zip(expected, got):
-        np.testing.assert_array_equal(g, e)
-
-
-def test_workspace_limit_one_byte_still_processes_a_sample(workspace_limit, conv_route):
-    x, W, b, dout = conv_arrays(11, Window(5, 2, 7, 6, 3, 2, 2, 1), 3, np.float64)
-    workspace_limit(1)
-    assert nnlayers.get_workspace_limit() == 1
-    _check_conv_against_reference(x, W, b, dout, 2, 1, np.dtype(np.float64))
+def test_convolution_x_dW_and_db_attributes(dtype):
+    x, W, b, dout = conv_arrays(62, Window(2, 2, 6, 5, 3, 3, 1, 1), 3, dtype)
+    layer = nnlayers.Convolution(W, b, 1, 1)
+    assert layer.x is None and layer.dW is None and layer.db is None
+    layer.forward(x)
+    assert layer.x is x  # kept as the reference keeps it (no copy: already computable)
+    layer.backward(dout)
+    _, _, dW, db = oracles.convolution(x, W, b, 1, 1, dout)
+    assert layer.dW.dtype == layer.db.dtype == dtype
+    assert_close(layer.dW, dW, dtype)
+    assert_close(layer.db, db, dtype)
+    first_dW = layer.dW
+    layer.forward(np.asfortranarray(x.astype(np.int16)))
+    np.testing.assert_array_equal(layer.x, x.astype(np.int16))  # as computed on: C, float
+    assert layer.x.flags.c_contiguous and layer.x.dtype == np.result_type(np.int16, dtype)
+    layer.backward(dout)
+    assert layer.dW is not first_dW and not np.shares_memory(layer.dW, first_dW)
 
 
 def test_workspace_limit_fixture_restores(workspace_limit):
@@ -179,81 +96,6 @@ def test_workspace_limit_fixture_restores(workspace_limit):
 def test_workspace_limit_was_restored():
     # runs after the test above in file order
     assert nnlayers.get_workspace_limit() is None
-
-
-@pytest.mark.parametrize(
-    "x_dtype, W_dtype, b_dtype, expected",
-    [
-        (np.float32, np.float64, np.float64, np.float64),
-        (np.float64, np.float32, np.float32, np.float64),
-        (np.float32, np.float32, np.float64, np.float64),
-        (np.float32, np.float32, np.float32, np.float32),
-        (np.int64, np.float32, np.float32, np.float64),
-        (np.bool_, np.float64, np.float64, np.float64),
-        (np.int32, np.int32, np.int32, np.float64),
-    ],
-)
-def test_convolution_mixed_dtypes_follow_numpy_promotion(
-    x_dtype, W_dtype, b_dtype, expected, conv_route
-):
-    g = Window(2, 3, 6, 5, 3, 2, 1, 1)
-    x = make_values(21, g.x_shape, style="ties").astype(x_dtype)
-    W = make_values(22, (4, 3, 3, 2), style="ties" if W_dtype == np.int32 else "normal")
-    W = W.astype(W_dtype)
-    b = make_values(23, (4,)).astype(b_dtype)
-    dout = make_values(24, (2, 4, *g.out_hw))
-    _check_conv_against_reference(x, W, b, dout.astype(expected), 1, 1, np.dtype(expected))
-
-
-def test_convolution_dout_dtype_promotes_the_gradient(workspace_limit, conv_route):
-    g = Window(3, 2, 5, 5, 3, 3, 1, 0)
-    x, W, b, dout = conv_arrays(31, g, 2, np.float32)
-    for limit in (None, 1):
-        workspace_limit(limit)
-        # float32 forward, float64 dout -> float64 gradients equal to the reference's
-        _check_conv_against_reference(x, W, b, dout.astype(np.float64), 1, 0, np.dtype(np.float32))
-
-
-@pytest.mark.parametrize("b", [0, 0.5, np.float64(-1.0), "vector"])
-def test_convolution_scalar_bias(b, conv_route):
-    g = Window(2, 2, 5, 4, 2, 3, 1, 1)
-    x, W, bvec, dout = conv_arrays(41, g, 3, np.float64)
-    b = bvec if isinstance(b, str) else b
-    fast = nnlayers.Convolution(W, b, 1, 1)
-    slow = ref.Convolution(W, b, 1, 1)
-    assert_close(fast.forward(x), slow.forward(x))
-    assert_close(fast.backward(dout), slow.backward(dout))
-    assert_close(fast.db, slow.db)
-    assert_close(fast.dW, slow.dW)
-
-
-def test_convolution_nan_and_inf_propagate_like_the_reference(conv_route):
-    g = Window(2, 2, 6, 6, 3, 3, 1, 1)
-    x, W, b, dout = conv_arrays(51, g, 3, np.float64)
-    x[0, 1, 2, 2] = np.nan
-    x[1, 0, 5, 5] = np.inf
-    out = nnlayers.Convolution(W, b, 1, 1).forward(x)
-    expected = ref.Convolution(W, b, 1, 1).forward(x)
-    assert np.isnan(out).any() and np.isinf(expected).any()
-    assert_close(out, expected)  # NaN and inf at the same places, finite values close
-
-
-def test_convolution_stride_and_pad_as_numpy_integers():
-    g = Window(2, 1, 7, 5, 3, 3, 2, 1)
-    x, W, b, dout = conv_arrays(61, g, 2, np.float64)
-    fast = nnlayers.Convolution(W, b, np.int64(2), np.int32(1))
-    assert_close(fast.forward(x), ref.Convolution(W, b, 2, 1).forward(x))
-
-
-def test_convolution_empty_batch(conv_route):
-    W = make_values(71, (3, 2, 3, 3))
-    layer = nnlayers.Convolution(W, np.zeros(3), 1, 1)
-    out = layer.forward(np.zeros((0, 2, 5, 5)))
-    assert out.shape == (0, 3, 5, 5)
-    dx = layer.backward(np.zeros((0, 3, 5, 5)))
-    assert dx.shape == (0, 2, 5, 5)
-    np.testing.assert_array_equal(layer.dW, np.zeros_like(W))
-    np.testing.assert_array_equal(layer.db, np.zeros(3))
 
 
 # ================================================================== Pooling
@@ -960,18 +802,3 @@ def test_the_columns_attribute_has_the_reference_meaning_and_is_never_rewritten(
         fast.forward(x2)
         assert fast.col is not col
         np.testing.assert_array_equal(col, slow.col)
-
-
-@pytest.mark.skipif(not nnkernels.conv_kernels_available(), reason="needs the fused kernels")
-def test_the_fused_kernels_take_every_batch_and_small_work_one_thread():
-    from nnkernels.engine.convolution import KERNELS, choose_route
-
-    split = nnkernels.get_config()["split_min_macs"]
-    threads = nnkernels.get_num_threads()
-    assert choose_route("auto", 1, split) == (KERNELS, threads)  # one large image
-    assert choose_route("auto", 100, split) == (KERNELS, threads)
-    assert choose_route("auto", 100, split - 1) == (KERNELS, 1)  # the calling thread alone
-    W = make_values(81, (8, 4, 3, 3), np.float32)
-    layer = nnlayers.Convolution(W, np.zeros(8, np.float32), 1, 1)
-    layer.forward(make_values(82, (1, 4, 6, 6), np.float32))
-    assert layer._engine.route_taken == "kernels"
