@@ -299,22 +299,7 @@ def test_an_empty_batch_gives_empty_results_and_zero_parameter_gradients(route, 
     np.testing.assert_array_equal(db, np.zeros(3))
 
 
-# known bugs, pinned: strict, so each starts failing once fixed (then drop its mark)
-NO_CHANNELS_BUG = pytest.mark.xfail(
-    raises=ZeroDivisionError,
-    strict=True,
-    reason="the matmul route's backward divides by the bytes of a sample's columns (0)",
-)
-NO_FILTERS_BUG = pytest.mark.xfail(
-    raises=IndexError,
-    strict=True,
-    reason="backward counts multiply-adds with W[0], which no filters have",
-)
-
-
-@pytest.mark.parametrize(
-    "route", [pytest.param(r, marks=NO_CHANNELS_BUG) if r == "matmul" else r for r in ROUTES]
-)
+@pytest.mark.parametrize("route", ROUTES)
 def test_no_channels_match_the_reference(route):
     g = Window(2, 0, 5, 4, 3, 2, 1, 1)
     x, W, b, dout = conv_arrays(73, g, 3, np.float64)
@@ -322,7 +307,6 @@ def test_no_channels_match_the_reference(route):
     assert_matches_reference(results, x, W, b, dout, 1, 1, np.dtype(np.float64))
 
 
-@NO_FILTERS_BUG
 @pytest.mark.parametrize("route", ROUTES)
 def test_no_filters_give_empty_outputs_and_a_zero_input_gradient(route):
     # the reference cannot reshape W of no filters
