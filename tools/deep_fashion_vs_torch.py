@@ -28,7 +28,7 @@ start = time.perf_counter()
 import numpy as np
 import torch
 from nnbench.cases import torch_network
-from nntrain.cli import load_dataset
+from nntrain.catalog import load_dataset
 
 epochs, eval_samples, dataset, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)

@@ -27,10 +27,9 @@ import time
 
 import numpy as np
 
-from . import data as datasets
 from ._io import LoadError, display_name, printable
 from ._layers import layers_name, resolve_layers
-from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet
+from .catalog import DATASETS, MODELS, build_network, load_dataset
 from .optimizers import OPTIMIZERS, make_optimizer
 from .trainer import Trainer
 
@@ -48,13 +47,13 @@ def build_parser():
     )
     parser.add_argument(
         "--model",
-        choices=("simple", "deep", "mlp"),
+        choices=MODELS,
         default="simple",
         help="SimpleConvNet, DeepConvNet or a 2x100 MultiLayerNet",
     )
     parser.add_argument(
         "--dataset",
-        choices=("digits", "fashion-mnist", "mnist-dir"),
+        choices=DATASETS,
         default="digits",
         help="digits: scikit-learn's 8x8 digits (no download); fashion-mnist: "
         "Debian's dataset-fashion-mnist or --data-dir; mnist-dir: IDX "
@@ -131,44 +130,6 @@ def build_parser():
 
 
 # ---------------------------------------------------------------- pieces
-def load_dataset(name, data_dir, flatten, digits_size=8, train_count=None):
-    """``((x_train, t_train), (x_test, t_test))`` normalised, integer labels; only the
-    first ``train_count`` training images if given (the IDX files are read no further)."""
-    options = dict(normalize=True, flatten=flatten, one_hot_label=False)
-    if name == "digits":
-        if data_dir:
-            raise SystemExit("nntrain: --data-dir does not apply to --dataset digits")
-        (x_train, t_train), test = datasets.load_digits(**options, image_size=digits_size)
-        return (x_train[:train_count], t_train[:train_count]), test
-    options.update(data_dir=data_dir, train_count=train_count)
-    if name == "fashion-mnist":
-        return datasets.load_fashion_mnist(**options)
-    return datasets.load_mnist(**options)
-
-
-def build_network(model, input_shape, *, layers, dtype, rng):
-    """The network for ``model`` sized for images ``input_shape = (C, H, W)``."""
-    C, H, W = input_shape
-    if model == "simple":
-        if H * W <= 16 * 16:  # small images: a 3x3 "same" conv keeps the 2x2 pool meaningful
-            conv = {"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1}
-        else:
-            conv = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
-        return SimpleConvNet(
-            input_dim=input_shape,
-            conv_param=conv,
-            hidden_size=100,
-            output_size=10,
-            weight_init_std=0.01,
-            layers=layers,
-            dtype=dtype,
-            rng=rng,
-        )
-    if model == "deep":
-        return DeepConvNet(input_dim=input_shape, layers=layers, dtype=dtype, rng=rng)
-    return MultiLayerNet(C * H * W, [100, 100], 10, layers=layers, dtype=dtype, rng=rng)
-
-
 def warm_up(model, input_shape, layers, dtype, x, t, batch_size):
     """Run a training step's forward/backward and an evaluation forward, at the real batch
     size, on a throw-away network, so that JIT compilation (or loading the compiled kernels

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from ..catalog import DATASETS, MODELS
 from ..optimizers import OPTIMIZERS
 from .space import PARAMETERS, SearchSpace, SpaceError, load_toml, parse_param
 
@@ -45,14 +46,12 @@ def _add_common(parser):
     """Options shared by ``sweep`` and ``repeat`` (nntrain's names where they exist)."""
     parser.add_argument(
         "--model",
-        choices=("simple", "deep", "mlp"),
+        choices=MODELS,
         default="mlp",
         help="mlp: MultiLayerNetExtend (hidden sizes, dropout, batch norm "
         "searchable); simple/deep: the conv nets",
     )
-    parser.add_argument(
-        "--dataset", choices=("digits", "fashion-mnist", "mnist-dir"), default="digits"
-    )
+    parser.add_argument("--dataset", choices=DATASETS, default="digits")
     parser.add_argument("--data-dir", help="directory with the four MNIST-format IDX files")
     parser.add_argument("--digits-size", type=int, choices=(8, 28), default=28)
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)

@@ -53,7 +53,7 @@ def load_split(options):
 
 
 def _split(dataset, data_dir, digits_size, flatten, dtype, train_size, val_fraction, split_seed):
-    from ..cli import load_dataset
+    from ..catalog import load_dataset
 
     (x_train, t_train), (x_test, t_test) = load_dataset(
         dataset, data_dir, flatten=flatten, digits_size=digits_size, train_count=train_size
@@ -172,7 +172,7 @@ def trial_seeds(seed):
 
 def build_network(model, input_shape, params, dtype, rng):
     """The network of ``model`` with the sampled ``params`` (hidden sizes, dropout ...)."""
-    from ..cli import build_network as build_conv_or_mlp
+    from ..catalog import build_network as build_conv_or_mlp
     from ..networks import MultiLayerNetExtend
 
     if model != "mlp":
