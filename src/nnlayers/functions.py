@@ -64,8 +64,8 @@ def sum_squared_error(y, t):
     return 0.5 * np.sum((y - t) ** 2)
 
 
-def _label_indices(t, batch_size):
-    """Integer labels ``(N,)`` from labels shaped ``(N,)`` or ``(N, 1)``."""
+def _label_indices(t, batch_size, classes):
+    """Integer labels ``(N,)``, each in ``[0, classes)``, from labels ``(N,)`` or ``(N, 1)``."""
     t = np.asarray(t)
     if t.ndim == 2 and t.shape[1] == 1:
         t = t[:, 0]
@@ -79,6 +79,13 @@ def _label_indices(t, batch_size):
             t = t.astype(np.intp)
         else:
             raise TypeError(f"integer labels t must have an integer dtype, got {t.dtype}")
+    outside = np.flatnonzero((t < 0) | (t >= classes))
+    if outside.size:
+        position = int(outside[0])
+        raise ValueError(
+            f"t: label {t[position]} at position {position} is out of range for {classes} "
+            f"classes (expected 0 to {classes - 1})"
+        )
     return t
 
 
@@ -86,7 +93,8 @@ def cross_entropy_error(y, t):
     """Mean cross-entropy ``-sum(log(y[label] + 1e-7)) / N``.
 
     ``y`` is ``(N, classes)`` probabilities (1-D means a batch of one); ``t`` is one-hot
-    (detected by ``t.size == y.size``) or integer labels ``(N,)`` / ``(N, 1)``.
+    (detected by ``t.size == y.size``) or integer labels ``(N,)`` / ``(N, 1)``, each in
+    ``[0, classes)`` (``ValueError`` naming the first label outside, and its position).
     """
     y = np.asarray(y)
     t = np.asarray(t)
@@ -96,7 +104,7 @@ def cross_entropy_error(y, t):
     if t.size == y.size:
         t = t.reshape(y.shape).argmax(axis=1)
     batch_size = y.shape[0]
-    t = _label_indices(t, batch_size)
+    t = _label_indices(t, batch_size, y.shape[1])
     total = -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7))
     # divided in total's own dtype: NumPy < 2 would turn a float32 scalar / int into float64
     return total / total.dtype.type(batch_size)

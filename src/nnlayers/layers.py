@@ -154,7 +154,12 @@ class Affine:
 
 
 class SoftmaxWithLoss:
-    """Softmax then mean cross-entropy. ``t``: labels ``(N,)``/``(N, 1)`` or one-hot ``(N, K)``."""
+    """Softmax then mean cross-entropy. ``t``: labels ``(N,)``/``(N, 1)`` or one-hot ``(N, K)``.
+
+    Integer labels must lie in ``[0, K)``: ``forward`` raises ``ValueError`` naming the first
+    label outside, its position and ``K`` (the reference raises ``IndexError`` for a label
+    of ``K`` or more, and scores a negative one as counted from the last class).
+    """
 
     def __init__(self):
         self.loss = None
@@ -182,7 +187,7 @@ class SoftmaxWithLoss:
         if self.t.size == self.y.size:
             return (self.y - self.t.reshape(self.y.shape)) / batch_size
         dx = self.y.copy()
-        dx[np.arange(batch_size), _label_indices(self.t, batch_size)] -= 1
+        dx[np.arange(batch_size), _label_indices(self.t, batch_size, self.y.shape[1])] -= 1
         return dx / batch_size
 
 

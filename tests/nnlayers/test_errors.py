@@ -472,6 +472,27 @@ CASES = [
         lambda l: l.forward(np.ones((2, 3)), np.array([0.5, 1.0])),
     ),
     (
+        "softmax-t-label-too-large",
+        ValueError,
+        r"^t: label 12 at position 3 is out of range for 10 classes \(expected 0 to 9\)$",
+        lambda: nnlayers.SoftmaxWithLoss(),
+        lambda l: l.forward(np.ones((5, 10)), np.array([0, 9, 1, 12, 13])),
+    ),
+    (
+        "softmax-t-label-negative",
+        ValueError,
+        r"^t: label -1 at position 1 is out of range for 10 classes",
+        lambda: nnlayers.SoftmaxWithLoss(),
+        lambda l: l.forward(np.ones((3, 10)), np.array([[2], [-1], [3]])),
+    ),
+    (
+        "cross-entropy-t-label-negative",
+        ValueError,
+        r"^t: label -2 at position 0 is out of range for 4 classes",
+        None,
+        lambda _: nnlayers.cross_entropy_error(np.full((2, 4), 0.25), np.array([-2, 1])),
+    ),
+    (
         "dropout-ratio",
         ValueError,
         r"dropout_ratio must be in \[0, 1\]",
@@ -742,3 +763,19 @@ def test_masked_arrays_are_refused_clearly(call, forbid_kernels):
     forbid_kernels()
     with pytest.raises(TypeError, match=r"must be a plain array, got a masked array"):
         call()
+
+
+def test_out_of_range_labels_differ_from_the_reference_on_purpose():
+    # README, "Where it differs from the reference": the reference scores label -1 as the
+    # last class and fails on a label of 10 with an IndexError from inside the layer
+    import nnlayers.reference as ref
+
+    x = np.random.default_rng(3).standard_normal((2, 10))
+    last = ref.SoftmaxWithLoss().forward(x, np.array([4, 9]))
+    assert ref.SoftmaxWithLoss().forward(x, np.array([4, -1])) == last
+    with pytest.raises(IndexError):
+        ref.SoftmaxWithLoss().forward(x, np.array([4, 10]))
+    for label in (-1, 10):
+        message = rf"^t: label {label} at position 1 is out of range for 10 classes"
+        with pytest.raises(ValueError, match=message):
+            nnlayers.SoftmaxWithLoss().forward(x, np.array([4, label]))
