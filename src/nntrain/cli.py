@@ -19,10 +19,13 @@ Time identical training steps with the pure-NumPy reference layers and with nnla
 """
 
 import argparse
+import importlib.util
+import io
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -30,6 +33,18 @@ import numpy as np
 from ._io import LoadError, display_name, printable
 from ._layers import layers_name, resolve_layers
 from .catalog import DATASETS, MODELS, build_network, load_dataset
+from .command import (
+    CommandParser,
+    OutputError,
+    check_learning_rate,
+    check_output_directory,
+    check_output_file,
+    check_positive,
+    compile_notice,
+    create_directory,
+    fail,
+    writing,
+)
 from .optimizers import OPTIMIZERS, make_optimizer
 from .trainer import Trainer
 
@@ -37,10 +52,12 @@ from .trainer import Trainer
 DEFAULT_EPOCHS = {"digits": 30, "fashion-mnist": 20, "mnist-dir": 20}
 #: step size when --lr is not given (the optimizer's own default otherwise)
 DIGITS_ADAM_LR = 0.01
+#: what a run writes into --out, in this order (the parameters first)
+OUTPUT_FILES = ("params.pkl", "history.json", "learning_curves.png")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="nntrain",
         description="Train the 'Deep Learning from Scratch' networks on nnlayers.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -68,7 +85,10 @@ def build_parser():
         help="digits as 28x28 MNIST-like frames (the book's networks unchanged) or the native 8x8",
     )
     parser.add_argument(
-        "--epochs", type=int, help=f"default: {DEFAULT_EPOCHS['digits']} on digits, 20 otherwise"
+        "--epochs",
+        type=int,
+        help=f"default: {DEFAULT_EPOCHS['digits']} on digits, 20 otherwise; 0 only with "
+        "--compare-reference (time the steps without training)",
     )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--optimizer", type=str.lower, choices=sorted(OPTIMIZERS), default="adam")
@@ -93,7 +113,10 @@ def build_parser():
         "--eval-samples", type=int, help="evaluate accuracies on the first N samples each epoch"
     )
     parser.add_argument(
-        "--out", help="output directory: params.pkl, history.json, learning_curves.png"
+        "--out",
+        help="output directory: params.pkl, history.json, learning_curves.png (checked "
+        "before training; if writing fails at the end, the files go to a new "
+        "nntrain-run-* directory here, or in the temporary directory, and the error names it)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -125,7 +148,12 @@ def build_parser():
         default=20,
         help="timed steps per implementation for --compare-reference",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar or epoch lines: one line at the end, the final test accuracy "
+        "and where the files went",
+    )
     return parser
 
 
@@ -156,7 +184,10 @@ def set_threads(n):
             file=sys.stderr,
         )
         return False
-    setter(n)
+    try:
+        setter(n)
+    except ValueError as exc:
+        fail(f"--threads {n}: {exc}")
     return True
 
 
@@ -199,15 +230,59 @@ def plot_curves(trainer, path):
     plt.close(fig)
 
 
-def write_outputs(out_dir, trainer, network, config, final_test_acc):
-    os.makedirs(out_dir, exist_ok=True)
-    network.save_params(os.path.join(out_dir, "params.pkl"))
+def write_outputs(out_dir, trainer, network, config, final_test_acc, written=None):
+    """Write :data:`OUTPUT_FILES` into the existing directory ``out_dir``, in that order,
+    each atomically, appending each name to the list ``written`` once it is complete.
+
+    Raises
+    ------
+    OutputError
+        A file could not be written; it names the file.
+    """
+    written = [] if written is None else written
+    params, history, curves = (os.path.join(out_dir, name) for name in OUTPUT_FILES)
+    with writing(params):
+        network.save_params(params)
+    written.append(OUTPUT_FILES[0])
     record = {"config": config, "final_test_acc": final_test_acc, **trainer.history()}
     tmp = os.path.join(out_dir, ".history.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "history.json"))
-    plot_curves(trainer, os.path.join(out_dir, "learning_curves.png"))
+    with writing(history):
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, history)
+    written.append(OUTPUT_FILES[1])
+    with writing(curves):
+        plot_curves(trainer, curves)
+    written.append(OUTPUT_FILES[2])
+    return written
+
+
+def write_elsewhere(trainer, network, config, final_test_acc):
+    """Write the run's files into a new ``nntrain-run-*`` directory in the current
+    directory or, failing that, in the system's temporary directory. Returns the path of
+    its ``params.pkl``, or ``None`` when the parameters could be written nowhere."""
+    for parent in dict.fromkeys((os.getcwd(), tempfile.gettempdir())):
+        try:
+            directory = tempfile.mkdtemp(prefix="nntrain-run-", dir=parent)
+        except OSError:
+            continue
+        written = []
+        try:
+            write_outputs(directory, trainer, network, config, final_test_acc, written)
+        except OutputError:
+            if not written:
+                continue
+        return os.path.join(directory, OUTPUT_FILES[0])
+    return None
+
+
+def rescue(error, trainer, network, config, final_test_acc):
+    """Stop after the :class:`OutputError` ``error`` with one line naming the file that
+    failed and where the parameters went instead (:func:`write_elsewhere`); exit status 1."""
+    rescued = write_elsewhere(trainer, network, config, final_test_acc)
+    if rescued:
+        fail(f"{error}; the trained parameters are in {rescued}", status=1)
+    fail(f"{error}; the parameters could not be written anywhere else either", status=1)
 
 
 # ---------------------------------------------------------------- compare
@@ -264,7 +339,55 @@ def compare_reference(args, x_train, t_train, input_shape, dtype, out=None):
     return {"times": times, "medians": medians, "speedup": speedup, "max_param_diff": max_diff}
 
 
+class CheckedTrainer(Trainer):
+    """A :class:`Trainer` whose failed checkpoint write raises :class:`OutputError`."""
+
+    def save_checkpoint(self, path):
+        with writing(path):
+            super().save_checkpoint(path)
+
+
 # ---------------------------------------------------------------- main
+def check_args(args):
+    """Refuse what cannot work, before anything starts; returns the number of epochs.
+
+    Every refusal is one line on stderr and exit status 2 (:func:`fail`), and writes
+    nothing: output paths are checked here and created only when training starts.
+    """
+    check_positive(args, ("batch_size", "compare_steps", "threads", "eval_samples"))
+    epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
+    if epochs < 0:
+        fail(f"--epochs must be positive, got {epochs}")
+    if epochs == 0 and not args.compare_reference:
+        fail(
+            "--epochs 0 trains nothing: give 1 or more (0 goes with --compare-reference, "
+            "to time the steps without training)"
+        )
+    if epochs == 0 and (args.out or args.checkpoint):
+        option = "--out" if args.out else "--checkpoint"
+        fail(f"--epochs 0 trains nothing, so {option} would stay empty: leave it out")
+    check_learning_rate(args.lr)
+    if args.dataset == "mnist-dir" and not (args.data_dir or os.environ.get("NNTRAIN_MNIST_DIR")):
+        fail("--dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
+    if args.dataset == "digits" and args.data_dir:
+        fail("--data-dir does not apply to --dataset digits")
+    if args.blas_spin and not 4 <= args.blas_spin <= 30:
+        fail(f"--blas-spin must be 0 or from 4 to 30, got {args.blas_spin}")
+    if args.resume and not args.checkpoint:
+        fail("--resume needs --checkpoint")
+    if args.trust_pickle and not args.resume:
+        fail("--trust-pickle applies to --resume only")
+    if args.out:
+        check_output_directory(args.out, "--out", OUTPUT_FILES)
+        if importlib.util.find_spec("matplotlib") is None:
+            fail("--out: learning_curves.png needs matplotlib: pip install 'nnkernels[train]'")
+    if args.checkpoint:
+        check_output_file(args.checkpoint, "--checkpoint")
+    if not args.quiet and epochs > 0 and importlib.util.find_spec("tqdm") is None:
+        fail("the progress bar needs tqdm: pip install 'nnkernels[train]' (or give --quiet)")
+    return epochs
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("sweep", "repeat"):  # nntrain sweep / repeat: nntrain.sweep
@@ -272,47 +395,48 @@ def main(argv=None):
 
         return sweep_main(argv)
     args = build_parser().parse_args(argv)
-    for name in ("epochs", "batch_size", "compare_steps", "threads", "eval_samples"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "epochs" else 1):
-            raise SystemExit(f"nntrain: --{name.replace('_', '-')} must be positive, got {value}")
-    if args.dataset == "mnist-dir" and not (args.data_dir or os.environ.get("NNTRAIN_MNIST_DIR")):
-        raise SystemExit("nntrain: --dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
-    if args.resume and not args.checkpoint:
-        raise SystemExit("nntrain: --resume needs --checkpoint")
-    if args.trust_pickle and not args.resume:
-        raise SystemExit("nntrain: --trust-pickle applies to --resume only")
+    epochs = check_args(args)
     if args.threads is not None:
         set_threads(args.threads)
     dtype = np.dtype(args.dtype)
-    epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
 
     try:
         (x_train, t_train), (x_test, t_test) = load_dataset(
             args.dataset, args.data_dir, flatten=False, digits_size=args.digits_size
         )
     except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"nntrain: {exc}") from None
+        fail(exc)
     x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
     input_shape = x_train.shape[1:]
 
-    if epochs > 0 or not args.compare_reference:
+    outcome = []  # the parts of --quiet's one line
+    if epochs > 0:
         try:
-            train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape)
+            outcome.append(
+                train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape)
+            )
         except LoadError as exc:  # one line, whatever the file's name or content
             print(f"nntrain: error: {printable(exc)}", file=sys.stderr)
             raise SystemExit(2) from None
     if args.compare_reference:
         if not args.quiet:
             print("\ntiming the same training steps with the reference layers ...", flush=True)
-        compare_reference(args, x_train, t_train, input_shape, dtype)
+        out = io.StringIO() if args.quiet else None
+        timing = compare_reference(args, x_train, t_train, input_shape, dtype, out=out)
+        outcome.append(f"speedup {timing['speedup']:.2f}x over nnlayers.reference")
+    if args.quiet:
+        print("; ".join(outcome), flush=True)
     return 0
 
 
 def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
-    """Train as the options say; print per-epoch lines and write ``--out`` files."""
+    """Train as the options say; print per-epoch lines and write ``--out`` files.
+
+    Returns the run's outcome in words (final test accuracy, where the files went).
+    """
     layers = resolve_layers(args.layers)
-    warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train, args.batch_size)
+    with compile_notice(enabled=not args.quiet):
+        warmup = warm_up(args.model, input_shape, layers, dtype, x_train, t_train, args.batch_size)
     init_rng, batch_rng = _seeds(args.seed)
     np.random.seed(args.seed)  # the layers' Dropout draws from the global generator
     network = build_network(args.model, input_shape, layers=layers, dtype=dtype, rng=init_rng)
@@ -326,7 +450,7 @@ def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
             f"warm-up (JIT compile or cache load) {warmup:.1f}s",
             flush=True,
         )
-    trainer = Trainer(
+    trainer = CheckedTrainer(
         network,
         x_train,
         t_train,
@@ -345,24 +469,37 @@ def train(args, epochs, dtype, x_train, t_train, x_test, t_test, input_shape):
     )
     if trainer.current_epoch and not args.quiet:
         print(f"resumed from {display_name(args.checkpoint)} after epoch {trainer.current_epoch}")
+    if args.out:
+        create_directory(args.out, "--out")
+    if args.checkpoint:
+        create_directory(os.path.dirname(args.checkpoint) or ".", "--checkpoint")
+    config = {k: v for k, v in vars(args).items()}
+    config.update(epochs=epochs, optimizer_param=optimizer_param, layers=layers_name(layers))
     start = time.perf_counter()
-    final_test_acc = trainer.train()
+    try:
+        final_test_acc = trainer.train()
+    except OutputError as exc:
+        stopped = OutputError(
+            exc.path, f"{exc.reason}; training stopped after epoch {trainer.current_epoch}"
+        )
+        rescue(stopped, trainer, network, config, None)
     wall = time.perf_counter() - start
+    config.update(wall_time=wall)
     if not args.quiet:
         print(f"trained in {wall:.1f}s ({sum(trainer.epoch_times):.1f}s in training steps)")
-    if args.out:
-        config = {k: v for k, v in vars(args).items()}
-        config.update(
-            epochs=epochs,
-            optimizer_param=optimizer_param,
-            layers=layers_name(layers),
-            wall_time=wall,
-        )
+    outcome = f"final test acc {final_test_acc:.4f}"
+    if args.checkpoint:
+        outcome += f"; checkpoint {args.checkpoint}"
+    if not args.out:
+        return outcome + "; no --out, no files written"
+    try:
         write_outputs(args.out, trainer, network, config, final_test_acc)
-        if not args.quiet:
-            print(
-                f"wrote params.pkl, history.json, learning_curves.png to {display_name(args.out)}"
-            )
+    except OutputError as exc:
+        rescue(exc, trainer, network, config, final_test_acc)
+    wrote = f"wrote {', '.join(OUTPUT_FILES)} to {display_name(args.out)}"
+    if not args.quiet:
+        print(wrote)
+    return f"{outcome}; {wrote}"
 
 
 if __name__ == "__main__":  # pragma: no cover
