@@ -10,8 +10,11 @@ or ``None``).
 
 import concurrent.futures
 import contextlib
+import logging
 import os
+import signal
 import sys
+import threading
 
 from . import require
 
@@ -36,6 +39,33 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.memory.monitor-interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
 }
+
+
+def dask_setup(worker):
+    """Dask's preload hook, run as each local-cluster worker starts: the worker ignores
+    SIGINT. Ctrl-C in a terminal signals every process of the foreground group; only the
+    client should act on it, stopping the workers in order (a worker that takes the
+    interrupt itself dies printing tracebacks)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def quiet_shutdown():
+    """For the block: Dask's loggers in this process print nothing, and SIGINT is ignored
+    (in the main thread), so that stopping a cluster neither prints nor is cut short."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+        logger.setLevel(level)
 
 
 def worker_settings():
@@ -192,11 +222,14 @@ class DaskExecutor:
         return self.slots()
 
     def close(self):
-        with contextlib.suppress(Exception):
-            self.client.close(timeout=10)
-        if self.cluster is not None:
+        """Close the client, then a local cluster (its workers, then its scheduler),
+        quietly (:func:`quiet_shutdown`)."""
+        with quiet_shutdown():
             with contextlib.suppress(Exception):
-                self.cluster.close(timeout=10)
+                self.client.close(timeout=10)
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    self.cluster.close(timeout=10)
 
 
 def _scheduler_dashboard(client):
@@ -240,6 +273,10 @@ def open_executor(
             protocol="tcp://",
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0" if dashboard else None,
+            # warnings of Dask's own (a task cancelled at Ctrl-C, a worker gone) would
+            # cover the sweep's lines; its errors still show
+            silence_logs=logging.ERROR,
+            preload=[__name__],  # dask_setup: the workers leave Ctrl-C to the client
             **options,
         )
     client = distributed.Client(cluster)
