@@ -109,6 +109,9 @@ def test_quiet_prints_one_line_with_the_accuracy_and_the_files(tmp_path):
         (["--checkpoint", "a-file/c.npz"], "--checkpoint a-file/c.npz: its directory a-file"),
         (["--data-dir", "."], "--data-dir does not apply to --dataset digits"),
         (["--resume"], "--resume needs --checkpoint"),
+        (["sweep", "--lr", "-0.1", "--param", "lr=log:1e-3:1e-1"], "--lr must be a positive"),
+        (["sweep", "--trials", "x"], "argument --trials: invalid int value: 'x'"),
+        (["repeat", "--out", "a-file"], "--out a-file: exists and is not a directory"),
     ],
 )
 def test_a_bad_option_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

@@ -33,8 +33,17 @@ Failures
   client, the trial is told ``FAIL`` (``failure = "lost"``) and another trial is asked
   for. Lost and interrupted trials do not count towards ``--trials``.
 * Resume: trials left ``RUNNING`` by a client that died (Ctrl-C, crash) are marked
-  ``FAIL`` (``failure = "interrupted"``) and replaced; finished ones are kept. One client
-  per study at a time.
+  ``FAIL`` (``failure = "interrupted"``) and replaced; finished ones are kept. A study
+  already complete starts no cluster. A file in ``--out`` that cannot be written stops
+  the sweep with an error naming it (the trials in flight are told ``FAIL``, as for
+  Ctrl-C); if it was the best trial's network, the next run trains that trial again (its
+  curves depend only on its parameters and seed) and saves it.
+* One client per study: ``sweep`` and ``repeat`` hold a lock file in ``--out`` while they
+  run, and a second command on the same ``--out`` is refused at once, naming the first.
+  A study shared through another ``--storage`` URL must be kept to one client by hand.
+* Ctrl-C: the local cluster's workers ignore SIGINT and the client stops them in order;
+  storage writes finish before the interrupt is taken, so the trials in flight are told
+  ``FAIL`` (interrupted) and the next run replaces them.
 
 Pruning
 -------

@@ -17,6 +17,17 @@ import sys
 import time
 
 from ..catalog import DATASETS, MODELS
+from ..command import (
+    CommandParser,
+    OutputError,
+    check_learning_rate,
+    check_output_directory,
+    check_positive,
+    compile_notice,
+    create_directory,
+    directory_problem,
+    fail,
+)
 from ..optimizers import OPTIMIZERS
 from .space import PARAMETERS, SearchSpace, SpaceError, load_toml, parse_param
 
@@ -122,7 +133,7 @@ def _add_common(parser):
 def build_parser(sweep_defaults=None):
     """The ``sweep``/``repeat`` parser; ``sweep_defaults`` replace the sweep's defaults
     (a preset's, so that explicit options still override them)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="nntrain",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -178,10 +189,6 @@ def parse_args(argv):
     return args
 
 
-def _fail(message):
-    raise SystemExit(f"nntrain: {message}")
-
-
 def build_space(args):
     """The search space: preset, then ``--space`` file, then ``--param`` entries."""
     space = SearchSpace()
@@ -195,54 +202,62 @@ def build_space(args):
 
 
 def check_args(args):
-    """Refuse impossible option values before anything starts (``SystemExit``)."""
-    positive = ["epochs", "batch_size", "threads", "train_size"] + (
-        ["trials"] if args.command == "sweep" else ["seeds"]
+    """Refuse impossible option values before anything starts (one line, exit status 2)."""
+    from .repeat import REPEAT_FILES
+    from .report import SWEEP_FILES
+
+    check_positive(
+        args,
+        ["epochs", "batch_size", "threads", "train_size"]
+        + (["trials"] if args.command == "sweep" else ["seeds"]),
     )
-    for name in positive:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            _fail(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.workers is not None and args.workers < 0:
-        _fail(f"--workers must be >= 0, got {args.workers}")
+        fail(f"--workers must be >= 0, got {args.workers}")
     if args.workers is not None and args.scheduler:
-        _fail("--workers applies to the local cluster; not with --scheduler")
+        fail("--workers applies to the local cluster; not with --scheduler")
     if not 0 < args.val_fraction < 1:
-        _fail(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
-    if args.connect_timeout <= 0:
-        _fail(f"--connect-timeout must be positive, got {args.connect_timeout}")
-    if args.lr is not None and not args.lr > 0:
-        _fail(f"--lr must be positive, got {args.lr}")
+        fail(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    if not args.connect_timeout > 0:
+        fail(f"--connect-timeout must be positive, got {args.connect_timeout}")
+    check_learning_rate(args.lr)
     if args.dataset == "mnist-dir" and not (args.data_dir or os.environ.get("NNTRAIN_MNIST_DIR")):
-        _fail("--dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
+        fail("--dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
     if args.dataset == "digits" and args.data_dir:
-        _fail("--data-dir does not apply to --dataset digits")
+        fail("--data-dir does not apply to --dataset digits")
+    names = SWEEP_FILES if args.command == "sweep" else REPEAT_FILES
+    check_output_directory(args.out, "--out", names)
 
 
-def _writable_directory(directory, option):
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        _fail(f"{option}: cannot create {directory!r} ({exc.strerror or exc})")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        _fail(f"{option}: {directory!r} is not writable")
-
-
-def check_storage(url):
-    """A SQLite storage must be a file we can create or write."""
+def storage_directory(url):
+    """The directory to create for the SQLite storage ``url`` (``None``: not SQLite, or
+    in memory); refuses a path that could not be written (one line, exit status 2)."""
     prefix = "sqlite:///"
     if not url.startswith(prefix):
-        return
+        return None
     path = url[len(prefix) :]
     if not path or path == ":memory:":
-        return
+        return None
     if os.path.isdir(path):
-        _fail(f"--storage {url}: {path!r} is a directory")
+        fail(f"--storage {url}: {path} is a directory")
     if os.path.exists(path):
         if not os.access(path, os.R_OK | os.W_OK):
-            _fail(f"--storage {url}: {path!r} is not writable")
-        return
-    _writable_directory(os.path.dirname(os.path.abspath(path)), f"--storage {url}")
+            fail(f"--storage {url}: {path} is not writable")
+    directory = os.path.dirname(os.path.abspath(path))
+    problem = directory_problem(directory)
+    if problem:
+        fail(f"--storage {url}: {directory} {problem}")
+    return directory
+
+
+def create_outputs(args):
+    """Create the storage's directory and ``--out`` (after every check has passed)."""
+    directory = getattr(args, "storage_directory", None)
+    if directory is not None:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            fail(f"--storage {args.storage}: cannot create {directory} ({exc.strerror or exc})")
+    create_directory(args.out, "--out")
 
 
 def trial_config(args):
@@ -277,9 +292,9 @@ def check_data(args, config):
     try:
         x_train, _, x_val, *_ = load_split(config["data"])
     except (FileNotFoundError, ValueError) as exc:
-        _fail(f"--dataset {args.dataset}: {exc}")
+        fail(f"--dataset {args.dataset}: {exc}")
     if len(x_train) < 1 or len(x_val) < 1:
-        _fail(
+        fail(
             f"--train-size/--val-fraction leave {len(x_train)} training and {len(x_val)} "
             "validation images; both need at least one"
         )
@@ -306,7 +321,7 @@ def _start(args, config):
             threads=args.threads,
         )
     except SweepSetupError as exc:
-        _fail(str(exc))
+        fail(exc)
     if not args.quiet:
         where = args.scheduler or (
             f"{workers} local worker process(es)" if workers else "this process"
@@ -320,100 +335,173 @@ def _start(args, config):
 
 
 def prepare(args):
-    """Everything checked and built that does not start anything: ``(space, config)``."""
+    """Everything checked and built that does not start or write anything:
+    ``(space, config)``; a problem is one line and exit status 2."""
     from . import require
 
     for module in ("optuna", "distributed", "tqdm", "matplotlib", "filelock"):
-        require(module)
+        try:
+            require(module)
+        except ImportError as exc:
+            fail(exc)
     check_args(args)
     try:
         space = build_space(args)
     except SpaceError as exc:
-        _fail(str(exc))
+        fail(exc)
     if args.command == "sweep":
         if not space.dimensions or all(d.kind == "fixed" for d in space.dimensions.values()):
-            _fail(
+            fail(
                 "--param/--space: nothing to search; give at least one range or choice "
                 "(or use nntrain repeat)"
             )
-        _writable_directory(args.out, "--out")
         args.storage = args.storage or "sqlite:///" + os.path.join(args.out, "study.sqlite3")
-        check_storage(args.storage)
+        args.storage_directory = storage_directory(args.storage)
     else:
         try:
             space.fixed()
         except SpaceError as exc:
-            _fail(str(exc))
-        _writable_directory(args.out, "--out")
+            fail(exc)
     config = trial_config(args)
     check_data(args, config)
     return space, config
 
 
 def run_sweep(args):
-    from .report import BestNetworkSaver, write_report
-    from .runner import ResultsFile, Sweep, SweepAborted, open_study
-    from .trial import warm_worker
+    """``nntrain sweep``: returns the exit status."""
+    from .lock import output_lock
 
     space, config = prepare(args)
+    create_outputs(args)
+    with output_lock(args.out, "sweep"):
+        return _sweep(args, space, config)
+
+
+def _sweep(args, space, config):
+    from .report import BestNetworkSaver
+    from .runner import ResultsFile, Sweep, SweepAborted, open_study
+
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     stored_config = {**config, "space": space.describe(), "seed": args.seed, "pruner": args.pruner}
-    executor = _start(args, config)
+    saver = BestNetworkSaver(args.out, config)
+    executor = None
     try:
-        # the workers load data and kernels while the study opens (--workers 0: before)
-        executor.warm_up(warm_worker, config, space.warm_up_params())
+        if args.scheduler:  # connecting checks --scheduler before the study is touched
+            executor = _start(args, config)
         study = open_study(args.storage, args.study_name, stored_config)
         sweep = Sweep(
             study,
             space,
-            executor,
             config,
             trials=args.trials,
             seed=args.seed,
             sampler=args.sampler,
             pruner=args.pruner,
             results=ResultsFile(os.path.join(args.out, "results.jsonl")),
-            best_saver=BestNetworkSaver(args.out, config),
+            best_saver=saver,
             threads=args.threads,
             quiet=args.quiet,
         )
-        start = time.perf_counter()
-        sweep.run()
-        loop_seconds = time.perf_counter() - start  # the ask/submit/tell loop alone
+        already = f"{sweep.finished} of {args.trials} trials already complete"
+        if sweep.complete and saver.saved(study) is not None:
+            say(already)  # nothing to run: no cluster is started
+        else:
+            if sweep.finished:
+                say(already + ("" if sweep.complete else "; running the rest"))
+            executor = executor or _start(args, config)
+            _run_trials(args, sweep, executor, space, config, say)
+            executor.close()
+            executor = None
+        _report(args, sweep, saver)
     except SweepAborted as exc:
-        _fail(str(exc))
+        fail(exc, status=1)
+    except OutputError as exc:
+        fail(
+            f"{exc}; the study keeps every finished trial: make room or fix the file, then "
+            "run the same command again",
+            status=1,
+        )
     except KeyboardInterrupt:
         print("nntrain sweep: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
     finally:
-        executor.close()
-    if not args.quiet:
-        print(f"sweep finished in {loop_seconds:.1f} s")
-    write_report(study, args.out, quiet=args.quiet)
+        if executor is not None:
+            executor.close()
     return 0
 
 
+def _run_trials(args, sweep, executor, space, config, say):
+    """Run the sweep's remaining trials on ``executor``, then save the best trial's network
+    if an earlier run failed to."""
+    from .trial import warm_worker
+
+    with compile_notice(enabled=not args.quiet):  # --workers 0: warms up here, now
+        executor.warm_up(warm_worker, config, space.warm_up_params())
+    start = time.perf_counter()
+    sweep.run(executor)
+    say(f"sweep finished in {time.perf_counter() - start:.1f} s")  # the ask/submit/tell loop
+    if sweep.best_saver.saved(sweep.study) is None:
+        say("training the best trial again to save its network (an earlier write failed)")
+        sweep.save_best_network(executor)
+
+
+def _report(args, sweep, saver):
+    """Write the report; print it, or with --quiet one line."""
+    from .report import print_report, ranked, write_report
+
+    study = sweep.study
+    summary, written = write_report(study, args.out)
+    written += saver.saved(study) or []
+    if os.path.exists(sweep.results.path):
+        written.append(os.path.basename(sweep.results.path))
+    wrote = f"wrote {', '.join(written)} to {args.out}"
+    if not args.quiet:
+        print_report(study, summary)
+        print(wrote)
+        return
+    best = ranked(study)
+    outcome = f"{sweep.finished} of {args.trials} trials finished"
+    if best:
+        test = best[0].user_attrs.get("test_acc")
+        outcome += (
+            f"; best val acc {best[0].value:.4f} (trial {best[0].number}"
+            + ("" if test is None else f", test acc {test:.4f}")
+            + ")"
+        )
+    print(f"{outcome}; {wrote}", flush=True)
+
+
 def run_repeat(args):
+    """``nntrain repeat``: returns the exit status."""
+    from .lock import output_lock
     from .repeat import repeat
     from .trial import warm_worker
 
     space, config = prepare(args)
-    executor = _start(args, config)
-    try:
-        executor.warm_up(warm_worker, config, space.warm_up_params())
-        repeat(
-            executor,
-            config,
-            space.fixed(),
-            seeds=range(args.seed, args.seed + args.seeds),
-            out_dir=args.out,
-            threads=args.threads,
-            quiet=args.quiet,
-        )
-    except KeyboardInterrupt:
-        print("nntrain repeat: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        executor.close()
+    create_outputs(args)
+    with output_lock(args.out, "repeat"):
+        executor = None
+        try:
+            executor = _start(args, config)
+            with compile_notice(enabled=not args.quiet):
+                executor.warm_up(warm_worker, config, space.warm_up_params())
+            repeat(
+                executor,
+                config,
+                space.fixed(),
+                seeds=range(args.seed, args.seed + args.seeds),
+                out_dir=args.out,
+                threads=args.threads,
+                quiet=args.quiet,
+            )
+        except OutputError as exc:
+            fail(exc, status=1)
+        except KeyboardInterrupt:
+            print("nntrain repeat: interrupted", file=sys.stderr)
+            return 130
+        finally:
+            if executor is not None:
+                executor.close()
     return 0
 
 

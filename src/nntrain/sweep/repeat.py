@@ -1,15 +1,19 @@
 """``nntrain repeat``: one configuration over several seeds, mean and spread of the curves."""
 
-import json
 import os
 import sys
 
 import numpy as np
 
+from ..command import writing
 from . import require
 from .cluster import SlowWorkerNotice
+from .report import save_json
 from .runner import ResultsFile
 from .trial import run_trial
+
+#: every file ``nntrain repeat`` writes into --out
+REPEAT_FILES = ("repeat.json", "repeat.jsonl", "repeat.png")
 
 
 def summarise(runs):
@@ -129,22 +133,27 @@ def repeat(executor, config, params, seeds, out_dir, threads=1, quiet=False):
             for r in runs
         ],
     }
-    with open(os.path.join(out_dir, "repeat.json"), "w") as f:
-        json.dump(record, f, indent=1)
+    json_path, _, png_path = (os.path.join(out_dir, name) for name in REPEAT_FILES)
+    with writing(json_path):
+        save_json(record, json_path)
+    written = list(REPEAT_FILES[:2])
     if summary["completed"]:
-        plot_repeat(summary, os.path.join(out_dir, "repeat.png"))
-    if not quiet:
-        if summary["completed"]:
-            val, test = summary["final_val_acc"], summary["test_acc"]
-            print(
-                f"{summary['completed']}/{summary['runs']} seeds completed: validation "
-                f"{val['mean']:.4f} ± {val['std']:.4f} (min {val['min']:.4f}, max "
-                f"{val['max']:.4f}); test {test['mean']:.4f} ± {test['std']:.4f}"
-            )
-        for failure in summary["failed"]:
-            print(f"seed {failure['seed']}: {failure['status']}: {failure['reason']}")
-        print(
-            f"wrote repeat.json, repeat.jsonl{', repeat.png' if summary['completed'] else ''}"
-            f" to {out_dir}"
+        with writing(png_path):
+            plot_repeat(summary, png_path)
+        written.append(REPEAT_FILES[2])
+    outcome = f"{summary['completed']}/{summary['runs']} seeds completed"
+    if summary["completed"]:
+        val, test = summary["final_val_acc"], summary["test_acc"]
+        outcome += (
+            f": validation {val['mean']:.4f} ± {val['std']:.4f} (min {val['min']:.4f}, max "
+            f"{val['max']:.4f}); test {test['mean']:.4f} ± {test['std']:.4f}"
         )
+    wrote = f"wrote {', '.join(written)} to {out_dir}"
+    if quiet:
+        print(f"{outcome}; {wrote}", flush=True)
+        return summary
+    print(outcome)
+    for failure in summary["failed"]:
+        print(f"seed {failure['seed']}: {failure['status']}: {failure['reason']}")
+    print(wrote)
     return summary

@@ -7,10 +7,17 @@ import os
 import numpy as np
 
 from .._io import save_file
+from ..command import writing
 from .trial import build_network
 
 #: how many trials the book's figure shows (chapter 6 plots the best 20)
 BOOK_FIGURE_TRIALS = 20
+#: the best trial's network, its batch-norm statistics and its options
+BEST_FILES = ("best_params.pkl", "best_buffers.pkl", "best_trial.json")
+#: the figures of :func:`write_report`
+FIGURES = ("best_curves.png", "lr_weight_decay.png", "history.png")
+#: every file a sweep writes into --out (its study too, unless --storage says otherwise)
+SWEEP_FILES = ("study.sqlite3", "results.jsonl", "summary.json", *FIGURES, *BEST_FILES)
 
 
 def _pyplot():
@@ -148,10 +155,18 @@ def plot_history(study, path):
 
 
 class BestNetworkSaver:
-    """Save the best trial's network (``save_params``) and its options into ``out_dir``."""
+    """Save the best trial's network (``save_params``) and its options into ``out_dir``.
+
+    Calling it writes ``best_params.pkl``, ``best_buffers.pkl`` (batch-norm running
+    statistics, when the network has them) and ``best_trial.json`` last, each atomically;
+    a file that cannot be written raises :class:`~nntrain.command.OutputError` naming it.
+    """
 
     def __init__(self, out_dir, trial_config):
         self.out_dir, self.trial_config = out_dir, trial_config
+
+    def _path(self, name):
+        return os.path.join(self.out_dir, name)
 
     def __call__(self, number, result):
         merged = {**self.trial_config["defaults"], **result["params"]}
@@ -164,11 +179,14 @@ class BestNetworkSaver:
             rng=0,
         )
         network.set_params(arrays, source=f"trial {number}")
-        network.save_params(os.path.join(self.out_dir, "best_params.pkl"))
-        if result.get("buffers_arrays"):  # batch-norm running statistics
-            save_file(
-                dict(result["buffers_arrays"]), os.path.join(self.out_dir, "best_buffers.pkl")
-            )
+        params, buffers, record_path = (self._path(name) for name in BEST_FILES)
+        with writing(params):
+            network.save_params(params)
+        with writing(buffers):
+            if result.get("buffers_arrays"):
+                save_file(dict(result["buffers_arrays"]), buffers)
+            elif os.path.exists(buffers):  # an earlier best trial's
+                os.unlink(buffers)
         record = {
             "trial": number,
             "model": self.trial_config["model"],
@@ -177,13 +195,49 @@ class BestNetworkSaver:
             "val_acc": result["val_acc"][-1],
             "test_acc": result.get("test_acc"),
             "input_shape": result["input_shape"],
+            "buffers": bool(result.get("buffers_arrays")),
         }
-        with open(os.path.join(self.out_dir, "best_trial.json"), "w") as f:
-            json.dump(record, f, indent=1)
+        with writing(record_path):
+            save_json(record, record_path)
+
+    def saved(self, study):
+        """The names of the files holding the network of ``study``'s best trial (or of one
+        as good), or ``None`` when they are missing or hold a worse trial's (a write
+        failed). A study without a completed trial needs none: ``[]``."""
+        best = ranked(study)
+        if not best:
+            return []
+        params, buffers, record_path = (self._path(name) for name in BEST_FILES)
+        try:
+            with open(record_path) as f:
+                record = json.load(f)
+            saved = study.get_trials(deepcopy=False)[record["trial"]]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return None
+        if saved.state.name != "COMPLETE" or saved.value != best[0].value:
+            return None
+        names = list(BEST_FILES)
+        if not record.get("buffers"):
+            names.remove(BEST_FILES[1])
+        if not all(os.path.isfile(self._path(name)) for name in names):
+            return None
+        return names
 
 
-def write_report(study, out_dir, quiet=False, out=None):
-    """Print the table and write the PNGs and ``summary.json``; returns the summary."""
+def save_json(obj, path):
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def write_report(study, out_dir):
+    """Write ``summary.json`` and the :data:`FIGURES` into ``out_dir``.
+
+    Returns ``(summary, names written)``; a file that cannot be written raises
+    :class:`~nntrain.command.OutputError` naming it.
+    """
     best = ranked(study)
     summary = {
         "counts": state_counts(study),
@@ -198,24 +252,21 @@ def write_report(study, out_dir, quiet=False, out=None):
             for t in best[:10]
         ],
     }
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    figures = {
-        "best_curves.png": plot_book_figure,
-        "lr_weight_decay.png": plot_lr_weight_decay,
-        "history.png": plot_history,
-    }
-    for name, plot in figures.items():
-        plot(study, os.path.join(out_dir, name))
-    if not quiet:
-        print(best_table(study), file=out)
-        print(
-            "trials: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items())),
-            file=out,
-        )
-        print(
-            f"wrote {', '.join(figures)}, summary.json, results.jsonl"
-            f"{', best_params.pkl' if best else ''} to {out_dir}",
-            file=out,
-        )
-    return summary
+    path = os.path.join(out_dir, "summary.json")
+    with writing(path):
+        save_json(summary, path)
+    plots = dict(zip(FIGURES, (plot_book_figure, plot_lr_weight_decay, plot_history)))
+    for name, plot in plots.items():
+        path = os.path.join(out_dir, name)
+        with writing(path):
+            plot(study, path)
+    return summary, ["summary.json", *FIGURES]
+
+
+def print_report(study, summary, out=None):
+    """Print the best trials as a table and the count of trials per state."""
+    print(best_table(study), file=out)
+    print(
+        "trials: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items())),
+        file=out,
+    )

@@ -3,14 +3,18 @@
 import json
 import math
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 
 import numpy as np
 
+from ..command import fail, writing
 from . import require
 from .cluster import SlowWorkerNotice
+from .report import ranked
 from .trial import run_trial
 
 #: the median pruner's startup trials (as Optuna's ``MedianPruner`` default)
@@ -21,7 +25,8 @@ CONFIG_ATTR = "nntrain_sweep_config"
 
 
 class SweepAborted(RuntimeError):
-    """Too many trials lost on the cluster (e.g. workers that cannot import nntrain)."""
+    """Too many trials lost on the cluster (e.g. workers that cannot import nntrain), or
+    the best trial gave other curves when re-run to save its network."""
 
 
 def trial_seed(base_seed, number):
@@ -39,7 +44,8 @@ def make_sampler(name, seed, trials_so_far):
 
 
 def open_study(storage, study_name, config):
-    """Create the study or load it to continue; refuse one made with other options."""
+    """Create the study or load it to continue; refuse one made with other options (one
+    line, exit status 2)."""
     optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -47,16 +53,14 @@ def open_study(storage, study_name, config):
             storage=storage, study_name=study_name, direction="maximize", load_if_exists=True
         )
     except Exception as exc:  # SQLAlchemy's and Optuna's errors have no common base
-        raise SystemExit(
-            f"nntrain: --storage {storage}: cannot open the study ({type(exc).__name__}: {exc})"
-        ) from None
+        fail(f"--storage {storage}: cannot open the study ({type(exc).__name__}: {exc})")
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         study.set_user_attr(CONFIG_ATTR, config)
     elif stored != json.loads(json.dumps(config)):
         changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
-        raise SystemExit(
-            f"nntrain: study {study_name!r} in {storage} was created with other "
+        fail(
+            f"study {study_name!r} in {storage} was created with other "
             f"options ({', '.join(changed)} differ); use the same options to resume it or "
             "pass --study-name NAME for a new study"
         )
@@ -105,26 +109,71 @@ def _attrs(result):
     return {k: result.get(k) for k in STUDY_ATTRS if result.get(k) is not None}
 
 
+class InterruptGuard:
+    """Holds Ctrl-C back while the study is written.
+
+    Once installed (in the main thread, where SIGINT raises ``KeyboardInterrupt``), a
+    SIGINT inside a ``with guard:`` block raises ``KeyboardInterrupt`` when the outermost
+    block ends, and elsewhere at once. An interrupt in the middle of a storage call can
+    leave its database session open and the SQLite file locked; the trials in flight could
+    then not be told ``FAIL``.
+    """
+
+    def __init__(self):
+        self.depth, self.pending, self.previous = 0, False, None
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handle(self, signum, frame):
+        if self.depth:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        self.depth += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.depth -= 1
+        if not self.depth and self.pending:
+            self.pending = False
+            if exc_type is None:
+                raise KeyboardInterrupt
+
+
 class Sweep:
-    """Run ``trials`` finished trials of ``study`` on ``executor``.
+    """Run trials of ``study`` until ``trials`` of them are finished.
+
+    Opening it tells the trials a stopped client left running ``FAIL`` (interrupted) and
+    adds the finished trials the results file lacks; :meth:`run` then runs the rest on an
+    executor (``InProcessExecutor`` or ``DaskExecutor``).
 
     Parameters
     ----------
     study : optuna.Study
     space : SearchSpace
-    executor : InProcessExecutor or DaskExecutor
     trial_config : dict
         Passed to every ``run_trial``.
     results : ResultsFile
-    best_saver : callable(trial_number, result)
-        Called when a trial beats the best so far (to save its network).
+    best_saver : BestNetworkSaver
+        Called as ``best_saver(trial_number, result)`` when a trial beats the best so far
+        (to save its network); ``best_saver.saved(study)`` tells whether it is saved.
     """
 
     def __init__(
         self,
         study,
         space,
-        executor,
         trial_config,
         *,
         trials,
@@ -136,7 +185,7 @@ class Sweep:
         threads=1,
         quiet=False,
     ):
-        self.study, self.space, self.executor = study, space, executor
+        self.study, self.space, self.executor = study, space, None
         self.trial_config = trial_config
         self.trials, self.seed, self.pruner = trials, seed, pruner
         self.results, self.best_saver = results, best_saver
@@ -145,6 +194,7 @@ class Sweep:
         self.asked = {}  # trial number -> (trial, params, seed, submitted) until told
         self.lost = 0
         self.slow_worker = SlowWorkerNotice()
+        self.guard = InterruptGuard()
         self.mark_interrupted()
         self.backfill_results()
         stored = study.get_trials(deepcopy=False)
@@ -186,8 +236,19 @@ class Sweep:
                 {"params": frozen.params, "status": status, **frozen.user_attrs},
             )
 
-    def run(self):
-        """Ask, submit and tell until ``trials`` trials are finished. Returns the study."""
+    @property
+    def complete(self):
+        """Whether ``trials`` trials are finished."""
+        return self.finished >= self.trials
+
+    def run(self, executor):
+        """Ask, submit to ``executor`` and tell until ``trials`` trials are finished.
+
+        Returns the study. A file that cannot be written raises
+        :class:`~nntrain.command.OutputError` after the trials in flight are told
+        ``FAIL`` (interrupted), as for Ctrl-C.
+        """
+        self.executor = executor
         tqdm = require("tqdm").tqdm
         bar = tqdm(
             total=self.trials,
@@ -198,33 +259,69 @@ class Sweep:
             dynamic_ncols=True,
         )
         self._show_best(bar)
+        self.guard.install()
         try:
             while self.finished + len(self.pending) < self.trials or self.pending:
                 self._fill()
                 for future in self.executor.wait_first(list(self.pending), timeout=2.0):
-                    self._collect(future, bar)
+                    with self.guard:
+                        self._collect(future, bar)
         except BaseException:
-            self._abandon()
+            with self.guard:
+                self._abandon()
             raise
         finally:
+            self.guard.restore()
             bar.close()
         return self.study
+
+    def save_best_network(self, executor):
+        """Train the best trial again on ``executor`` and save its network, when the saved
+        one is missing or another's (a write failed in an earlier run). A trial's curves
+        depend only on its parameters and seed, so this is the same network.
+
+        Returns the number of the trial trained again, or ``None`` when none had to be.
+        """
+        if self.best_saver.saved(self.study) is not None:
+            return None
+        best = ranked(self.study)[0]
+        attrs = best.user_attrs
+        future = executor.submit(
+            run_trial,
+            self.trial_config,
+            attrs["all_params"],
+            attrs["seed"],
+            None,
+            self.threads,
+            return_params=True,
+        )
+        result = future.result()
+        if result["status"] != "complete" or result["val_acc"] != attrs.get("val_acc"):
+            raise SweepAborted(
+                f"trial {best.number}, trained again to save its network, ended "
+                f"{result['status']} with validation accuracy {result['val_acc']} instead of "
+                f"{attrs.get('val_acc')}"
+            )
+        self.best_saver(best.number, result)
+        return best.number
 
     def _fill(self):
         slots = self.executor.slots() + self.executor.prefetch()
         while self.finished + len(self.pending) < self.trials and len(self.pending) < slots:
-            trial = self.study.ask()
-            seed = trial_seed(self.seed, trial.number)
-            self.asked[trial.number] = (trial, {}, seed, time.time())
-            params = self.space.suggest(trial)
-            self.asked[trial.number] = (trial, params, seed, time.time())
-            trial.set_user_attr("seed", seed)
-            trial.set_user_attr("all_params", params)  # trial.params lacks the fixed ones
-            thresholds = (
-                median_thresholds(self.study, self.trial_config["epochs"])
-                if self.pruner == "median"
-                else None
-            )
+            with self.guard:
+                trial = self.study.ask()
+                seed = trial_seed(self.seed, trial.number)
+                self.asked[trial.number] = (trial, {}, seed, time.time())
+                params = self.space.suggest(trial)
+                self.asked[trial.number] = (trial, params, seed, time.time())
+                trial.set_user_attr("seed", seed)
+                trial.set_user_attr("all_params", params)  # trial.params lacks the fixed ones
+                thresholds = (
+                    median_thresholds(self.study, self.trial_config["epochs"])
+                    if self.pruner == "median"
+                    else None
+                )
+            # --workers 0 runs the trial now, in this thread: Ctrl-C stops it at once
             future = self.executor.submit(
                 run_trial,
                 self.trial_config,
@@ -350,7 +447,7 @@ class ResultsFile:
             "value": value,
             **{k: v for k, v in result.items() if k != "params_arrays"},
         }
-        with open(self.path, "a") as f:
+        with writing(self.path), open(self.path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()
             os.fsync(f.fileno())
