@@ -654,3 +654,23 @@ def test_repeat_refuses_ranges(tmp_path, capsys):
     argv = ["repeat", "--out", str(tmp_path / "out"), "--param", "lr=log:1e-3:1e-1"]
     assert "repeat takes fixed values only; lr" in refusal(argv, capsys)
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- layering
+def test_nothing_in_the_sweep_imports_the_nntrain_command_line():
+    # nntrain.cli imports the sweep; the sweep takes what both need from nntrain.catalog
+    import ast
+
+    for path in sorted((SRC / "nntrain" / "sweep").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                if node.level:
+                    package = ["nntrain", "sweep"][: 3 - node.level]
+                    names = [".".join(package + ([node.module] if node.module else []))]
+                    names += [f"{names[0]}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert "nntrain.cli" not in names, f"{path.name}:{node.lineno} imports nntrain.cli"
