@@ -371,8 +371,6 @@ def check_args(args):
         fail("--dataset mnist-dir needs --data-dir (or $NNTRAIN_MNIST_DIR)")
     if args.dataset == "digits" and args.data_dir:
         fail("--data-dir does not apply to --dataset digits")
-    if args.blas_spin and not 4 <= args.blas_spin <= 30:
-        fail(f"--blas-spin must be 0 or from 4 to 30, got {args.blas_spin}")
     if args.resume and not args.checkpoint:
         fail("--resume needs --checkpoint")
     if args.trust_pickle and not args.resume:

@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+from ._untrusted import printable
+
 __all__ = [
     "CommandParser",
     "OutputError",
@@ -37,7 +39,8 @@ COMPILE_NOTICE = (
 def fail(message, status=2):
     """Stop the command: ``nntrain: error: MESSAGE`` as one line on stderr, then
     ``SystemExit(status)`` (2: a bad option or a refused run; 1: a failure while running)."""
-    print("nntrain: error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+    line = printable(" ".join(str(message).split()))  # a file name cannot forge lines
+    print("nntrain: error: " + line, file=sys.stderr, flush=True)
     raise SystemExit(status)
 
 

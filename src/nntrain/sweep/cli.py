@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from .._io import display_name
 from ..catalog import DATASETS, MODELS
 from ..command import (
     CommandParser,
@@ -454,7 +455,7 @@ def _report(args, sweep, saver):
     written += saver.saved(study) or []
     if os.path.exists(sweep.results.path):
         written.append(os.path.basename(sweep.results.path))
-    wrote = f"wrote {', '.join(written)} to {args.out}"
+    wrote = f"wrote {', '.join(written)} to {display_name(args.out)}"
     if not args.quiet:
         print_report(study, summary)
         print(wrote)

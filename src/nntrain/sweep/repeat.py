@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from .._io import display_name
 from ..command import writing
 from . import require
 from .cluster import SlowWorkerNotice
@@ -148,7 +149,7 @@ def repeat(executor, config, params, seeds, out_dir, threads=1, quiet=False):
             f": validation {val['mean']:.4f} ± {val['std']:.4f} (min {val['min']:.4f}, max "
             f"{val['max']:.4f}); test {test['mean']:.4f} ± {test['std']:.4f}"
         )
-    wrote = f"wrote {', '.join(written)} to {out_dir}"
+    wrote = f"wrote {', '.join(written)} to {display_name(out_dir)}"
     if quiet:
         print(f"{outcome}; {wrote}", flush=True)
         return summary
