@@ -124,7 +124,12 @@ def test_cache_dir_and_every_fallback_read_only(tmp_path, src):
     home = tmp_path / "ro_home"
     cache.mkdir()
     home.mkdir()
-    read_only = [cache, home, Path(src) / "nnkernels", Path(src) / "nnlayers"]
+    packages = [
+        p.parent
+        for name in ("nnkernels", "nnlayers")
+        for p in (Path(src) / name).rglob("__init__.py")
+    ]
+    read_only = [cache, home, *packages]
     for path in read_only:
         path.chmod(0o555)
     try:
@@ -204,7 +209,7 @@ def test_stale_cache_index_of_an_older_layout(tmp_path, warm_cache):
 
 def test_stale_cache_after_touch_or_edit(tmp_path, src):
     cache = tmp_path / "cache"
-    kernel_file = Path(src) / "nnkernels" / "activations.py"
+    kernel_file = Path(src) / "nnkernels" / "kernels" / "activations.py"
     assert_ok(_run(src, cache), "RESULT OK")
     warm = _report(_run(src, cache))["_relu_forward_kernel"]
     assert warm["hits"] == 1 and warm["misses"] == 0
@@ -229,7 +234,7 @@ def test_stale_cache_after_touch_or_edit(tmp_path, src):
 def test_stale_cache_same_size_and_mtime(tmp_path, src):
     """An edit that keeps the file's size and mtime (restored timestamps) is still detected."""
     cache = tmp_path / "cache"
-    kernel_file = Path(src) / "nnkernels" / "activations.py"
+    kernel_file = Path(src) / "nnkernels" / "kernels" / "activations.py"
     text = kernel_file.read_text()
     old = "out[i] = 0.0 if m else v\n"
     kernel_file.write_text(text.replace(old, "out[i] = 0.0 if m else v + 1.0\n"))

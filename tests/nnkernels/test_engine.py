@@ -253,7 +253,8 @@ def test_a_float64_dout_after_a_float32_forward_gives_float64_gradients(route, l
         (0.5, np.float32, np.float32),  # a Python float is weak: float32 stays
         (np.float32(2.0), np.float32, np.float32),
         (np.float64(-1.0), np.float64, np.float64),
-        (np.float64(-1.0), np.float32, np.float64),  # a NumPy float64 is not weak
+        # a NumPy float64 is not weak (NumPy 2; NumPy 1.x promotes scalars by value)
+        (np.float64(-1.0), np.float32, np.result_type(np.float32, np.float64(-1.0))),
         (np.array(1.5), np.float64, np.float64),
         (np.array([0.25], np.float32), np.float32, np.float32),  # one element for 3 filters
         ("vector", np.float64, np.float64),

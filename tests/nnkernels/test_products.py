@@ -2,6 +2,10 @@
 shapes, both dtypes, every memory layout, batches and broadcasts; results independent of
 the thread count; clear errors."""
 
+import subprocess
+import sys
+import textwrap
+
 import numba
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from hypothesis import strategies as st
 
 import nnkernels
 import oracles
+from _subprocess_helpers import child_env
 from nnkernels.kernels import products
 from strategies import DTYPES, LAYOUTS, assert_close, in_layout
 
@@ -59,10 +64,36 @@ def test_results_do_not_depend_on_the_thread_count(shape, dtype):
 
 
 def test_a_large_product_is_cut_by_its_shape_only():
-    maximum = numba.config.NUMBA_NUM_THREADS
-    assert products.pieces(100, 100, 4320) == min(maximum, 100 * 100 * 4320 >> 20)
+    assert products.pieces(100, 100, 4320) == min(products.MAX_PIECES, 100 * 100 * 4320 >> 22)
+    assert products.pieces(100, 100, 1 << 20) == products.MAX_PIECES
     assert products.pieces(7, 3, 5) == 1
     assert products.pieces(1, 1, 1 << 30) == 1  # never more blocks than rows or columns
+
+
+PIECES_IN_A_PROCESS = """
+    import sys
+    import numpy as np
+    import nnkernels
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((100, 4320)), rng.standard_normal((4320, 100))
+    sys.stdout.buffer.write(nnkernels.matmul(a.astype(np.float32), b.astype(np.float32)).tobytes())
+"""
+
+
+def test_results_do_not_depend_on_the_process_thread_maximum():
+    """A Dask worker runs with NUMBA_NUM_THREADS=1; its products must give the bits of a
+    process with every core."""
+    outputs = []
+    for threads in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(PIECES_IN_A_PROCESS)],
+            env=child_env({"NUMBA_NUM_THREADS": threads}),
+            capture_output=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
 
 
 def test_dtypes_follow_numpy_promotion():

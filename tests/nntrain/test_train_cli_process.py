@@ -1,6 +1,7 @@
 """``python -m nntrain`` as a user runs it, one subprocess per case: what it prints, its
 exit status, what it writes, and where the trained parameters go when writing fails."""
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -91,6 +92,11 @@ def test_quiet_prints_one_line_with_the_accuracy_and_the_files(tmp_path):
 
 
 # ---------------------------------------------------------------- refusals
+NEEDS_SWEEP = pytest.mark.skipif(
+    importlib.util.find_spec("optuna") is None, reason="the sweep extra is not installed"
+)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -109,9 +115,17 @@ def test_quiet_prints_one_line_with_the_accuracy_and_the_files(tmp_path):
         (["--checkpoint", "a-file/c.npz"], "--checkpoint a-file/c.npz: its directory a-file"),
         (["--data-dir", "."], "--data-dir does not apply to --dataset digits"),
         (["--resume"], "--resume needs --checkpoint"),
-        (["sweep", "--lr", "-0.1", "--param", "lr=log:1e-3:1e-1"], "--lr must be a positive"),
+        pytest.param(
+            ["sweep", "--lr", "-0.1", "--param", "lr=log:1e-3:1e-1"],
+            "--lr must be a positive",
+            marks=NEEDS_SWEEP,
+        ),
         (["sweep", "--trials", "x"], "argument --trials: invalid int value: 'x'"),
-        (["repeat", "--out", "a-file"], "--out a-file: exists and is not a directory"),
+        pytest.param(
+            ["repeat", "--out", "a-file"],
+            "--out a-file: exists and is not a directory",
+            marks=NEEDS_SWEEP,
+        ),
     ],
 )
 def test_a_bad_option_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

@@ -11,7 +11,6 @@ Where the library's BLAS is not available (:func:`nnkernels.runtime.blas.availab
 products run on NumPy's ``matmul`` in the calling thread.
 """
 
-import numba
 import numpy as np
 
 from ..registry import example, examples
@@ -122,18 +121,20 @@ def _reading(array):
     return Operand(array, flat, *order, step)
 
 
-#: multiply-adds a tile of a single product holds at least (see :func:`pieces`)
-TILE_MIN_MACS = 1 << 20
+#: multiply-adds a tile of a single product holds at least, and the most tiles it is cut
+#: into (see :func:`pieces`)
+TILE_MIN_MACS = 1 << 22
+MAX_PIECES = 4
 
 
 def pieces(m, n, k):
     """Tiles a single ``(m, k) @ (k, n)`` product is cut into: one per ``TILE_MIN_MACS``
-    multiply-adds, at most ``NUMBA_NUM_THREADS``. The cut depends on the shape and that
-    process-wide maximum only, never on the thread count of a call: OpenBLAS's sums for a
-    block of rows need not be the bits of the same rows in the whole product, so a fixed
-    cut keeps results independent of the thread count."""
+    multiply-adds, at most ``MAX_PIECES``. The cut depends on the shape only, never on a
+    thread count (of the call, or the process's maximum): OpenBLAS's sums for a block of
+    rows need not be the bits of the same rows in the whole product, so a fixed cut keeps
+    results the same in every process and thread setting."""
     along = m if m >= n else n
-    return max(1, min(numba.config.NUMBA_NUM_THREADS, (m * n * k) // TILE_MIN_MACS, along))
+    return max(1, min(MAX_PIECES, (m * n * k) // TILE_MIN_MACS, along))
 
 
 def _tiles(a, b, c, batch, m, n, k):
