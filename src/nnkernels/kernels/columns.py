@@ -143,11 +143,66 @@ def _copy_shifted_plane(xf, cf, src0, dst0, row_shift, shift, lo, hi, height, ou
 
 
 @inner_function
+def _padded_rows(stride, pad, width, out_w):
+    """Whether a plane's taps are best copied row by row from a zero-padded copy of it: at
+    stride 1 with padding, unless the output is as wide as a plane wider than 8 (then one
+    shifted copy per tap, :func:`_copy_shifted_plane`, is faster)."""
+    return stride == 1 and pad > 0 and (out_w != width or width <= 8)
+
+
+@inner_function
+def _unfold_padded(xf, src0, cf, row0, filter_h, filter_w, pad, height, width, out_h, out_w):
+    """:func:`_unfold_plane` at stride 1: the plane is copied into a zero-padded buffer, so
+    every output row of a tap is one contiguous run with no edge to fill."""
+    padded_w = width + 2 * pad
+    buf = np.zeros((height + 2 * pad) * padded_w, xf.dtype)
+    for y in range(height):
+        s = src0 + y * width
+        d = (y + pad) * padded_w + pad
+        for xx in range(width):
+            buf[np.uint64(d + xx)] = xf[np.uint64(s + xx)]
+    n_out = out_h * out_w
+    for ky in range(filter_h):
+        for kx in range(filter_w):
+            dst0 = row0 + (ky * filter_w + kx) * n_out
+            for oy in range(out_h):
+                s = (oy + ky) * padded_w + kx
+                d = dst0 + oy * out_w
+                for ox in range(out_w):
+                    cf[np.uint64(d + ox)] = buf[np.uint64(s + ox)]
+
+
+@inner_function
+def _fold_padded(cf, row0, gf, dst0, filter_h, filter_w, pad, height, width, out_h, out_w):
+    """:func:`_fold_plane` at stride 1: the taps are summed into a zero-padded buffer (in
+    the same order as :func:`_fold_plane`, so to the same bits), whose inside is the plane."""
+    padded_w = width + 2 * pad
+    buf = np.zeros((height + 2 * pad) * padded_w, cf.dtype)
+    n_out = out_h * out_w
+    for ky in range(filter_h):
+        for kx in range(filter_w):
+            src0 = row0 + (ky * filter_w + kx) * n_out
+            for oy in range(out_h):
+                s = src0 + oy * out_w
+                d = (oy + ky) * padded_w + kx
+                for ox in range(out_w):
+                    buf[np.uint64(d + ox)] += cf[np.uint64(s + ox)]
+    for y in range(height):
+        s = (y + pad) * padded_w + pad
+        d = dst0 + y * width
+        for xx in range(width):
+            gf[np.uint64(d + xx)] = buf[np.uint64(s + xx)]
+
+
+@inner_function
 def _unfold_plane(xf, src0, cf, row0, filter_h, filter_w, stride, pad, height, width, out_h, out_w):
     """Write the ``filter_h*filter_w`` column rows of one input plane: the plane starts at
     flat index ``src0`` of ``xf``, its rows (ky, kx) of ``out_h*out_w`` cells at flat index
     ``row0`` of ``cf``. Flat indices, so that a short output row costs no array views (2x
     faster than row views on 8-16 pixel wide images)."""
+    if _padded_rows(stride, pad, width, out_w):
+        _unfold_padded(xf, src0, cf, row0, filter_h, filter_w, pad, height, width, out_h, out_w)
+        return
     n_out = out_h * out_w
     same_width = stride == 1 and out_w == width
     for ky in range(filter_h):
@@ -185,6 +240,9 @@ def _fold_plane(cf, row0, gf, dst0, filter_h, filter_w, stride, pad, height, wid
     """The adjoint of :func:`_unfold_plane`: set the plane at flat index ``dst0`` of ``gf``
     to the sum of the column rows at ``row0`` of ``cf`` over every window (taps summed in
     a fixed order)."""
+    if _padded_rows(stride, pad, width, out_w):
+        _fold_padded(cf, row0, gf, dst0, filter_h, filter_w, pad, height, width, out_h, out_w)
+        return
     n_out = out_h * out_w
     for i in range(height * width):
         gf[np.uint64(dst0 + i)] = 0.0
