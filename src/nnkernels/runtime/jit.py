@@ -23,6 +23,7 @@ from numba.core.compiler import Compiler
 
 from .. import config
 from . import launch
+from .process import STATE
 
 __all__ = [
     "parallel_kernel",
@@ -146,7 +147,7 @@ class _Kernel:
     """
 
     def __init__(self, fn, parallel, also_reads=(), noalias=False):
-        self.dispatcher = _compile(fn, parallel, also_reads, noalias)
+        self._dispatcher = None
         self._fn = fn
         self._also_reads = also_reads
         self._noalias = noalias
@@ -157,6 +158,20 @@ class _Kernel:
         self.__doc__ = fn.__doc__
         if parallel:
             _KERNELS.append(self)
+
+    @property
+    def dispatcher(self):
+        """The Numba dispatcher, made when first needed (making every kernel's at import
+        would cost each process that imports the library about 15 ms)."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            with STATE.jit.lock:
+                if self._dispatcher is None:
+                    self._dispatcher = _compile(
+                        self._fn, self._parallel, self._also_reads, self._noalias
+                    )
+                dispatcher = self._dispatcher
+        return dispatcher
 
     def __call__(self, *args):
         if not self._parallel:

@@ -1,8 +1,9 @@
 """Everything the library holds for the whole process, and what happens to it at ``fork()``.
 
 One object, :data:`STATE`, holds the process-wide state of the runtime: the threading
-layer's decision and the launch bookkeeping (:mod:`.launch`), the library's own BLAS
-(:mod:`.blas`) and the helper threads that share a call's work (:mod:`.helpers`). Each part
+layer's decision and the launch bookkeeping (:mod:`.launch`), the lock under which kernels
+make their dispatchers (:mod:`.jit`), the library's own BLAS (:mod:`.blas`) and the helper
+threads that share a call's work (:mod:`.helpers`). Each part
 is a small class with an ``after_fork_in_child`` method; one pair of at-fork hooks,
 registered by :func:`watch_forks` at the first launch, BLAS load or helper thread (never at
 import), calls them all.
@@ -81,11 +82,22 @@ class HelperState:
         self.size = 0
 
 
+class JitState:
+    """The lock under which kernels make their Numba dispatchers (used by :mod:`.jit`)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def after_fork_in_child(self):
+        self.lock = threading.Lock()
+
+
 class ProcessState:
-    """The runtime's process-wide state: ``layer``, ``blas`` and ``helpers``."""
+    """The runtime's process-wide state: ``layer``, ``jit``, ``blas`` and ``helpers``."""
 
     def __init__(self):
         self.layer = LayerState()
+        self.jit = JitState()
         self.blas = BlasState()
         self.helpers = HelperState()
         self.forks_watched = False
@@ -104,6 +116,7 @@ def _after_fork_in_child():
     global _WATCH_LOCK
     _WATCH_LOCK = threading.Lock()
     STATE.layer.after_fork_in_child(STATE.fork_safety or (lambda *_: None))
+    STATE.jit.after_fork_in_child()
     STATE.blas.after_fork_in_child()
     STATE.helpers.after_fork_in_child()
 
