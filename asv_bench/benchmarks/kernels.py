@@ -1,5 +1,5 @@
 """Per-kernel timings of nnkernels: im2col/col2im (both layouts), the fused convolution
-kernels, max pooling, batch norm.
+kernels, products on the library's BLAS, max pooling, batch norm.
 
 Each ``setup`` calls every kernel once with the exact shapes and dtype it will time, so
 the JIT compile (or the cache load) happens there and never in the timed function.
@@ -48,7 +48,7 @@ class ColumnsPerSample(Columns):
 
 class Convolution:
     """conv_forward / conv_backward: columns, BLAS products and folding in one kernel each
-    (skipped where NumPy's BLAS is not its OpenBLAS wheel build)."""
+    (skipped where the library's BLAS is not available)."""
 
     params = [list(CONV), DTYPES]
     param_names = ["shape", "dtype"]
@@ -140,3 +140,31 @@ class BatchNormWithoutXn:
 
     def time_backward(self, case, dtype):
         self.backward(self.dout, self.x, self.mean, self.std, self.gamma)
+
+
+class Products:
+    """``nnkernels.matmul`` on the book's ``Affine`` products, batch 100: SimpleConvNet's
+    4320 -> 100 and DeepConvNet's 1024 -> 50; forward, then both gradients."""
+
+    params = [["simple", "deep"], DTYPES]
+    param_names = ["network", "dtype"]
+    shapes = {"simple": (4320, 100), "deep": (1024, 50)}
+
+    def setup(self, network, dtype):
+        import numpy as np
+
+        self.matmul = _kernel("matmul")
+        inputs, outputs = self.shapes[network]
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((100, inputs)).astype(dtype)
+        self.W = rng.standard_normal((inputs, outputs)).astype(dtype)
+        self.dout = rng.standard_normal((100, outputs)).astype(dtype)
+        self.time_forward(network, dtype)
+        self.time_backward(network, dtype)
+
+    def time_forward(self, network, dtype):
+        self.matmul(self.x, self.W)
+
+    def time_backward(self, network, dtype):
+        self.matmul(self.dout, self.W.T)
+        self.matmul(self.x.T, self.dout)

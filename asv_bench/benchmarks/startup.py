@@ -34,6 +34,24 @@ x, t = network_batch(np.random.default_rng(0), np.{dtype})
 SGD(lr=0.01).update(net.params, net.gradient(x, t))
 """
 
+# Numba's own start, the floor of every warm start: import Numba, call one cached function
+_NUMBA_MODULE = """
+import numba
+
+
+@numba.njit(cache=True)
+def one(x):
+    return x + 1
+
+
+one(1)
+"""
+_NUMBA_BASELINE = """
+import sys
+sys.path.insert(0, {folder!r})
+import numba_baseline
+"""
+
 _COLD_SETUP = """
 import atexit, os, shutil, tempfile
 _cache = tempfile.mkdtemp(prefix="nnkernels_asv_cold_")
@@ -81,6 +99,10 @@ class WarmStart:
                 env=env,
                 check=True,
             )
+        with open(os.path.join(self.cache, "numba_baseline.py"), "w") as module:
+            module.write(textwrap.dedent(_NUMBA_MODULE))
+        baseline = textwrap.dedent(_NUMBA_BASELINE.format(folder=self.cache))
+        subprocess.run([sys.executable, "-c", baseline], env=env, check=True)
 
     def teardown(self, dtype):
         shutil.rmtree(self.cache, ignore_errors=True)
@@ -94,6 +116,14 @@ class WarmStart:
     def timeraw_import_and_first_training_step(self, dtype):
         return (
             textwrap.dedent(_FIRST_STEP.format(dtype=dtype)),
+            textwrap.dedent(_WARM_SETUP.format(cache=self.cache)),
+        )
+
+    def timeraw_numba_own_start(self, dtype):
+        """The floor: import Numba and call one trivial cached function (the warm start
+        target is measured above it)."""
+        return (
+            textwrap.dedent(_NUMBA_BASELINE.format(folder=self.cache)),
             textwrap.dedent(_WARM_SETUP.format(cache=self.cache)),
         )
 
