@@ -1,10 +1,10 @@
 """ReLU forward (output and mask in one pass) and backward, on arrays of any shape."""
 
 import numpy as np
-from numba import prange
 
 from ..registry import example, examples
-from ..runtime.jit import inner_function, parallel_kernel
+from ..runtime.jit import inner_function, threaded_kernel
+from ..runtime.partition import run_shares
 from ..validation import as_float_array, check_shape
 from . import _examples
 
@@ -15,22 +15,23 @@ _BLOCK = 4096
 
 # Indices are unsigned in the inner loops: Numba checks every signed index for a negative
 # value to wrap around, and that branch keeps LLVM from vectorising the loop (2-3x slower).
-@inner_function
+@inner_function(inline=True)
 def _blocks(n):
     """Number of ``_BLOCK``-element blocks covering ``n`` elements (unsigned)."""
     return (np.uint64(n) + np.uint64(_BLOCK - 1)) // np.uint64(_BLOCK)
 
 
-@inner_function
+@inner_function(inline=True)
 def _block_range(block, n):
     """``range`` over the unsigned indices of block ``block`` of ``n`` elements."""
     start = np.uint64(block) * np.uint64(_BLOCK)
     return range(start, min(start + np.uint64(_BLOCK), np.uint64(n)))
 
 
-@parallel_kernel
-def _relu_forward_kernel(x, out, mask):
-    for block in prange(_blocks(x.size)):
+@threaded_kernel()
+def _relu_forward_kernel(x, out, mask, lo, hi):
+    """Blocks ``lo <= block < hi`` of the flat arrays."""
+    for block in range(lo, hi):
         for i in _block_range(block, x.size):
             v = x[i]
             m = v <= 0
@@ -38,9 +39,10 @@ def _relu_forward_kernel(x, out, mask):
             out[i] = 0.0 if m else v
 
 
-@parallel_kernel
-def _relu_backward_kernel(dout, mask, dx):
-    for block in prange(_blocks(dout.size)):
+@threaded_kernel()
+def _relu_backward_kernel(dout, mask, dx, lo, hi):
+    """Blocks ``lo <= block < hi`` of the flat arrays."""
+    for block in range(lo, hi):
         for i in _block_range(block, dout.size):
             dx[i] = 0.0 if mask[i] else dout[i]
 
@@ -56,7 +58,8 @@ def relu_forward(x):
     out = np.empty_like(x)
     mask = np.empty(x.shape, dtype=np.bool_)
     if x.size:
-        _relu_forward_kernel.sized(x.size)(x.reshape(-1), out.reshape(-1), mask.reshape(-1))
+        flat = (x.reshape(-1), out.reshape(-1), mask.reshape(-1))
+        run_shares(_relu_forward_kernel, int(_blocks(x.size)), x.size, *flat)
     return out, mask
 
 
@@ -73,5 +76,6 @@ def relu_backward(dout, mask):
     mask = np.ascontiguousarray(mask)
     dx = np.empty_like(dout)
     if dx.size:
-        _relu_backward_kernel.sized(dx.size)(dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+        flat = (dout.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+        run_shares(_relu_backward_kernel, int(_blocks(dx.size)), dx.size, *flat)
     return dx

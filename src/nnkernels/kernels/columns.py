@@ -44,7 +44,7 @@ __all__ = [
 # ------------------------------------------------------------------ kernels
 # Inner loops index with unsigned integers: Numba checks every signed index for a negative
 # value to wrap around, and that branch keeps LLVM from vectorising (col2im up to 4x slower).
-@inner_function
+@inner_function(inline=True)
 def _inside_range(out_w, stride, offset, width):
     """``(lo, hi)``: the outputs ``ox`` in ``[lo, hi)`` read ``ox*stride + offset`` inside
     ``[0, width)``; the others read padding."""
@@ -142,7 +142,7 @@ def _copy_shifted_plane(xf, cf, src0, dst0, row_shift, shift, lo, hi, height, ou
             cf[np.uint64(d + ox)] = 0.0
 
 
-@inner_function
+@inner_function(inline=True)
 def _padded_rows(stride, pad, width, out_w):
     """Whether a plane's taps are best copied row by row from a zero-padded copy of it: at
     stride 1 with padding, unless the output is as wide as a plane wider than 8 (then one

@@ -1,18 +1,18 @@
 """Max pooling: forward with the argmax of each window, backward scattering to it.
 
-Both kernels run in parallel over the ``N*C`` image planes; every iteration reads and
-writes only its own plane, so there are no races and the result does not depend on
-thread scheduling. Padding cells are not candidates: a window's maximum is taken over
+Both kernels take a range of the ``N*C`` image planes, shared over the library's threads;
+every plane is read and written by one call only, so there are no races and the result
+does not depend on the shares. Padding cells are not candidates: a window's maximum is taken over
 its cells that lie inside the image (``pad < pool`` guarantees there is at least one).
 """
 
 import functools
 
 import numpy as np
-from numba import prange
 
 from ..registry import example, examples
-from ..runtime.jit import parallel_kernel
+from ..runtime.jit import threaded_kernel
+from ..runtime.partition import run_shares
 from ..validation import (
     as_float_array,
     check_input_shape,
@@ -29,7 +29,7 @@ __all__ = ["maxpool_forward", "maxpool_backward"]
 # ------------------------------------------------------------------ kernels
 # The kernels take the flattened arrays (never sharing memory: ``noalias``) and index them
 # with uint64 (never negative): Numba then drops its negative-index wraparound. Both are
-# what lets LLVM vectorise the interior loop, the single-threaded twin included.
+# what lets LLVM vectorise the interior loop.
 
 
 @functools.cache
@@ -40,15 +40,15 @@ def _forward_kernel(pool_h, pool_w, stride):
     (pool_h, pool_w, stride) compiles once and is cached on disk like any kernel.
     """
 
-    @parallel_kernel(noalias=True)
-    def kernel(xf, planes, height, width, pad, of, af, out_h, out_w):
+    @threaded_kernel(noalias=True)
+    def kernel(xf, height, width, pad, of, af, out_h, out_w, lo, hi):
+        """Planes ``lo <= plane < hi``."""
         # outputs whose window lies entirely inside the image
         oy_lo = min(out_h, (pad + stride - 1) // stride)
         oy_hi = max(oy_lo, min(out_h, (height + pad - pool_h) // stride + 1))
         ox_lo = min(out_w, (pad + stride - 1) // stride)
         ox_hi = max(ox_lo, min(out_w, (width + pad - pool_w) // stride + 1))
-        for plane in prange(planes):
-            p = np.int64(plane)
+        for p in range(lo, hi):
             for oy in range(out_h):
                 y0 = oy * stride - pad
                 obase = (p * out_h + oy) * out_w
@@ -103,11 +103,11 @@ def _forward_kernel(pool_h, pool_w, stride):
 def _backward_kernel(pool_w, stride):
     """The backward kernel with ``pool_w`` and the stride as compile-time constants."""
 
-    @parallel_kernel(noalias=True)
-    def kernel(df, af, out_h, out_w, pad, gf, planes, height, width):
+    @threaded_kernel(noalias=True)
+    def kernel(df, af, out_h, out_w, pad, gf, height, width, lo, hi):
+        """Planes ``lo <= plane < hi``."""
         plane_size = height * width
-        for plane in prange(planes):
-            p = np.int64(plane)
+        for p in range(lo, hi):
             g0 = p * plane_size
             for i in range(plane_size):
                 gf[np.uint64(g0 + i)] = 0.0
@@ -165,16 +165,8 @@ def maxpool_forward(x, pool_h, pool_w, stride=1, pad=0):
     out = empty_result((n_img, channels, out_h, out_w), x.dtype)
     argmax = empty_result((n_img, channels, out_h, out_w), dtype=np.int64)
     if out.size:
-        _forward_kernel(ph, pw, s).sized(x.size)(
-            x.reshape(-1),
-            n_img * channels,
-            *x.shape[2:],
-            p,
-            out.reshape(-1),
-            argmax.reshape(-1),
-            out_h,
-            out_w,
-        )
+        flat = (x.reshape(-1), *x.shape[2:], p, out.reshape(-1), argmax.reshape(-1), out_h, out_w)
+        run_shares(_forward_kernel(ph, pw, s), n_img * channels, x.size, *flat)
     return out, argmax
 
 
@@ -219,14 +211,6 @@ def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=1, pad=0)
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     dx = empty_result(shape, dout.dtype)
     if dx.size:
-        _backward_kernel(pw, s).sized(dx.size)(
-            dout.reshape(-1),
-            argmax.reshape(-1),
-            out_h,
-            out_w,
-            p,
-            dx.reshape(-1),
-            shape[0] * shape[1],
-            *shape[2:],
-        )
+        flat = (dout.reshape(-1), argmax.reshape(-1), out_h, out_w, p, dx.reshape(-1), *shape[2:])
+        run_shares(_backward_kernel(pw, s), shape[0] * shape[1], dx.size, *flat)
     return dx

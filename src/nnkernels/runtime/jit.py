@@ -31,6 +31,7 @@ __all__ = [
     "inner_function",
     "forced_parallel",
     "serial_in_this_thread",
+    "one_share",
     "all_kernels",
 ]
 
@@ -125,11 +126,11 @@ class _NoAliasCompiler(Compiler):
         self.state.flags.noalias = True
 
 
-def _compile(fn, parallel, also_reads=(), noalias=False):
+def _compile(fn, parallel, also_reads=(), noalias=False, inline="never"):
     """A Numba dispatcher for ``fn`` with the tolerant disk cache (or none if nowhere is
     writable: Numba then raises "no locator available" and we run uncached)."""
     options = dict(_OPTIONS, pipeline_class=_NoAliasCompiler) if noalias else _OPTIONS
-    dispatcher = njit(parallel=parallel, cache=False, **options)(fn)
+    dispatcher = njit(parallel=parallel, cache=False, inline=inline, **options)(fn)
     try:
         dispatcher._cache = _TolerantCache(fn, also_reads)
     except RuntimeError:
@@ -194,11 +195,7 @@ class _Kernel:
         """The parallel kernel for ``work`` of at least the ``parallel_threshold`` setting
         (elements), else the serial one."""
         self.used_sized = True
-        if _FORCE_PARALLEL:
-            return self
-        if work < config.get("parallel_threshold") or getattr(_THIS_THREAD, "serial", False):
-            return self.serial
-        return self
+        return self.serial if one_share(work) else self
 
 
 def parallel_kernel(fn=None, *, also_reads=(), noalias=False):
@@ -222,24 +219,45 @@ def parallel_kernel(fn=None, *, also_reads=(), noalias=False):
     return _Kernel(fn, parallel=True, also_reads=paths, noalias=noalias)
 
 
-def threaded_kernel(*, also_reads=()):
+def threaded_kernel(*, also_reads=(), noalias=False):
     """Compile the decorated function as a cached, GIL-free, single-threaded kernel that
-    callers run on several Python threads at once, each on its own share of the work.
+    callers run on several Python threads at once, each on its own share of the work
+    (:func:`nnkernels.runtime.partition.run_shares` for a range of items).
 
-    Used as ``@threaded_kernel(also_reads=(module, ...))`` (see :func:`parallel_kernel`).
+    Used as ``@threaded_kernel(also_reads=(module, ...), noalias=...)`` (see
+    :func:`parallel_kernel`). Small work runs in one share in the calling thread: the same
+    compiled code, so such a kernel needs no twin.
     """
     paths = tuple(module.__file__ for module in also_reads)
 
     def compile_threaded(function):
-        kernel = _Kernel(function, parallel=False, also_reads=paths)
+        kernel = _Kernel(function, parallel=False, also_reads=paths, noalias=noalias)
         _KERNELS.append(kernel)
         return kernel
 
     return compile_threaded
 
 
-def inner_function(fn):
-    """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher)."""
+def one_share(work):
+    """Whether ``work`` (elements) runs in one share in the calling thread: below the
+    ``parallel_threshold`` setting, or inside a share of work already spread over threads
+    (:func:`serial_in_this_thread`); :func:`forced_parallel` wins over both."""
+    if _FORCE_PARALLEL:
+        return False
+    return work < config.get("parallel_threshold") or getattr(_THIS_THREAD, "serial", False)
+
+
+def inner_function(fn=None, *, inline=False):
+    """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher).
+
+    ``@inner_function(inline=True)``: a small helper that Numba copies into each caller
+    instead of compiling it as a function of its own (a separate compile costs about 0.1 s
+    of a cold start, whatever the function's size).
+    """
+    if fn is None:
+        return lambda function: _compile(
+            function, parallel=False, inline="always" if inline else "never"
+        )
     return _compile(fn, parallel=False)
 
 

@@ -14,6 +14,7 @@ import numba
 
 from .. import config
 from .helpers import run_parts
+from .jit import one_share
 from .launch import ensure_ready
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "conv_chunk_size",
     "unkept_chunk",
     "run_in_chunks",
+    "run_shares",
     "BACKWARD_CHUNK_BYTES",
     "CHUNKS_PER_PART",
 ]
@@ -161,3 +163,16 @@ def run_in_chunks(n_samples, n_parts, run_chunk):
             run_chunk(part, start, min(n_samples, start + size))
 
     run_parts([(0, n_samples)] * n_parts, part_work)
+
+
+def run_shares(kernel, count, work, *args):
+    """Call ``kernel(*args, lo, hi)`` over ``range(count)``: in one share in the calling
+    thread for small ``work`` (elements; :func:`~.jit.one_share`), else in contiguous shares,
+    one per thread (:func:`~.helpers.run_parts`). For kernels whose items are independent
+    (each writes its own outputs), so results do not depend on the shares."""
+    parts = 1 if one_share(work) else max(1, min(get_num_threads(), count))
+    if parts == 1:
+        kernel(*args, 0, count)
+        return
+    bounds = [(count * i // parts, count * (i + 1) // parts) for i in range(parts)]
+    run_parts(bounds, lambda part, lo, hi, stop: kernel(*args, lo, hi))
