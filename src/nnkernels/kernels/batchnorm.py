@@ -35,11 +35,11 @@ import math
 import numbers
 
 import numpy as np
-from numba import prange
 
 from .. import config
 from ..registry import examples
-from ..runtime.jit import inner_function, parallel_kernel
+from ..runtime.jit import inner_function, threaded_kernel
+from ..runtime.partition import run_shares
 from ..validation import as_float_array, checked_out, compute_dtype
 from . import _examples
 
@@ -62,6 +62,19 @@ _PLAIN, _SHIFTED, _PAIRED = 0, 1, 2  # the forms of the sums (see _add_terms), a
 
 
 # ------------------------------------------------------------------ task grid
+@inner_function(inline=True)
+def _row_tasks(n, d):
+    """Tasks of the split ``(N, D)`` normalise and backward: runs of rows of at least
+    ``_ROW_TASK`` elements."""
+    return min(n, max(1, (n * d) // _ROW_TASK))
+
+
+def _feature_blocks(xv):
+    """Tasks of the fused ``(N, D)`` kernels and the 2-D sums: blocks of features."""
+    d = xv.shape[1]
+    return -(-d // _feature_block(xv))
+
+
 def _row_blocks(rows, other_tasks, row_elems):
     """Number of row (or image) runs: enough tasks for the threads, but not tiny ones."""
     if rows <= 1 or other_tasks == 0 or other_tasks >= _TARGET_TASKS:  # 0: no features
@@ -252,22 +265,21 @@ def _backward_plane(dout, v, shift, coef, mean_d, slope, dx):
 
 
 # ------------------------------------------------------------------ fused kernels
-@parallel_kernel
+@threaded_kernel()
 def _forward_2d_fused(
-    x, gamma, beta, eps, feature_block, n_runs, xn, out, mean, var, std, write_xn
+    x, gamma, beta, eps, feature_block, n_runs, xn, out, mean, var, std, write_xn, first, last
 ):
     """Training forward of a C-contiguous ``(N, D)`` array in one launch: a task owns a block
     of ``feature_block`` features and makes every pass over it (sums, shifted sums,
     normalise). Writes ``out`` (and ``xn`` with ``write_xn``) shaped like ``x``, and the
     float64 ``(D,)`` ``mean``, ``var`` and ``std``."""
     n, d = x.shape
-    n_blocks = (d + feature_block - 1) // feature_block
     xf = x.reshape(-1)
     xnf = xn.reshape(-1)
     of = out.reshape(-1)
     shift = np.empty(d)
     inv = np.empty(d)
-    for block in prange(n_blocks):
+    for block in range(first, last):
         j0, width = _feature_range(np.int64(block), feature_block, d)
         s, _ = _column_sums_2d(xf, None, d, j0, width, n, n_runs, np.int64(0), n_runs, None)
         for j in range(width):
@@ -283,23 +295,22 @@ def _forward_2d_fused(
         _normalize_rows(xf, d, j0, width, np.int64(0), n, mean, inv, gamma, beta, xnf, of, write_xn)
 
 
-@parallel_kernel
+@threaded_kernel()
 def _backward_2d_fused(
-    dout, v, shift, inv_scale, gamma, std, feature_block, n_runs, dx, dgamma, dbeta
+    dout, v, shift, inv_scale, gamma, std, feature_block, n_runs, dx, dgamma, dbeta, first, last
 ):
     """Backward of a C-contiguous ``(N, D)`` array in one launch, one block of features per
     task (see :func:`_forward_2d_fused`); xn = (v - shift) * inv_scale with float64 ``(D,)``
     ``shift``, ``inv_scale`` and ``std``. Writes ``dx`` and the float64 ``(D,)`` ``dgamma``
     and ``dbeta``."""
     n, d = dout.shape
-    n_blocks = (d + feature_block - 1) // feature_block
     df = dout.reshape(-1)
     vf = v.reshape(-1)
     dxf = dx.reshape(-1)
     mean_d = np.empty(d)
     slope = np.empty(d)
     coef = np.empty(d)
-    for block in prange(n_blocks):
+    for block in range(first, last):
         j0, width = _feature_range(np.int64(block), feature_block, d)
         s0, s1 = _column_sums_2d(df, vf, d, j0, width, n, n_runs, np.int64(0), n_runs, shift)
         for j in range(width):
@@ -315,14 +326,14 @@ def _backward_2d_fused(
         _backward_rows(df, vf, d, j0, width, np.int64(0), n, shift, coef, mean_d, slope, dxf)
 
 
-@parallel_kernel
-def _forward_3d_fused(x, gamma, beta, eps, n_runs, xn, out, mean, var, std, write_xn):
+@threaded_kernel()
+def _forward_3d_fused(x, gamma, beta, eps, n_runs, xn, out, mean, var, std, write_xn, first, last):
     """Training forward of a C-contiguous ``(N, C, L)`` array per channel in one launch: a
     task owns one channel and makes every pass over its N runs of L values. Writes ``out``
     (and ``xn`` with ``write_xn``) and the float64 ``(C,)`` ``mean``, ``var``, ``std``."""
     n, channels, length = x.shape
     count = n * length
-    for channel in prange(channels):
+    for channel in range(first, last):
         c = np.int64(channel)
         s, _ = _channel_sums_3d(x, None, c, n_runs, np.int64(0), n_runs, None)
         shift = s / count
@@ -338,13 +349,15 @@ def _forward_3d_fused(x, gamma, beta, eps, n_runs, xn, out, mean, var, std, writ
         std[c] = sd
 
 
-@parallel_kernel
-def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma, dbeta):
+@threaded_kernel()
+def _backward_3d_fused(
+    dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma, dbeta, first, last
+):
     """Backward of a C-contiguous ``(N, C, L)`` array per channel in one launch, one channel
     per task; arguments as in :func:`_backward_2d_fused`."""
     n, channels, length = dout.shape
     count = n * length
-    for channel in prange(channels):
+    for channel in range(first, last):
         c = np.int64(channel)
         sum_d, centred = _channel_sums_3d(dout, v, c, n_runs, np.int64(0), n_runs, shift[c])
         dg, md, sl, cf = _gradient_terms(
@@ -357,14 +370,14 @@ def _backward_3d_fused(dout, v, shift, inv_scale, gamma, std, n_runs, dx, dgamma
 
 
 # ------------------------------------------------------------------ split kernels
-@parallel_kernel
-def _sums_2d(a, b, n, d, shift, form, n_runs, feature_block, partial):
+@threaded_kernel()
+def _sums_2d(a, b, n, d, shift, form, n_runs, feature_block, partial, first, last):
     """partial[r, 0] / partial[r, 1] (float64 ``(n_runs, 2, d)``) = the
     :func:`_column_sums_2d` of run ``r`` of the flattened C-contiguous ``(n, d)`` ``a`` and
     ``b``, with float64 ``(d,)`` ``shift``, in the form ``form`` (see :func:`_split_sums`);
     one task per (run, block of ``feature_block`` features)."""
     n_feat_blocks = (d + feature_block - 1) // feature_block
-    for task in prange(n_runs * n_feat_blocks):
+    for task in range(first, last):
         t = np.int64(task)
         r = t // n_feat_blocks
         j0, width = _feature_range(t - r * n_feat_blocks, feature_block, d)
@@ -379,14 +392,14 @@ def _sums_2d(a, b, n, d, shift, form, n_runs, feature_block, partial):
             partial[r, 1, j0 + j] = s1[j]
 
 
-@parallel_kernel
-def _sums_3d(a, b, shift, form, n_runs, partial):
+@threaded_kernel()
+def _sums_3d(a, b, shift, form, n_runs, partial, first, last):
     """partial[r, 0, c] / partial[r, 1, c] (float64 ``(n_runs, 2, C)``) = the
     :func:`_channel_sums_3d` of run ``r`` of channel ``c`` of C-contiguous ``(N, C, L)``
     ``a`` and ``b``, with float64 ``(C,)`` ``shift``, in the form ``form`` (see
     :func:`_split_sums`); one task per (run, channel)."""
     channels = a.shape[1]
-    for task in prange(n_runs * channels):
+    for task in range(first, last):
         t = np.int64(task)
         r = t // channels
         c = t - r * channels
@@ -400,28 +413,28 @@ def _sums_3d(a, b, shift, form, n_runs, partial):
         partial[r, 1, c] = s1
 
 
-@parallel_kernel
-def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
+@threaded_kernel()
+def _normalize_2d(x, shift, inv_scale, gamma, beta, xn, out, write_xn, first, last):
     """xn = (x - shift) * inv_scale; out = gamma * xn + beta, per feature of a C-contiguous
     ``(N, D)`` array (float64 ``(D,)`` ``shift``, ``inv_scale``), a run of rows per task."""
     n, d = x.shape
     xf = x.reshape(-1)
     xnf = xn.reshape(-1)
     of = out.reshape(-1)
-    n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
-    for task in prange(n_tasks):
+    n_tasks = _row_tasks(n, d)
+    for task in range(first, last):
         i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
         _normalize_rows(
             xf, d, np.int64(0), d, i0, i1, shift, inv_scale, gamma, beta, xnf, of, write_xn
         )
 
 
-@parallel_kernel
-def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
+@threaded_kernel()
+def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn, first, last):
     """As :func:`_normalize_2d` per channel of a C-contiguous ``(N, C, L)`` array, one
     ``(L,)`` run per task."""
     n, channels, _ = x.shape
-    for plane in prange(n * channels):
+    for plane in range(first, last):
         p = np.int64(plane)
         i = p // channels
         c = p - i * channels
@@ -437,8 +450,8 @@ def _normalize_3d(x, shift, inv_scale, gamma, beta, xn, out, write_xn):
         )
 
 
-@parallel_kernel
-def _backward_2d(dout, v, shift, coef, mean_d, slope, dx):
+@threaded_kernel()
+def _backward_2d(dout, v, shift, coef, mean_d, slope, dx, first, last):
     """dx = coef * (dout - mean_d - (v - shift) * slope) per feature of C-contiguous
     ``(N, D)`` arrays (float64 ``(D,)`` terms of :func:`_gradient_terms`), a run of rows
     per task."""
@@ -446,22 +459,31 @@ def _backward_2d(dout, v, shift, coef, mean_d, slope, dx):
     df = dout.reshape(-1)
     vf = v.reshape(-1)
     dxf = dx.reshape(-1)
-    n_tasks = min(n, max(1, (n * d) // _ROW_TASK))
-    for task in prange(n_tasks):
+    n_tasks = _row_tasks(n, d)
+    for task in range(first, last):
         i0, i1 = _run_bounds(np.int64(task), n, n_tasks)
         _backward_rows(df, vf, d, np.int64(0), d, i0, i1, shift, coef, mean_d, slope, dxf)
 
 
-@parallel_kernel
-def _backward_3d(dout, v, shift, coef, mean_d, slope, dx):
+@threaded_kernel()
+def _backward_3d(dout, v, shift, coef, mean_d, slope, dx, first, last):
     """As :func:`_backward_2d` per channel of C-contiguous ``(N, C, L)`` arrays, one
     ``(L,)`` run per task."""
     n, channels, _ = dout.shape
-    for plane in prange(n * channels):
+    for plane in range(first, last):
         p = np.int64(plane)
         i = p // channels
         c = p - i * channels
         _backward_plane(dout[i, c], v[i, c], shift[c], coef[c], mean_d[c], slope[c], dx[i, c])
+
+
+def _normalize(xv, shift, inv_scale, gamma, beta, xn, out, write_xn):
+    """:func:`_normalize_2d` or :func:`_normalize_3d` over the kernel view ``xv``."""
+    if xv.ndim == 2:
+        tasks, kernel = _python(_row_tasks)(*xv.shape), _normalize_2d
+    else:
+        tasks, kernel = xv.shape[0] * xv.shape[1], _normalize_3d
+    run_shares(kernel, tasks, xv.size, xv, shift, inv_scale, gamma, beta, xn, out, write_xn)
 
 
 def _python(function):
@@ -483,11 +505,10 @@ def _split_sums(a, b, shift):
     n_runs = _runs(a)
     partial = np.zeros((n_runs, 2, a.shape[1]))
     if a.size and a.ndim == 2:
-        _sums_2d(
-            a.reshape(-1), b.reshape(-1), *a.shape, shift, form, n_runs, _feature_block(a), partial
-        )
+        flat = (a.reshape(-1), b.reshape(-1), *a.shape, shift, form, n_runs, _feature_block(a))
+        run_shares(_sums_2d, n_runs * _feature_blocks(a), a.size, *flat, partial)
     elif a.size:
-        _sums_3d(a, b, shift, form, n_runs, partial)
+        run_shares(_sums_3d, n_runs * a.shape[1], a.size, a, b, shift, form, n_runs, partial)
     totals = np.zeros((2, a.shape[1]))
     for r in range(n_runs):
         totals += partial[r]
@@ -673,10 +694,9 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-6):
     var64 = _as_param(running_var, "running_var", size, np.float64)
     inv_scale64 = 1.0 / np.sqrt(var64 + eps)
     out = np.empty_like(x)
-    normalize = _normalize_2d if x.ndim == 2 else _normalize_3d
     if x.size:
         outv = out.reshape(xv.shape)
-        normalize.sized(x.size)(xv, mean64, inv_scale64, gamma, beta, outv, outv, False)
+        _normalize(xv, mean64, inv_scale64, gamma, beta, outv, outv, False)
     return out
 
 
@@ -760,7 +780,10 @@ def _forward(xv, gamma, beta, eps, xn, out, write_xn):
     if _fused(xv):
         mean, var, std = np.empty(size), np.empty(size), np.empty(size)
         if xv.ndim == 2:
-            _forward_2d_fused.sized(xv.size)(
+            run_shares(
+                _forward_2d_fused,
+                _feature_blocks(xv),
+                xv.size,
                 xv,
                 gamma,
                 beta,
@@ -775,17 +798,29 @@ def _forward(xv, gamma, beta, eps, xn, out, write_xn):
                 write_xn,
             )
         else:
-            _forward_3d_fused.sized(xv.size)(
-                xv, gamma, beta, eps, _runs(xv), xn, out, mean, var, std, write_xn
+            run_shares(
+                _forward_3d_fused,
+                xv.shape[1],
+                xv.size,
+                xv,
+                gamma,
+                beta,
+                eps,
+                _runs(xv),
+                xn,
+                out,
+                mean,
+                var,
+                std,
+                write_xn,
             )
         return mean, var, std
     shift = _split_sums(xv, None, None)[0] / count
     centred, squares = _split_sums(xv, None, shift)
     # the kernels' formula on NumPy arrays: elementwise IEEE operations, the same bits
     mean, var, std = _python(_moments)(shift, centred, squares, count, eps)
-    normalize = _normalize_2d if xv.ndim == 2 else _normalize_3d
     if xv.size:
-        normalize.sized(xv.size)(xv, mean, 1.0 / std, gamma, beta, xn, out, write_xn)
+        _normalize(xv, mean, 1.0 / std, gamma, beta, xn, out, write_xn)
     return mean, var, std
 
 
@@ -798,7 +833,10 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
     if _fused(dv):
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
         if dv.ndim == 2:
-            _backward_2d_fused.sized(dv.size)(
+            run_shares(
+                _backward_2d_fused,
+                _feature_blocks(dv),
+                dv.size,
                 dv,
                 vv,
                 shift,
@@ -812,8 +850,20 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
                 dbeta64,
             )
         else:
-            _backward_3d_fused.sized(dv.size)(
-                dv, vv, shift, inv_scale, gamma, std64, _runs(dv), dxv, dgamma64, dbeta64
+            run_shares(
+                _backward_3d_fused,
+                dv.shape[1],
+                dv.size,
+                dv,
+                vv,
+                shift,
+                inv_scale,
+                gamma,
+                std64,
+                _runs(dv),
+                dxv,
+                dgamma64,
+                dbeta64,
             )
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
     dbeta64, centred = _split_sums(dv, vv, shift)
@@ -821,7 +871,11 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
     dgamma64, mean_d, slope, coef = _python(_gradient_terms)(
         dbeta64, centred, inv_scale, gamma.astype(np.float64), std64, count
     )
-    backward = _backward_2d if dout.ndim == 2 else _backward_3d
     if dv.size:
-        backward(dv, vv, shift, coef, mean_d, slope, dxv)
+        if dv.ndim == 2:
+            tasks = _python(_row_tasks)(*dv.shape)
+            run_shares(_backward_2d, tasks, dv.size, dv, vv, shift, coef, mean_d, slope, dxv)
+        else:
+            tasks = dv.shape[0] * dv.shape[1]
+            run_shares(_backward_3d, tasks, dv.size, dv, vv, shift, coef, mean_d, slope, dxv)
     return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)

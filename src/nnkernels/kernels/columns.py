@@ -16,11 +16,11 @@ converted as NumPy would (integers and bools to float64).
 import dataclasses
 
 import numpy as np
-from numba import prange
 
 from ..registry import example, examples
 from ..runtime import blas
-from ..runtime.jit import inner_function, parallel_kernel
+from ..runtime.jit import inner_function, threaded_kernel
+from ..runtime.partition import run_shares
 from ..validation import (
     as_float_array,
     check_input_shape,
@@ -57,13 +57,13 @@ def _inside_range(out_w, stride, offset, width):
     return lo, hi
 
 
-@parallel_kernel
-def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
+@threaded_kernel()
+def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col, first, last):
     """Fill the book's column matrix one output row (n, oy) per iteration: its ``out_w``
     rows of ``col`` form a block that stays in cache while every tap column is written."""
     n_img, channels, height, width = x.shape
     ksize = filter_h * filter_w
-    for row_block in prange(n_img * out_h):
+    for row_block in range(first, last):
         rb = np.int64(row_block)
         n = rb // out_h
         oy = rb - n * out_h
@@ -88,11 +88,11 @@ def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col):
                         block[ox, j] = 0.0
 
 
-@parallel_kernel
-def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img):
+@threaded_kernel()
+def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img, first, last):
     n_img, channels, height, width = img.shape
     ksize = filter_h * filter_w
-    for plane in prange(n_img * channels):
+    for plane in range(first, last):
         p = np.int64(plane)
         n = p // channels
         c = p - n * channels
@@ -265,14 +265,14 @@ def _fold_plane(cf, row0, gf, dst0, filter_h, filter_w, stride, pad, height, wid
                         gf[np.uint64(d + ox * stride)] += cf[np.uint64(s + ox)]
 
 
-@parallel_kernel
-def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, cols):
+@threaded_kernel()
+def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, cols, first, last):
     """One (n, c) input plane per iteration."""
     n_img, channels, height, width = x.shape
     rows_per_plane = filter_h * filter_w * out_h * out_w
     xf = x.reshape(-1)
     cf = cols.reshape(-1)
-    for plane in prange(n_img * channels):
+    for plane in range(first, last):
         p = np.int64(plane)
         _unfold_plane(
             xf,
@@ -290,15 +290,17 @@ def _im2col_per_sample_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, 
         )
 
 
-@parallel_kernel
-def _col2im_per_sample_kernel(cols, filter_h, filter_w, stride, pad, out_h, out_w, img):
+@threaded_kernel()
+def _col2im_per_sample_kernel(
+    cols, filter_h, filter_w, stride, pad, out_h, out_w, img, first, last
+):
     """One (n, c) output plane per iteration (so no two iterations add into the same
     cell)."""
     n_img, channels, height, width = img.shape
     rows_per_plane = filter_h * filter_w * out_h * out_w
     cf = cols.reshape(-1)
     gf = img.reshape(-1)
-    for plane in prange(n_img * channels):
+    for plane in range(first, last):
         p = np.int64(plane)
         _fold_plane(
             cf,
@@ -375,7 +377,7 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     n_img, channels = x.shape[:2]
     col = empty_result((n_img * out_h * out_w, channels * fh * fw), x.dtype)
     if col.size:
-        _im2col_rows_kernel.sized(col.size)(x, fh, fw, s, p, out_h, out_w, col)
+        run_shares(_im2col_rows_kernel, n_img * out_h, col.size, x, fh, fw, s, p, out_h, out_w, col)
     return col
 
 
@@ -405,7 +407,9 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     col = col.reshape(rows, width)
     img = empty_result(shape, col.dtype)
     if img.size:
-        _col2im_rows_kernel.sized(col.size)(col, fh, fw, s, p, out_h, out_w, img)
+        run_shares(
+            _col2im_rows_kernel, n_img * channels, col.size, col, fh, fw, s, p, out_h, out_w, img
+        )
     return img
 
 
@@ -430,7 +434,19 @@ def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
     shape = (n_img, channels * fh * fw, out_h * out_w)
     out = checked_out(out, shape, x.dtype, inputs=(x,))
     if out.size:
-        _im2col_per_sample_kernel.sized(out.size)(x, fh, fw, s, p, out_h, out_w, out)
+        run_shares(
+            _im2col_per_sample_kernel,
+            n_img * channels,
+            out.size,
+            x,
+            fh,
+            fw,
+            s,
+            p,
+            out_h,
+            out_w,
+            out,
+        )
     return out
 
 
@@ -462,5 +478,17 @@ def col2im_per_sample(cols, input_shape, filter_h, filter_w, stride=1, pad=0, ou
         )
     img = checked_out(out, shape, cols.dtype, inputs=(cols,))
     if img.size:
-        _col2im_per_sample_kernel.sized(cols.size)(cols, fh, fw, s, p, out_h, out_w, img)
+        run_shares(
+            _col2im_per_sample_kernel,
+            n_img * channels,
+            cols.size,
+            cols,
+            fh,
+            fw,
+            s,
+            p,
+            out_h,
+            out_w,
+            img,
+        )
     return img
