@@ -1,10 +1,11 @@
 """Numba-JIT kernels for the convolution/pooling/batch-norm hot path.
 
 Pure functions on arrays: each public function validates its arguments, normalises dtype
-and memory layout (C-contiguous float32 or float64) and calls a private kernel; matrix
-products run on the library's own BLAS. :class:`ConvolutionEngine` holds a convolution's
-two passes. Importing changes nothing in the process: the runtime (threading layer, the
-library's BLAS, fork safety) is prepared when first needed (:func:`show_config`).
+and memory layout (C-contiguous float32 or float64) and runs single-threaded kernels on
+shares of the work over the library's own threads; matrix products run on the library's
+own BLAS. :class:`ConvolutionEngine` holds a convolution's two passes. Importing changes
+nothing in the process: the runtime (helper threads, the library's BLAS, fork hooks) is
+prepared when first needed (:func:`show_config`).
 
 This namespace is the public API; the subpackages (``runtime``, ``kernels``, ``engine``)
 are the implementation.
@@ -33,8 +34,7 @@ from .kernels.convolution import conv_backward, conv_forward, conv_kernels_avail
 from .kernels.pooling import maxpool_backward, maxpool_forward
 from .kernels.products import matmul
 from .report import runtime_info, show_config
-from .runtime.launch import threading_layer
-from .runtime.partition import get_num_threads, set_num_threads
+from .runtime.partition import get_num_threads, set_num_threads, threading_layer
 from .validation import compute_dtype, real_array
 
 __all__ = [

@@ -4,12 +4,10 @@ Run ``python -m nnkernels.precompile`` once after installing, or before starting
 processes at once: Numba's cache can be corrupted when several processes write it at the
 same time, so warm it from one job first.
 
-Every example call of the kernel table (:mod:`nnkernels.registry`) runs once with the
-multi-threaded kernels and, where the library uses them at the default settings, once with
-their single-threaded twins. The table's groups (functions sharing kernels) are handed to
-worker processes, so every cache index file (one per kernel function) is written by one
-process only; a parallel compile of a kernel takes 1-2 s, so this divides the wall time by
-about the number of cores.
+Every example call of the kernel table (:mod:`nnkernels.registry`) runs once. The table's
+groups (functions sharing kernels) are handed to worker processes, so every cache index
+file (one per kernel function) is written by one process only; this divides the wall time
+by about the number of cores.
 """
 
 import multiprocessing
@@ -28,7 +26,6 @@ from .kernels import (  # noqa: F401 - importing a kernel module registers its f
     pooling,
     products,
 )
-from .runtime import jit
 
 __all__ = ["precompile", "kernel_groups"]
 
@@ -36,16 +33,13 @@ _SLOWEST = ("convolution", "batchnorm")  # compile time of a group, cold cache
 
 
 def _compile_group(group, dtypes):
-    """Run one group's examples (multi-threaded kernels, then twins) for ``dtypes``."""
+    """Run one group's examples for ``dtypes``."""
     names = registry.groups()[group]
     timings = {}
     for dtype in dtypes:
         start = time.perf_counter()
         for _, run in registry.example_calls(dtype, names):
-            with jit.serial_in_this_thread():
-                run(twins_only=True)
-            with jit.forced_parallel():
-                run()
+            run()
         timings[np.dtype(dtype).name] = time.perf_counter() - start
     return timings
 
@@ -118,9 +112,8 @@ def _default_processes():
 def precompile(dtypes=("float32", "float64"), processes=None, load=True, groups=None):
     """Compile every kernel for each dtype; return ``{dtype name: seconds}``.
 
-    Both the multi-threaded kernels and the single-threaded twins the library uses at the
-    default settings are compiled. Max pooling compiles one kernel per (window, stride);
-    the 2x2 stride-2 one is compiled here, others on first use.
+    Max pooling compiles one kernel per (window, stride); the 2x2 stride-2 one is compiled
+    here, others on first use.
 
     ``processes``: worker processes to compile in (default: one per available core; 1
     compiles in this process). The returned seconds are then each dtype's share of the

@@ -3,15 +3,12 @@
 ======================  ===========  ======================================================
 setting                 default      meaning
 ======================  ===========  ======================================================
-``threads``             ``None``     threads a call of the library may use (its kernels,
-                                     products and helper threads); ``None``: Numba's count
-                                     in the calling thread (``numba.get_num_threads``)
-``threading_layer``     ``None``     Numba threading layer to request at the first parallel
-                                     launch when neither the user nor other code chose one;
-                                     ``None``: TBB when it loads, else Numba's own choice.
-                                     Read once, at that launch
-``parallel_threshold``  ``32768``    elements of work below which a kernel runs its
-                                     single-threaded twin (same results)
+``threads``             ``None``     threads a call of the library may use (the calling
+                                     thread and helper threads); ``None``: Numba's count in
+                                     the calling thread where other code started Numba's
+                                     threading layer, else ``NUMBA_NUM_THREADS``
+``parallel_threshold``  ``32768``    elements of work below which a call runs in the
+                                     calling thread alone (same results)
 ``split_min_macs``      ``4194304``  multiply-adds below which a convolution is not shared
                                      over threads
 ``workspace_limit``     ``None``     bytes of columns a ``Convolution`` may hold at once;
@@ -25,9 +22,10 @@ setting                 default      meaning
 the calling thread within a ``with`` block (threads the library starts for that call inherit
 them). Nothing here is read at import: every setting is looked up when it is used.
 
-``blas_spin_exponent`` (which restarted NumPy's BLAS thread pool) is accepted with a
-``DeprecationWarning`` and has no effect: the library computes on a BLAS of its own and
-leaves NumPy's alone.
+``blas_spin_exponent`` (which restarted NumPy's BLAS thread pool) and ``threading_layer``
+(which chose Numba's threading layer) are accepted with a ``DeprecationWarning`` and have
+no effect: the library computes on a BLAS of its own and never starts Numba's threading
+layer.
 """
 
 import contextlib
@@ -42,7 +40,6 @@ __all__ = [
     "AUTO_CHUNK_ABOVE",
     "AUTO_WORKSPACE",
     "CONV_ROUTES",
-    "THREADING_LAYERS",
 ]
 
 #: with ``workspace_limit=None``, a batch whose column matrix exceeds this many bytes is
@@ -51,11 +48,9 @@ AUTO_CHUNK_ABOVE = 16 << 20
 AUTO_WORKSPACE = 4 << 20
 
 CONV_ROUTES = ("auto", "kernels", "matmul")
-THREADING_LAYERS = ("tbb", "omp", "workqueue")
 
 _DEFAULTS = {
     "threads": None,
-    "threading_layer": None,
     "parallel_threshold": 1 << 15,
     "split_min_macs": 1 << 22,
     "workspace_limit": None,
@@ -65,6 +60,8 @@ _DEFAULTS = {
 _DEPRECATED = {
     "blas_spin_exponent": "it has no effect: nnkernels computes on a BLAS of its own and never "
     "changes NumPy's (remove the setting)",
+    "threading_layer": "it has no effect: nnkernels never starts Numba's threading layer; its "
+    "kernels run on its own threads (remove the setting)",
 }
 
 
@@ -99,7 +96,6 @@ def _one_of(choices, optional=False):
 
 _CHECKS = {
     "threads": _int_at_least(1, optional=True),
-    "threading_layer": _one_of(THREADING_LAYERS, optional=True),
     "parallel_threshold": _int_at_least(0),
     "split_min_macs": _int_at_least(0),
     "workspace_limit": _int_at_least(1, optional=True),

@@ -18,16 +18,10 @@ __all__ = ["examples", "example", "Example", "table", "example_calls", "groups"]
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One call's arguments; ``twins``: whether the library may run this call's kernels
-    single-threaded at the default settings (so precompiling compiles the twins too)."""
+    """One call's arguments."""
 
     args: tuple
     kwargs: dict
-    twins: bool = True
-
-    def parallel_only(self):
-        """This call, marked as reaching only multi-threaded kernels at default settings."""
-        return dataclasses.replace(self, twins=False)
 
 
 def example(*args, **kwargs):
@@ -88,8 +82,7 @@ def example_calls(dtype, names=None):
     """``[(name, run), ...]``, one per registered function (or per name in ``names``).
 
     ``run()`` builds the function's example inputs for ``dtype``, calls it on each and
-    returns the results; ``run(twins_only=True)`` skips the examples whose twins the
-    library does not use at the default settings (:meth:`Example.parallel_only`).
+    returns the results.
     """
     import numpy as np
 
@@ -103,11 +96,9 @@ def example_calls(dtype, names=None):
 
 
 def _caller(entry, dtype):
-    def run(twins_only=False):
+    def run():
         results = []
         for call in entry.make(dtype):
-            if twins_only and not call.twins:
-                continue
             results.append(entry.function(*call.args, **call.kwargs))
         return results
 

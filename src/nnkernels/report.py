@@ -10,7 +10,7 @@ import numba
 
 from . import config
 from .runtime import blas, jit
-from .runtime.launch import FORK_POLICY, layer_loaded, who_chose
+from .runtime.partition import get_num_threads, threading_layer
 from .runtime.process import STATE
 
 __all__ = ["runtime_info", "show_config"]
@@ -72,29 +72,20 @@ def _numpy_blas():
 def runtime_info():
     """What the library found and decided in this process, as a ``dict``.
 
-    Loads nothing: before the first parallel launch, ``threading_layer.in_use`` is None and
-    ``chosen_by`` says who would decide; before the first product, ``blas`` says which BLAS
-    the library will load.
+    Loads nothing: before the first product, ``blas`` says which BLAS the library will load.
     """
-    state = STATE.layer
-    layer = layer_loaded()
-    chosen_by = state.chosen_by if state.ready else (who_chose() or "undecided (first launch)")
+    helpers = STATE.helpers
     return {
         "versions": _versions(),
         "cpu": _cpu(),
-        "threading_layer": {
-            "requested": state.requested if state.ready else config.get("threading_layer"),
-            "in_use": layer,
-            "chosen_by": chosen_by,
-            "tbb_library": state.tbb_path,
-            "fork_safety": FORK_POLICY.get(layer, "unknown layer: forks untested"),
-            "serial_only": state.serial_only,
-            "launch_lock": layer == "workqueue",
-        },
         "threads": {
+            "in_this_thread": get_num_threads(),
             "setting": config.get("threads"),
-            "numba_in_this_thread": numba.get_num_threads() if layer else None,
-            "numba_maximum": numba.config.NUMBA_NUM_THREADS,
+            "maximum": numba.config.NUMBA_NUM_THREADS,
+            "helper_threads": helpers.size,
+            "how": "single-threaded kernels, the work shared over the calling thread and "
+            "helper threads; Numba's threading layer is never started",
+            "numba_threading_layer": threading_layer(),
         },
         "blas": blas.describe(),
         "numpy_blas": _numpy_blas(),
@@ -125,7 +116,7 @@ def _lines(value, indent):
 
 
 def show_config(file=None):
-    """Print versions, CPU, threading layer, threads, the library's BLAS, fused-kernel
+    """Print versions, CPU, threads, the library's BLAS, fused-kernel
     availability, JIT cache and every setting (the content of :func:`runtime_info`).
 
     Parameters

@@ -48,10 +48,10 @@ def _bn_case(shape, dtype, seed):
 
 def _batchnorm(build, dtype):
     calls = []
-    for shapes, twins in ((BATCHNORM_FUSED, True), (BATCHNORM_SPLIT, False)):
+    for shapes in (BATCHNORM_FUSED, BATCHNORM_SPLIT):
         for seed, shape in enumerate(shapes):
             for call in build(*_bn_case(shape, dtype, seed)):
-                calls.append(call if twins else call.parallel_only())
+                calls.append(call)
     return calls
 
 

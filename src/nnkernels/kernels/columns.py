@@ -18,7 +18,6 @@ import dataclasses
 import numpy as np
 
 from ..registry import example, examples
-from ..runtime import blas
 from ..runtime.jit import inner_function, threaded_kernel
 from ..runtime.partition import run_shares
 from ..validation import (
@@ -319,12 +318,6 @@ def _col2im_per_sample_kernel(
 
 
 # ------------------------------------------------------------------ wrappers
-def _per_sample(call):
-    """The layers run the per-sample column kernels' twins only where the fused
-    convolution kernels are unavailable: elsewhere their examples skip the twins."""
-    return call.parallel_only() if blas.available() else call
-
-
 def conv_output_shape(input_shape, filter_h, filter_w, stride=1, pad=0):
     """Validate window arguments for an ``(N, C, H, W)`` input; return ``(out_h, out_w)``.
 
@@ -414,7 +407,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 
 
 @examples(
-    lambda dtype: [_per_sample(example(_examples.image(dtype), 2, 3, 1, 2))],
+    lambda dtype: [example(_examples.image(dtype), 2, 3, 1, 2)],
     group="im2col/col2im per sample",
 )
 def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
@@ -452,9 +445,7 @@ def im2col_per_sample(x, filter_h, filter_w, stride=1, pad=0, out=None):
 
 @examples(
     lambda dtype: [
-        _per_sample(
-            example(_examples.rand((3, 5 * 2 * 3, 12 * 9), dtype), _examples.IMAGE, 2, 3, 1, 2)
-        )
+        example(_examples.rand((3, 5 * 2 * 3, 12 * 9), dtype), _examples.IMAGE, 2, 3, 1, 2)
     ],
     group="im2col/col2im per sample",
 )

@@ -1,32 +1,28 @@
-"""The one decorator every kernel uses, and the table of every kernel it made.
+"""The decorators every kernel uses, the rule that decides how a call's work is shared,
+and the table of every kernel made.
 
-Kernels are ``njit(parallel=True, nogil=True)`` functions with an on-disk cache that
-treats any unreadable or unwritable entry as a miss (see ``_TolerantCache``). Each has a
-single-threaded twin (the same code compiled without threads) for small work. Launches go
-through :mod:`.launch`, which prepares the threading layer at the first one and
-keeps launches safe under threads and ``fork()``.
-
-Threaded kernels (:func:`threaded_kernel`) are compiled without ``prange`` and take a share
-of the work as arguments; their callers run the shares on Python threads
-(:mod:`.helpers`). They suit loops whose every iteration is large (a sample's
-products), where a parfor would add compile time and no speed.
+A kernel is a single-threaded, GIL-free ``njit`` function over a range of independent
+items (planes, blocks, samples) with an on-disk cache that treats any unreadable or
+unwritable entry as a miss (see ``_TolerantCache``). Its callers run it on one share of the
+items in the calling thread for small work, or on one share per thread on the library's
+helper threads (:func:`nnkernels.runtime.partition.run_shares`,
+:mod:`nnkernels.runtime.helpers`): one compiled version per signature serves both, and the
+library never starts Numba's own threading layer. :func:`one_share` is the rule;
+:func:`forced_parallel` and :func:`serial_in_this_thread` adjust it for a block.
 """
 
 import contextlib
 import os
 import threading
-import types
 
 from numba import njit
 from numba.core.caching import FunctionCache
 from numba.core.compiler import Compiler
 
 from .. import config
-from . import launch
 from .process import STATE
 
 __all__ = [
-    "parallel_kernel",
     "threaded_kernel",
     "inner_function",
     "forced_parallel",
@@ -37,14 +33,14 @@ __all__ = [
 
 _OPTIONS = dict(nogil=True, error_model="numpy", fastmath=False)
 
-_KERNELS = []  # every parallel and threaded _Kernel made, in order of creation
+_KERNELS = []  # every kernel made, in order of creation
 _FORCE_PARALLEL = False  # True inside forced_parallel()
 _THIS_THREAD = threading.local()  # .serial: True inside serial_in_this_thread()
 
 
 @contextlib.contextmanager
 def forced_parallel():
-    """Within this block every kernel picked by size runs its multi-threaded version, in
+    """Within this block every call shares its work over the threads, however small, in
     every thread (for the kernel table's checks; ``serial_in_this_thread`` does not apply).
     Users lower the ``parallel_threshold`` setting instead."""
     global _FORCE_PARALLEL
@@ -57,10 +53,9 @@ def forced_parallel():
 
 @contextlib.contextmanager
 def serial_in_this_thread():
-    """Within this block, kernels picked by size and called from this thread run their
-    single-threaded twins (same results), so that work already shared over Python threads
-    does not also start the kernels' thread pool. Other threads are not affected;
-    ``forced_parallel`` wins over it."""
+    """Within this block, calls made from this thread run their work in one share (same
+    results), so that work already shared over threads is not shared again. Other threads
+    are not affected; ``forced_parallel`` wins over it."""
     previous = getattr(_THIS_THREAD, "serial", False)
     _THIS_THREAD.serial = True
     try:
@@ -69,14 +64,13 @@ def serial_in_this_thread():
         _THIS_THREAD.serial = previous
 
 
-def _renamed(fn, suffix):
-    """A copy of ``fn`` under another name, so Numba caches it in files of its own."""
-    twin = types.FunctionType(
-        fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__
-    )
-    twin.__qualname__ = fn.__qualname__ + suffix
-    twin.__module__ = fn.__module__
-    return twin
+def one_share(work):
+    """Whether ``work`` (elements) runs in one share in the calling thread: below the
+    ``parallel_threshold`` setting, or inside a share of work already spread over threads
+    (:func:`serial_in_this_thread`); :func:`forced_parallel` wins over both."""
+    if _FORCE_PARALLEL:
+        return False
+    return work < config.get("parallel_threshold") or getattr(_THIS_THREAD, "serial", False)
 
 
 def _file_stamp(path):
@@ -118,19 +112,18 @@ class _TolerantCache(FunctionCache):
 
 
 class _NoAliasCompiler(Compiler):
-    """Numba's compiler, telling LLVM that no two array arguments share memory (Numba's
-    parfors do so for their loop bodies when it finds no aliasing)."""
+    """Numba's compiler, telling LLVM that no two array arguments share memory."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.state.flags.noalias = True
 
 
-def _compile(fn, parallel, also_reads=(), noalias=False, inline="never"):
+def _compile(fn, also_reads=(), noalias=False, inline="never"):
     """A Numba dispatcher for ``fn`` with the tolerant disk cache (or none if nowhere is
     writable: Numba then raises "no locator available" and we run uncached)."""
     options = dict(_OPTIONS, pipeline_class=_NoAliasCompiler) if noalias else _OPTIONS
-    dispatcher = njit(parallel=parallel, cache=False, inline=inline, **options)(fn)
+    dispatcher = njit(cache=False, inline=inline, **options)(fn)
     try:
         dispatcher._cache = _TolerantCache(fn, also_reads)
     except RuntimeError:
@@ -139,26 +132,16 @@ def _compile(fn, parallel, also_reads=(), noalias=False, inline="never"):
 
 
 class _Kernel:
-    """A compiled kernel, launched through :func:`.launch.launch`.
+    """A kernel: a cached, GIL-free dispatcher, made when first needed."""
 
-    Calling it runs the multi-threaded (``prange``) version; ``kernel.serial`` is the same
-    code compiled without threads, and ``kernel.sized(work)`` picks one by the amount of
-    work (the ``parallel_threshold`` setting). ``used_sized`` records whether ``sized`` was
-    ever asked, i.e. whether the twin is in use.
-    """
-
-    def __init__(self, fn, parallel, also_reads=(), noalias=False):
+    def __init__(self, fn, also_reads=(), noalias=False):
         self._dispatcher = None
         self._fn = fn
         self._also_reads = also_reads
         self._noalias = noalias
-        self._parallel = parallel
-        self._serial = None if parallel else self
-        self.used_sized = False
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        if parallel:
-            _KERNELS.append(self)
+        _KERNELS.append(self)
 
     @property
     def dispatcher(self):
@@ -168,83 +151,30 @@ class _Kernel:
         if dispatcher is None:
             with STATE.jit.lock:
                 if self._dispatcher is None:
-                    self._dispatcher = _compile(
-                        self._fn, self._parallel, self._also_reads, self._noalias
-                    )
+                    self._dispatcher = _compile(self._fn, self._also_reads, self._noalias)
                 dispatcher = self._dispatcher
         return dispatcher
 
     def __call__(self, *args):
-        if not self._parallel:
-            return self.dispatcher(*args)
-        return launch.launch(self, args)
-
-    @property
-    def serial(self):
-        """The single-threaded twin (compiled on first use, cached like any kernel)."""
-        if self._serial is None:
-            self._serial = _Kernel(
-                _renamed(self._fn, "_serial"),
-                parallel=False,
-                also_reads=self._also_reads,
-                noalias=self._noalias,
-            )
-        return self._serial
-
-    def sized(self, work):
-        """The parallel kernel for ``work`` of at least the ``parallel_threshold`` setting
-        (elements), else the serial one."""
-        self.used_sized = True
-        return self.serial if one_share(work) else self
-
-
-def parallel_kernel(fn=None, *, also_reads=(), noalias=False):
-    """Compile ``fn`` as a cached, GIL-free, multi-threaded (``prange``) kernel.
-
-    ``error_model="numpy"`` drops Python's division-by-zero checks (kernels receive
-    validated input and NaN/inf must propagate as in NumPy); ``fastmath`` stays off so
-    results are reproducible and match the reference where the math allows. Used as
-    ``@parallel_kernel(also_reads=(module, ...))``, the modules whose functions the kernel
-    calls (their code is compiled into it) take part in its cache's validity check.
-
-    ``noalias=True`` promises that no two array arguments of any call share memory, so
-    that LLVM may vectorise loops storing to one array and loading from another; the
-    single-threaded twin needs it for that (a parfor's loop body gets it from Numba when
-    Numba sees no aliasing). Arrays made inside the kernel (``reshape``) do not carry the
-    promise: pass the arrays the loops index.
-    """
-    paths = tuple(module.__file__ for module in also_reads)
-    if fn is None:
-        return lambda function: _Kernel(function, parallel=True, also_reads=paths, noalias=noalias)
-    return _Kernel(fn, parallel=True, also_reads=paths, noalias=noalias)
+        return self.dispatcher(*args)
 
 
 def threaded_kernel(*, also_reads=(), noalias=False):
     """Compile the decorated function as a cached, GIL-free, single-threaded kernel that
-    callers run on several Python threads at once, each on its own share of the work
+    callers run on one share of the work, or on several shares on several threads at once
     (:func:`nnkernels.runtime.partition.run_shares` for a range of items).
 
-    Used as ``@threaded_kernel(also_reads=(module, ...), noalias=...)`` (see
-    :func:`parallel_kernel`). Small work runs in one share in the calling thread: the same
-    compiled code, so such a kernel needs no twin.
+    ``error_model="numpy"`` drops Python's division-by-zero checks (kernels receive
+    validated input and NaN/inf must propagate as in NumPy); ``fastmath`` stays off so
+    results are reproducible and match the reference where the math allows.
+    ``also_reads=(module, ...)``: the modules whose functions the kernel calls (their code is
+    compiled into it) take part in its cache's validity check. ``noalias=True`` promises
+    that no two array arguments of any call share memory, so that LLVM may vectorise loops
+    storing to one array and loading from another. Arrays made inside the kernel
+    (``reshape``) do not carry the promise: pass the arrays the loops index.
     """
     paths = tuple(module.__file__ for module in also_reads)
-
-    def compile_threaded(function):
-        kernel = _Kernel(function, parallel=False, also_reads=paths, noalias=noalias)
-        _KERNELS.append(kernel)
-        return kernel
-
-    return compile_threaded
-
-
-def one_share(work):
-    """Whether ``work`` (elements) runs in one share in the calling thread: below the
-    ``parallel_threshold`` setting, or inside a share of work already spread over threads
-    (:func:`serial_in_this_thread`); :func:`forced_parallel` wins over both."""
-    if _FORCE_PARALLEL:
-        return False
-    return work < config.get("parallel_threshold") or getattr(_THIS_THREAD, "serial", False)
+    return lambda function: _Kernel(function, also_reads=paths, noalias=noalias)
 
 
 def inner_function(fn=None, *, inline=False):
@@ -255,13 +185,11 @@ def inner_function(fn=None, *, inline=False):
     of a cold start, whatever the function's size).
     """
     if fn is None:
-        return lambda function: _compile(
-            function, parallel=False, inline="always" if inline else "never"
-        )
-    return _compile(fn, parallel=False)
+        return lambda function: _compile(function, inline="always" if inline else "never")
+    return _compile(fn)
 
 
 def all_kernels():
-    """Every parallel and threaded kernel created so far (module-level ones exist once their
-    module is imported; kernels made by factories, once made)."""
+    """Every kernel created so far (module-level ones exist once their module is imported;
+    kernels made by factories, once made)."""
     return list(_KERNELS)

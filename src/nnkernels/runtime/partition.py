@@ -15,9 +15,9 @@ import numba
 from .. import config
 from .helpers import run_parts
 from .jit import one_share
-from .launch import ensure_ready
 
 __all__ = [
+    "threading_layer",
     "get_num_threads",
     "set_num_threads",
     "sample_parts",
@@ -37,15 +37,26 @@ BACKWARD_CHUNK_BYTES = 8 << 20
 CHUNKS_PER_PART = 8
 
 
+def threading_layer():
+    """The Numba threading layer loaded in this process (by other code: the library never
+    starts one), or None. Loads nothing."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
 def get_num_threads():
     """The number of threads a call of the library made from this thread uses: the
-    ``threads`` setting, else Numba's count in this thread. Prepares the runtime, as the
-    first kernel launch would (Numba starts its threading layer to answer)."""
-    ensure_ready()
+    ``threads`` setting; else, where other code started Numba's threading layer, Numba's
+    count in this thread (``numba.set_num_threads``); else ``NUMBA_NUM_THREADS`` (the
+    cores available unless the environment says otherwise). Starts nothing."""
     threads = config.get("threads")
-    if threads is None:
+    if threads is not None:
+        return min(threads, numba.config.NUMBA_NUM_THREADS)
+    if threading_layer() is not None:
         return numba.get_num_threads()
-    return min(threads, numba.config.NUMBA_NUM_THREADS)
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def set_num_threads(n):
