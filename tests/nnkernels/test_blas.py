@@ -180,3 +180,27 @@ def test_without_the_wheel_the_layers_compute_on_numpys_matmul():
     assert "scipy-openblas32 is not installed" in output_line(result, "WHY")
     assert output_line(result, "KERNELS") == "False"
     assert "need the library's BLAS" in output_line(result, "ERROR")
+
+
+LOADING = r"""
+import os
+from nnkernels.runtime import blas
+import llvmlite.binding  # noqa: F401 - imported before, so that only the load is watched
+mask = os.sched_getaffinity(0)
+before = set(os.listdir("/proc/self/task"))
+print("LOADED", blas.available())
+print("NEW_THREADS", len(set(os.listdir("/proc/self/task")) - before))
+print("AFFINITY_KEPT", os.sched_getaffinity(0) == mask)
+"""
+
+
+@pytest.mark.skipif(not nnkernels.conv_kernels_available(), reason="no library BLAS here")
+@pytest.mark.skipif(not LINUX, reason="thread list and affinity from Linux")
+def test_loading_the_library_blas_starts_no_thread_and_keeps_the_affinity():
+    """OpenBLAS starts a pool of threads as it loads (they spin ~0.1 s, then sleep); the
+    library calls it at one thread and loads it where it counts one core."""
+    result = run_python(LOADING, timeout=300)
+    assert_ok(result)
+    assert output_line(result, "LOADED") == "True"
+    assert output_line(result, "NEW_THREADS") == "0"
+    assert output_line(result, "AFFINITY_KEPT") == "True"

@@ -10,8 +10,9 @@ The library file is found through the installed package's location and opened wi
 ``ctypes.CDLL(path, RTLD_LOCAL)``; the package itself is never imported (importing it loads
 the library into the process's global namespace). Its exported names carry a ``scipy_``
 prefix and 32-bit integers, distinct from NumPy's OpenBLAS (whose names end in ``64_``).
-Once loaded it is set to one thread, so each product runs on the thread that calls it and
-its own thread pool stays asleep: the library shares its work over its own threads.
+It is loaded while the loading thread may use one core only, so it starts no thread pool,
+and is set to one thread: each product runs on the thread that calls it, and the library
+shares its work over its own threads.
 
 NumPy's BLAS is never called, woken, held or reconfigured. Where the wheel is missing (a
 platform without one) or does not load, :func:`available` is False with a reason
@@ -19,6 +20,7 @@ platform without one) or does not load, :func:`available` is False with a reason
 NumPy's ``matmul``.
 """
 
+import contextlib
 import ctypes
 import importlib.metadata
 import importlib.util
@@ -97,6 +99,24 @@ def _library_path():
     return os.path.join(lib_dir, names[0]), None
 
 
+@contextlib.contextmanager
+def _one_core_for_this_thread():
+    """Within the block the calling thread may run on one core only (Linux), so that
+    OpenBLAS, counting the cores it may use as it loads, starts no thread pool: the library
+    calls it at one thread, and a pool's threads would only spin for ~0.1 s and sleep. The
+    thread's own mask is restored afterwards; other threads are never touched."""
+    try:
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(mask)})
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mask)
+
+
 def _load():
     """The loaded :class:`_Handle`, or None and the reason."""
     if numba.config.DISABLE_JIT:
@@ -108,7 +128,8 @@ def _load():
     try:
         import llvmlite.binding as llvm
 
-        library = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+        with _one_core_for_this_thread():
+            library = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
         handle = _Handle(path, library)
         for dtype, symbol in _SYMBOLS.items():
             llvm.add_symbol(symbol, handle.addresses[dtype])
