@@ -86,7 +86,8 @@ def output_line(result, key):
 
 
 def pip_tbb_available():
-    """True when Intel TBB is installed from pip in this environment (``nnkernels[tbb]``)."""
+    """True when Intel TBB is installed from pip in this environment (``pip install tbb``):
+    Numba's ``tbb`` threading layer is then available to the user's code."""
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
         if glob.glob(os.path.join(prefix, "lib", "libtbb.so.12*")):
             return True

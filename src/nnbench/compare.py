@@ -289,8 +289,8 @@ def format_startup(report):
         lines.append(
             f"cold cache (fresh NUMBA_CACHE_DIR): import nnlayers {cold['import_s']:.2f} s, "
             f"whole probe {cold['wall_s']:.1f} s. First call = compile + run "
-            f"(small input: serial kernel; 'parallel': first call of the threaded "
-            f"kernel), then a second call:"
+            f"(small input: one share in the calling thread; 'parallel': first call "
+            f"shared over threads), then a second call:"
         )
         total = 0.0
         for r in cold["calls"]:

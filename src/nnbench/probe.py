@@ -5,8 +5,8 @@ Usage: ``python -m nnbench.probe cold|warm|precompile DTYPES OUT.json`` with
 of the process, then:
 
 * ``cold``: the first and second call of every public kernel and every layer, for each
-  dtype (with an empty cache the first call is compile + run); for kernels with a
-  single-threaded twin for small inputs, also the first call of the parallel kernel;
+  dtype (with an empty cache the first call is compile + run); for kernels, also the
+  first call shared over threads (small inputs run in one share in the calling thread);
 * ``warm``: the first and second Convolution forward+backward on conv A (float32), to
   show what loading the kernels from a warm cache costs;
 * ``precompile``: ``nnkernels.precompile(dtypes)`` when it exists.
@@ -80,15 +80,15 @@ def _timed(call):
 
 
 def _forced_parallel():
-    """Kernels take their multi-threaded version whatever the input's size."""
+    """Kernels share their work over threads whatever the input's size."""
     return nnkernels.config_context(parallel_threshold=0)
 
 
 def _first_two(call, parallel_too=False):
     """Times of the first and second call, or the error the first one raised.
 
-    With ``parallel_too``, also the first call of the multi-threaded kernel: below a size
-    threshold kernels run a single-threaded twin, and the probe's inputs are tiny.
+    With ``parallel_too``, also the first call shared over threads: below a size threshold
+    kernels run in one share in the calling thread, and the probe's inputs are tiny.
     """
     try:
         first = _timed(call)

@@ -6,7 +6,7 @@ definition::
     @examples(lambda dtype: [example(np.ones((2, 2, 5, 5), dtype), 3, 3, 1, 1)])
     def im2col(x, filter_h, filter_w, stride=1, pad=0): ...
 
-Precompiling, the serial-twin test, the fuzzer and the start-up probe all read this table
+Precompiling, the one-share-versus-many test, the fuzzer and the start-up probe all read this table
 (:func:`table`, :func:`example_calls`), and a test checks that running every example
 compiled every kernel (``nnkernels.runtime.jit.all_kernels``): a kernel no example reaches fails it.
 """

@@ -144,8 +144,6 @@ def loaded():
         for name, obj in vars(module).items():
             if isinstance(obj, _jit._Kernel):
                 counts[module.__name__, name] = len(obj.dispatcher.overloads)
-                if obj._serial not in (None, obj):
-                    counts[module.__name__, name, "serial"] = len(obj._serial.dispatcher.overloads)
     return counts
 
 

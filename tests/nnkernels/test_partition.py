@@ -12,7 +12,6 @@ import nnkernels
 import nnlayers
 from _subprocess_helpers import assert_ok, output_line, run_python
 from nnkernels.engine.convolution import ScratchPool
-from nnkernels.kernels import activations
 from nnkernels.runtime import helpers, jit, partition
 from nnkernels.runtime.jit import serial_in_this_thread as single_threaded_kernels
 from nnkernels.runtime.process import STATE
@@ -36,23 +35,21 @@ def always_split():
 
 # ------------------------------------------------------------------ the switches
 def test_single_threaded_kernels_affects_only_the_calling_thread():
-    kernel = activations._relu_forward_kernel
-    big = 1 << 20
+    big = 1 << 40
     seen = {}
 
     def other():
-        seen["other"] = kernel.sized(big)
+        seen["other"] = jit.one_share(big)
 
     with single_threaded_kernels():
-        seen["inside"] = kernel.sized(big)
+        seen["inside"] = jit.one_share(big)
         helper = threading.Thread(target=other)
         helper.start()
         helper.join()
-    seen["after"] = kernel.sized(big)
-    assert seen["inside"] is kernel.serial
-    assert seen["other"] is kernel and seen["after"] is kernel
+    seen["after"] = jit.one_share(big)
+    assert seen == {"inside": True, "other": False, "after": False}
     with jit.forced_parallel(), single_threaded_kernels():
-        assert kernel.sized(big) is kernel  # the process-wide switch (precompile, tests) wins
+        assert not jit.one_share(big)  # the process-wide switch (precompile, tests) wins
 
 
 # ------------------------------------------------------------------ sample_parts / run_parts

@@ -286,10 +286,8 @@ config = {
     "defaults": {"lr": 0.01, "optimizer": "sgd", "batch_size": 100, "weight_decay": 0.0,
                  "dropout": 0.0, "batchnorm": False, "hidden_size": 20, "hidden_layers": 2},
 }
-def dispatchers():  # every kernel and the single-threaded twins made so far
-    kernels = _jit.all_kernels()
-    twins = [k._serial for k in kernels if k._serial not in (None, k)]
-    return {id(k): k for k in kernels + twins}
+def dispatchers():  # every kernel made so far
+    return {id(k): k for k in _jit.all_kernels()}
 calls = []
 original = warm_jit.__globals__["warm_jit"]
 def counting(dtype, groups=None):

@@ -54,9 +54,9 @@ def run_parts(parts, work):
     helper has started by the time the calling thread is done with its own runs in the
     calling thread (so concurrent and nested calls never wait on each other's helpers).
 
-    With one part, ``work`` runs in the calling thread with the kernels' own threading; with
-    more, every part runs the kernels' single-threaded twins, and the calling thread's
-    settings (``config_context``) apply in the helpers too.
+    With one part, ``work`` runs in the calling thread and may share its own work further;
+    with more, every part runs its work in one share (:func:`~.jit.serial_in_this_thread`),
+    and the calling thread's settings (``config_context``) apply in the helpers too.
     """
     stop = threading.Event()
     if len(parts) == 1:

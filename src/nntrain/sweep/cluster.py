@@ -139,9 +139,8 @@ class SweepSetupError(RuntimeError):
 class InProcessExecutor:
     """Run each trial in this process's main thread when it is submitted.
 
-    The main thread, not a helper thread: with ``--threads 2`` the kernels' TBB pool ran
-    a small trial about 3x slower when driven from a helper thread; Ctrl-C still
-    interrupts the trial (``run_trial`` does not catch ``KeyboardInterrupt``).
+    The main thread, not a helper thread, so that Ctrl-C interrupts the trial
+    (``run_trial`` does not catch ``KeyboardInterrupt``).
     """
 
     dashboard = None

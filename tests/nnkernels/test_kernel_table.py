@@ -1,5 +1,5 @@
-"""The single-threaded twins used for small inputs give bit-identical results, for every
-example call of the kernel table; and the table reaches every kernel."""
+"""Every example call of the kernel table gives bit-identical results run in one share or
+in many shares over threads; and the table reaches every kernel."""
 
 import numpy as np
 import pytest
@@ -48,8 +48,6 @@ REACHED = """
                     run()
     kernels = _jit.all_kernels()
     missed = [k.__name__ for k in kernels if not k.dispatcher.signatures]
-    missed += [k.serial.__name__ for k in kernels
-               if k.used_sized and not k.serial.dispatcher.signatures]
     if not nnkernels.conv_kernels_available():
         missed = [name for name in missed if not name.startswith("_conv_")]
     print("KERNELS", len(kernels))
@@ -57,10 +55,9 @@ REACHED = """
 """
 
 
-def test_every_kernel_and_twin_in_use_is_reached_by_the_table():
-    """In a fresh process, after every example ran both ways, every kernel compiled, and
-    so did the twin of every kernel that picks by size: a kernel no registered example
-    reaches fails here."""
+def test_every_kernel_is_reached_by_the_table():
+    """In a fresh process, after every example ran both ways, every kernel compiled: a
+    kernel no registered example reaches fails here."""
     result = run_python(REACHED, env={"NUMBA_DISABLE_JIT": None}, timeout=600)
     assert_ok(result)
     assert int(output_line(result, "KERNELS")) >= 18
@@ -95,9 +92,8 @@ def test_every_public_kernel_function_is_registered():
     assert public == set(_registry.table())
 
 
-def test_small_work_uses_the_serial_twin():
-    kernel = nnkernels.kernels.activations._relu_forward_kernel
+def test_small_work_runs_in_one_share():
     with nnkernels.config_context(parallel_threshold=100):
-        assert kernel.sized(99) is kernel.serial and kernel.sized(100) is kernel
+        assert jit.one_share(99) and not jit.one_share(100)
         with jit.forced_parallel():
-            assert kernel.sized(1) is kernel
+            assert not jit.one_share(1)
