@@ -447,7 +447,8 @@ def _meta(threads, torch_version):
         "nnkernels": nnkernels.__version__,
         "torch": torch_version,
         "threads": threads,
-        "threading_layer": nnkernels.threading_layer(),
+        "blas": nnkernels.runtime_info()["blas"].get("config"),
+        "cpu": nnkernels.runtime_info()["cpu"]["model"],
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
@@ -556,9 +557,9 @@ def main(argv=None):
     meta["elapsed_s"] = time.perf_counter() - t_start
 
     print(
-        f"# nnlayers.bench  (median of {args.repeat}; {threads} thread(s), "
-        f"threading layer {meta['threading_layer']}, numpy {meta['numpy']}, "
-        f"numba {meta['numba']}, torch {torch_version or '-'} [{torch_mode}])"
+        f"# nnlayers.bench  (median of {args.repeat}; {threads} thread(s) of {meta['cpu']}; "
+        f"numpy {meta['numpy']}, numba {meta['numba']}, torch {torch_version or '-'} "
+        f"[{torch_mode}]; the library's BLAS: {meta['blas']})"
     )
     print(format_markdown(rows) if args.markdown else format_text(rows))
     print(
