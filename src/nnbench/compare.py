@@ -440,6 +440,7 @@ def _parse_args(argv):
 def _meta(threads, torch_version):
     import numba
 
+    info = nnkernels.runtime_info()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -447,8 +448,8 @@ def _meta(threads, torch_version):
         "nnkernels": nnkernels.__version__,
         "torch": torch_version,
         "threads": threads,
-        "blas": nnkernels.runtime_info()["blas"].get("config"),
-        "cpu": nnkernels.runtime_info()["cpu"]["model"],
+        "blas": info["blas"].get("config"),
+        "cpu": info["cpu"]["model"],
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),

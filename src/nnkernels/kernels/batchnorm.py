@@ -780,40 +780,11 @@ def _forward(xv, gamma, beta, eps, xn, out, write_xn):
     if _fused(xv):
         mean, var, std = np.empty(size), np.empty(size), np.empty(size)
         if xv.ndim == 2:
-            run_shares(
-                _forward_2d_fused,
-                _feature_blocks(xv),
-                xv.size,
-                xv,
-                gamma,
-                beta,
-                eps,
-                _feature_block(xv),
-                _runs(xv),
-                xn,
-                out,
-                mean,
-                var,
-                std,
-                write_xn,
-            )
+            kernel, tasks, layout = _forward_2d_fused, _feature_blocks(xv), (_feature_block(xv),)
         else:
-            run_shares(
-                _forward_3d_fused,
-                xv.shape[1],
-                xv.size,
-                xv,
-                gamma,
-                beta,
-                eps,
-                _runs(xv),
-                xn,
-                out,
-                mean,
-                var,
-                std,
-                write_xn,
-            )
+            kernel, tasks, layout = _forward_3d_fused, xv.shape[1], ()
+        args = (xv, gamma, beta, eps, *layout, _runs(xv), xn, out, mean, var, std, write_xn)
+        run_shares(kernel, tasks, xv.size, *args)
         return mean, var, std
     shift = _split_sums(xv, None, None)[0] / count
     centred, squares = _split_sums(xv, None, shift)
@@ -833,38 +804,11 @@ def _backward(dout, v, shift, inv_scale, std64, gamma, dx, dtype):
     if _fused(dv):
         dgamma64, dbeta64 = np.empty(size), np.empty(size)
         if dv.ndim == 2:
-            run_shares(
-                _backward_2d_fused,
-                _feature_blocks(dv),
-                dv.size,
-                dv,
-                vv,
-                shift,
-                inv_scale,
-                gamma,
-                std64,
-                _feature_block(dv),
-                _runs(dv),
-                dxv,
-                dgamma64,
-                dbeta64,
-            )
+            kernel, tasks, layout = _backward_2d_fused, _feature_blocks(dv), (_feature_block(dv),)
         else:
-            run_shares(
-                _backward_3d_fused,
-                dv.shape[1],
-                dv.size,
-                dv,
-                vv,
-                shift,
-                inv_scale,
-                gamma,
-                std64,
-                _runs(dv),
-                dxv,
-                dgamma64,
-                dbeta64,
-            )
+            kernel, tasks, layout = _backward_3d_fused, dv.shape[1], ()
+        args = (dv, vv, shift, inv_scale, gamma, std64, *layout, _runs(dv), dxv, dgamma64, dbeta64)
+        run_shares(kernel, tasks, dv.size, *args)
         return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
     dbeta64, centred = _split_sums(dv, vv, shift)
     # the kernels' formulas on NumPy arrays: elementwise IEEE operations, the same bits

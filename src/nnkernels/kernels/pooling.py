@@ -2,8 +2,9 @@
 
 Both kernels take a range of the ``N*C`` image planes, shared over the library's threads;
 every plane is read and written by one call only, so there are no races and the result
-does not depend on the shares. Padding cells are not candidates: a window's maximum is taken over
-its cells that lie inside the image (``pad < pool`` guarantees there is at least one).
+does not depend on the shares. Padding cells are not candidates: a window's maximum is
+taken over its cells that lie inside the image (``pad < pool`` guarantees there is at
+least one).
 """
 
 import functools

@@ -99,10 +99,16 @@ def row_parts(start, stop, macs, threads=None):
     n_rows = stop - start
     if macs < config.get("split_min_macs"):
         return [(start, stop)]
-    parts = min(threads or get_num_threads(), n_rows)
+    return _even_shares(start, stop, min(threads or get_num_threads(), n_rows))
+
+
+def _even_shares(start, stop, parts):
+    """``parts`` contiguous ``(lo, hi)`` of ``range(start, stop)`` differing by at most one
+    item (one share when ``parts`` is below 2)."""
     if parts < 2:
         return [(start, stop)]
-    return [(start + n_rows * i // parts, start + n_rows * (i + 1) // parts) for i in range(parts)]
+    count = stop - start
+    return [(start + count * i // parts, start + count * (i + 1) // parts) for i in range(parts)]
 
 
 def conv_chunk_size(n_samples, bytes_per_sample):
@@ -181,9 +187,8 @@ def run_shares(kernel, count, work, *args):
     thread for small ``work`` (elements; :func:`~.jit.one_share`), else in contiguous shares,
     one per thread (:func:`~.helpers.run_parts`). For kernels whose items are independent
     (each writes its own outputs), so results do not depend on the shares."""
-    parts = 1 if one_share(work) else max(1, min(get_num_threads(), count))
-    if parts == 1:
+    parts = 1 if one_share(work) else min(get_num_threads(), count)
+    if parts < 2:
         kernel(*args, 0, count)
         return
-    bounds = [(count * i // parts, count * (i + 1) // parts) for i in range(parts)]
-    run_parts(bounds, lambda part, lo, hi, stop: kernel(*args, lo, hi))
+    run_parts(_even_shares(0, count, parts), lambda part, lo, hi, stop: kernel(*args, lo, hi))
