@@ -16,26 +16,7 @@ import sys
 import tempfile
 import time
 
-BASELINE = """
-import numba
-
-@numba.njit(cache=True)
-def one(x):
-    return x + 1
-
-one(1)
-"""
-
-FIRST_STEP = """
-import numpy as np
-import nnlayers
-from nnbench.cases import build_network, network_batch
-from nntrain.optimizers import Adam
-
-net = build_network("simple", "nnlayers", np.float32)
-x, t = network_batch(np.random.default_rng(0), np.float32)
-Adam().update(net.params, net.gradient(x, t))
-"""
+from nnbench.scripts import FIRST_STEP, NUMBA_ONE_FUNCTION
 
 
 def _wall(path):
@@ -54,7 +35,10 @@ def main(argv=None):
     rounds = 2 if args.quick else args.rounds
     with tempfile.TemporaryDirectory(prefix="warm_start_") as tmp:
         paths = {}
-        for name, code in (("baseline", BASELINE), ("first step", FIRST_STEP)):
+        for name, code in (
+            ("baseline", NUMBA_ONE_FUNCTION),
+            ("first step", FIRST_STEP.format(dtype="float32")),
+        ):
             paths[name] = os.path.join(tmp, name.replace(" ", "_") + ".py")
             with open(paths[name], "w") as f:
                 f.write(code)

@@ -1,5 +1,5 @@
 """Start-up latency in a fresh interpreter: import + first Convolution forward+backward, and
-import + first SimpleConvNet training step (batch 100 and an SGD update).
+import + first SimpleConvNet training step (batch 100 and an Adam update).
 
 ``timeraw_*`` runs the returned code in a new Python process per sample. Cold: the
 sample's setup points ``NUMBA_CACHE_DIR`` at a new empty directory (removed when the
@@ -14,6 +14,8 @@ import sys
 import tempfile
 import textwrap
 
+from nnbench.scripts import FIRST_STEP, NUMBA_ONE_FUNCTION
+
 from .common import DTYPES
 
 # conv A of nnbench.cases, built and run in the timed interpreter
@@ -23,29 +25,6 @@ from nnbench.cases import build_contenders, get_cases
 build_contenders(get_cases("conv_a")[0], "{dtype}", ("nnlayers",))["nnlayers"]()
 """
 
-# SimpleConvNet's first training step on a batch of 100 (what a training script waits for)
-_FIRST_STEP = """
-import numpy as np
-import nnlayers
-from nnbench.cases import build_network, network_batch
-from nntrain.optimizers import SGD
-net = build_network("simple", "nnlayers", np.{dtype})
-x, t = network_batch(np.random.default_rng(0), np.{dtype})
-SGD(lr=0.01).update(net.params, net.gradient(x, t))
-"""
-
-# Numba's own start, the floor of every warm start: import Numba, call one cached function
-_NUMBA_MODULE = """
-import numba
-
-
-@numba.njit(cache=True)
-def one(x):
-    return x + 1
-
-
-one(1)
-"""
 _NUMBA_BASELINE = """
 import sys
 sys.path.insert(0, {folder!r})
@@ -78,7 +57,7 @@ class ColdStart:
         return textwrap.dedent(_FIRST_CONV.format(dtype=dtype)), textwrap.dedent(_COLD_SETUP)
 
     def timeraw_import_and_first_training_step(self, dtype):
-        return textwrap.dedent(_FIRST_STEP.format(dtype=dtype)), textwrap.dedent(_COLD_SETUP)
+        return textwrap.dedent(FIRST_STEP.format(dtype=dtype)), textwrap.dedent(_COLD_SETUP)
 
 
 class WarmStart:
@@ -93,14 +72,14 @@ class WarmStart:
     def setup(self, dtype):
         self.cache = tempfile.mkdtemp(prefix="nnkernels_asv_warm_")
         env = dict(os.environ, NUMBA_CACHE_DIR=self.cache)
-        for code in (_FIRST_CONV, _FIRST_STEP):
+        for code in (_FIRST_CONV, FIRST_STEP):
             subprocess.run(
                 [sys.executable, "-c", textwrap.dedent(code.format(dtype=dtype))],
                 env=env,
                 check=True,
             )
         with open(os.path.join(self.cache, "numba_baseline.py"), "w") as module:
-            module.write(textwrap.dedent(_NUMBA_MODULE))
+            module.write(textwrap.dedent(NUMBA_ONE_FUNCTION))
         baseline = textwrap.dedent(_NUMBA_BASELINE.format(folder=self.cache))
         subprocess.run([sys.executable, "-c", baseline], env=env, check=True)
 
@@ -115,7 +94,7 @@ class WarmStart:
 
     def timeraw_import_and_first_training_step(self, dtype):
         return (
-            textwrap.dedent(_FIRST_STEP.format(dtype=dtype)),
+            textwrap.dedent(FIRST_STEP.format(dtype=dtype)),
             textwrap.dedent(_WARM_SETUP.format(cache=self.cache)),
         )
 
