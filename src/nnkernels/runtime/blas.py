@@ -103,7 +103,7 @@ def _library_path():
 def _one_core_for_this_thread():
     """Within the block the calling thread may run on one core only (Linux), so that
     OpenBLAS, counting the cores it may use as it loads, starts no thread pool: the library
-    calls it at one thread, and a pool's threads would only spin for ~0.1 s and sleep. The
+    calls it at one thread, and a pool's threads would only spin a while and sleep. The
     thread's own mask is restored afterwards; other threads are never touched."""
     try:
         mask = os.sched_getaffinity(0)

@@ -146,7 +146,7 @@ class _Kernel:
     @property
     def dispatcher(self):
         """The Numba dispatcher, made when first needed (making every kernel's at import
-        would cost each process that imports the library about 15 ms)."""
+        would slow down every process that imports the library)."""
         dispatcher = self._dispatcher
         if dispatcher is None:
             with STATE.jit.lock:
@@ -181,8 +181,8 @@ def inner_function(fn=None, *, inline=False):
     """Compile ``fn`` for calling from inside other kernels (a plain Numba dispatcher).
 
     ``@inner_function(inline=True)``: a small helper that Numba copies into each caller
-    instead of compiling it as a function of its own (a separate compile costs about 0.1 s
-    of a cold start, whatever the function's size).
+    instead of compiling it as a function of its own (each separate compile adds a fixed
+    cost to a cold start, whatever the function's size).
     """
     if fn is None:
         return lambda function: _compile(function, inline="always" if inline else "never")
