@@ -5,10 +5,15 @@ samples, or blocks of a product's rows), each running GIL-free kernels that are
 single-threaded themselves and call the library's BLAS at one thread. The helper threads
 persist between calls, waiting idle (starting a thread costs more than a small call's
 share of the work); a forked child starts without them (:mod:`.process`).
+
+The helpers are the library's own threads taking parts from a :class:`queue.SimpleQueue`,
+not a :class:`concurrent.futures.ThreadPoolExecutor`: the executor's ``submit`` holds a lock
+that its own before-fork hook takes, so a ``fork()`` in a signal handler that interrupts it
+would hang the process. Nothing here takes a lock in a fork hook.
 """
 
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 
 from .. import config
 from .jit import serial_in_this_thread
@@ -17,26 +22,88 @@ from .process import STATE, watch_forks
 __all__ = ["run_parts"]
 
 
-def _executor_for(helpers):
-    """An executor with at least ``helpers`` threads (grown, never shrunk)."""
+_CALLER = object()
+_HELPER = object()
+
+
+class _Part:
+    """One part of a call, run once: by a helper thread or, if none has started it, by the
+    calling thread.
+
+    A claim is one ``dict.setdefault``: it is recorded even when an interrupt lands in the
+    calling thread before the claimer has seen the answer, so the calling thread can always
+    tell whether a helper holds the part and must be waited for.
+    """
+
+    __slots__ = ("_run", "_claims", "_finished", "_done")
+
+    def __init__(self, run):
+        self._run = run
+        self._claims = {}
+        self._finished = False
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def _claim(self, claimer):
+        return self._claims.setdefault("by", claimer) is claimer
+
+    def run_in_helper(self):
+        """Run the part on this helper thread unless the calling thread has claimed it."""
+        if self._claim(_HELPER):
+            try:
+                self._run()
+            finally:
+                self._finished = True
+                self._done.release()
+
+    def run_in_caller(self):
+        """Run the part in the calling thread unless a helper has claimed it."""
+        if self._claim(_CALLER):
+            self._run()
+
+    def cancel_or_wait(self):
+        """Claim the part for the calling thread, or wait until the helper that claimed it is
+        done. Safe to call again after an interrupt."""
+        if self._claim(_CALLER):
+            return
+        while not self._finished:
+            if self._done.acquire():
+                self._done.release()
+
+
+def _serve(parts):
+    while True:
+        parts.get().run_in_helper()
+
+
+def _helper_queue(helpers):
+    """The queue of parts, served by at least ``helpers`` threads (grown, never shrunk)."""
     state = STATE.helpers
     with state.lock:
-        if state.size < helpers:
+        if state.queue is None:
             watch_forks()
-            if state.executor is not None:
-                state.executor.shutdown(wait=False)
-            state.executor = ThreadPoolExecutor(helpers, thread_name_prefix="nnkernels-part")
-            state.size = helpers
-        return state.executor
+            state.queue = queue.SimpleQueue()
+        while state.size < helpers:
+            thread = threading.Thread(
+                target=_serve,
+                args=(state.queue,),
+                name=f"nnkernels-part-{state.size + 1}",
+                daemon=True,
+            )
+            thread.start()
+            state.size += 1
+        return state.queue
 
 
-def _wait_all(futures):
-    """Wait for every future even if this thread is interrupted meanwhile; then re-raise that."""
+def _finish_all(parts):
+    """Return once no helper is running any of ``parts``, even if this thread is interrupted
+    meanwhile (then re-raise that)."""
     interrupted = None
-    for future in futures:
-        while not future.done():
+    for part in parts:
+        while True:
             try:
-                wait([future])
+                part.cancel_or_wait()
+                break
             except BaseException as exc:  # noqa: BLE001 - re-raised once all are done
                 interrupted = interrupted or exc
     if interrupted is not None:
@@ -73,21 +140,20 @@ def run_parts(parts, work):
             errors.append(exc)
             stop.set()
 
-    futures = []
+    shared = []
     try:
-        executor = _executor_for(len(parts) - 1)
-        futures = [executor.submit(run, index) for index in range(1, len(parts))]
+        helper_queue = _helper_queue(len(parts) - 1)
+        for index in range(1, len(parts)):
+            shared.append(_Part(lambda index=index: run(index)))
+            helper_queue.put(shared[-1])
         with serial_in_this_thread():
             work(0, *parts[0], stop)
-        for index, future in enumerate(futures, start=1):
-            if future.cancel():
-                run(index)
+        for part in shared:
+            part.run_in_caller()
     except BaseException:
         stop.set()
-        for future in futures:
-            future.cancel()
         raise
     finally:
-        _wait_all([future for future in futures if not future.cancelled()])
+        _finish_all(shared)
     if errors:
         raise errors[0]

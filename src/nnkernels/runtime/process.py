@@ -35,13 +35,13 @@ class HelperState:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.executor = None
+        self.queue = None
         self.size = 0
 
     def after_fork_in_child(self):
         # a child has none of its parent's threads
         self.lock = threading.Lock()
-        self.executor = None
+        self.queue = None
         self.size = 0
 
 
