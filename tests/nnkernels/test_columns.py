@@ -121,6 +121,30 @@ def test_nan_and_inf_are_copied_like_the_reference():
     assert_close(img[finite], expected[finite])
 
 
+@pytest.mark.parametrize(
+    "shape, window",
+    [
+        ((7, 23, 6, 5), (3, 3, 1, 1)),  # items of 2 channels and one of 1
+        ((100, 3, 5, 5), (2, 2, 2, 0)),  # items of whole samples
+        ((1, 9, 8, 8), (3, 2, 2, 1)),  # items of one channel
+    ],
+)
+def test_col2im_in_channel_blocks_matches_reference_and_thread_counts(shape, window):
+    from nnkernels.runtime.jit import forced_parallel
+
+    fh, fw, stride, pad = window
+    x = make_values(5, shape)
+    col = make_values(6, ref.im2col(x, fh, fw, stride, pad).shape)
+    expected = ref.col2im(col, shape, fh, fw, stride, pad)
+    results = []
+    with forced_parallel():
+        for threads in (1, 2):
+            with nnkernels.config_context(threads=threads):
+                results.append(nnkernels.col2im(col, shape, fh, fw, stride, pad))
+    assert_close(results[0], expected)
+    np.testing.assert_array_equal(results[1], results[0])
+
+
 def test_empty_batch():
     x = np.zeros((0, 2, 4, 4))
     assert nnkernels.im2col(x, 2, 2).shape == (0, 8)

@@ -156,6 +156,18 @@ def test_a_forked_child_shares_work_over_helpers_of_its_own():
     assert output_line(result, "child") == "0"
 
 
+@pytest.mark.parametrize(
+    "n_samples, channels", [(1, 1), (1, 64), (7, 23), (64, 64), (100, 30), (1000, 3)]
+)
+def test_channel_blocks_are_whole_samples_when_the_batch_is_large_enough(n_samples, channels):
+    block = partition.channel_block(n_samples, channels)
+    items = n_samples * -(-channels // block)
+    assert 1 <= block <= channels
+    assert items >= min(n_samples * channels, partition.CHANNEL_BLOCK_ITEMS) // 2
+    if n_samples >= partition.CHANNEL_BLOCK_ITEMS:
+        assert block == channels
+
+
 # ------------------------------------------------------------------ Convolution
 def test_automatic_chunk_size_keeps_small_column_matrices_whole(workspace_limit):
     from nnkernels.config import AUTO_CHUNK_ABOVE, AUTO_WORKSPACE

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..registry import example, examples
 from ..runtime.jit import inner_function, threaded_kernel
-from ..runtime.partition import run_shares
+from ..runtime.partition import channel_block, run_shares
 from ..validation import (
     as_float_array,
     check_input_shape,
@@ -88,30 +88,38 @@ def _im2col_rows_kernel(x, filter_h, filter_w, stride, pad, out_h, out_w, col, f
 
 
 @threaded_kernel()
-def _col2im_rows_kernel(col, filter_h, filter_w, stride, pad, out_h, out_w, img, first, last):
+def _col2im_rows_kernel(
+    col, filter_h, filter_w, stride, pad, out_h, out_w, img, channel_block, first, last
+):
+    # Items are (sample, block of channels). Output rows come outermost so that each row of
+    # ``col`` is read from memory once, while its sample's planes stay in cache.
     n_img, channels, height, width = img.shape
     ksize = filter_h * filter_w
-    for plane in range(first, last):
-        p = np.int64(plane)
-        n = p // channels
-        c = p - n * channels
-        for y in range(height):
-            for xx in range(width):
-                img[n, c, y, xx] = 0.0
-        base = c * ksize
+    blocks = (channels + channel_block - 1) // channel_block
+    for item in range(first, last):
+        i = np.int64(item)
+        n = i // blocks
+        c0 = (i - n * blocks) * channel_block
+        c1 = min(c0 + channel_block, channels)
+        for c in range(c0, c1):
+            for y in range(height):
+                for xx in range(width):
+                    img[n, c, y, xx] = 0.0
         for oy in range(out_h):
-            row0 = (n * out_h + oy) * out_w
-            for ky in range(filter_h):
-                y = oy * stride + ky - pad
-                if y < 0 or y >= height:
-                    continue
-                for ox in range(out_w):
-                    row = row0 + ox
+            row0 = np.uint64((n * out_h + oy) * out_w)
+            for c in range(c0, c1):
+                base = c * ksize
+                for ky in range(filter_h):
+                    y = oy * stride + ky - pad
+                    if y < 0 or y >= height:
+                        continue
                     for kx in range(filter_w):
-                        xx = ox * stride + kx - pad
-                        if 0 <= xx < width:
-                            img[n, c, y, np.uint64(xx)] += col[
-                                row, np.uint64(base + ky * filter_w + kx)
+                        k = np.uint64(base + ky * filter_w + kx)
+                        offset = kx - pad
+                        lo, hi = _inside_range(out_w, stride, offset, width)
+                        for ox in range(lo, hi):
+                            img[n, c, y, np.uint64(ox * stride + offset)] += col[
+                                row0 + np.uint64(ox), k
                             ]
 
 
@@ -400,8 +408,10 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     col = col.reshape(rows, width)
     img = empty_result(shape, col.dtype)
     if img.size:
+        block = channel_block(n_img, channels)
+        items = n_img * -(-channels // block)
         run_shares(
-            _col2im_rows_kernel, n_img * channels, col.size, col, fh, fw, s, p, out_h, out_w, img
+            _col2im_rows_kernel, items, col.size, col, fh, fw, s, p, out_h, out_w, img, block
         )
     return img
 
