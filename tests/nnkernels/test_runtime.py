@@ -6,6 +6,7 @@ Every case runs in a fresh interpreter with a timeout: a threading layer is load
 per process, and a hang must become a failure.
 """
 
+import ast
 import os
 import subprocess
 
@@ -363,18 +364,25 @@ def test_case4_fork_child_survives_a_layer_started_before_import():
     assert output_line(result, "CHILD") == "0", describe(result)
 
 
-FORK_IN_SIGNAL_HANDLER = (
+# a pooling layer called in a loop while SIGALRM handlers fork, FORKS times
+SIGNAL_FORKS = (
     r"""
 import os, signal, time
 """
     + LAYERS
     + r"""
-FORKS = 200
 rng = np.random.default_rng(0)
 x = rng.standard_normal((16, 3, 64, 64))
 pool = nnlayers.Pooling(2, 2, 2)
 expected = pool.forward(x)
 statuses = []
+"""
+)
+
+FORK_IN_SIGNAL_HANDLER = (
+    SIGNAL_FORKS
+    + r"""
+FORKS = 200
 
 def fork_now(signum, frame):
     if len(statuses) >= FORKS:
@@ -408,6 +416,57 @@ def test_case5_fork_in_a_signal_handler_during_a_kernel():
     result = _run(FORK_IN_SIGNAL_HANDLER, timeout=120)
     assert_ok(result)
     assert output_line(result, "STATUSES") == str([0] * 200)
+
+
+FORK_THEN_CHILD_CONTINUES = (
+    SIGNAL_FORKS
+    + r"""
+FORKS = 100
+in_child = False
+
+def fork_now(signum, frame):
+    global in_child
+    if in_child or len(statuses) >= FORKS:
+        return
+    pid = os.fork()
+    if pid == 0:
+        in_child = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return  # the child goes on with the call the signal interrupted
+    _, status = os.waitpid(pid, 0)
+    statuses.append(os.waitstatus_to_exitcode(status))
+    signal.setitimer(signal.ITIMER_REAL, 0.0007)
+
+signal.signal(signal.SIGALRM, fork_now)
+signal.setitimer(signal.ITIMER_REAL, 0.0007)
+deadline = time.monotonic() + 100
+while len(statuses) < FORKS and time.monotonic() < deadline:
+    try:
+        out = pool.forward(x)
+        code = 0 if np.array_equal(out, expected) else 3
+    except RuntimeError as exc:
+        if not in_child or "forked" not in str(exc):
+            raise
+        code = 5
+    if in_child:
+        again = np.array_equal(pool.forward(x), expected)
+        os._exit(code if again else 3)
+signal.setitimer(signal.ITIMER_REAL, 0)
+print("STATUSES", sorted(set(statuses)))
+print("FORKS", len(statuses))
+"""
+)
+
+
+def test_a_child_that_goes_on_with_the_interrupted_call_gets_its_result_or_an_error():
+    """The child of a fork from a signal handler returns into the call the signal
+    interrupted: it finishes with the right result, or, where part of the call was on a
+    helper thread (which the child does not have), raises a RuntimeError saying so; never
+    hangs, never returns a wrong result; and its next call is right."""
+    result = _run(FORK_THEN_CHILD_CONTINUES, timeout=120)
+    assert_ok(result)
+    assert output_line(result, "FORKS") == "100"
+    assert set(ast.literal_eval(output_line(result, "STATUSES"))) <= {0, 5}, describe(result)
 
 
 def test_threads_setting_applies_to_launches_only():

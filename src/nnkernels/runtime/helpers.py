@@ -12,6 +12,7 @@ that its own before-fork hook takes, so a ``fork()`` in a signal handler that in
 would hang the process. Nothing here takes a lock in a fork hook.
 """
 
+import os
 import queue
 import threading
 
@@ -24,6 +25,8 @@ __all__ = ["run_parts"]
 
 _CALLER = object()
 _HELPER = object()
+#: how often a calling thread waiting for a helper checks that it is still in its process
+_FORK_CHECK_SECONDS = 0.05
 
 
 class _Part:
@@ -35,10 +38,11 @@ class _Part:
     tell whether a helper holds the part and must be waited for.
     """
 
-    __slots__ = ("_run", "_claims", "_finished", "_done")
+    __slots__ = ("_run", "_claims", "_finished", "_done", "_pid")
 
     def __init__(self, run):
         self._run = run
+        self._pid = os.getpid()
         self._claims = {}
         self._finished = False
         self._done = threading.Lock()
@@ -63,12 +67,19 @@ class _Part:
 
     def cancel_or_wait(self):
         """Claim the part for the calling thread, or wait until the helper that claimed it is
-        done. Safe to call again after an interrupt."""
+        done; True once no thread runs it. False in a process forked while a helper of the
+        parent ran it: the child has no such thread, so the part never finishes there.
+        Safe to call again after an interrupt."""
         if self._claim(_CALLER):
-            return
+            return True
         while not self._finished:
-            if self._done.acquire():
+            if os.getpid() != self._pid:
+                return False
+            # timed, so that a child forked (from a signal handler) during the wait sees
+            # that it is one
+            if self._done.acquire(timeout=_FORK_CHECK_SECONDS):
                 self._done.release()
+        return True
 
 
 def _serve(parts):
@@ -97,17 +108,26 @@ def _helper_queue(helpers):
 
 def _finish_all(parts):
     """Return once no helper is running any of ``parts``, even if this thread is interrupted
-    meanwhile (then re-raise that)."""
+    meanwhile (then re-raise that). RuntimeError in a child forked while a helper of the
+    parent ran one of them."""
     interrupted = None
+    unfinished = False
     for part in parts:
         while True:
             try:
-                part.cancel_or_wait()
+                unfinished |= not part.cancel_or_wait()
                 break
             except BaseException as exc:  # noqa: BLE001 - re-raised once all are done
                 interrupted = interrupted or exc
     if interrupted is not None:
         raise interrupted
+    if unfinished:
+        raise RuntimeError(
+            "this call was under way when the process forked (a fork() from a signal "
+            "handler), and part of it was running on a helper thread, which the forked "
+            "child does not have: the call cannot finish in the child. Call it again; "
+            "the child starts helper threads of its own."
+        )
 
 
 def run_parts(parts, work):
