@@ -160,9 +160,9 @@ def test_a_forked_child_shares_work_over_helpers_of_its_own():
     "n_samples, channels", [(1, 1), (1, 64), (7, 23), (64, 64), (100, 30), (1000, 3)]
 )
 def test_channel_blocks_are_whole_samples_when_the_batch_is_large_enough(n_samples, channels):
-    block = partition.channel_block(n_samples, channels)
-    items = n_samples * -(-channels // block)
+    block, items = partition.channel_blocks(n_samples, channels)
     assert 1 <= block <= channels
+    assert items == n_samples * len(range(0, channels, block))
     assert items >= min(n_samples * channels, partition.CHANNEL_BLOCK_ITEMS) // 2
     if n_samples >= partition.CHANNEL_BLOCK_ITEMS:
         assert block == channels

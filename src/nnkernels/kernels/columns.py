@@ -19,7 +19,7 @@ import numpy as np
 
 from ..registry import example, examples
 from ..runtime.jit import inner_function, threaded_kernel
-from ..runtime.partition import channel_block, run_shares
+from ..runtime.partition import channel_blocks, run_shares
 from ..validation import (
     as_float_array,
     check_input_shape,
@@ -96,6 +96,9 @@ def _col2im_rows_kernel(
     n_img, channels, height, width = img.shape
     ksize = filter_h * filter_w
     blocks = (channels + channel_block - 1) // channel_block
+    inside = np.empty((filter_w, 2), np.int64)
+    for kx in range(filter_w):
+        inside[kx, 0], inside[kx, 1] = _inside_range(out_w, stride, kx - pad, width)
     for item in range(first, last):
         i = np.int64(item)
         n = i // blocks
@@ -116,8 +119,7 @@ def _col2im_rows_kernel(
                     for kx in range(filter_w):
                         k = np.uint64(base + ky * filter_w + kx)
                         offset = kx - pad
-                        lo, hi = _inside_range(out_w, stride, offset, width)
-                        for ox in range(lo, hi):
+                        for ox in range(inside[kx, 0], inside[kx, 1]):
                             img[n, c, y, np.uint64(ox * stride + offset)] += col[
                                 row0 + np.uint64(ox), k
                             ]
@@ -408,8 +410,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     col = col.reshape(rows, width)
     img = empty_result(shape, col.dtype)
     if img.size:
-        block = channel_block(n_img, channels)
-        items = n_img * -(-channels // block)
+        block, items = channel_blocks(n_img, channels)
         run_shares(
             _col2im_rows_kernel, items, col.size, col, fh, fw, s, p, out_h, out_w, img, block
         )

@@ -3,8 +3,8 @@
 Every rule that decides how many threads a call uses and how large a piece of work each
 takes lives here: the thread count (the ``threads`` setting, else Numba's count in the
 calling thread), the shares of a batch's samples or of a product's rows over threads
-(:func:`sample_parts`, :func:`row_parts`), the channels one item of a per-sample kernel
-covers (:func:`channel_block`), the chunks of samples a convolution holds columns
+(:func:`sample_parts`, :func:`row_parts`), the items of a kernel over samples and blocks
+of their channels (:func:`channel_blocks`), the chunks of samples a convolution holds columns
 for under the ``workspace_limit`` setting (:func:`conv_chunk_size`, :func:`unkept_chunk`),
 and the dealing of chunks to threads as they finish (:func:`run_in_chunks`).
 """
@@ -23,7 +23,7 @@ __all__ = [
     "set_num_threads",
     "sample_parts",
     "row_parts",
-    "channel_block",
+    "channel_blocks",
     "conv_chunk_size",
     "unkept_chunk",
     "run_in_chunks",
@@ -115,12 +115,14 @@ def _even_shares(start, stop, parts):
     return [(start + count * i // parts, start + count * (i + 1) // parts) for i in range(parts)]
 
 
-def channel_block(n_samples, channels):
-    """Channels per item for a kernel whose items are (sample, block of channels): the
-    largest block that still gives about :data:`CHANNEL_BLOCK_ITEMS` items, so that any
-    thread count has a share. Decided by the shape alone, so results never depend on
+def channel_blocks(n_samples, channels):
+    """``(block, items)`` for a kernel whose items are a sample and a block of its channels:
+    ``block`` channels per item (the last of a sample may have fewer), the largest that
+    still gives about :data:`CHANNEL_BLOCK_ITEMS` items so that any thread count has a
+    share, and the number of items. Decided by the shape alone, so results never depend on
     the thread count."""
-    return max(1, min(channels, n_samples * channels // CHANNEL_BLOCK_ITEMS))
+    block = max(1, min(channels, n_samples * channels // CHANNEL_BLOCK_ITEMS))
+    return block, n_samples * -(-channels // block)
 
 
 def conv_chunk_size(n_samples, bytes_per_sample):
